@@ -1,0 +1,47 @@
+"""Button payloads, in the Rasa convention ``/intent`` or ``/intent{"key": "value"}``.
+
+Quick-reply buttons send their payload back as the message text, so Rasa
+widgets and our own widget both drive did-you-mean and follow-ups this way.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from bot.messages import Button
+
+_COMMAND = re.compile(r"^/([a-z_]+)(\{.*\})?$", re.DOTALL)
+
+FAQ = "faq"
+NONE_OF_THESE = "none_of_these"
+ASK_HUMAN = "ask_human"
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: dict = field(default_factory=dict)
+
+
+def parse_command(text: str) -> Command | None:
+    match = _COMMAND.match(text.strip())
+    if not match:
+        return None
+    args = {}
+    if match.group(2):
+        try:
+            args = json.loads(match.group(2))
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(args, dict):
+            return None
+    return Command(match.group(1), args)
+
+
+def faq_button(title: str, entry_id: str) -> Button:
+    return Button(title=title, payload="/faq" + json.dumps({"entry": entry_id}, ensure_ascii=False))
+
+
+def simple_button(title: str, name: str) -> Button:
+    return Button(title=title, payload="/" + name)

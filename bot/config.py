@@ -1,0 +1,88 @@
+"""One typed settings object for the whole bot.
+
+Values come from env vars with the ``HOTLINE_`` prefix (``DATABASE_URL`` is also
+honoured unprefixed, as deploy tooling usually sets it), then an optional
+``hotline.env`` file, then the defaults below, which run on one machine with
+nothing else installed.
+"""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Thresholds(BaseModel):
+    """Decision thresholds. Defaults come from ``knowledge/thresholds.yml``,
+    which ``bench/calibrate.py`` writes from held-out data; an operator can
+    override one with ``HOTLINE_THRESHOLD_<NAME>``."""
+
+    answer: float = 0.62
+    suggest: float = 0.45
+    margin: float = 0.04
+    dense_weight: float = 0.7
+    lexical_saturation: float = 8.0
+    intent: float = 0.55
+
+    @classmethod
+    def load(cls, path: Path) -> "Thresholds":
+        values: dict = {}
+        if path.exists():
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = {k: v for k, v in values.items() if k in cls.model_fields}
+        for name in cls.model_fields:
+            raw = os.environ.get(f"HOTLINE_THRESHOLD_{name.upper()}")
+            if raw is not None:
+                values[name] = float(raw)
+        return cls(**values)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HOTLINE_", env_file="hotline.env", extra="ignore"
+    )
+
+    knowledge_dir: Path = PROJECT_ROOT / "knowledge"
+    data_dir: Path = PROJECT_ROOT / "var"
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("HOTLINE_DATABASE_URL", "DATABASE_URL")
+    )
+    encoder: str = "use"  # "use" | "e5" | path to a local sentence-transformers model folder
+    encoder_threads: int = 2
+    max_message_chars: int = 2000
+    max_failures_before_handoff: int = 2
+    host: str = "127.0.0.1"
+    port: int = 8000
+    server_threads: int = 16
+    thresholds_file: Path | None = None
+
+    @field_validator("max_message_chars", "encoder_threads", "server_threads")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be >= 1")
+        return value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # psycopg 3 is the installed driver; plain postgresql:// would pick psycopg2.
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{self.data_dir / 'hotline.db'}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @cached_property
+    def thresholds(self) -> Thresholds:
+        return Thresholds.load(self.thresholds_file or self.knowledge_dir / "thresholds.yml")

@@ -1,0 +1,242 @@
+"""The bot as one plain object: ``Bot.handle(Message) -> Reply``.
+
+Connectors, the CLI and tests all call this; it knows nothing of HTTP.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sentence_transformers import SentenceTransformer
+
+from bot import commands
+from bot.config import Settings
+from bot.encoders import build_encoder, encode
+from bot.index import SearchIndex, load_or_build_index
+from bot.intents import FAQ_INTENT, IntentPrediction
+from bot.kb import KnowledgeBase, load_knowledge_base
+from bot.messages import HandoffInfo, Message, Reply, ReplyMessage
+from bot.policy import Decision, DecisionPolicy
+from bot.responses import Responses
+from bot.retrieval import Candidate, HybridRetriever
+from bot.safety import EmergencyDetector
+from bot.store import PRIORITY_NORMAL, PRIORITY_URGENT, Conversation, Handoff, Store
+from bot.text import DomainTokenizer, SynonymMap, detect_language, normalise, reply_language
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """Everything the bot learned from one text, before any decision."""
+
+    normalised: str
+    language: str
+    emergency: str | None
+    intent: IntentPrediction
+    candidates: list[Candidate]
+
+
+class _VectorCache:
+    """Small LRU of query vectors: hotlines see the same questions again and again."""
+
+    def __init__(self, size: int = 4096):
+        self._size = size
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            vector = self._items.get(key)
+            if vector is not None:
+                self._items.move_to_end(key)
+            return vector
+
+    def put(self, key: str, vector: np.ndarray) -> None:
+        with self._lock:
+            self._items[key] = vector
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class Bot:
+    def __init__(self, settings: Settings, kb: KnowledgeBase, tokenizer: DomainTokenizer,
+                 encoder: SentenceTransformer, index: SearchIndex, store: Store):
+        self.settings = settings
+        self.kb = kb
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+        self.index = index
+        self.store = store
+        thresholds = settings.thresholds
+        self.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
+                                         thresholds.dense_weight, thresholds.lexical_saturation)
+        self.safety = EmergencyDetector.from_file(kb.safety_path)
+        self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff)
+        self.responses = Responses.from_file(kb.root / "responses.yml")
+        self._vectors = _VectorCache()
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, store: Store | None = None) -> "Bot":
+        settings = settings or Settings()
+        kb = load_knowledge_base(settings.knowledge_dir)
+        tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
+        encoder = build_encoder(settings.encoder, settings.encoder_threads)
+        index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder)
+        if store is None:
+            store = Store(settings.sqlalchemy_url)
+            store.create_schema()
+        return cls(settings, kb, tokenizer, encoder, index, store)
+
+    # -- understanding (no side effects) ---------------------------------------
+
+    def vector(self, normalised_text: str) -> np.ndarray:
+        cached = self._vectors.get(normalised_text)
+        if cached is None:
+            cached = encode(self.encoder, [normalised_text])[0]
+            self._vectors.put(normalised_text, cached)
+        return cached
+
+    def understand(self, text: str, top_k: int = 10) -> Understanding:
+        normalised = normalise(text)
+        vector = self.vector(normalised)
+        candidates = self.retriever.run(self.tokenizer.tokens(normalised), vector, top_k=top_k)
+        return Understanding(
+            normalised=normalised,
+            language=detect_language(normalised),
+            emergency=self.safety.run(normalised),
+            intent=self.index.intents.run(normalised, vector),
+            candidates=candidates,
+        )
+
+    # -- handling (persists every turn) ----------------------------------------
+
+    def handle(self, message: Message, today: dt.date | None = None) -> Reply:
+        message.validate(self.settings.max_message_chars)
+        command = commands.parse_command(message.text)
+        understanding = None if command else self.understand(message.text)
+        with self.store.transaction() as session:
+            conv = self.store.conversation_for_update(
+                session, message.conversation_id, message.user_id, message.channel,
+                reply_language(understanding.language) if understanding else "zh")
+            if understanding and any(ch.isalpha() for ch in understanding.normalised):
+                conv.language = reply_language(understanding.language)
+            language = conv.language
+            self.store.add_turn(session, conv, "user", message.text,
+                                payload={"command": command.name} if command else None)
+            if conv.status == "handoff":
+                handoff = self.store.open_handoff(session, conv.id)
+                if handoff is not None:
+                    return self._while_handed_off(session, conv, handoff, understanding, language)
+                conv.status = "bot"  # ticket closed without handing back: the bot takes over again
+            decision = self._decide(conv, command, understanding, today)
+            if understanding and decision.intent == FAQ_INTENT and understanding.candidates:
+                conv.last_candidates = self._top3(understanding.candidates, language)
+            return self._act(session, conv, decision, language)
+
+    def _decide(self, conv: Conversation, command: commands.Command | None,
+                understanding: Understanding | None, today: dt.date | None) -> Decision:
+        if command is not None:
+            if command.name == commands.FAQ and self.kb.get(str(command.args.get("entry"))):
+                return self.policy.answer(str(command.args["entry"]), 1.0, today)
+            if command.name == commands.ASK_HUMAN:
+                return Decision("handoff", "ask_human", 1.0, reason="user_request")
+            if command.name in {"greet", "goodbye", "thanks"}:
+                return Decision("smalltalk", command.name, 1.0)
+            return self.policy.failure(0.0, conv.failures)  # none_of_these, unknown payloads
+        assert understanding is not None
+        return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
+                               candidates=understanding.candidates, failures=conv.failures, today=today)
+
+    def _act(self, session, conv: Conversation, decision: Decision, language: str) -> Reply:
+        conv.failures = conv.failures + 1 if decision.counts_as_failure else 0
+        handoff_info = None
+        if decision.action == "handoff":
+            handoff = self._open_handoff(session, conv, decision)
+            position = self.store.queue_position(session, handoff)
+            replies = self._handoff_replies(decision, language, position or 1)
+            handoff_info = HandoffInfo(handoff.id, handoff.reason, handoff.priority, handoff.status, position)
+            conv.failures = 0
+        else:
+            replies = self._render(decision, language)
+        for reply in replies:
+            self.store.add_turn(session, conv, "bot", reply.text, intent=decision.intent,
+                                entry_id=decision.entry_id, score=round(decision.confidence, 4),
+                                payload={k: v for k, v in reply.to_dict().items() if k != "text"}
+                                | {"action": decision.action, "kb_version": self.kb.version})
+        return Reply(conversation_id=conv.id, replies=replies, intent=decision.intent,
+                     confidence=decision.confidence, language=language, entry_id=decision.entry_id,
+                     candidates=list(conv.last_candidates or []), handoff=handoff_info)
+
+    def _open_handoff(self, session, conv: Conversation, decision: Decision) -> Handoff:
+        handoff = Handoff(
+            conversation_id=conv.id, reason=decision.reason or "user_request",
+            priority=PRIORITY_URGENT if decision.urgent else PRIORITY_NORMAL, status="open",
+            channel=conv.channel, user_id=conv.user_id, language=conv.language,
+            candidates=list(conv.last_candidates or []), kb_version=self.kb.version,
+        )
+        session.add(handoff)
+        conv.status = "handoff"
+        session.flush()
+        return handoff
+
+    def _while_handed_off(self, session, conv: Conversation, handoff: Handoff,
+                          understanding: Understanding | None, language: str) -> Reply:
+        """A person owns the conversation now: record, never answer over the agent."""
+        replies: list[ReplyMessage] = []
+        if understanding and understanding.emergency and handoff.priority != PRIORITY_URGENT:
+            handoff.priority = PRIORITY_URGENT
+            replies.append(ReplyMessage(self.responses("emergency", language)))
+        position = self.store.queue_position(session, handoff)
+        if handoff.status == "open" and not replies:
+            replies.append(ReplyMessage(self.responses("handoff_waiting", language, position=position)))
+        for reply in replies:
+            self.store.add_turn(session, conv, "bot", reply.text, intent="handoff_wait",
+                                payload={"action": "handoff_wait", "kb_version": self.kb.version})
+        info = HandoffInfo(handoff.id, handoff.reason, handoff.priority, handoff.status, position)
+        intent = understanding.intent.intent if understanding else "command"
+        return Reply(conversation_id=conv.id, replies=replies, intent=intent, confidence=1.0,
+                     language=language, handoff=info)
+
+    # -- rendering ---------------------------------------------------------------
+
+    def _top3(self, candidates: list[Candidate], language: str) -> list[dict[str, Any]]:
+        return [{"entry_id": c.entry_id, "score": round(c.score, 4),
+                 "title": self.kb.entries[c.entry_id].title(language)} for c in candidates[:3]]
+
+    def _handoff_replies(self, decision: Decision, language: str, position: int) -> list[ReplyMessage]:
+        if decision.reason == "emergency":
+            return [ReplyMessage(self.responses("emergency", language)),
+                    ReplyMessage(self.responses("handoff", language, position=position))]
+        key = {"low_confidence": "handoff_after_failures", "complaint": "complaint"}.get(decision.reason or "", "handoff")
+        return [ReplyMessage(self.responses(key, language, position=position))]
+
+    def _render(self, decision: Decision, language: str) -> list[ReplyMessage]:
+        talk = commands.simple_button(self.responses("talk_to_person", language), commands.ASK_HUMAN)
+        if decision.action == "answer":
+            entry = self.kb.entries[decision.entry_id]
+            buttons = [commands.faq_button(self.kb.entries[f].title(language), f)
+                       for f in entry.follow_ups if f in self.kb.entries]
+            return [ReplyMessage(
+                text=entry.answer.en if language == "en" else entry.answer.zh,
+                buttons=buttons, source={"name": entry.source.name, "url": str(entry.source.url)},
+                updated=entry.updated.isoformat(), entry_id=entry.id)]
+        if decision.action == "did_you_mean":
+            buttons = [commands.faq_button(self.kb.entries[e].title(language), e) for e in decision.options]
+            buttons.append(commands.simple_button(self.responses("none_of_these", language), commands.NONE_OF_THESE))
+            return [ReplyMessage(self.responses("did_you_mean", language), buttons=buttons)]
+        if decision.action == "policy_changed":
+            entry = self.kb.entries[decision.entry_id]
+            text = self.responses("policy_changed", language, title=entry.title(language),
+                                  valid_until=entry.valid_until.isoformat() if entry.valid_until else "")
+            return [ReplyMessage(text, buttons=[talk], entry_id=entry.id)]
+        if decision.action == "smalltalk":
+            return [ReplyMessage(self.responses(decision.intent, language))]
+        return [ReplyMessage(self.responses("rephrase", language), buttons=[talk])]
+
+

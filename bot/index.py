@@ -1,0 +1,110 @@
+"""Builds, saves and loads everything retrieval needs from one KB version.
+
+Artifacts live in ``<data_dir>/index/<kb_version>-<encoder>/``; a server
+loads them when they match the KB on disk and rebuilds them otherwise, so an
+edited KB can never be served with a stale index.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from bot.encoders import encode
+from bot.intents import FAQ_INTENT, IntentClassifier
+from bot.kb import KnowledgeBase
+from bot.retrieval.dense import DenseRetriever
+from bot.retrieval.lexical import LexicalRetriever
+from bot.text import DomainTokenizer, normalise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchIndex:
+    kb_version: str
+    doc_entry_ids: list[str]
+    doc_texts: list[str]
+    lexical: LexicalRetriever
+    dense: DenseRetriever
+    intents: IntentClassifier
+
+
+def artifact_dir(index_root: Path, kb_version: str, encoder_name: str) -> Path:
+    safe_encoder = "".join(c if c.isalnum() else "_" for c in encoder_name)[-40:]
+    return index_root / f"{kb_version}-{safe_encoder}"
+
+
+def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: SentenceTransformer) -> SearchIndex:
+    """Every question paraphrase of both languages is one document of its entry."""
+    doc_entry_ids: list[str] = []
+    doc_texts: list[str] = []
+    for entry in kb.entries.values():
+        for question in [*entry.questions.zh, *entry.questions.en]:
+            doc_entry_ids.append(entry.id)
+            doc_texts.append(normalise(question))
+    intent_texts, intent_labels = [], []
+    for intent, examples in kb.intent_examples.items():
+        for example in examples:
+            intent_texts.append(normalise(example))
+            intent_labels.append(intent)
+    vectors = encode(encoder, doc_texts + intent_texts)
+    doc_vectors = vectors[: len(doc_texts)]
+    lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in doc_texts])
+    dense = DenseRetriever.build(doc_vectors)
+    intents = IntentClassifier.train(
+        doc_texts + intent_texts, [FAQ_INTENT] * len(doc_texts) + intent_labels, vectors
+    )
+    return SearchIndex(kb.version, doc_entry_ids, doc_texts, lexical, dense, intents)
+
+
+def save_index(index: SearchIndex, directory: Path) -> None:
+    """Write to a temporary folder, then rename: readers never see half an index."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
+    try:
+        (tmp / "docs.json").write_text(json.dumps(
+            {"kb_version": index.kb_version, "entry_ids": index.doc_entry_ids, "texts": index.doc_texts},
+            ensure_ascii=False), encoding="utf-8")
+        index.dense.save(tmp / "dense.faiss")
+        index.lexical.save(tmp / "lexical")
+        index.intents.save(tmp / "intents.joblib")
+        if directory.exists():
+            shutil.rmtree(directory)
+        tmp.rename(directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_index(directory: Path) -> SearchIndex:
+    docs = json.loads((directory / "docs.json").read_text(encoding="utf-8"))
+    return SearchIndex(
+        kb_version=docs["kb_version"], doc_entry_ids=docs["entry_ids"], doc_texts=docs["texts"],
+        lexical=LexicalRetriever.load(directory / "lexical"),
+        dense=DenseRetriever.load(directory / "dense.faiss"),
+        intents=IntentClassifier.load(directory / "intents.joblib"),
+    )
+
+
+def load_or_build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: SentenceTransformer,
+                        index_root: Path, encoder_name: str) -> SearchIndex:
+    directory = artifact_dir(index_root, kb.version, encoder_name)
+    if (directory / "docs.json").exists():
+        try:
+            return load_index(directory)
+        except Exception as exc:  # a corrupt artifact must not keep the bot down
+            log.warning("index at %s unreadable (%s); rebuilding", directory, exc)
+    index = build_index(kb, tokenizer, encoder)
+    try:
+        save_index(index, directory)
+    except OSError as exc:
+        log.warning("could not save index to %s: %s (serving from memory)", directory, exc)
+    return index
+
+

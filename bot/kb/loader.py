@@ -1,0 +1,206 @@
+"""Loads and validates the knowledge base directory.
+
+Every problem is reported with the file, the entry id and the field, so a KB
+editor can fix it without reading Python tracebacks.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from bot.kb.schema import Entry
+from bot.text import normalise
+
+FAQ_DIR = "faq"
+INTENTS_FILE = "intents.yml"
+SYNONYMS_FILE = "synonyms.yml"
+USERDICT_FILE = "userdict.txt"
+SAFETY_FILE = "safety.yml"
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    entry: str
+    field: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        return f"{self.file}: entry {self.entry or '-'}: field {self.field or '-'}: {self.message}"
+
+
+class KnowledgeBaseError(Exception):
+    """The KB cannot be served; ``problems`` says exactly where and why."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass
+class KnowledgeBase:
+    root: Path
+    entries: dict[str, Entry]
+    intent_examples: dict[str, list[str]]
+    version: str
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def synonyms_path(self) -> Path:
+        return self.root / SYNONYMS_FILE
+
+    @property
+    def userdict_path(self) -> Path:
+        return self.root / USERDICT_FILE
+
+    @property
+    def safety_path(self) -> Path:
+        return self.root / SAFETY_FILE
+
+    def get(self, entry_id: str) -> Entry | None:
+        return self.entries.get(entry_id)
+
+
+def knowledge_version(root: Path) -> str:
+    """Content hash of every KB file: changes whenever an editor changes anything."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in {".yml", ".yaml", ".txt"}:
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _read_yaml(path: Path, root: Path, problems: list[Problem]) -> object | None:
+    rel = str(path.relative_to(root))
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problems.append(Problem(rel, "", "", f"cannot parse: {exc}"))
+        return None
+
+
+def _field_name(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _load_entries(root: Path, problems: list[Problem]) -> dict[str, Entry]:
+    entries: dict[str, Entry] = {}
+    entry_files: dict[str, str] = {}
+    faq_dir = root / FAQ_DIR
+    files = sorted(faq_dir.glob("*.yml")) if faq_dir.is_dir() else []
+    if not files:
+        problems.append(Problem(f"{FAQ_DIR}/", "", "", "no FAQ files (*.yml) found"))
+    for path in files:
+        rel = str(path.relative_to(root))
+        data = _read_yaml(path, root, problems)
+        if data is None:
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+            problems.append(Problem(rel, "", "entries", "file must be a mapping with an 'entries' list"))
+            continue
+        category = data.get("category")
+        if category != path.stem:
+            problems.append(Problem(rel, "", "category", f"must be '{path.stem}' (the file name), got {category!r}"))
+        for position, raw in enumerate(data["entries"]):
+            label = str(raw.get("id")) if isinstance(raw, dict) and raw.get("id") else f"#{position + 1}"
+            try:
+                entry = Entry.model_validate(raw)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    problems.append(Problem(rel, label, _field_name(err["loc"]), err["msg"]))
+                continue
+            if entry.category != path.stem:
+                problems.append(Problem(rel, entry.id, "category", f"must be '{path.stem}', got '{entry.category}'"))
+            if not entry.id.startswith(entry.category + "."):
+                problems.append(Problem(rel, entry.id, "id", f"must start with '{entry.category}.'"))
+            if entry.id in entries:
+                problems.append(Problem(rel, entry.id, "id", f"duplicate id, also in {entry_files[entry.id]}"))
+                continue
+            entries[entry.id] = entry
+            entry_files[entry.id] = rel
+    _check_cross_entry(entries, entry_files, problems)
+    return entries
+
+
+def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem]) -> None:
+    today = dt.date.today()
+    seen_questions: dict[str, str] = {}
+    for entry_id, entry in entries.items():
+        rel = files[entry_id]
+        for lang in ("zh", "en"):
+            for index, question in enumerate(getattr(entry.questions, lang)):
+                key = normalise(question).rstrip("?？!！。. ")
+                owner = seen_questions.get(key)
+                if owner is not None and owner != entry_id:
+                    problems.append(Problem(rel, entry_id, f"questions.{lang}.{index}",
+                                            f"question {question!r} is also a question of entry {owner}"))
+                seen_questions.setdefault(key, entry_id)
+        for index, target in enumerate(entry.follow_ups):
+            if target not in entries:
+                problems.append(Problem(rel, entry_id, f"follow_ups.{index}", f"unknown entry id {target!r}"))
+        if entry.is_expired(today):
+            problems.append(Problem(rel, entry_id, "valid_until",
+                                    f"expired on {entry.valid_until}: update or remove the entry",
+                                    severity="expired"))
+
+
+def _load_intents(root: Path, problems: list[Problem]) -> dict[str, list[str]]:
+    path = root / INTENTS_FILE
+    if not path.exists():
+        problems.append(Problem(INTENTS_FILE, "", "", "missing (Rasa NLU intents file)"))
+        return {}
+    data = _read_yaml(path, root, problems)
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not isinstance(data.get("nlu"), list):
+        problems.append(Problem(INTENTS_FILE, "", "nlu", "must be a Rasa 3.x NLU file with an 'nlu' list"))
+        return {}
+    intents: dict[str, list[str]] = {}
+    for position, block in enumerate(data["nlu"]):
+        if not isinstance(block, dict) or "intent" not in block:
+            continue  # synonyms/regex/lookup blocks are valid Rasa but not ours
+        name = str(block["intent"])
+        examples = block.get("examples")
+        if not isinstance(examples, str):
+            problems.append(Problem(INTENTS_FILE, name, "examples", "must be a '|' block of '- example' lines"))
+            continue
+        lines = [line.strip()[1:].strip() for line in examples.splitlines() if line.strip().startswith("-")]
+        lines = [line for line in lines if line]
+        if not lines:
+            problems.append(Problem(INTENTS_FILE, name, "examples", "no examples"))
+        intents.setdefault(name, []).extend(lines)
+    return intents
+
+
+def _collect(root: Path) -> tuple[dict[str, Entry], dict[str, list[str]], list[Problem]]:
+    problems: list[Problem] = []
+    entries = _load_entries(root, problems)
+    intents = _load_intents(root, problems)
+    return entries, intents, problems
+
+
+def load_knowledge_base(root: Path) -> KnowledgeBase:
+    """Load the KB; raise KnowledgeBaseError on anything that makes it unservable.
+
+    Expired entries are not fatal (time passes while a server runs): they are
+    kept, flagged in ``problems``, and the policy refuses to serve them.
+    """
+    root = Path(root)
+    entries, intents, problems = _collect(root)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise KnowledgeBaseError(errors)
+    return KnowledgeBase(root=root, entries=entries, intent_examples=intents,
+                         version=knowledge_version(root), problems=problems)
+
+
+def validate_knowledge_base(root: Path) -> list[Problem]:
+    """Every problem, expired entries included: what ``kb validate`` reports."""
+    return _collect(Path(root))[2]

@@ -1,0 +1,67 @@
+"""Schema of one FAQ entry, as KB editors write it in ``knowledge/faq/*.yml``."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+ID_PATTERN = re.compile(r"^[a-z_]+\.[a-z0-9_]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Questions(_Strict):
+    zh: list[str] = Field(min_length=3)
+    en: list[str] = Field(min_length=2)
+
+    @field_validator("zh", "en")
+    @classmethod
+    def _no_blank(cls, value: list[str]) -> list[str]:
+        for text in value:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("questions must be non-empty strings")
+        return [text.strip() for text in value]
+
+
+class Answer(_Strict):
+    zh: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+
+class Source(_Strict):
+    name: str = Field(min_length=1)
+    url: HttpUrl
+
+
+class Entry(_Strict):
+    id: str
+    category: str
+    questions: Questions
+    answer: Answer
+    source: Source
+    updated: dt.date
+    valid_until: dt.date | None = None
+    region: str | None = None
+    follow_ups: list[str] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not ID_PATTERN.match(value):
+            raise ValueError("id must look like <category>.<snake_case>")
+        return value
+
+    def is_expired(self, today: dt.date) -> bool:
+        return self.valid_until is not None and self.valid_until < today
+
+    def title(self, language: str) -> str:
+        """The first paraphrase: the entry's label on buttons and in agent views."""
+        return (self.questions.en if language == "en" else self.questions.zh)[0]
+
+
+class CategoryFile(_Strict):
+    category: str
+    entries: list[dict]

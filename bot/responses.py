@@ -1,0 +1,28 @@
+"""The bot's fixed bilingual replies, kept as data in ``knowledge/responses.yml``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+REQUIRED_KEYS = (
+    "emergency", "handoff", "handoff_waiting", "handoff_after_failures", "rephrase", "did_you_mean",
+    "none_of_these", "talk_to_person", "policy_changed", "greet", "goodbye", "thanks", "complaint",
+    "out_of_scope", "answer_footer", "related",
+)
+
+
+class Responses:
+    def __init__(self, templates: dict[str, dict[str, str]]):
+        for key in REQUIRED_KEYS:
+            for lang in ("zh", "en"):
+                if not isinstance(templates.get(key, {}).get(lang), str):
+                    raise ValueError(f"responses.yml: entry {key}: field {lang}: missing text")
+        self._templates = templates
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Responses":
+        return cls(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+
+    def __call__(self, key: str, language: str, **values: object) -> str:
+        return self._templates[key]["en" if language == "en" else "zh"].format(**values)

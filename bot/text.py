@@ -1,0 +1,119 @@
+"""Text normalisation, language detection and domain tokenising.
+
+Everything downstream (retrieval, intents, safety) sees the same normalised
+text, so a Traditional-Chinese or full-width question matches the Simplified
+KB exactly as a Simplified one does.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Literal
+
+import logging
+
+import jieba
+import opencc
+import yaml
+
+Language = Literal["zh", "en", "mixed"]
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN_WORD = re.compile(r"[a-z]{2,}")
+_SPACES = re.compile(r"\s+")
+_T2S = opencc.OpenCC("t2s")
+jieba.setLogLevel(logging.WARNING)
+_TOKEN_SPLIT = re.compile(r"[\w\u3400-\u9fff]+", re.UNICODE)
+
+
+def normalise(text: str) -> str:
+    """Full/half width (NFKC), Traditional→Simplified, lower case, single spaces."""
+    text = unicodedata.normalize("NFKC", text)
+    text = _T2S.convert(text)
+    text = text.lower()
+    return _SPACES.sub(" ", text).strip()
+
+
+def detect_language(text: str) -> Language:
+    """zh, en or mixed, from the share of CJK characters vs Latin words."""
+    cjk = len(_CJK.findall(text))
+    latin = len(_LATIN_WORD.findall(text.lower()))
+    if cjk and latin:
+        # A Chinese sentence with "PCR" in it is Chinese; an English sentence
+        # quoting one term like 健康码 is English.
+        if latin >= 3 and cjk <= 4:
+            return "en"
+        if cjk >= 2 * latin:
+            return "zh"
+        return "mixed"
+    if cjk:
+        return "zh"
+    if latin:
+        return "en"
+    return "zh"
+
+
+def reply_language(language: Language) -> Literal["zh", "en"]:
+    """Answer in the user's language; mixed input gets Chinese."""
+    return "en" if language == "en" else "zh"
+
+
+class SynonymMap:
+    """Maps every surface form of a domain term to its canonical form."""
+
+    def __init__(self, groups: list[list[str]]):
+        self.canonical: dict[str, str] = {}
+        for group in groups:
+            forms = [normalise(str(word)) for word in group if str(word).strip()]
+            if not forms:
+                continue
+            for form in forms:
+                self.canonical.setdefault(form, forms[0])
+
+    @classmethod
+    def from_file(cls, path: Path) -> "SynonymMap":
+        if not path.exists():
+            return cls([])
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return cls(data.get("groups") or [])
+
+    def __call__(self, token: str) -> str:
+        return self.canonical.get(token, token)
+
+
+class DomainTokenizer:
+    """jieba with the domain user dictionary, synonyms folded to one form.
+
+    Tokens are words for both languages plus Chinese character bigrams, which
+    keep lexical matching robust when jieba splits a colloquial phrase oddly.
+    """
+
+    def __init__(self, userdict: Path | None = None, synonyms: SynonymMap | None = None):
+        self._jieba = jieba.Tokenizer()
+        self._jieba.initialize()
+        self.synonyms = synonyms or SynonymMap([])
+        if userdict is not None and userdict.exists():
+            self._jieba.load_userdict(str(userdict))
+        # Synonym surface forms must survive segmentation as whole words.
+        for form in self.synonyms.canonical:
+            if _CJK.search(form) and " " not in form:
+                self._jieba.add_word(form, freq=2000)
+        self._lock = threading.Lock()
+
+    def words(self, normalised_text: str) -> list[str]:
+        with self._lock:  # jieba's lazy structures are not built for concurrent first use
+            pieces = self._jieba.lcut(normalised_text)
+        out = []
+        for piece in pieces:
+            piece = piece.strip()
+            if piece and _TOKEN_SPLIT.fullmatch(piece):
+                out.append(self.synonyms(piece))
+        return out
+
+    def tokens(self, normalised_text: str) -> list[str]:
+        words = self.words(normalised_text)
+        chars = [c for c in normalised_text if _CJK.match(c)]
+        bigrams = ["#" + a + b for a, b in zip(chars, chars[1:])]
+        return words + bigrams
