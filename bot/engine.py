@@ -25,7 +25,7 @@ from bot.policy import Decision, DecisionPolicy
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
 from bot.safety import EmergencyDetector
-from bot.store import PRIORITY_NORMAL, PRIORITY_URGENT, Conversation, Handoff, Store
+from bot.store import PRIORITY_NORMAL, PRIORITY_URGENT, Conversation, Handoff, Store, StoreUnavailable
 from bot.text import DomainTokenizer, SynonymMap, detect_language, normalise, reply_language
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,10 @@ class Bot:
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder)
         if store is None:
             store = Store(settings.sqlalchemy_url)
-            store.create_schema()
+            try:
+                store.create_schema()
+            except StoreUnavailable as exc:  # serve 503s until the database is back
+                log.error("starting without a database: %s", exc)
         return cls(settings, kb, tokenizer, encoder, index, store)
 
     # -- understanding (no side effects) ---------------------------------------

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from bot.encoders import encode
@@ -40,6 +41,12 @@ def artifact_dir(index_root: Path, kb_version: str, encoder_name: str) -> Path:
     return index_root / f"{kb_version}-{safe_encoder}"
 
 
+def build_retrievers(doc_texts: list[str], doc_vectors: np.ndarray,
+                     tokenizer: DomainTokenizer) -> tuple[LexicalRetriever, DenseRetriever]:
+    """Both halves of hybrid retrieval over the same normalised documents."""
+    return LexicalRetriever.build([tokenizer.tokens(text) for text in doc_texts]), DenseRetriever.build(doc_vectors)
+
+
 def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: SentenceTransformer) -> SearchIndex:
     """Every question paraphrase of both languages is one document of its entry."""
     doc_entry_ids: list[str] = []
@@ -54,9 +61,7 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Sentence
             intent_texts.append(normalise(example))
             intent_labels.append(intent)
     vectors = encode(encoder, doc_texts + intent_texts)
-    doc_vectors = vectors[: len(doc_texts)]
-    lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in doc_texts])
-    dense = DenseRetriever.build(doc_vectors)
+    lexical, dense = build_retrievers(doc_texts, vectors[: len(doc_texts)], tokenizer)
     intents = IntentClassifier.train(
         doc_texts + intent_texts, [FAQ_INTENT] * len(doc_texts) + intent_labels, vectors
     )

@@ -64,11 +64,11 @@ class DecisionPolicy:
             close = [c for c in candidates[1:3] if top_score - c.score < t.margin and c.score >= t.suggest]
             if top_score >= t.answer and not close:
                 return self.answer(top.entry_id, top_score, today)
-            options = [top.entry_id] + [c.entry_id for c in close]
-            if len(options) == 1:
-                options += [c.entry_id for c in candidates[1:3] if c.score >= t.suggest]
+            # Confident but tied: offer the tied ones. Unsure: offer the best few.
             # A lone weak candidate is still offered: asking beats guessing.
-            return Decision("did_you_mean", FAQ_INTENT, top_score, options=options[:3])
+            pool = close if top_score >= t.answer else [c for c in candidates[1:3] if c.score >= t.suggest]
+            options = [top.entry_id] + [c.entry_id for c in pool]
+            return Decision("did_you_mean", FAQ_INTENT, top_score, options=options)
         return self.failure(top_score, failures)
 
     def answer(self, entry_id: str, confidence: float, today: dt.date | None = None) -> Decision:

@@ -128,16 +128,24 @@ class Store:
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._tables_created = 0
         self.url = url
 
     def create_schema(self) -> None:
+        """Create missing tables (idempotent). Also run by the first transaction
+        after new models were imported (channels add their own tables), so a
+        server started while the database was down recovers by itself."""
+        tables = len(Base.metadata.tables)
         try:
             Base.metadata.create_all(self.engine)
         except OperationalError as exc:
             raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
+        self._tables_created = tables
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
+        if self._tables_created != len(Base.metadata.tables):
+            self.create_schema()
         session = self._sessions()
         try:
             with session.begin():

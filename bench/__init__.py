@@ -1,0 +1,1 @@
+"""Benchmarks and evaluation (not part of the installed package)."""

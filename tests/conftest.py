@@ -1,0 +1,153 @@
+"""Shared fixtures: one real Bot per session, real servers, real databases."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.config import PROJECT_ROOT, Settings
+from bot.store import Store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hotline")
+
+
+@pytest.fixture(scope="session")
+def settings(session_dir) -> Settings:
+    """Real KB, index artifacts in a session temp dir, SQLite in a temp file."""
+    return Settings(knowledge_dir=PROJECT_ROOT / "knowledge", data_dir=session_dir / "var", database_url=None)
+
+
+@pytest.fixture(scope="session")
+def bot(settings):
+    from bot.engine import Bot
+
+    return Bot.from_settings(settings)
+
+
+@pytest.fixture()
+def fresh_store(tmp_path) -> Store:
+    store = Store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    store.create_schema()
+    return store
+
+
+@pytest.fixture()
+def fresh_bot(bot, fresh_store):
+    """The session's loaded bot over an empty database (no model reload)."""
+    from bot.engine import Bot
+
+    return Bot(bot.settings, bot.kb, bot.tokenizer, bot.encoder, bot.index, fresh_store)
+
+
+def _postgres_admin_url() -> str | None:
+    url = os.environ.get("DATABASE_URL", "")
+    return url if url.startswith(("postgresql", "postgres")) else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL database for this session, or skip when none is configured."""
+    admin_url = _postgres_admin_url()
+    if admin_url is None:
+        pytest.skip("DATABASE_URL does not point at PostgreSQL")
+    import sqlalchemy
+
+    base = Settings(database_url=admin_url).sqlalchemy_url
+    name = f"hotline_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = base.rsplit("/", 1)[0] + "/" + name
+    yield url
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request, tmp_path) -> Store:
+    """The same tests on SQLite and (when configured) PostgreSQL."""
+    if request.param == "sqlite":
+        store = Store(f"sqlite:///{tmp_path / 'any.db'}")
+    else:
+        store = Store(request.getfixturevalue("postgres_url"))
+        from bot.store import Base
+
+        Base.metadata.drop_all(store.engine)  # each test starts from empty tables
+    store.create_schema()
+    yield store
+    store.engine.dispose()
+
+
+class LiveServer:
+    def __init__(self, url: str, process: subprocess.Popen, log_path: Path, env: dict[str, str]):
+        self.url = url
+        self.process = process
+        self.log_path = log_path
+        self.env = env
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
+
+
+def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, healthy: bool = True) -> LiveServer:
+    """``hotline-bot serve`` as a real subprocess (waitress), waiting for /healthz
+    (200, or 503 when ``healthy`` is False: a server whose database is down)."""
+    port = free_port()
+    env = os.environ.copy()
+    env.pop("DATABASE_URL", None)
+    env.update({"HOTLINE_DATA_DIR": str(data_dir), "HOTLINE_PORT": str(port), "HOTLINE_HOST": "127.0.0.1"})
+    env.update(extra_env or {})
+    log_path = data_dir / f"server-{port}.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "wb")
+    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text(errors='replace')}")
+        try:
+            status = httpx.get(url + "/healthz", timeout=1).status_code
+            if status == 200 or (not healthy and status == 503):
+                return LiveServer(url, process, log_path, env)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    process.kill()
+    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text(errors='replace')}")
+
+
+def stop_server(server: LiveServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(session_dir, settings, bot):
+    """One real server for the session; it reuses the index the ``bot`` fixture built."""
+    server = start_server(session_dir / "var")
+    yield server
+    stop_server(server)

@@ -1,0 +1,48 @@
+"""A database that goes away: clear 503s, nothing half-written, recovery without restart.
+
+Runs against PostgreSQL through a TCP proxy the test switches off and on.
+"""
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import start_server, stop_server
+from tests.tcp_proxy import TcpProxy
+
+
+@pytest.fixture()
+def proxied_postgres(postgres_url):
+    parts = urlsplit(postgres_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
+    yield proxy, parts._replace(netloc=netloc).geturl() + "?connect_timeout=2"
+    proxy.stop()
+
+
+def test_server_survives_database_outage(tmp_path, proxied_postgres):
+    proxy, url = proxied_postgres
+    server = start_server(tmp_path / "var", {"DATABASE_URL": url}, healthy=False)
+    try:
+        with server.client() as client:
+            down = client.post("/api/v1/messages", json={"user_id": "outage", "text": "核酸多少钱"})
+            assert down.status_code == 503
+            assert "database" in down.json()["error"]["message"]
+            proxy.start()
+            first = client.post("/api/v1/messages", json={"user_id": "outage", "text": "核酸多少钱"})
+            assert first.status_code == 200, first.text
+            conversation_id = first.json()["conversation_id"]
+            proxy.stop()
+            lost = client.post("/api/v1/messages", json={"user_id": "outage", "conversation_id": conversation_id,
+                                                          "text": "转人工"})
+            assert lost.status_code == 503
+            assert client.get("/healthz").status_code == 503
+            proxy.start()
+            time.sleep(0.2)
+            turns = client.get(f"/api/v1/conversations/{conversation_id}").json()["turns"]
+            assert [t["role"] for t in turns] == ["user", "bot"]  # the failed message left nothing behind
+            again = client.post("/api/v1/messages", json={"user_id": "outage", "conversation_id": conversation_id,
+                                                           "text": "转人工"})
+            assert again.status_code == 200 and again.json()["handoff"]
+    finally:
+        stop_server(server)

@@ -1,0 +1,96 @@
+"""KB validation: real files on disk, errors that name file, entry and field."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from bot.config import PROJECT_ROOT
+from bot.kb.loader import KnowledgeBaseError, load_knowledge_base, validate_knowledge_base
+
+ENTRY = """
+  - id: testing.{name}
+    category: testing
+    questions:
+      zh: [{q}一, {q}二, {q}三]
+      en: [{q} one, {q} two]
+    answer: {{zh: 答案, en: answer}}
+    source: {{name: 国家卫生健康委员会, url: "https://www.nhc.gov.cn/"}}
+    updated: 2026-10-01
+"""
+
+
+@pytest.fixture()
+def kb_copy(tmp_path):
+    root = tmp_path / "knowledge"
+    shutil.copytree(PROJECT_ROOT / "knowledge", root)
+    return root
+
+
+def test_shipped_knowledge_base_is_valid_and_large_enough():
+    assert validate_knowledge_base(PROJECT_ROOT / "knowledge") == []
+    kb = load_knowledge_base(PROJECT_ROOT / "knowledge")
+    assert len(kb.entries) >= 120
+    categories = {e.category for e in kb.entries.values()}
+    assert {"policy", "testing", "health_code", "quarantine", "vaccination", "travel", "hotline", "meta"} <= categories
+    for intent in ("greet", "goodbye", "thanks", "ask_human", "emergency", "complaint", "out_of_scope"):
+        assert len(kb.intent_examples[intent]) >= 10, intent
+
+
+def _append(root, text):
+    path = root / "faq" / "testing.yml"
+    path.write_text(path.read_text(encoding="utf-8").rstrip("\n") + "\n" + text, encoding="utf-8")
+
+
+def test_missing_language_names_file_entry_and_field(kb_copy):
+    _append(kb_copy, ENTRY.format(name="no_english", q="无英文").replace("en: answer", "xx: answer"))
+    problems = validate_knowledge_base(kb_copy)
+    messages = [str(p) for p in problems]
+    assert any(p.file == "faq/testing.yml" and p.entry == "testing.no_english" and p.field == "answer.en"
+               for p in problems), messages
+    with pytest.raises(KnowledgeBaseError):
+        load_knowledge_base(kb_copy)
+
+
+def test_duplicate_ids_and_broken_follow_ups(kb_copy):
+    _append(kb_copy, ENTRY.format(name="pcr_fee", q="重复"))
+    _append(kb_copy, ENTRY.format(name="dangling", q="悬空") + "    follow_ups: [testing.nowhere]\n")
+    problems = validate_knowledge_base(kb_copy)
+    assert any(p.entry == "testing.pcr_fee" and p.field == "id" and "duplicate" in p.message for p in problems)
+    assert any(p.entry == "testing.dangling" and p.field == "follow_ups.0" for p in problems)
+
+
+def test_duplicate_question_across_entries(kb_copy):
+    kb = load_knowledge_base(PROJECT_ROOT / "knowledge")
+    existing = kb.entries["testing.pcr_fee"].questions.zh[0]
+    _append(kb_copy, ENTRY.format(name="copycat", q="抄袭").replace("抄袭一", existing))
+    problems = validate_knowledge_base(kb_copy)
+    assert any(p.entry == "testing.copycat" and p.field == "questions.zh.0" and "testing.pcr_fee" in p.message
+               for p in problems), [str(p) for p in problems]
+
+
+def test_expired_entry_is_reported_but_still_loadable(kb_copy):
+    _append(kb_copy, ENTRY.format(name="old_rule", q="旧规定") + "    valid_until: 2020-01-31\n")
+    problems = validate_knowledge_base(kb_copy)
+    assert [(p.entry, p.field, p.severity) for p in problems] == [("testing.old_rule", "valid_until", "expired")]
+    kb = load_knowledge_base(kb_copy)  # a server keeps running when an entry expires
+    assert kb.entries["testing.old_rule"].valid_until.year == 2020
+
+
+def test_unparseable_yaml_is_named(kb_copy):
+    (kb_copy / "faq" / "travel.yml").write_text("category: travel\nentries: [\n", encoding="utf-8")
+    problems = validate_knowledge_base(kb_copy)
+    assert problems[0].file == "faq/travel.yml" and "cannot parse" in problems[0].message
+
+
+def test_cli_exit_codes(kb_copy):
+    cmd = [sys.executable, "-m", "bot.cli", "kb", "validate"]
+    ok = subprocess.run(cmd, env={"HOTLINE_KNOWLEDGE_DIR": str(kb_copy), "PATH": "/usr/bin:/bin"},
+                        capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert "OK:" in ok.stdout
+    _append(kb_copy, ENTRY.format(name="dangling", q="悬空") + "    follow_ups: [testing.nowhere]\n")
+    bad = subprocess.run(cmd, env={"HOTLINE_KNOWLEDGE_DIR": str(kb_copy), "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert bad.returncode == 1
+    assert "faq/testing.yml: entry testing.dangling: field follow_ups.0: unknown entry id 'testing.nowhere'" in bad.stderr

@@ -1,0 +1,32 @@
+from bot.text import DomainTokenizer, SynonymMap, detect_language, normalise, reply_language
+
+
+def test_normalise_folds_traditional_full_width_case_and_spaces():
+    assert normalise("健康碼變綠怎麼辦？") == "健康码变绿怎么办?"
+    assert normalise("ＰＣＲ　　Test ") == "pcr test"
+    assert normalise("  核酸\t\n检测  ") == "核酸 检测"
+
+
+def test_language_detection():
+    assert detect_language("做核酸要钱吗") == "zh"
+    assert detect_language("Where can I get a PCR test?") == "en"
+    assert detect_language("PCR多少钱") == "zh"
+    assert detect_language("what does 健康码 mean") == "en"
+    assert detect_language("my health code 黄了怎么办 please") == "mixed"
+    assert reply_language("mixed") == "zh"
+    assert reply_language("en") == "en"
+
+
+def test_tokenizer_folds_synonyms_and_adds_bigrams():
+    tokenizer = DomainTokenizer(None, SynonymMap([["核酸检测", "做核酸", "pcr"]]))
+    tokens = tokenizer.tokens(normalise("我想做核酸"))
+    assert "核酸检测" in tokens and "做核酸" not in tokens
+    assert "#核酸" in tokens
+    # English and Chinese names of the same test meet in one token
+    assert "核酸检测" in tokenizer.tokens(normalise("PCR price"))
+
+
+def test_user_dictionary_keeps_domain_words_whole(tmp_path):
+    userdict = tmp_path / "dict.txt"
+    userdict.write_text("次密接 3000 n\n", encoding="utf-8")
+    assert "次密接" in DomainTokenizer(userdict).words("我是次密接怎么办")
