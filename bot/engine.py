@@ -75,7 +75,8 @@ class Bot:
         self.store = store
         thresholds = settings.thresholds
         self.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
-                                         thresholds.dense_weight, thresholds.lexical_saturation)
+                                         thresholds.dense_weight, thresholds.lexical_saturation,
+                                         lexical_entry_ids=index.lexical_entry_ids)
         self.safety = EmergencyDetector.from_file(kb.safety_path)
         self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff)
         self.responses = Responses.from_file(kb.root / "responses.yml")

@@ -16,7 +16,9 @@ import logging
 
 import jieba
 import opencc
+import Stemmer
 import yaml
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 Language = Literal["zh", "en", "mixed"]
 
@@ -26,6 +28,9 @@ _SPACES = re.compile(r"\s+")
 _T2S = opencc.OpenCC("t2s")
 jieba.setLogLevel(logging.WARNING)
 _TOKEN_SPLIT = re.compile(r"[\w\u3400-\u9fff]+", re.UNICODE)
+_ASCII_WORD = re.compile(r"[a-z]+")
+# Question words carry the intent of an FAQ question ("how" vs "where"), keep them.
+_EN_STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) - {"how", "where", "when", "what", "why", "who", "which", "not", "no"}
 
 
 def normalise(text: str) -> str:
@@ -101,15 +106,22 @@ class DomainTokenizer:
             if _CJK.search(form) and " " not in form:
                 self._jieba.add_word(form, freq=2000)
         self._lock = threading.Lock()
+        self._stemmer = Stemmer.Stemmer("english")
 
     def words(self, normalised_text: str) -> list[str]:
-        with self._lock:  # jieba's lazy structures are not built for concurrent first use
+        with self._lock:  # jieba's structures and the stemmer are not built for concurrent use
             pieces = self._jieba.lcut(normalised_text)
-        out = []
-        for piece in pieces:
-            piece = piece.strip()
-            if piece and _TOKEN_SPLIT.fullmatch(piece):
-                out.append(self.synonyms(piece))
+            out = []
+            for piece in pieces:
+                piece = piece.strip()
+                if not piece or not _TOKEN_SPLIT.fullmatch(piece):
+                    continue
+                canonical = self.synonyms(piece)
+                if canonical == piece and _ASCII_WORD.fullmatch(piece):
+                    if piece in _EN_STOP_WORDS:
+                        continue
+                    canonical = self._stemmer.stemWord(piece)
+                out.append(canonical)
         return out
 
     def tokens(self, normalised_text: str) -> list[str]:
