@@ -76,9 +76,39 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.config import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT))  # bench/ lives beside the package, not inside it
     from bench.eval import main as eval_main
 
     return eval_main(args.rest)
+
+
+def _cmd_agent_create(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+    import os
+
+    from bot.desk import AgentDesk, DeskError
+    from bot.store import Store
+
+    password = args.password or os.environ.get("HOTLINE_AGENT_PASSWORD")
+    if not password:
+        password = getpass.getpass(f"password for {args.username}: ")
+        if password != getpass.getpass("repeat password: "):
+            print("passwords do not match", file=sys.stderr)
+            return 1
+    store = Store(settings.sqlalchemy_url)
+    import bot.desk_models  # noqa: F401  (tables on Base before create_schema)
+    import bot.webhooks  # noqa: F401
+
+    store.create_schema()
+    try:
+        agent = AgentDesk(store).create_agent(args.username, password, args.display_name)
+    except DeskError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    print(f"agent {agent.username!r} created")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,14 +135,25 @@ def build_parser() -> argparse.ArgumentParser:
     validate = kb_sub.add_parser("validate", help="check every KB file; non-zero exit on problems")
     validate.set_defaults(func=_cmd_kb_validate)
 
-    evaluate = sub.add_parser("eval", help="retrieval quality on held-out and external sets")
-    evaluate.add_argument("rest", nargs=argparse.REMAINDER)
+    evaluate = sub.add_parser("eval", help="retrieval quality on held-out and external sets", add_help=False)
     evaluate.set_defaults(func=_cmd_eval)
+
+    agent = sub.add_parser("agent", help="agent console accounts")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
+    create = agent_sub.add_parser("create", help="create an agent (password from --password, "
+                                                 "HOTLINE_AGENT_PASSWORD or a prompt)")
+    create.add_argument("username")
+    create.add_argument("--password")
+    create.add_argument("--display-name")
+    create.set_defaults(func=_cmd_agent_create)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
+    if args.command != "eval" and rest:
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     max_failures_before_handoff: int = 2
     host: str = "127.0.0.1"
     port: int = 8000
-    server_threads: int = 16
+    server_threads: int = 32  # the widget long-polls (≤20 s): waiting citizens each hold a thread
     thresholds_file: Path | None = None
 
     @field_validator("max_message_chars", "encoder_threads", "server_threads")

@@ -28,6 +28,14 @@ def create_app(settings: Settings | None = None, bot=None) -> Flask:
 
     app.register_blueprint(api)
     app.register_blueprint(rasa_rest)
+    from connectors.wechat import init_wechat
+
+    init_wechat(app)  # blueprint, tables, send-API outbox worker, sender for agent replies
+    from connectors.agents import register as register_agents
+    from connectors.web import register as register_web
+
+    register_web(app)  # also creates the desk tables (bot.store.create_schema) and the webhook worker
+    register_agents(app)
     register_error_handlers(app)
 
     @app.get("/healthz")

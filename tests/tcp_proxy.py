@@ -26,6 +26,10 @@ class TcpProxy:
     def stop(self) -> None:
         """Refuse new connections and cut every open one, as a crashed server would."""
         if self._listener is not None:
+            try:  # close() alone does not wake a thread blocked in accept() on Linux
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -11,7 +11,8 @@ def make_bot(bot, store):
 
 def test_conversation_and_handoff_round_trip(bot, any_store):
     b = make_bot(bot, any_store)
-    first = b.handle(Message(user_id="pg-user", text="How long does quarantine last for a close contact?"))
+    first = b.handle(Message(user_id="pg-user", text="How many days must a close contact quarantine?"))
+    assert first.entry_id == "quarantine.isolation_duration"
     second = b.handle(Message(user_id="pg-user", text="talk to a person please", conversation_id=first.conversation_id))
     assert second.handoff is not None
     conversation = any_store.conversation(first.conversation_id)

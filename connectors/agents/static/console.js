@@ -1,0 +1,281 @@
+/* hotline-bot agent console. Vanilla JS; same-origin API under /agents/api.
+ * POSTs carry the session's CSRF token in X-CSRF-Token. One long poll
+ * (/agents/api/updates) keeps the queue, the callbacks and the open ticket fresh
+ * and doubles as the on-duty heartbeat.
+ */
+(function () {
+  "use strict";
+  var $ = function (id) { return document.getElementById(id); };
+  var S = { csrf: null, me: null, sig: null, queue: [], callbacks: [], seen: null, current: null, lastTurn: 0,
+            loop: 0, rendered: {} };
+  var REASONS = { user_request: "用户要求 · asked for a person", emergency: "紧急 · emergency",
+                  low_confidence: "未能理解 · bot could not answer", complaint: "投诉 · complaint" };
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k];
+      else if (k === "class") node.className = attrs[k];
+      else if (k.slice(0, 2) === "on") node.addEventListener(k.slice(2), attrs[k]);
+      else if (attrs[k] !== null && attrs[k] !== undefined && attrs[k] !== false) node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) { if (c !== null && c !== undefined) node.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
+    return node;
+  }
+  function api(method, path, body) {
+    var headers = {};
+    if (method === "POST") { headers["Content-Type"] = "application/json"; headers["X-CSRF-Token"] = S.csrf || ""; }
+    return fetch("/agents/api" + path, { method: method, headers: headers, credentials: "same-origin",
+      body: method === "POST" ? JSON.stringify(body || {}) : undefined })
+      .then(function (r) {
+        return r.json().catch(function () { return {}; }).then(function (data) {
+          if (!r.ok) { var e = new Error((data.error && data.error.message) || "HTTP " + r.status); e.status = r.status; throw e; }
+          return data;
+        });
+      });
+  }
+  function minutes(seconds) {
+    if (seconds < 60) return seconds + "s";
+    return Math.floor(seconds / 60) + "m" + (seconds % 60 ? " " + (seconds % 60) + "s" : "");
+  }
+  function flash(text) {
+    $("alert").textContent = text;
+    setTimeout(function () { if ($("alert").textContent === text) $("alert").textContent = ""; }, 8000);
+  }
+
+  // -- login -------------------------------------------------------------------------------
+  function showLogin() { $("app").hidden = true; $("login").hidden = false; $("username").focus(); }
+  function showApp(me) {
+    S.csrf = me.csrf_token; S.me = me.agent;
+    $("login").hidden = true; $("app").hidden = false;
+    $("me").textContent = me.agent.display_name;
+    $("duty").checked = !!me.on_duty;
+    S.loop += 1; poll(S.loop, 0);
+  }
+  $("login-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    $("login-error").textContent = "";
+    api("POST", "/login", { username: $("username").value, password: $("password").value })
+      .then(function (me) { $("password").value = ""; unlockAudio(); showApp(me); })
+      .catch(function (err) { $("login-error").textContent = err.message; });
+  });
+  $("logout").addEventListener("click", function () {
+    api("POST", "/logout").then(function () { S.loop += 1; S.csrf = null; location.reload(); });
+  });
+  $("duty").addEventListener("change", function () {
+    api("POST", "/duty", { on_duty: $("duty").checked }).catch(function (e) { flash(e.message); });
+  });
+
+  // -- alerts: a short beep (WebAudio, no file) + title flash for new tickets -------------------
+  var audio = null;
+  function unlockAudio() { try { audio = audio || new (window.AudioContext || window.webkitAudioContext)(); } catch (e) { audio = null; } }
+  function beep() {
+    if (!audio) return;
+    try {
+      var osc = audio.createOscillator(), gain = audio.createGain();
+      osc.frequency.value = 880; gain.gain.value = 0.08; osc.connect(gain); gain.connect(audio.destination);
+      osc.start(); osc.stop(audio.currentTime + 0.25);
+    } catch (e) { /* no sound: the visual alert remains */ }
+  }
+  var baseTitle = document.title, titleTimer = null;
+  function alertNew(count) {
+    beep(); flash("🔔 " + count + " 个新工单 · new ticket(s)");
+    clearInterval(titleTimer);
+    var n = 0;
+    titleTimer = setInterval(function () {
+      document.title = n % 2 ? baseTitle : "🔔 (" + count + ") " + baseTitle;
+      if (++n > 9) { clearInterval(titleTimer); document.title = baseTitle; }
+    }, 700);
+  }
+
+  // -- the long poll ----------------------------------------------------------------------------
+  function poll(loop, failures) {
+    if (loop !== S.loop) return;
+    var q = "?wait=20&sig=" + encodeURIComponent(S.sig || "") +
+      (S.current ? "&handoff=" + S.current.id + "&after=" + S.lastTurn : "");
+    api("GET", "/updates" + q).then(function (data) {
+      if (loop !== S.loop) return;
+      applyUpdates(data); poll(loop, 0);
+    }).catch(function (err) {
+      if (err.status === 401) { showLogin(); return; }
+      setTimeout(function () { poll(loop, failures + 1); }, Math.min(30000, 1000 * Math.pow(2, failures)));
+    });
+  }
+
+  function applyUpdates(data) {
+    S.sig = data.sig; S.queue = data.queue; S.callbacks = data.callbacks;
+    $("duty").checked = !!data.on_duty;
+    var openIds = data.queue.filter(function (h) { return h.status === "open"; }).map(function (h) { return h.id; });
+    if (S.seen !== null) {
+      var fresh = openIds.filter(function (id) { return !S.seen[id]; });
+      if (fresh.length) alertNew(fresh.length);
+    }
+    S.seen = S.seen || {};
+    openIds.forEach(function (id) { S.seen[id] = true; });
+    renderQueue(); renderCallbacks();
+    if (data.handoff_turns && S.current && data.handoff_turns.conversation_id === S.current.conversation_id) {
+      data.handoff_turns.turns.forEach(appendTurn);
+      S.lastTurn = Math.max(S.lastTurn, data.handoff_turns.last_id);
+    }
+  }
+
+  // -- lists ----------------------------------------------------------------------------------------
+  function renderQueue() {
+    var list = $("queue"); list.textContent = "";
+    $("queue-count").textContent = String(S.queue.filter(function (h) { return h.status === "open"; }).length);
+    if (!S.queue.length) { list.appendChild(el("li", { "class": "empty", text: "队列为空 · No tickets waiting" })); return; }
+    S.queue.forEach(function (h) {
+      var urgent = h.priority === 0;
+      var item = el("li", {}, [el("button", {
+        type: "button", "class": "ticket" + (urgent ? " urgent" : "") + (S.current && S.current.id === h.id ? " active" : "") +
+          (h.status === "claimed" ? " mine" : ""),
+        "data-handoff-id": String(h.id), onclick: function () { openTicket(h.id); }
+      }, [
+        el("span", { "class": "row" }, [
+          el("strong", { text: "#" + h.id }),
+          urgent ? el("span", { "class": "badge urgent", text: "紧急 URGENT" }) : null,
+          el("span", { "class": "badge", text: h.language }),
+          el("span", { "class": "badge " + h.status, text: h.status === "claimed" ? "我的 · mine" : "等待 · " + minutes(h.waiting_seconds) })
+        ]),
+        el("span", { "class": "reason", text: REASONS[h.reason] || h.reason }),
+        el("span", { "class": "preview", text: h.last_message || "" })
+      ])]);
+      list.appendChild(item);
+    });
+  }
+  function renderCallbacks() {
+    var list = $("callbacks"); list.textContent = "";
+    $("callback-count").textContent = String(S.callbacks.length);
+    if (!S.callbacks.length) { list.appendChild(el("li", { "class": "empty", text: "没有待回电 · No callback requests" })); return; }
+    S.callbacks.forEach(function (c) {
+      list.appendChild(el("li", { "class": "callback" }, [
+        el("div", { "class": "row" }, [el("strong", { text: "☎ " + c.phone }), el("span", { "class": "badge", text: c.language })]),
+        c.name ? el("div", { text: c.name }) : null,
+        c.note ? el("div", { "class": "preview", text: c.note }) : null,
+        el("div", { "class": "muted", text: new Date(c.created_at).toLocaleString() }),
+        el("button", { type: "button", text: "已回电 · Done", onclick: function () {
+          api("POST", "/callbacks/" + c.id + "/done").then(function () { S.sig = null; kick(); }).catch(function (e) { flash(e.message); });
+        } })
+      ]));
+    });
+  }
+  function selectTab(name) {
+    var queue = name === "queue";
+    $("tab-queue").setAttribute("aria-selected", String(queue)); $("tab-callbacks").setAttribute("aria-selected", String(!queue));
+    $("queue").hidden = !queue; $("callbacks").hidden = queue;
+  }
+  $("tab-queue").addEventListener("click", function () { selectTab("queue"); });
+  $("tab-callbacks").addEventListener("click", function () { selectTab("callbacks"); });
+  function kick() { S.loop += 1; poll(S.loop, 0); }  // restart the long poll with fresh parameters
+
+  // -- one ticket ---------------------------------------------------------------------------------
+  function openTicket(id) {
+    api("GET", "/handoffs/" + id).then(renderTicket).catch(function (e) { flash(e.message); });
+  }
+
+  function renderTicket(h) {
+    S.current = h; S.rendered = {}; S.lastTurn = 0;
+    var mine = h.status === "claimed" && h.claimed_by === S.me.username;
+    var detail = $("detail"); detail.textContent = "";
+    detail.appendChild(el("div", { "class": "ticket-head" }, [
+      el("h2", { text: "工单 · Ticket #" + h.id }),
+      el("dl", { "class": "facts" }, [
+        el("dt", { text: "原因 · Reason" }), el("dd", { "class": "fact-reason", text: h.reason + " — " + (REASONS[h.reason] || "") }),
+        el("dt", { text: "优先级 · Priority" }), el("dd", { text: h.priority === 0 ? "0 紧急 urgent" : String(h.priority) }),
+        el("dt", { text: "语言 · Language" }), el("dd", { "class": "fact-language", text: h.language }),
+        el("dt", { text: "渠道 · Channel" }), el("dd", { text: h.channel }),
+        el("dt", { text: "知识库版本 · KB version" }), el("dd", { "class": "fact-kb", text: h.kb_version }),
+        el("dt", { text: "状态 · Status" }), el("dd", { "class": "fact-status", text: h.status + (h.claimed_by ? " (" + h.claimed_by + ")" : "") })
+      ]),
+      el("div", { "class": "buttons" }, [
+        h.status === "open" ? el("button", { type: "button", "class": "primary", id: "claim", text: "接入 · Claim", onclick: function () { act("claim"); } }) : null,
+        mine || h.status === "open" ? el("button", { type: "button", id: "resolve", text: "结束 · Resolve", onclick: function () { act("resolve"); } }) : null,
+        mine || h.status === "open" ? el("button", { type: "button", id: "hand-back", text: "交回机器人 · Hand back", onclick: function () { act("hand_back"); } }) : null
+      ])
+    ]));
+    var transcript = el("ol", { "class": "transcript", id: "transcript", "aria-label": "Transcript" });
+    detail.appendChild(transcript);
+    h.transcript.forEach(appendTurn);
+    detail.appendChild(el("section", { "class": "kb" }, [
+      el("h3", { text: "机器人考虑过的答案 · Top candidates" }),
+      el("ul", { "class": "candidates" }, (h.candidates.length ? h.candidates : []).map(kbItem)),
+      h.candidates.length ? null : el("p", { "class": "muted", text: "无 · none" }),
+      el("form", { "class": "kb-search", onsubmit: function (e) { e.preventDefault(); searchKb(); } }, [
+        el("label", { "for": "kb-q", "class": "sr", text: "Search the knowledge base" }),
+        el("input", { id: "kb-q", type: "search", placeholder: "搜索知识库 · Search the KB" }),
+        el("button", { type: "submit", text: "搜索 · Search" })
+      ]),
+      el("ul", { "class": "candidates", id: "kb-results" })
+    ]));
+    if (mine) {
+      var box = el("textarea", { id: "reply-text", rows: "4", maxlength: "4000", "aria-label": "Reply to the citizen" });
+      detail.appendChild(el("form", { "class": "reply", onsubmit: function (e) { e.preventDefault(); sendReply(); } }, [
+        box, el("button", { type: "submit", "class": "primary", id: "send-reply", text: "发送 · Send" })
+      ]));
+      box.addEventListener("keydown", function (e) { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); sendReply(); } });
+    }
+    renderQueue(); kick();
+  }
+
+  function appendTurn(turn) {
+    var list = $("transcript");
+    if (!list || S.rendered[turn.id]) return;
+    S.rendered[turn.id] = true;
+    S.lastTurn = Math.max(S.lastTurn, turn.id);
+    var who = { user: "市民 · Citizen", bot: "机器人 · Bot", agent: "客服 · " + ((turn.payload && turn.payload.agent) || "Agent") }[turn.role] || turn.role;
+    list.appendChild(el("li", { "class": "turn " + turn.role }, [
+      el("span", { "class": "who", text: who + " · " + new Date(turn.time).toLocaleTimeString() }),
+      el("span", { "class": "text", text: turn.display || turn.text }),
+      turn.role === "user" && turn.display && turn.display !== turn.text ? el("code", { text: turn.text }) : null
+    ]));
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function kbItem(item) {
+    return el("li", { "class": "candidate" }, [
+      el("div", { "class": "row" }, [el("strong", { text: item.title }),
+        item.score !== null && item.score !== undefined ? el("span", { "class": "badge", text: String(item.score) }) : null,
+        el("code", { text: item.entry_id })]),
+      el("div", { "class": "preview", text: item.answer }),
+      el("button", { type: "button", "class": "insert", text: "插入答案 · Insert", "aria-label": "Insert answer: " + item.title,
+        onclick: function () { insertAnswer(item); } })
+    ]);
+  }
+  function insertAnswer(item) {
+    var box = $("reply-text");
+    if (!box) { flash("先接入工单 · Claim the ticket first"); return; }
+    var footer = (S.current.language === "en" ? "Source: " : "来源：") + item.source.name + " " + item.source.url +
+      (S.current.language === "en" ? " (updated " + item.updated + ")" : "（更新于 " + item.updated + "）");
+    box.value = (box.value ? box.value + "\n\n" : "") + item.answer + "\n" + footer;
+    box.focus();
+  }
+  function searchKb() {
+    var q = $("kb-q").value.trim();
+    if (!q) return;
+    api("GET", "/kb/search?q=" + encodeURIComponent(q) + "&lang=" + S.current.language).then(function (data) {
+      var list = $("kb-results"); list.textContent = "";
+      data.results.forEach(function (r) { list.appendChild(kbItem(r)); });
+      if (!data.results.length) list.appendChild(el("li", { "class": "muted", text: "没有结果 · no results" }));
+    }).catch(function (e) { flash(e.message); });
+  }
+
+  function act(action) {
+    var id = S.current.id;
+    api("POST", "/handoffs/" + id + "/" + action).then(function () {
+      S.sig = null;
+      if (action === "claim") openTicket(id);
+      else { S.current = null; $("detail").textContent = ""; $("detail").appendChild(el("p", { "class": "empty", text: "工单 #" + id + " 已关闭 · closed" })); kick(); }
+    }).catch(function (e) { flash(e.message); if (e.status === 409) openTicket(id); });
+  }
+  function sendReply() {
+    var box = $("reply-text"), text = box.value.trim();
+    if (!text) return;
+    $("send-reply").disabled = true;
+    api("POST", "/handoffs/" + S.current.id + "/reply", { text: text }).then(function (data) {
+      box.value = ""; appendTurn(data.turn);
+      if (!data.delivered) flash("已保存，推送失败 · stored, push to channel failed");
+    }).catch(function (e) { flash(e.message); }).then(function () { $("send-reply").disabled = false; box.focus(); });
+  }
+
+  api("GET", "/me").then(showApp).catch(showLogin);
+})();

@@ -1,0 +1,418 @@
+/* hotline-bot citizen chat widget. Vanilla JS, no dependencies, no CDN.
+ *
+ * Embed:  <script src="https://HOST/web/static/widget.js" data-server="https://HOST"></script>
+ * Optional attributes: data-lang="zh|en", data-title="...".
+ *
+ * Talks only to {server}/web/api (CORS, no cookies). The conversation id and an
+ * anonymous user id live in localStorage, so a reload re-renders the transcript
+ * from the server. While handed off to a person, agent messages arrive by long
+ * polling turns?after=<last id>: a reconnect resumes from the last id, so
+ * nothing is lost.
+ */
+(function () {
+  "use strict";
+  if (window.__hotlineWidget) return;
+  window.__hotlineWidget = true;
+
+  var script = document.currentScript || (function () {
+    var all = document.querySelectorAll('script[src*="widget.js"]');
+    return all[all.length - 1];
+  })();
+  var server = ((script && script.getAttribute("data-server")) || new URL(script.src, location.href).origin)
+    .replace(/\/+$/, "");
+  var KEY = "hotline:" + server + ":";
+  var PHONE = /^(?:\+86|0086)?-?(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8}(?:-\d{1,6})?)$/;
+
+  var T = {
+    zh: {
+      open: "打开在线咨询", launcher: "在线咨询", title: "疫情防控热线", close: "关闭咨询窗口",
+      other: "English", otherAria: "Switch to English", large: "大字", largeAria: "大字模式",
+      log: "对话记录", input: "请输入您的问题", send: "发送", human: "转人工", topics: "常见问题",
+      topicsAria: "常见问题主题", welcome: "您好！我是疫情防控热线智能助手。请直接输入问题，或从下面的常见问题中选择。",
+      source: "来源", updated: "更新于", helpful: "有帮助", notHelpful: "没有帮助", thanks: "感谢您的反馈",
+      you: "我", bot: "智能助手", agent: "人工客服", queue: "正在为您转接人工客服：排队第 {n} 位，预计等待约 {m} 分钟。",
+      serving: "人工客服 {a} 正在为您服务。", noAgent: "现在没有人工客服在线。您可以留下电话号码，我们会尽快回电。",
+      leave: "留言回电", phone: "手机或座机号码", phoneHint: "例如 13812345678 或 010-12345678",
+      name: "称呼（选填）", note: "留言内容（选填）", submit: "提交留言", cancel: "取消",
+      badPhone: "请输入有效的手机号（1 开头的 11 位数字）或带区号的座机号。",
+      left: "已收到您的留言（编号 {id}），工作人员会尽快回电 {p}。", error: "网络不稳定，消息未发送，请重试。",
+      typing: "正在输入…", back: "返回"
+    },
+    en: {
+      open: "Open the hotline chat", launcher: "Ask us", title: "Epidemic hotline", close: "Close the chat",
+      other: "中文", otherAria: "切换到中文", large: "A+", largeAria: "Large text",
+      log: "Conversation", input: "Type your question", send: "Send", human: "Talk to a person", topics: "Topics",
+      topicsAria: "Common topics", welcome: "Hello! I am the epidemic-prevention hotline assistant. Type a question or pick a topic below.",
+      source: "Source", updated: "updated", helpful: "Helpful", notHelpful: "Not helpful", thanks: "Thanks for your feedback",
+      you: "You", bot: "Assistant", agent: "Agent", queue: "Connecting you to a person: you are number {n} in the queue, about {m} min wait.",
+      serving: "{a} (human agent) is with you now.", noAgent: "No agent is on duty right now. Leave your phone number and we will call you back.",
+      leave: "Request a call back", phone: "Mobile or landline number", phoneHint: "e.g. 13812345678 or 010-12345678",
+      name: "Your name (optional)", note: "Message (optional)", submit: "Send request", cancel: "Cancel",
+      badPhone: "Enter a valid mainland mobile number (11 digits starting with 1) or a landline with area code.",
+      left: "We received your request (no. {id}) and will call {p} back soon.", error: "Network problem: the message was not sent, please retry.",
+      typing: "Typing…", back: "Back"
+    }
+  };
+
+  function load(name, fallback) {
+    try { var v = localStorage.getItem(KEY + name); return v === null ? fallback : v; } catch (e) { return fallback; }
+  }
+  function save(name, value) {
+    try { if (value === null) localStorage.removeItem(KEY + name); else localStorage.setItem(KEY + name, value); } catch (e) { /* private mode */ }
+  }
+  function uid() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID().replace(/-/g, "");
+    return Date.now().toString(16) + Math.random().toString(16).slice(2);
+  }
+  function fmt(text, values) {
+    return text.replace(/\{(\w+)\}/g, function (_, k) { return values[k] === undefined ? "" : String(values[k]); });
+  }
+
+  var browserLang = (navigator.language || "zh").toLowerCase().indexOf("zh") === 0 ? "zh" : "en";
+  var state = {
+    lang: load("lang", (script && script.getAttribute("data-lang")) || browserLang),
+    large: load("large", "0") === "1",
+    userId: load("user", null),
+    conversationId: load("conversation", null),
+    lastId: 0, status: "bot", handoff: null, agentsOnDuty: 0, stateKey: null,
+    polling: false, sending: false, rendered: {}, callbackOffered: false, topics: null
+  };
+  if (!state.userId) { state.userId = "web-" + uid(); save("user", state.userId); }
+  if (state.lang !== "zh" && state.lang !== "en") state.lang = "zh";
+  function t(key) { return T[state.lang][key]; }
+
+  // -- DOM -----------------------------------------------------------------------------
+  var link = document.createElement("link");
+  link.rel = "stylesheet";
+  link.href = server + "/web/static/widget.css";
+  document.head.appendChild(link);
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k];
+      else if (k === "class") node.className = attrs[k];
+      else if (k.slice(0, 2) === "on") node.addEventListener(k.slice(2), attrs[k]);
+      else if (attrs[k] !== null && attrs[k] !== undefined && attrs[k] !== false) node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) { if (c) node.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
+    return node;
+  }
+
+  var root = el("div", { "class": "hl-root", id: "hotline-widget" });
+  var launcher = el("button", { "class": "hl-launcher", type: "button", "aria-expanded": "false", "aria-controls": "hl-panel" });
+  var panel = el("section", { "class": "hl-panel", id: "hl-panel", role: "dialog", "aria-modal": "false", hidden: "" });
+  var titleEl = el("h2", { "class": "hl-title", id: "hl-title" });
+  var langBtn = el("button", { "class": "hl-tool hl-lang", type: "button", onclick: toggleLanguage });
+  var largeBtn = el("button", { "class": "hl-tool hl-large-btn", type: "button", onclick: toggleLarge });
+  var closeBtn = el("button", { "class": "hl-tool hl-close", type: "button", onclick: closePanel, text: "×" });
+  var header = el("header", { "class": "hl-header" }, [titleEl, el("div", { "class": "hl-tools" }, [langBtn, largeBtn, closeBtn])]);
+  var statusEl = el("div", { "class": "hl-status", role: "status", "aria-live": "polite", hidden: "" });
+  var logEl = el("div", { "class": "hl-log", role: "log", "aria-live": "polite", "aria-relevant": "additions", tabindex: "0" });
+  var topicsEl = el("nav", { "class": "hl-topics", hidden: "" });
+  var topicsBtn = el("button", { "class": "hl-chip hl-topics-btn", type: "button", "aria-expanded": "false", onclick: function () { showTopics(topicsEl.hidden); } });
+  var humanBtn = el("button", { "class": "hl-chip hl-human", type: "button", onclick: function () { send("/ask_human", t("human"), true); } });
+  var actions = el("div", { "class": "hl-actions" }, [topicsBtn, humanBtn]);
+  var input = el("textarea", { "class": "hl-input", id: "hl-input", rows: "1", maxlength: "2000" });
+  var inputLabel = el("label", { "class": "hl-sr", "for": "hl-input" });
+  var sendBtn = el("button", { "class": "hl-send", type: "submit" });
+  var form = el("form", { "class": "hl-form", onsubmit: function (e) { e.preventDefault(); submitInput(); } }, [inputLabel, input, sendBtn]);
+  panel.appendChild(header); panel.appendChild(statusEl); panel.appendChild(logEl); panel.appendChild(topicsEl);
+  panel.appendChild(actions); panel.appendChild(form);
+  root.appendChild(launcher); root.appendChild(panel);
+
+  input.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submitInput(); }
+  });
+  panel.addEventListener("keydown", function (e) { if (e.key === "Escape") closePanel(); });
+  launcher.addEventListener("click", function () { panel.hidden ? openPanel() : closePanel(); });
+
+  function applyLabels() {
+    root.setAttribute("lang", state.lang === "zh" ? "zh-CN" : "en");
+    root.classList.toggle("hl-large", state.large);
+    launcher.setAttribute("aria-label", t("open"));
+    launcher.textContent = "";
+    launcher.appendChild(el("span", { "class": "hl-launcher-icon", "aria-hidden": "true", text: "💬" }));
+    launcher.appendChild(el("span", { text: t("launcher") }));
+    panel.setAttribute("aria-labelledby", "hl-title");
+    titleEl.textContent = t("title");
+    langBtn.textContent = t("other"); langBtn.setAttribute("aria-label", t("otherAria"));
+    largeBtn.textContent = t("large"); largeBtn.setAttribute("aria-label", t("largeAria"));
+    largeBtn.setAttribute("aria-pressed", state.large ? "true" : "false");
+    closeBtn.setAttribute("aria-label", t("close"));
+    logEl.setAttribute("aria-label", t("log"));
+    topicsEl.setAttribute("aria-label", t("topicsAria"));
+    topicsBtn.textContent = "☰ " + t("topics");
+    humanBtn.textContent = "👤 " + t("human");
+    input.setAttribute("placeholder", t("input"));
+    inputLabel.textContent = t("input");
+    sendBtn.textContent = t("send");
+    renderStatus();
+  }
+
+  function openPanel() {
+    panel.hidden = false; launcher.setAttribute("aria-expanded", "true"); root.classList.add("hl-open");
+    save("open", "1"); scrollDown(); input.focus();
+  }
+  function closePanel() {
+    panel.hidden = true; launcher.setAttribute("aria-expanded", "false"); root.classList.remove("hl-open");
+    save("open", null); launcher.focus();
+  }
+  function toggleLanguage() {
+    state.lang = state.lang === "zh" ? "en" : "zh"; save("lang", state.lang);
+    applyLabels(); loadTopics();
+  }
+  function toggleLarge() {
+    state.large = !state.large; save("large", state.large ? "1" : "0"); applyLabels();
+  }
+  function scrollDown() { logEl.scrollTop = logEl.scrollHeight; }
+
+  // -- HTTP ------------------------------------------------------------------------------
+  function api(method, path, body) {
+    return fetch(server + path, {
+      method: method, headers: body ? { "Content-Type": "application/json" } : {},
+      body: body ? JSON.stringify(body) : undefined
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (data) {
+        if (!r.ok) { var err = new Error((data.error && data.error.message) || ("HTTP " + r.status)); err.status = r.status; throw err; }
+        return data;
+      });
+    });
+  }
+  function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
+
+  // -- rendering ---------------------------------------------------------------------------
+  function bubble(role, who, children, extra) {
+    var item = el("div", { "class": "hl-msg hl-" + role + (extra ? " " + extra : "") }, [
+      el("span", { "class": "hl-sr", text: who + ": " }),
+      el("div", { "class": "hl-bubble" }, children)
+    ]);
+    logEl.appendChild(item);
+    return item;
+  }
+  function safeUrl(url) { return /^https?:\/\//i.test(url || "") ? url : null; }
+
+  function renderTurn(turn) {
+    if (state.rendered[turn.id]) return;
+    state.rendered[turn.id] = true;
+    var payload = turn.payload || {};
+    if (turn.role === "user") {
+      bubble("user", t("you"), [el("p", { text: turn.display || turn.text })]);
+      return;
+    }
+    if (turn.role === "agent") {
+      bubble("agent", t("agent"), [
+        el("div", { "class": "hl-who", text: t("agent") + (payload.agent ? " · " + payload.agent : "") }),
+        el("p", { text: turn.text })
+      ]);
+      return;
+    }
+    var parts = [el("p", { text: turn.text })];
+    if (payload.source) {
+      var url = safeUrl(payload.source.url);
+      var src = url ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer", text: payload.source.name })
+                    : el("span", { text: payload.source.name });
+      parts.push(el("div", { "class": "hl-source" }, [t("source") + ": ", src,
+        payload.updated ? " · " + t("updated") + " " + payload.updated : ""]));
+    }
+    if (payload.buttons && payload.buttons.length) {
+      parts.push(el("div", { "class": "hl-quick", role: "group" }, payload.buttons.map(function (b) {
+        return el("button", { "class": "hl-chip", type: "button", text: b.title,
+          onclick: function () { send(b.payload, b.title); } });
+      })));
+    }
+    if (payload.source || turn.entry_id) parts.push(feedbackBar(turn));
+    bubble("bot", t("bot"), parts, payload.action === "handoff_claimed" ? "hl-notice" : "");
+  }
+
+  function feedbackBar(turn) {
+    var up = el("button", { "class": "hl-thumb", type: "button", "aria-label": t("helpful"), title: t("helpful"), text: "👍" });
+    var down = el("button", { "class": "hl-thumb", type: "button", "aria-label": t("notHelpful"), title: t("notHelpful"), text: "👎" });
+    var note = el("span", { "class": "hl-thanks", "aria-live": "polite" });
+    function mark(value) {
+      up.setAttribute("aria-pressed", value === "up" ? "true" : "false");
+      down.setAttribute("aria-pressed", value === "down" ? "true" : "false");
+    }
+    function vote(value) {
+      api("POST", "/web/api/feedback", { conversation_id: state.conversationId, user_id: state.userId, turn_id: turn.id, value: value })
+        .then(function () { mark(value); note.textContent = t("thanks"); })
+        .catch(function (e) { note.textContent = e.message; });
+    }
+    up.addEventListener("click", function () { vote("up"); });
+    down.addEventListener("click", function () { vote("down"); });
+    mark(turn.feedback || null);
+    return el("div", { "class": "hl-feedback", "data-turn-id": String(turn.id) }, [up, down, note]);
+  }
+
+  function renderStatus() {
+    statusEl.textContent = "";
+    var h = state.handoff;
+    if (state.status !== "handoff" || !h) { statusEl.hidden = true; return; }
+    statusEl.hidden = false;
+    if (h.status === "claimed") {
+      statusEl.appendChild(el("span", { text: fmt(t("serving"), { a: h.agent || t("agent") }) }));
+      return;
+    }
+    var minutes = Math.max(1, Math.round((h.estimated_wait_seconds || 60) / 60));
+    statusEl.appendChild(el("span", { "class": "hl-queue", text: fmt(t("queue"), { n: h.queue_position || 1, m: minutes }) }));
+    statusEl.appendChild(el("button", { "class": "hl-link", type: "button", text: t("leave"), onclick: showCallbackForm }));
+  }
+
+  function apply(data) {
+    if (data.conversation_id && data.conversation_id !== state.conversationId) {
+      state.conversationId = data.conversation_id; save("conversation", data.conversation_id);
+    }
+    (data.turns || []).forEach(renderTurn);
+    if (typeof data.last_id === "number") state.lastId = Math.max(state.lastId, data.last_id);
+    state.status = data.status || state.status;
+    state.handoff = data.handoff || null;
+    state.agentsOnDuty = data.agents_on_duty || 0;
+    if (data.state) state.stateKey = data.state;
+    renderStatus();
+    if (state.status === "handoff" && state.handoff && state.handoff.status === "open" && state.agentsOnDuty === 0) {
+      if (!state.callbackOffered) { state.callbackOffered = true; offerCallback(); }
+    }
+    if (state.status === "handoff") poll();
+    scrollDown();
+  }
+
+  // -- sending ----------------------------------------------------------------------------
+  function submitInput() {
+    var text = input.value.trim();
+    if (!text || state.sending) return;
+    input.value = "";
+    send(text, text);
+  }
+
+  // ``pin``: buttons of the widget itself (topics, talk to a person) are labelled in the UI
+  // language, so the answer follows it; quick replies under an answer keep the conversation's.
+  function send(text, shown, pin) {
+    if (state.sending) return;
+    state.sending = true; showTopics(false);
+    var pending = bubble("user", t("you"), [el("p", { text: shown })], "hl-pending");
+    var typing = bubble("bot", t("bot"), [el("p", { text: t("typing") })], "hl-typing");
+    scrollDown();
+    api("POST", "/web/api/messages", {
+      conversation_id: state.conversationId, user_id: state.userId, text: text,
+      language: pin ? state.lang : null, after: state.lastId
+    }).then(function (data) {
+      pending.remove(); typing.remove();
+      if (data.new_conversation && state.conversationId && data.conversation_id !== state.conversationId) resetTranscript();
+      apply(data);
+    }).catch(function (e) {
+      typing.remove(); pending.classList.add("hl-failed");
+      pending.appendChild(el("div", { "class": "hl-error", role: "alert", text: e.status === 400 ? e.message : t("error") }));
+    }).then(function () { state.sending = false; });
+  }
+
+  function resetTranscript() {
+    logEl.textContent = ""; state.rendered = {}; state.lastId = 0; state.callbackOffered = false;
+  }
+
+  // -- live updates while a person has the conversation --------------------------------------
+  function poll() {
+    if (state.polling) return;
+    state.polling = true;
+    (function loop(failures) {
+      if (state.status !== "handoff" || !state.conversationId) { state.polling = false; return; }
+      var q = "?user_id=" + encodeURIComponent(state.userId) + "&after=" + state.lastId + "&wait=20" +
+        (state.stateKey ? "&state=" + encodeURIComponent(state.stateKey) : "");
+      api("GET", "/web/api/conversations/" + encodeURIComponent(state.conversationId) + "/turns" + q)
+        .then(function (data) { apply(data); loop(0); })
+        .catch(function () { return sleep(Math.min(30000, 1000 * Math.pow(2, failures))).then(function () { loop(failures + 1); }); });
+    })(0);
+  }
+
+  // -- leave a message ------------------------------------------------------------------------
+  function offerCallback() {
+    var offer = bubble("bot", t("bot"), [el("p", { text: t("noAgent") }),
+      el("div", { "class": "hl-quick" }, [el("button", { "class": "hl-chip", type: "button", text: t("leave"), onclick: showCallbackForm })])]);
+    offer.classList.add("hl-notice");
+  }
+
+  function showCallbackForm() {
+    if (logEl.querySelector(".hl-callback")) { logEl.querySelector(".hl-callback input").focus(); return; }
+    var phone = el("input", { id: "hl-phone", type: "tel", inputmode: "tel", autocomplete: "tel", required: "", maxlength: "32", "aria-describedby": "hl-phone-hint hl-phone-error" });
+    var name = el("input", { id: "hl-name", type: "text", autocomplete: "name", maxlength: "64" });
+    var note = el("textarea", { id: "hl-note", rows: "2", maxlength: "1000" });
+    var error = el("div", { id: "hl-phone-error", "class": "hl-error", role: "alert" });
+    var box = el("form", { "class": "hl-callback", novalidate: "" }, [
+      el("label", { "for": "hl-phone", text: t("phone") }), phone,
+      el("div", { id: "hl-phone-hint", "class": "hl-hint", text: t("phoneHint") }), error,
+      el("label", { "for": "hl-name", text: t("name") }), name,
+      el("label", { "for": "hl-note", text: t("note") }), note,
+      el("div", { "class": "hl-row" }, [
+        el("button", { "class": "hl-send", type: "submit", text: t("submit") }),
+        el("button", { "class": "hl-chip", type: "button", text: t("cancel"), onclick: function () { box.remove(); input.focus(); } })])
+    ]);
+    box.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var value = phone.value.replace(/[\s()]/g, "");
+      if (!PHONE.test(value)) { error.textContent = t("badPhone"); phone.setAttribute("aria-invalid", "true"); phone.focus(); return; }
+      phone.removeAttribute("aria-invalid");
+      api("POST", "/web/api/callbacks", { conversation_id: state.conversationId, user_id: state.userId, phone: value,
+        name: name.value.trim() || null, note: note.value.trim(), language: state.lang })
+        .then(function (ticket) {
+          box.remove();
+          bubble("bot", t("bot"), [el("p", { text: fmt(t("left"), { id: ticket.id, p: ticket.phone }) })], "hl-notice hl-callback-done");
+          scrollDown();
+        })
+        .catch(function (err) { error.textContent = err.status === 400 ? t("badPhone") + " (" + err.message + ")" : t("error"); });
+    });
+    logEl.appendChild(box); scrollDown(); phone.focus();
+  }
+
+  // -- topic menu ---------------------------------------------------------------------------------
+  function loadTopics() {
+    api("GET", "/web/api/topics?lang=" + state.lang).then(function (data) { state.topics = data.topics; renderTopics(null); })
+      .catch(function () { /* the menu is optional */ });
+  }
+  function showTopics(show) {
+    topicsEl.hidden = !show; topicsBtn.setAttribute("aria-expanded", show ? "true" : "false");
+    if (show) { renderTopics(null); scrollDown(); }
+  }
+  function renderTopics(open) {
+    topicsEl.textContent = "";
+    if (!state.topics) return;
+    if (open) {
+      topicsEl.appendChild(el("button", { "class": "hl-chip hl-back", type: "button", text: "‹ " + t("back"), onclick: function () { renderTopics(null); } }));
+      open.entries.forEach(function (e) {
+        topicsEl.appendChild(el("button", { "class": "hl-chip", type: "button", text: e.title, onclick: function () { send(e.payload, e.title, true); } }));
+      });
+      var first = topicsEl.querySelector("button:not(.hl-back)"); if (first) first.focus();
+      return;
+    }
+    state.topics.forEach(function (topic) {
+      topicsEl.appendChild(el("button", { "class": "hl-chip hl-topic", type: "button", text: topic.title, onclick: function () {
+        if (topic.payload) send(topic.payload, topic.title, true);
+        else if (topic.entries.length) renderTopics(topic);
+        else send(topic.title, topic.title);
+      } }));
+    });
+  }
+
+  // -- start ------------------------------------------------------------------------------------------
+  function start() {
+    document.body.appendChild(root);
+    applyLabels(); loadTopics();
+    if (state.conversationId) {
+      api("GET", "/web/api/conversations/" + encodeURIComponent(state.conversationId) + "/turns?user_id=" +
+          encodeURIComponent(state.userId) + "&after=0&wait=0")
+        .then(function (data) { apply(data); if (!data.turns.length) welcome(); })
+        .catch(function (e) {
+          if (e.status === 404) { state.conversationId = null; save("conversation", null); }
+          welcome();
+        });
+    } else {
+      welcome();
+    }
+    if (load("open", null) === "1") openPanel();
+  }
+  function welcome() {
+    bubble("bot", t("bot"), [el("p", { text: t("welcome") })], "hl-welcome");
+    showTopics(true);
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
