@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("HOTLINE_DATABASE_URL", "DATABASE_URL")
     )
+    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: wake-ups across processes/hosts
     encoder: str = "use"  # "use" | "e5" | path to a local sentence-transformers model folder
     encoder_threads: int = 2
     max_message_chars: int = 2000

@@ -130,6 +130,7 @@ class AgentDesk:
         with self.store.transaction() as session:
             session.execute(update(Agent).where(Agent.username == username)
                             .values(on_duty=on_duty, last_seen=utcnow()))
+            self.store.mark_changed(session, queue=True)  # waiting citizens' "agent on duty?" changes
 
     def heartbeat(self, username: str) -> bool:
         """Marks the agent as seen; returns whether they are on duty."""
@@ -208,6 +209,7 @@ class AgentDesk:
                 who = f" by {handoff.claimed_by}" if handoff.claimed_by else ""
                 raise DeskError(409, f"handoff {handoff_id} is already {handoff.status}{who}")
             session.refresh(handoff)
+            self.store.mark_changed(session, queue=True)
             conv, turn = self._notice(session, handoff, "claimed", agent)
             webhooks.record(session, "handoff.claimed", {"handoff": webhooks.handoff_payload(handoff),
                                                          "agent": agent.username})
@@ -255,6 +257,7 @@ class AgentDesk:
                                                       handoff.channel, handoff.language)
             if self.store.open_handoff(session, conv.id) is None:
                 conv.status = "bot"
+            self.store.mark_changed(session, queue=True)
             conv_dict, turn = self._notice(session, handoff, status, agent)
             webhooks.record(session, f"handoff.{status}", {"handoff": webhooks.handoff_payload(handoff),
                                                            "agent": agent.username})

@@ -20,6 +20,7 @@ from bot.encoders import build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import KnowledgeBase, load_knowledge_base
+from bot.notify import build_notifier
 from bot.messages import HandoffInfo, Message, Reply, ReplyMessage
 from bot.policy import Decision, DecisionPolicy
 from bot.responses import Responses
@@ -90,7 +91,7 @@ class Bot:
         encoder = build_encoder(settings.encoder, settings.encoder_threads)
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder)
         if store is None:
-            store = Store(settings.sqlalchemy_url)
+            store = Store(settings.sqlalchemy_url, notifier=build_notifier(settings.redis_url))
             try:
                 store.create_schema()
             except StoreUnavailable as exc:  # serve 503s until the database is back
@@ -187,6 +188,7 @@ class Bot:
         session.add(handoff)
         conv.status = "handoff"
         session.flush()
+        self.store.mark_changed(session, conv.id, queue=True)
         return handoff
 
     def _while_handed_off(self, session, conv: Conversation, handoff: Handoff,
@@ -195,6 +197,7 @@ class Bot:
         replies: list[ReplyMessage] = []
         if understanding and understanding.emergency and handoff.priority != PRIORITY_URGENT:
             handoff.priority = PRIORITY_URGENT
+            self.store.mark_changed(session, conv.id, queue=True)
             replies.append(ReplyMessage(self.responses("emergency", language)))
         position = self.store.queue_position(session, handoff)
         if handoff.status == "open" and not replies:

@@ -19,6 +19,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
 
+from bot.notify import LocalNotifier
+
 OPEN_STATUSES = ("open", "claimed")
 PRIORITY_URGENT = 0
 PRIORITY_NORMAL = 1
@@ -117,7 +119,8 @@ class Handoff(Base):
 class Store:
     """Owns the engine and hands out transactions."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, notifier: LocalNotifier | None = None):
+        self.notifier = notifier or LocalNotifier()
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -154,6 +157,17 @@ class Store:
             raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
         finally:
             session.close()
+        changed, queue = session.info.get("changed", set()), session.info.get("queue_changed", False)
+        if changed or queue:  # only after a successful commit: readers must find the rows
+            self.notifier.publish(changed, queue)
+
+    @staticmethod
+    def mark_changed(session: Session, conversation_id: str | None = None, queue: bool = False) -> None:
+        """Record what this transaction changes, to notify waiters once it commits."""
+        if conversation_id:
+            session.info.setdefault("changed", set()).add(conversation_id)
+        if queue:
+            session.info["queue_changed"] = True
 
     def ping(self) -> bool:
         try:
@@ -188,6 +202,7 @@ class Store:
                     payload=fields.pop("payload", None) or {}, **fields)
         session.add(turn)
         session.flush()
+        Store.mark_changed(session, conv.id)
         return turn
 
     def conversation(self, conversation_id: str) -> dict[str, Any] | None:

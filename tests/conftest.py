@@ -55,6 +55,21 @@ def fresh_bot(bot, fresh_store):
     return Bot(bot.settings, bot.kb, bot.tokenizer, bot.encoder, bot.index, fresh_store)
 
 
+REDIS_URL = os.environ.get("HOTLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture()
+def redis_available() -> str:
+    """The local Redis, or skip: multi-process wake-ups are tested over a real connection."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return REDIS_URL
+
+
 def _postgres_admin_url() -> str | None:
     url = os.environ.get("DATABASE_URL", "")
     return url if url.startswith(("postgresql", "postgres")) else None

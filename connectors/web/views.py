@@ -24,7 +24,7 @@ from connectors.agents.wiring import install_desk
 from connectors.errors import ApiError, parse_json_body
 
 STATIC = Path(__file__).parent / "static"
-POLL_STEP = 0.5
+SAFETY_POLL_SECONDS = 5.0  # presence/ETA drift and lost notifications; new turns wake at once
 
 web = Blueprint("web", __name__, static_folder="static", static_url_path="/web/static")
 
@@ -168,14 +168,18 @@ def get_turns(conversation_id: str):
         raise ApiError(400, "after and wait must not be negative")
     known = request.args.get("state")
     deadline = time.monotonic() + wait
+    notifier = bot().store.notifier
     while True:
+        seen = notifier.version(conversation_id)  # taken before reading, so no change slips between
         state = desk().turns_after(conversation_id, after, user_id)
         if state is None:
             raise ApiError(404, f"no conversation {conversation_id!r} for this user")
         state["state"] = _state_key(state)
-        if state["turns"] or time.monotonic() >= deadline or (known is not None and known != state["state"]):
+        remaining = deadline - time.monotonic()
+        if state["turns"] or remaining <= 0 or (known is not None and known != state["state"]):
             return jsonify(state)
-        time.sleep(POLL_STEP)
+        # Woken by a commit in any process (Redis) or, as a safety net, by the slow poll.
+        notifier.wait(conversation_id, seen, min(remaining, SAFETY_POLL_SECONDS))
 
 
 @web.post("/web/api/feedback")
