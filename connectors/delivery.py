@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 # sender(app, conversation: dict with id/channel/user_id/language, turn: dict) -> None
 Sender = Callable[[Flask, dict[str, Any], dict[str, Any]], None]
+# status(app, conversation_id) -> what the agent must know before replying (e.g. WeChat's
+# 48-hour / 5-message window), or None
+StatusProvider = Callable[[Flask, str], "dict[str, Any] | None"]
 
 
 def register_sender(app: Flask, channel: str, sender: Sender) -> None:
@@ -30,3 +33,13 @@ def deliver(app: Flask, conversation: dict[str, Any], turn: dict[str, Any]) -> b
         return True
     sender(app, conversation, turn)
     return True
+
+
+def register_status(app: Flask, channel: str, provider: StatusProvider) -> None:
+    app.extensions.setdefault("hotline_channel_status", {})[channel] = provider
+
+
+def channel_status(app: Flask, channel: str, conversation_id: str) -> dict[str, Any] | None:
+    """The channel's delivery constraints for this conversation, shown to the agent."""
+    provider = app.extensions.get("hotline_channel_status", {}).get(channel)
+    return provider(app, conversation_id) if provider is not None else None

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictStr
 
 from bot.desk import AgentDesk, AgentInfo
 from connectors.agents.wiring import install_desk, session_secret
-from connectors.delivery import deliver
+from connectors.delivery import channel_status, deliver
 from connectors.errors import ApiError, parse_json_body
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,7 @@ def handoff_detail(handoff_id: int):
     detail = desk().handoff(handoff_id)
     detail["candidates"] = [_kb_item(c["entry_id"], detail["language"], c.get("score"))
                             for c in detail.get("candidates") or [] if _entry(c.get("entry_id"))][:3]
+    detail["channel_status"] = channel_status(current_app, detail["channel"], detail["conversation_id"])
     return jsonify(detail)
 
 

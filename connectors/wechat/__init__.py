@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask
 
-from connectors.delivery import register_sender
+from connectors.delivery import register_sender, register_status
 from connectors.wechat import models, render  # noqa: F401  (models registers the tables on bot.store.Base)
 from connectors.wechat.client import WeChatClient
 from connectors.wechat.config import WeChatAccount, WeChatSettings
@@ -79,6 +79,7 @@ def init_wechat(app: Flask, settings: WeChatSettings | None = None) -> WeChatRun
     app.extensions["hotline_wechat"] = runtime
     app.register_blueprint(wechat_blueprint)
     register_sender(app, "wechat", send_agent_reply)
+    register_status(app, "wechat", lambda _app, conversation_id: window_status_for_conversation(conversation_id))
     if settings.accounts and settings.outbox_worker:
         worker.start()
     log.info("wechat: %d account(s) configured", len(settings.accounts))

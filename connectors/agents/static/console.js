@@ -173,6 +173,13 @@
     api("GET", "/handoffs/" + id).then(renderTicket).catch(function (e) { flash(e.message); });
   }
 
+  function windowText(w) {
+    // WeChat only accepts customer-service messages for 48 h after the citizen's last message, 5 at most
+    var queued = w.queued ? " · " + w.queued + " 条待发 queued" : "";
+    if (!w.open) return "已关闭 closed: 用户再次发消息前无法送达 (delivered when the citizen writes again)" + queued;
+    return "可发送 open · 剩余 " + w.remaining + " 条 left · 截止 until " + w.expires_at + queued;
+  }
+
   function renderTicket(h) {
     S.current = h; S.rendered = {}; S.lastTurn = 0;
     var mine = h.status === "claimed" && h.claimed_by === S.me.username;
@@ -184,6 +191,8 @@
         el("dt", { text: "优先级 · Priority" }), el("dd", { text: h.priority === 0 ? "0 紧急 urgent" : String(h.priority) }),
         el("dt", { text: "语言 · Language" }), el("dd", { "class": "fact-language", text: h.language }),
         el("dt", { text: "渠道 · Channel" }), el("dd", { text: h.channel }),
+        h.channel_status ? el("dt", { text: "发送窗口 · Reply window" }) : null,
+        h.channel_status ? el("dd", { "class": "fact-window", text: windowText(h.channel_status) }) : null,
         el("dt", { text: "知识库版本 · KB version" }), el("dd", { "class": "fact-kb", text: h.kb_version }),
         el("dt", { text: "状态 · Status" }), el("dd", { "class": "fact-status", text: h.status + (h.claimed_by ? " (" + h.claimed_by + ")" : "") })
       ]),
