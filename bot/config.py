@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("HOTLINE_DATABASE_URL", "DATABASE_URL")
     )
+    # Bearer token for the staff-only read API (transcripts, tickets). Unset = open, for one-machine
+    # development; set it in production.
+    api_token: str | None = None
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: wake-ups across processes/hosts
     encoder: str = "use"  # "use" | "e5" | path to a local sentence-transformers model folder
     encoder_threads: int = 2

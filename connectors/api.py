@@ -1,6 +1,8 @@
 """``/api/v1``: the bot's own JSON API (messages, transcripts, handoff tickets)."""
 from __future__ import annotations
 
+import hmac
+
 from flask import Blueprint, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, StrictStr
 
@@ -21,6 +23,22 @@ class MessageIn(BaseModel):
 
 def bot():
     return current_app.extensions["hotline_bot"]
+
+
+STAFF_ENDPOINTS = {"api.get_conversation", "api.list_handoffs", "api.get_handoff"}
+
+
+@api.before_request
+def _staff_only():
+    """Transcripts and tickets hold citizens' personal data: with ``HOTLINE_API_TOKEN``
+    set, reading them needs ``Authorization: Bearer <token>``."""
+    token = current_app.extensions["hotline_settings"].api_token
+    if token is None or request.endpoint not in STAFF_ENDPOINTS:
+        return None
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "this endpoint needs 'Authorization: Bearer <HOTLINE_API_TOKEN>'")
+    return None
 
 
 @api.post("/messages")

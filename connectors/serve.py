@@ -20,6 +20,8 @@ def serve(settings: Settings, host: str, port: int) -> None:
     started = time.perf_counter()
     app = create_app(settings)
     bot = app.extensions["hotline_bot"]
+    if settings.api_token is None:
+        log.warning("HOTLINE_API_TOKEN is not set: /api/v1 transcripts and tickets are readable without a token")
     log.info("hotline-bot ready in %.1fs: %d entries, KB %s, encoder %s; listening on http://%s:%d",
              time.perf_counter() - started, len(bot.kb.entries), bot.kb.version, settings.encoder, host, port)
     waitress_serve(app, host=host, port=port, threads=settings.server_threads,

@@ -79,3 +79,17 @@ def test_rasa_rest_channel(client):
     assert all(set(m) <= {"recipient_id", "text", "buttons"} for m in amb)
     bad = client.post("/webhooks/rest/webhook", json={"sender": "x"})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "message"
+
+
+def test_staff_read_api_needs_the_token_when_configured(fresh_bot):
+    from connectors.app import create_app
+
+    settings = fresh_bot.settings.model_copy(update={"api_token": "s3cret-token"})
+    client = create_app(settings, bot=fresh_bot).test_client()
+    reply = client.post("/api/v1/messages", json={"user_id": "tok", "text": "转人工"})
+    assert reply.status_code == 200  # citizens need no token
+    ticket, conversation = reply.json["handoff"]["id"], reply.json["conversation_id"]
+    for path in ("/api/v1/handoffs", f"/api/v1/handoffs/{ticket}", f"/api/v1/conversations/{conversation}"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
