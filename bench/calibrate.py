@@ -1,6 +1,7 @@
 """Calibrates retrieval weights and decision thresholds on held-out data.
 
-Writes ``knowledge/thresholds.yml``. Uses only the ``dev`` half of the
+Writes ``knowledge/thresholds/<encoder>.yml`` (run once per encoder:
+``HOTLINE_ENCODER=e5 python -m bench.calibrate``). Uses only the ``dev`` half of the
 held-out paraphrases (the ``test`` half is what ``bench/eval.py`` reports) and
 cross-validation on ``knowledge/intents.yml`` for the intent threshold.
 
@@ -28,6 +29,7 @@ from bot.text import normalise
 
 TARGET_ANSWER_PRECISION = 0.95  # a wrong health answer costs more than a clarifying question
 TARGET_SUGGEST_RECALL = 0.95    # share of in-scope questions that must not be told to rephrase
+MAX_UNANSWERABLE_ANSWERED = 0.10  # out-of-scope questions that may still get a (wrong) answer
 INTENT_PRECISION = 0.95
 
 
@@ -50,21 +52,27 @@ def retrieval_grid(bot, questions):
 
 
 def answer_thresholds(questions, results):
-    """Lowest (answer, margin) giving TARGET_ANSWER_PRECISION with the most coverage."""
+    """The (answer, margin) answering the most in-scope questions such that
+    answers are right >= TARGET_ANSWER_PRECISION of the time and at most
+    MAX_UNANSWERABLE_ANSWERED of out-of-scope questions get an answer."""
+    unanswerable = sum(1 for q in questions if not q.expected)
     best = None
     for margin in (0.0, 0.02, 0.04, 0.06, 0.08):
         for answer in np.arange(0.40, 0.95, 0.01):
-            answered = correct = 0
+            answered = correct = wrongly_answered = 0
             for q, r in zip(questions, results):
                 top, second = r[0].score, (r[1].score if len(r) > 1 else 0.0)
                 if top >= answer and top - second >= margin:
-                    answered += 1
-                    correct += int(q.expected == r[0].entry_id)
-            if answered == 0:
+                    if q.expected:
+                        answered += 1
+                        correct += int(q.expected == r[0].entry_id)
+                    else:
+                        wrongly_answered += 1
+            if answered == 0 or wrongly_answered > MAX_UNANSWERABLE_ANSWERED * unanswerable:
                 continue
             precision = correct / answered
             if precision >= TARGET_ANSWER_PRECISION and (best is None or answered > best[0]):
-                best = (answered, round(float(answer), 2), margin, precision)
+                best = (answered, round(float(answer), 2), margin, precision, wrongly_answered)
     return best
 
 
@@ -108,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = load_heldout("dev")
     (mrr, p1), weight, saturation, results = retrieval_grid(bot, dev)
     answerable = [(q, r) for q, r in zip(dev, results) if q.expected]
-    answered, answer, margin, precision = answer_thresholds(*zip(*answerable))
+    answered, answer, margin, precision, wrongly_answered = answer_thresholds(dev, results)
     suggest = min(suggest_threshold(dev, results), answer)
     intent, intent_precision = intent_threshold(bot)
     unanswerable = [r for q, r in zip(dev, results) if not q.expected]
@@ -119,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# Dev half of the held-out set: {len(answerable)} answerable, {len(unanswerable)} unanswerable questions.\n"
         f"# Retrieval grid best: MRR {mrr:.3f}, P@1 {p1:.3f}.\n"
         f"# answer/margin: most coverage with >= {TARGET_ANSWER_PRECISION:.0%} precision "
-        f"({answered}/{len(answerable)} auto-answered, precision {precision:.3f}).\n"
+        f"({answered}/{len(answerable)} in-scope auto-answered, precision {precision:.3f}; "
+        f"{wrongly_answered}/{len(unanswerable)} out-of-scope answered, limit {MAX_UNANSWERABLE_ANSWERED:.0%}).\n"
         f"# suggest: {TARGET_SUGGEST_RECALL:.0%} of in-scope questions score above it; "
         f"unanswerable above it: {sum(r[0].score >= suggest for r in unanswerable)}/{len(unanswerable)}.\n"
         f"# intent: 5-fold CV on intents.yml + KB questions, precision {intent_precision:.3f} at this threshold.\n"
@@ -128,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     text = header + yaml.safe_dump(values, sort_keys=False)
     print(text)
     if not args.dry_run:
-        (settings.knowledge_dir / "thresholds.yml").write_text(text, encoding="utf-8")
-        print(f"wrote {settings.knowledge_dir / 'thresholds.yml'}")
+        path = settings.knowledge_dir / "thresholds" / f"{settings.encoder_key}.yml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
     return 0
 
 

@@ -19,8 +19,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Thresholds(BaseModel):
-    """Decision thresholds. Defaults come from ``knowledge/thresholds.yml``,
-    which ``bench/calibrate.py`` writes from held-out data; an operator can
+    """Decision thresholds. Defaults come from ``knowledge/thresholds/<encoder>.yml``
+    (scores of different encoders live on different scales), which
+    ``bench/calibrate.py`` writes from held-out data; an operator can
     override one with ``HOTLINE_THRESHOLD_<NAME>``."""
 
     answer: float = 0.62
@@ -89,4 +90,10 @@ class Settings(BaseSettings):
 
     @cached_property
     def thresholds(self) -> Thresholds:
-        return Thresholds.load(self.thresholds_file or self.knowledge_dir / "thresholds.yml")
+        return Thresholds.load(self.thresholds_file or self.knowledge_dir / "thresholds" / f"{self.encoder_key}.yml")
+
+    @property
+    def encoder_key(self) -> str:
+        """A file-name-safe name for the encoder (``use``, ``e5`` or a model folder's name)."""
+        name = Path(self.encoder).name if "/" in self.encoder else self.encoder
+        return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[-40:] or "encoder"

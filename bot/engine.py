@@ -89,7 +89,7 @@ class Bot:
         kb = load_knowledge_base(settings.knowledge_dir)
         tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
         encoder = build_encoder(settings.encoder, settings.encoder_threads)
-        index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder)
+        index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder_key)
         if store is None:
             store = Store(settings.sqlalchemy_url, notifier=build_notifier(settings.redis_url))
             try:

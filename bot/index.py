@@ -41,9 +41,8 @@ class SearchIndex:
     intents: IntentClassifier
 
 
-def artifact_dir(index_root: Path, kb_version: str, encoder_name: str) -> Path:
-    safe_encoder = "".join(c if c.isalnum() else "_" for c in encoder_name)[-40:]
-    return index_root / f"v{INDEX_FORMAT}-{kb_version}-{safe_encoder}"
+def artifact_dir(index_root: Path, kb_version: str, encoder_key: str) -> Path:
+    return index_root / f"v{INDEX_FORMAT}-{kb_version}-{encoder_key}"
 
 
 def build_retrievers(doc_texts: list[str], doc_vectors: np.ndarray, tokenizer: DomainTokenizer,
@@ -118,8 +117,8 @@ def load_index(directory: Path) -> SearchIndex:
 
 
 def load_or_build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: SentenceTransformer,
-                        index_root: Path, encoder_name: str) -> SearchIndex:
-    directory = artifact_dir(index_root, kb.version, encoder_name)
+                        index_root: Path, encoder_key: str) -> SearchIndex:
+    directory = artifact_dir(index_root, kb.version, encoder_key)
     if (directory / "docs.json").exists():
         try:
             return load_index(directory)

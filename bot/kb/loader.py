@@ -67,10 +67,18 @@ class KnowledgeBase:
         return self.entries.get(entry_id)
 
 
+THRESHOLDS_DIR = "thresholds"
+
+
 def knowledge_version(root: Path) -> str:
-    """Content hash of every KB file: changes whenever an editor changes anything."""
+    """Content hash of every KB file: changes whenever an editor changes anything.
+
+    Calibrated thresholds are configuration about the KB, not content, and are
+    left out: recalibrating must not invalidate the index or the KB version."""
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
+        if path.relative_to(root).parts[0] == THRESHOLDS_DIR:
+            continue
         if path.is_file() and path.suffix in {".yml", ".yaml", ".txt"}:
             digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())

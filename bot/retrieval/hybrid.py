@@ -2,7 +2,7 @@
 
 Score = w·cosine + (1−w)·bm25/(bm25+s), the best paraphrase of each entry
 counting. Both parts live in [0, 1], so the thresholds in
-``knowledge/thresholds.yml`` keep their meaning across queries; ``w`` and ``s``
+``knowledge/thresholds/<encoder>.yml`` keep their meaning across queries; ``w`` and ``s``
 are calibrated by ``bench/calibrate.py``.
 """
 from __future__ import annotations
