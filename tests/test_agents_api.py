@@ -12,7 +12,6 @@ import pytest
 from bot.config import PROJECT_ROOT
 from bot.desk import AgentDesk, DeskError
 from bot.messages import Message
-from bot.store import Store
 from connectors.app import create_app
 from tests.conftest import start_server, stop_server
 

@@ -171,7 +171,7 @@ def _load_intents(root: Path, problems: list[Problem]) -> dict[str, list[str]]:
         problems.append(Problem(INTENTS_FILE, "", "nlu", "must be a Rasa 3.x NLU file with an 'nlu' list"))
         return {}
     intents: dict[str, list[str]] = {}
-    for position, block in enumerate(data["nlu"]):
+    for block in data["nlu"]:
         if not isinstance(block, dict) or "intent" not in block:
             continue  # synonyms/regex/lookup blocks are valid Rasa but not ours
         name = str(block["intent"])

@@ -61,7 +61,3 @@ class Entry(_Strict):
         """The first paraphrase: the entry's label on buttons and in agent views."""
         return (self.questions.en if language == "en" else self.questions.zh)[0]
 
-
-class CategoryFile(_Strict):
-    category: str
-    entries: list[dict]
