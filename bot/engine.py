@@ -21,7 +21,7 @@ from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import KnowledgeBase, load_knowledge_base
 from bot.notify import build_notifier
-from bot.messages import HandoffInfo, Message, Reply, ReplyMessage
+from bot.messages import HandoffInfo, InvalidMessage, Message, Reply, ReplyMessage
 from bot.policy import Decision, DecisionPolicy
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
@@ -129,6 +129,8 @@ class Bot:
             conv = self.store.conversation_for_update(
                 session, message.conversation_id, message.user_id, message.channel,
                 reply_language(understanding.language) if understanding else "zh")
+            if conv.user_id != message.user_id:  # ids are unguessable, but never trust one
+                raise InvalidMessage("conversation_id", "belongs to another user")
             if understanding and any(ch.isalpha() for ch in understanding.normalised):
                 conv.language = reply_language(understanding.language)
             language = conv.language

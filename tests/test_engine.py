@@ -121,3 +121,11 @@ def test_database_down_raises_store_unavailable(bot):
                Store("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"))
     with pytest.raises(StoreUnavailable):
         ask(down, "核酸多少钱")
+
+
+def test_a_conversation_cannot_be_joined_by_another_user(fresh_bot):
+    mine = ask(fresh_bot, "核酸多少钱", user="owner")
+    with pytest.raises(InvalidMessage) as error:
+        ask(fresh_bot, "转人工", user="intruder", conversation_id=mine.conversation_id)
+    assert error.value.field == "conversation_id"
+    assert [t["role"] for t in fresh_bot.store.conversation(mine.conversation_id)["turns"]] == ["user", "bot"]
