@@ -35,13 +35,7 @@ def webhook():
                                conversation_id=f"rasa-{body.sender}"[:64]))
     out = []
     for message in reply.replies:
-        text = message.text
-        if message.source:
-            footer = bot.responses("answer_footer", reply.language,
-                                   source=f"{message.source['name']} {message.source['url']}",
-                                   updated=message.updated)
-            text = f"{text}\n\n{footer}"
-        item = {"recipient_id": body.sender, "text": text}
+        item = {"recipient_id": body.sender, "text": bot.responses.with_footer(message, reply.language)}
         if message.buttons:
             item["buttons"] = [{"title": b.title, "payload": b.payload} for b in message.buttons]
         out.append(item)

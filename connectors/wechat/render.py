@@ -10,25 +10,17 @@ import unicodedata
 
 from bot.messages import Reply
 
-TEXTS = {
-    "choose": {"zh": "回复数字选择：", "en": "Reply with a number:"},
-    "text_only": {"zh": "抱歉，我暂时只能看懂文字。请直接输入文字问题。",
-                  "en": "Sorry, I can only read text for now. Please type your question."},
-    "menu": {"zh": "您可以直接输入问题，或回复数字查看常见问题：", "en": "Type your question, or reply with a number:"},
-    "too_long": {"zh": "您的消息太长了，请精简后再发送。", "en": "Your message is too long; please shorten it."},
-    "busy": {"zh": "抱歉，系统繁忙，没能处理您的消息，请稍后再发一次。",
-             "en": "Sorry, we could not process your message; please send it again in a moment."},
-}
 MENU_CATEGORIES = ("testing", "health_code", "quarantine", "vaccination", "travel")
 MAX_OPTIONS = 9
 
 
-def text(key: str, language: str) -> str:
-    return TEXTS[key]["en" if language == "en" else "zh"]
+def text(bot, key: str, language: str) -> str:
+    """A fixed reply from ``knowledge/responses.yml``, where KB editors can reword it."""
+    return bot.responses(key, language)
 
 
-def options_block(titles: list[str], language: str) -> str:
-    lines = [text("choose", language)] + [f"{i}. {title}" for i, title in enumerate(titles, 1)]
+def options_block(bot, titles: list[str], language: str) -> str:
+    lines = [text(bot, "choose_number", language)] + [f"{i}. {title}" for i, title in enumerate(titles, 1)]
     return "\n".join(lines)
 
 
@@ -38,20 +30,14 @@ def render_reply(bot, reply: Reply, max_bytes: int) -> tuple[str, list[str]]:
     titles: list[str] = []
     payloads: list[str] = []
     for message in reply.replies:
-        part = message.text
-        if message.source:
-            footer = bot.responses("answer_footer", reply.language,
-                                   source=f"{message.source['name']} {message.source['url']}",
-                                   updated=message.updated or "")
-            part = f"{part}\n\n{footer}"
-        parts.append(part)
+        parts.append(bot.responses.with_footer(message, reply.language))
         for button in message.buttons:
             if len(payloads) < MAX_OPTIONS:
                 titles.append(button.title)
                 payloads.append(button.payload)
     body = "\n\n".join(p for p in parts if p)
     if titles:
-        block = options_block(titles, reply.language)
+        block = options_block(bot, titles, reply.language)
         body = truncate(body, max_bytes - len(block.encode()) - 2) + "\n\n" + block
     return truncate(body, max_bytes), payloads
 
@@ -68,7 +54,7 @@ def welcome(bot, language: str, max_bytes: int) -> tuple[str, list[str]]:
             payloads.append(commands.faq_button(entry.title(language), entry.id).payload)
     titles.append(bot.responses("talk_to_person", language))
     payloads.append("/" + commands.ASK_HUMAN)
-    lines = [bot.responses("greet", language), "", text("menu", language)]
+    lines = [bot.responses("greet", language), "", text(bot, "menu_intro", language)]
     lines += [f"{i}. {title}" for i, title in enumerate(titles, 1)]
     return truncate("\n".join(lines), max_bytes), payloads
 

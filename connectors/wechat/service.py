@@ -84,7 +84,7 @@ class WeChatService:
             users.set_options(self.store, account.name, inbound.from_user, options)
             return self._immediate(account, inbound, claim, text, passive)
         if inbound.msg_type != "text" or not inbound.content.strip():
-            return self._immediate(account, inbound, claim, render.text("text_only", claim.language), passive)
+            return self._immediate(account, inbound, claim, render.text(self.bot, "text_only", claim.language), passive)
         text = render.option_payload(inbound.content, claim.options) or inbound.content
         return self._answer(account, inbound, claim, text, passive, started)
 
@@ -169,7 +169,7 @@ class WeChatService:
         try:
             if error is not None:
                 log.error("wechat %s: turn failed after the deadline: %s", account.name, type(error).__name__)
-                result = render.text("busy", claim.language)
+                result = render.text(self.bot, "busy", claim.language)
             if result:
                 self._queue(account, inbound, claim, result)
             else:
@@ -183,7 +183,8 @@ class WeChatService:
         try:
             reply = self.bot.handle(message)
         except InvalidMessage as exc:
-            return render.text("too_long" if exc.field == "text" and text.strip() else "text_only", claim.language)
+            return render.text(self.bot, "too_long" if exc.field == "text" and text.strip() else "text_only",
+                               claim.language)
         body, options = render.render_reply(self.bot, reply, self.settings.max_reply_bytes)
         try:
             users.set_options(self.store, account.name, inbound.from_user, options)
