@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,13 +23,7 @@ import httpx
 import numpy as np
 
 from bench.heldout import load_heldout
-from bot.config import PROJECT_ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.live_server import LiveServer, start_server, stop_server
 
 
 def _rss_mb(pid: int) -> float:
@@ -41,29 +33,11 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start(data_dir: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, str, float]:
-    port = _free_port()
-    env = os.environ | {"HOTLINE_DATA_DIR": str(data_dir), "HOTLINE_PORT": str(port)} | env_extra
+def start(data_dir: Path, env_extra: dict[str, str]) -> tuple[LiveServer, float]:
+    """The real server (tests/live_server.py) and its cold start: spawn → healthy."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], env=env, cwd=PROJECT_ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    while time.perf_counter() - started < 180:
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return process, url, time.perf_counter() - started
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not start")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    server = start_server(data_dir, env_extra)
+    return server, time.perf_counter() - started
 
 
 def load(url: str, clients: int, total: int, questions: list[str], max_seconds: float) -> dict:
@@ -121,18 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     questions = [q.text for q in load_heldout()]
     data_dir = Path(tempfile.mkdtemp(prefix="hotline-bench-"))
     env = {"DATABASE_URL": args.database_url} if args.database_url else {}
-    if not args.database_url:
-        os.environ.pop("DATABASE_URL", None)
     try:
-        process, _, cold_build = start(data_dir, env)  # first start builds the index
-        stop(process)
-        process, url, cold = start(data_dir, env)      # second start loads the saved index
-        rss_start = _rss_mb(process.pid)
+        server, cold_build = start(data_dir, env)  # first start builds the index
+        stop_server(server)
+        server, cold = start(data_dir, env)        # second start loads the saved index
+        url = server.url
+        rss_start = _rss_mb(server.process.pid)
         for q in questions[:50]:  # warm-up, not measured
             httpx.post(url + "/api/v1/messages", json={"user_id": "warm", "text": q}, timeout=30)
         rows = [load(url, int(c), args.requests, questions, args.max_seconds) for c in args.levels.split(",")]
-        rss_end = _rss_mb(process.pid)
-        stop(process)
+        rss_end = _rss_mb(server.process.pid)
+        stop_server(server)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     print(f"database: {args.database_url or 'SQLite (file)'}; cores: {os.cpu_count()}; "

@@ -2,24 +2,14 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from bot.config import PROJECT_ROOT, Settings
 from bot.store import Store
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.live_server import LiveServer, free_port, start_server, stop_server  # noqa: F401  (re-exported)
 
 
 @pytest.fixture(scope="session")
@@ -110,54 +100,6 @@ def any_store(request, tmp_path) -> Store:
     store.create_schema()
     yield store
     store.engine.dispose()
-
-
-class LiveServer:
-    def __init__(self, url: str, process: subprocess.Popen, log_path: Path, env: dict[str, str]):
-        self.url = url
-        self.process = process
-        self.log_path = log_path
-        self.env = env
-
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
-
-
-def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, healthy: bool = True) -> LiveServer:
-    """``hotline-bot serve`` as a real subprocess (waitress), waiting for /healthz
-    (200, or 503 when ``healthy`` is False: a server whose database is down)."""
-    port = free_port()
-    env = os.environ.copy()
-    env.pop("DATABASE_URL", None)
-    env.update({"HOTLINE_DATA_DIR": str(data_dir), "HOTLINE_PORT": str(port), "HOTLINE_HOST": "127.0.0.1"})
-    env.update(extra_env or {})
-    log_path = data_dir / f"server-{port}.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "wb")
-    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text(errors='replace')}")
-        try:
-            status = httpx.get(url + "/healthz", timeout=1).status_code
-            if status == 200 or (not healthy and status == 503):
-                return LiveServer(url, process, log_path, env)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    process.kill()
-    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text(errors='replace')}")
-
-
-def stop_server(server: LiveServer) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
 
 
 @pytest.fixture(scope="session")
