@@ -355,6 +355,7 @@ class AgentDesk:
             session.flush()
             out = ticket.to_dict()
             webhooks.record(session, "callback.created", {"callback": out})
+            self.store.mark_changed(session, queue=True)  # the consoles' callback list changed
             return out
 
     def callbacks(self, status: str | None = "open") -> list[dict[str, Any]]:
@@ -370,6 +371,7 @@ class AgentDesk:
             if ticket is None:
                 raise DeskError(404, f"no callback ticket {ticket_id}")
             ticket.status, ticket.handled_by, ticket.handled_at = "done", agent.username, utcnow()
+            self.store.mark_changed(session, queue=True)
             return ticket.to_dict()
 
 

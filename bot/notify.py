@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "hotline:changes"
 QUEUE = "*"  # message meaning "the handoff queue moved": every waiter re-reads
 MAX_TRACKED = 100_000
+SAFETY_POLL_SECONDS = 5.0  # re-read at least this often: presence/ETA drift, lost notifications
+
+T = TypeVar("T")
 
 
 class LocalNotifier:
@@ -50,6 +56,21 @@ class LocalNotifier:
         with self._cond:
             return self._cond.wait_for(
                 lambda: (self._versions.get(conversation_id, 0), self._queue_version) != since, timeout)
+
+    def poll(self, key: str, read: Callable[[], T], ready: Callable[[T], bool], timeout: float) -> T:
+        """Long-poll helper: ``read()`` until ``ready(result)`` or ``timeout`` seconds.
+
+        Sleeps on change notifications for ``key`` (or the queue), re-reading
+        at least every SAFETY_POLL_SECONDS; the version is taken before each
+        read, so a change committed in between is never missed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.version(key)
+            result = read()
+            remaining = deadline - time.monotonic()
+            if ready(result) or remaining <= 0:
+                return result
+            self.wait(key, seen, min(remaining, SAFETY_POLL_SECONDS))
 
     def close(self) -> None:
         pass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-import time
 from functools import wraps
 from pathlib import Path
 
@@ -26,7 +25,6 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 LONG_POLL_SECONDS = 20.0
-POLL_STEP = 0.5
 KB_RESULTS = 5
 
 agents = Blueprint("agents", __name__, url_prefix="/agents", static_folder="static",
@@ -48,6 +46,10 @@ class DutyIn(BaseModel):
 
 def desk() -> AgentDesk:
     return current_app.extensions["hotline_desk"]
+
+
+def bot_store():
+    return current_app.extensions["hotline_bot"].store
 
 
 def login_required(view):
@@ -142,13 +144,17 @@ def updates():
     username = g.agent.username
     conversation_id = desk().handoff(handoff_id)["conversation_id"] if handoff_id else None
     on_duty = desk().heartbeat(username)
-    deadline = time.monotonic() + wait
-    while True:
-        sig = desk().queue_signature(username)
-        turns = desk().turns_after(conversation_id, after) if conversation_id else None
-        if sig != known or (turns and turns["turns"]) or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_STEP)
+
+    def read() -> tuple[str, dict | None]:
+        return (desk().queue_signature(username),
+                desk().turns_after(conversation_id, after) if conversation_id else None)
+
+    def ready(result: tuple[str, dict | None]) -> bool:
+        sig, turns = result
+        return sig != known or bool(turns and turns["turns"])
+
+    # Queue moves and the open ticket's turns wake this at once (any process, via Redis).
+    sig, turns = bot_store().notifier.poll(conversation_id or "", read, ready, wait)
     return jsonify({"sig": sig, "queue": desk().queue(username), "callbacks": desk().callbacks("open"),
                     "on_duty": on_duty, "agents_on_duty": desk().agents_on_duty(), "handoff_turns": turns})
 

@@ -7,7 +7,6 @@ a reconnect need; agent messages arrive by long polling ``.../turns?after=<id>``
 """
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Literal
@@ -24,7 +23,6 @@ from connectors.agents.wiring import install_desk
 from connectors.errors import ApiError, parse_json_body
 
 STATIC = Path(__file__).parent / "static"
-SAFETY_POLL_SECONDS = 5.0  # presence/ETA drift and lost notifications; new turns wake at once
 
 web = Blueprint("web", __name__, static_folder="static", static_url_path="/web/static")
 
@@ -167,19 +165,21 @@ def get_turns(conversation_id: str):
     if after < 0 or wait < 0:
         raise ApiError(400, "after and wait must not be negative")
     known = request.args.get("state")
-    deadline = time.monotonic() + wait
-    notifier = bot().store.notifier
-    while True:
-        seen = notifier.version(conversation_id)  # taken before reading, so no change slips between
+
+    def read() -> dict | None:
         state = desk().turns_after(conversation_id, after, user_id)
-        if state is None:
-            raise ApiError(404, f"no conversation {conversation_id!r} for this user")
-        state["state"] = _state_key(state)
-        remaining = deadline - time.monotonic()
-        if state["turns"] or remaining <= 0 or (known is not None and known != state["state"]):
-            return jsonify(state)
-        # Woken by a commit in any process (Redis) or, as a safety net, by the slow poll.
-        notifier.wait(conversation_id, seen, min(remaining, SAFETY_POLL_SECONDS))
+        if state is not None:
+            state["state"] = _state_key(state)
+        return state
+
+    def ready(state: dict | None) -> bool:
+        return state is None or bool(state["turns"]) or (known is not None and known != state["state"])
+
+    # Woken by a commit in any process (Redis), or by the notifier's slow safety poll.
+    state = bot().store.notifier.poll(conversation_id, read, ready, wait)
+    if state is None:
+        raise ApiError(404, f"no conversation {conversation_id!r} for this user")
+    return jsonify(state)
 
 
 @web.post("/web/api/feedback")
