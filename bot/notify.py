@@ -10,6 +10,7 @@ the database, and keep a slow safety poll, so a lost message only delays.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -63,6 +64,8 @@ class LocalNotifier:
         Sleeps on change notifications for ``key`` (or the queue), re-reading
         at least every SAFETY_POLL_SECONDS; the version is taken before each
         read, so a change committed in between is never missed."""
+        if not math.isfinite(timeout):  # a NaN deadline never passes: the loop would spin forever
+            raise ValueError("timeout must be a finite number of seconds")
         deadline = time.monotonic() + timeout
         while True:
             seen = self.version(key)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import math
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -45,6 +46,33 @@ def parse_json_body(request, model: type[BaseModel]) -> BaseModel:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or None
         raise ApiError(400, f"{field}: {first['msg']}" if field else first["msg"], field) from None
+
+
+MAX_QUERY_INT = 2**53  # ids and cursors: beyond this a client is fuzzing, not paging
+
+
+def query_int(name: str, default: int | None) -> int | None:
+    """A non-negative integer query parameter, or a 400 naming it."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_QUERY_INT:
+        raise ApiError(400, f"{name}: must be a non-negative integer", name)
+    return int(raw)
+
+
+def query_seconds(name: str) -> float:
+    """A finite, non-negative number of seconds (``nan``/``inf`` would make a wait loop spin forever)."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise ApiError(400, f"{name}: must be a finite, non-negative number of seconds", name)
+    return value
 
 
 def register_error_handlers(app: Flask) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
+from threadpoolctl import threadpool_limits
 from waitress import serve as waitress_serve
 
 from bot.config import Settings
@@ -18,6 +19,9 @@ log = logging.getLogger(__name__)
 
 def serve(settings: Settings, host: str, port: int) -> None:
     started = time.perf_counter()
+    # One BLAS thread per request thread: concurrent requests each encode on their own thread,
+    # and a threaded BLAS under many callers spends its time fighting over cores.
+    threadpool_limits(limits=settings.encoder_threads, user_api="blas")
     app = create_app(settings)
     bot = app.extensions["hotline_bot"]
     if settings.api_token is None:

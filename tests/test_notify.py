@@ -67,3 +67,10 @@ def test_redis_down_still_wakes_local_waiters():
         assert notifier.wait("c", seen, 0.5) is True
     finally:
         notifier.close()
+
+
+def test_poll_refuses_a_deadline_that_never_passes():
+    """Regression: a NaN timeout made ``poll`` loop forever (time + nan is never past)."""
+    notifier = LocalNotifier()
+    with pytest.raises(ValueError):
+        notifier.poll("c1", lambda: None, lambda _: False, float("nan"))

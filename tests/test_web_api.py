@@ -136,3 +136,20 @@ def test_widget_assets_demo_page_and_cors(client):
     preflight = client.options("/web/api/messages", headers={"Origin": "https://example.org",
                                                              "Access-Control-Request-Method": "POST"})
     assert preflight.status_code in (200, 204) and preflight.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-1", "NaN", "1e999"])
+def test_long_poll_rejects_non_finite_waits(client, wait):
+    """Regression: ``wait=nan`` passed the ``< 0`` check and the poll loop never ended (pinned a thread)."""
+    cid = say(client, "健康码变黄怎么办")["conversation_id"]
+    started = time.monotonic()
+    response = client.get(f"/web/api/conversations/{cid}/turns?user_id=citizen-1&after=0&wait={wait}")
+    assert response.status_code == 400 and response.json["error"]["field"] == "wait"
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("after", ["99999999999999999999999", "-3", "1.5", "٣"])
+def test_turn_cursor_must_be_a_sane_integer(client, after):
+    cid = say(client, "健康码变黄怎么办")["conversation_id"]
+    response = client.get(f"/web/api/conversations/{cid}/turns?user_id=citizen-1&after={after}")
+    assert response.status_code == 400 and response.json["error"]["field"] == "after"

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictStr
 from bot.desk import AgentDesk, AgentInfo
 from connectors.agents.wiring import install_desk, session_secret
 from connectors.delivery import channel_status, deliver
-from connectors.errors import ApiError, parse_json_body
+from connectors.errors import ApiError, parse_json_body, query_int, query_seconds
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +134,9 @@ def duty():
 @login_required
 def updates():
     """Long poll: returns when the queue changes (``sig``) or the open ticket has new turns."""
-    try:
-        handoff_id = int(request.args["handoff"]) if request.args.get("handoff") else None
-        after = int(request.args.get("after", "0"))
-        wait = max(0.0, min(float(request.args.get("wait", "0")), LONG_POLL_SECONDS))
-    except ValueError:
-        raise ApiError(400, "handoff and after must be integers, wait a number of seconds") from None
+    handoff_id = query_int("handoff", None)
+    after = query_int("after", 0)
+    wait = min(query_seconds("wait"), LONG_POLL_SECONDS)
     known = request.args.get("sig")
     username = g.agent.username
     conversation_id = desk().handoff(handoff_id)["conversation_id"] if handoff_id else None

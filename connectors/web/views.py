@@ -20,7 +20,7 @@ from bot.desk import AgentDesk
 from bot.messages import Message
 from bot.store import Conversation
 from connectors.agents.wiring import install_desk
-from connectors.errors import ApiError, parse_json_body
+from connectors.errors import ApiError, parse_json_body, query_int, query_seconds
 
 STATIC = Path(__file__).parent / "static"
 
@@ -157,13 +157,8 @@ def get_turns(conversation_id: str):
     user_id = request.args.get("user_id", "")
     if not user_id:
         raise ApiError(400, "user_id: query parameter is required", "user_id")
-    try:
-        after = int(request.args.get("after", "0"))
-        wait = min(float(request.args.get("wait", "0")), _settings().long_poll_seconds)
-    except ValueError:
-        raise ApiError(400, "after must be an integer and wait a number of seconds") from None
-    if after < 0 or wait < 0:
-        raise ApiError(400, "after and wait must not be negative")
+    after = query_int("after", 0)
+    wait = min(query_seconds("wait"), _settings().long_poll_seconds)
     known = request.args.get("state")
 
     def read() -> dict | None:
