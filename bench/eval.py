@@ -25,16 +25,14 @@ from bot.index import build_retrievers
 from bot.retrieval import HybridRetriever
 from bot.text import normalise
 
-DEFAULT_EXTERNAL = PROJECT_ROOT.parent / "shared" / "eval"
+DEFAULT_EXTERNAL = PROJECT_ROOT.parent / "shared" / "eval"  # a source checkout's neighbour; absent in a wheel
 
 
 def load_bot(settings: Settings):
+    """The understanding half only: evaluation never writes conversations."""
     from bot.engine import Bot
-    from bot.store import Store
 
-    store = Store("sqlite:///:memory:")
-    store.create_schema()
-    return Bot.from_settings(settings, store=store)
+    return Bot.load(settings)
 
 
 def faq_retriever(bot, items: list[tuple[str, str]]) -> HybridRetriever:

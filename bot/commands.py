@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from bot.messages import Button
 
 _COMMAND = re.compile(r"^/([a-z_]+)(\{.*\})?$", re.DOTALL)
+MAX_ARGS_CHARS = 500  # real payloads are a few dozen characters
 
 FAQ = "faq"
 NONE_OF_THESE = "none_of_these"
@@ -30,9 +31,11 @@ def parse_command(text: str) -> Command | None:
         return None
     args = {}
     if match.group(2):
+        if len(match.group(2)) > MAX_ARGS_CHARS:
+            return None
         try:
             args = json.loads(match.group(2))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # e.g. JSON nested ~990 deep: not a payload of ours
             return None
         if not isinstance(args, dict):
             return None

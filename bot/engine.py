@@ -4,12 +4,15 @@ Connectors, the CLI and tests all call this; it knows nothing of HTTP.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import datetime as dt
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sentence_transformers import SentenceTransformer
@@ -20,14 +23,18 @@ from bot.encoders import build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import KnowledgeBase, load_knowledge_base
-from bot.notify import build_notifier
-from bot.messages import HandoffInfo, InvalidMessage, Message, Reply, ReplyMessage
+from bot.conversations.service import ConversationError, MessageScope, StoredTurn
+from bot.conversations.status import ENDED, WITH_PERSON
+from bot.messages import Button, HandoffInfo, Message, Reply, ReplyMessage
+from bot.models import utcnow
 from bot.policy import Decision, DecisionPolicy
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
 from bot.safety import EmergencyDetector
-from bot.store import PRIORITY_NORMAL, PRIORITY_URGENT, Conversation, Handoff, Store, StoreUnavailable
 from bot.text import DomainTokenizer, SynonymMap, detect_language, normalise, reply_language
+
+if TYPE_CHECKING:
+    from bot.conversations.service import ConversationService
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +73,21 @@ class _VectorCache:
 
 
 class Bot:
+    """Understanding (text → safety → intents → retrieval → policy) plus the turn of a
+    conversation around it. The conversation half is the ``ConversationService``;
+    the Bot never writes a status or a ticket itself."""
+
     def __init__(self, settings: Settings, kb: KnowledgeBase, tokenizer: DomainTokenizer,
-                 encoder: SentenceTransformer, index: SearchIndex, store: Store):
+                 encoder: SentenceTransformer, index: SearchIndex,
+                 conversations: "ConversationService | None" = None,
+                 clock: Callable[[], dt.datetime] = utcnow):
         self.settings = settings
         self.kb = kb
         self.tokenizer = tokenizer
         self.encoder = encoder
         self.index = index
-        self.store = store
+        self.conversations = conversations
+        self.clock = clock
         thresholds = settings.thresholds
         self.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
                                          thresholds.dense_weight, thresholds.lexical_saturation,
@@ -82,21 +96,34 @@ class Bot:
         self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
+        self._warm = False
+
+    @property
+    def ready(self) -> bool:
+        """True once ``warm_up`` ran: the first citizen does not pay for loading weights."""
+        return self._warm
+
+    def warm_up(self) -> None:
+        for text in ("核酸检测多少钱", "my health code is yellow"):
+            self.understand(text)
+        self._warm = True
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, store: Store | None = None) -> "Bot":
+    def load(cls, settings: Settings | None = None) -> "Bot":
+        """The understanding half only (models and index), no database: eval, calibration, tests."""
         settings = settings or Settings()
         kb = load_knowledge_base(settings.knowledge_dir)
         tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
         encoder = build_encoder(settings.encoder, settings.encoder_threads)
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder_key)
-        if store is None:
-            store = Store(settings.sqlalchemy_url, notifier=build_notifier(settings.redis_url))
-            try:
-                store.create_schema()
-            except StoreUnavailable as exc:  # serve 503s until the database is back
-                log.error("starting without a database: %s", exc)
-        return cls(settings, kb, tokenizer, encoder, index, store)
+        return cls(settings, kb, tokenizer, encoder, index)
+
+    def with_conversations(self, conversations: "ConversationService") -> "Bot":
+        """The same loaded models over another conversation store (no reload)."""
+        bot = copy.copy(self)
+        bot.conversations = conversations
+        bot.clock = conversations.clock
+        return bot
 
     # -- understanding (no side effects) ---------------------------------------
 
@@ -122,32 +149,50 @@ class Bot:
     # -- handling (persists every turn) ----------------------------------------
 
     def handle(self, message: Message, today: dt.date | None = None) -> Reply:
+        """One citizen message: understood outside the transaction, then recorded and answered in one."""
         message.validate(self.settings.max_message_chars)
+        if self.conversations is None:
+            raise RuntimeError("this Bot has no conversation store (use Services or with_conversations)")
+        today = today or self.clock().date()
         command = commands.parse_command(message.text)
         understanding = None if command else self.understand(message.text)
-        with self.store.transaction() as session:
-            conv = self.store.conversation_for_update(
-                session, message.conversation_id, message.user_id, message.channel,
-                reply_language(understanding.language) if understanding else "zh")
-            if conv.user_id != message.user_id:  # ids are unguessable, but never trust one
-                raise InvalidMessage("conversation_id", "belongs to another user")
-            if understanding and any(ch.isalpha() for ch in understanding.normalised):
+        guess = reply_language(understanding.language) if understanding else (message.language or "zh")
+        with self.conversations.message(message, guess) as scope:
+            conv = scope.conversation
+            if message.client_message_id:
+                replayed = scope.replay(message.client_message_id)
+                if replayed is not None:
+                    return self._replayed(scope, replayed)
+            if conv.turn_count >= self.settings.limits.max_turns_per_conversation:
+                raise ConversationError("limited", "this conversation has reached its length limit; "
+                                                   "start a new conversation", "conversation_id")
+            if message.language and command:
+                conv.language = message.language  # button payloads carry no language: follow the client
+            elif understanding and any(ch.isalpha() for ch in understanding.normalised):
                 conv.language = reply_language(understanding.language)
             language = conv.language
-            self.store.add_turn(session, conv, "user", message.text,
-                                payload={"command": command.name} if command else None)
-            if conv.status == "handoff":
-                handoff = self.store.open_handoff(session, conv.id)
-                if handoff is not None:
-                    return self._while_handed_off(session, conv, handoff, understanding, language)
-                conv.status = "bot"  # ticket closed without handing back: the bot takes over again
+            scope.add_turn("user", message.text, payload={"command": command.name} if command else None,
+                           client_message_id=message.client_message_id)
+            if conv.status in WITH_PERSON:
+                return self._while_handed_off(scope, understanding, language)
+            if conv.status in ENDED:
+                scope.resume()
             decision = self._decide(conv, command, understanding, today)
             if understanding and decision.intent == FAQ_INTENT and understanding.candidates:
                 conv.last_candidates = self._top3(understanding.candidates, language)
-            return self._act(session, conv, decision, language)
+            return self._act(scope, decision, language)
 
-    def _decide(self, conv: Conversation, command: commands.Command | None,
-                understanding: Understanding | None, today: dt.date | None) -> Decision:
+    def _replayed(self, scope: MessageScope, turns: list[StoredTurn]) -> Reply:
+        conv = scope.conversation
+        first = turns[0] if turns else None
+        return Reply(conversation_id=conv.id, replies=[ReplyMessage.from_dict(t.payload, t.text) for t in turns],
+                     intent=first.intent if first else "replay", confidence=first.score or 0.0 if first else 0.0,
+                     language=conv.language, entry_id=first.entry_id if first else None,
+                     candidates=list(conv.last_candidates or []), handoff=scope.handoff_info(),
+                     status=str(conv.status), turn_ids=[t.id for t in turns], replayed=True)
+
+    def _decide(self, conv, command: commands.Command | None,
+                understanding: Understanding | None, today: dt.date) -> Decision:
         if command is not None:
             if command.name == commands.FAQ and self.kb.get(str(command.args.get("entry"))):
                 return self.policy.answer(str(command.args["entry"]), 1.0, today)
@@ -160,57 +205,62 @@ class Bot:
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
                                candidates=understanding.candidates, failures=conv.failures, today=today)
 
-    def _act(self, session, conv: Conversation, decision: Decision, language: str) -> Reply:
+    def _act(self, scope: MessageScope, decision: Decision, language: str) -> Reply:
+        conv = scope.conversation
         conv.failures = conv.failures + 1 if decision.counts_as_failure else 0
         handoff_info = None
         if decision.action == "handoff":
-            handoff = self._open_handoff(session, conv, decision)
-            position = self.store.queue_position(session, handoff)
-            replies = self._handoff_replies(decision, language, position or 1)
-            handoff_info = HandoffInfo(handoff.id, handoff.reason, handoff.priority, handoff.status, position)
+            # "转人工" is not the question: the agent should see what the citizen asked before it.
+            handoff_info = scope.open_handoff(decision.reason or "user_request", urgent=decision.urgent,
+                                              candidates=list(conv.last_candidates or []),
+                                              kb_version=self.kb.version,
+                                              skip_current=decision.reason == "user_request")
             conv.failures = 0
+            if handoff_info is None:  # already waiting for a person in another conversation
+                replies = [self.emergency_reply(language)] if decision.reason == "emergency" else []
+                replies.append(ReplyMessage(self.responses("already_waiting", language)))
+            else:
+                replies = self._handoff_replies(decision, language, handoff_info.queue_position or 1)
         else:
             replies = self._render(decision, language)
+        reply = self._record_replies(scope, replies, decision.intent, decision.confidence, decision.entry_id,
+                                     decision.action, language, handoff_info)
+        return dataclasses.replace(reply, handoff_opened=handoff_info is not None)
+
+    def _record_replies(self, scope: MessageScope, replies: list[ReplyMessage], intent: str, confidence: float,
+                        entry_id: str | None, action: str, language: str,
+                        handoff_info: HandoffInfo | None) -> Reply:
+        user_seq = scope.conversation.turn_count
         for reply in replies:
-            self.store.add_turn(session, conv, "bot", reply.text, intent=decision.intent,
-                                entry_id=decision.entry_id, score=round(decision.confidence, 4),
-                                payload={k: v for k, v in reply.to_dict().items() if k != "text"}
-                                | {"action": decision.action, "kb_version": self.kb.version})
-        return Reply(conversation_id=conv.id, replies=replies, intent=decision.intent,
-                     confidence=decision.confidence, language=language, entry_id=decision.entry_id,
-                     candidates=list(conv.last_candidates or []), handoff=handoff_info)
+            scope.add_turn("bot", reply.text, intent=intent, entry_id=entry_id, score=round(confidence, 4),
+                           payload={k: v for k, v in reply.to_dict().items() if k != "text"}
+                           | {"action": action, "kb_version": self.kb.version, "reply_to_seq": user_seq})
+        scope.flush()
+        conv = scope.conversation
+        return Reply(conversation_id=conv.id, replies=replies, intent=intent, confidence=confidence,
+                     language=language, entry_id=entry_id, candidates=list(conv.last_candidates or []),
+                     handoff=handoff_info, status=str(conv.status),
+                     turn_ids=[t.id for t in scope.turns if t.role == "bot"])
 
-    def _open_handoff(self, session, conv: Conversation, decision: Decision) -> Handoff:
-        handoff = Handoff(
-            conversation_id=conv.id, reason=decision.reason or "user_request",
-            priority=PRIORITY_URGENT if decision.urgent else PRIORITY_NORMAL, status="open",
-            channel=conv.channel, user_id=conv.user_id, language=conv.language,
-            candidates=list(conv.last_candidates or []), kb_version=self.kb.version,
-        )
-        session.add(handoff)
-        conv.status = "handoff"
-        session.flush()
-        self.store.mark_changed(session, conv.id, queue=True)
-        return handoff
-
-    def _while_handed_off(self, session, conv: Conversation, handoff: Handoff,
-                          understanding: Understanding | None, language: str) -> Reply:
-        """A person owns the conversation now: record, never answer over the agent."""
+    def _while_handed_off(self, scope: MessageScope, understanding: Understanding | None, language: str) -> Reply:
+        """A person owns the conversation: record, never answer over the agent — except a red
+        flag, which always gets the emergency screen and alerts the agents again."""
+        handoff = scope.handoff_info()
+        emergency = understanding is not None and self._is_emergency(understanding)
         replies: list[ReplyMessage] = []
-        if understanding and understanding.emergency and handoff.priority != PRIORITY_URGENT:
-            handoff.priority = PRIORITY_URGENT
-            self.store.mark_changed(session, conv.id, queue=True)
-            replies.append(ReplyMessage(self.responses("emergency", language)))
-        position = self.store.queue_position(session, handoff)
-        if handoff.status == "open" and not replies:
-            replies.append(ReplyMessage(self.responses("handoff_waiting", language, position=position)))
-        for reply in replies:
-            self.store.add_turn(session, conv, "bot", reply.text, intent="handoff_wait",
-                                payload={"action": "handoff_wait", "kb_version": self.kb.version})
-        info = HandoffInfo(handoff.id, handoff.reason, handoff.priority, handoff.status, position)
-        intent = understanding.intent.intent if understanding else "command"
-        return Reply(conversation_id=conv.id, replies=replies, intent=intent, confidence=1.0,
-                     language=language, handoff=info)
+        if emergency:
+            handoff = scope.escalate()
+            replies.append(self.emergency_reply(language))
+        elif handoff is not None and handoff.status == "waiting":
+            replies.append(ReplyMessage(self.responses("handoff_waiting", language,
+                                                       position=handoff.queue_position or 1)))
+        intent = "emergency" if emergency else (understanding.intent.intent if understanding else "command")
+        return self._record_replies(scope, replies, intent, 1.0, None, "handoff_wait", language, handoff)
+
+    def _is_emergency(self, understanding: Understanding) -> bool:
+        t = self.settings.thresholds
+        return bool(understanding.emergency) or (understanding.intent.intent == "emergency"
+                                                 and understanding.intent.confidence >= t.intent)
 
     # -- rendering ---------------------------------------------------------------
 
@@ -218,10 +268,14 @@ class Bot:
         return [{"entry_id": c.entry_id, "score": round(c.score, 4),
                  "title": self.kb.entries[c.entry_id].title(language)} for c in candidates[:3]]
 
+    def emergency_reply(self, language: str) -> ReplyMessage:
+        """The red panel: what to do now and a tap-to-call button; no wait estimate, no callback offer."""
+        return ReplyMessage(self.responses("emergency", language), kind="emergency",
+                            buttons=[Button(self.responses("call_120", language), "tel:120")])
+
     def _handoff_replies(self, decision: Decision, language: str, position: int) -> list[ReplyMessage]:
         if decision.reason == "emergency":
-            return [ReplyMessage(self.responses("emergency", language)),
-                    ReplyMessage(self.responses("handoff", language, position=position))]
+            return [self.emergency_reply(language)]
         key = {"low_confidence": "handoff_after_failures", "complaint": "complaint"}.get(decision.reason or "", "handoff")
         return [ReplyMessage(self.responses(key, language, position=position))]
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import yaml
 
-from bot.messages import ReplyMessage
 
 REQUIRED_KEYS = (
     "emergency", "handoff", "handoff_waiting", "handoff_after_failures", "rephrase", "did_you_mean",
     "none_of_these", "talk_to_person", "policy_changed", "greet", "goodbye", "thanks", "complaint",
     "out_of_scope", "answer_footer", "related", "choose_number", "menu_intro", "text_only", "too_long", "busy",
+    "call_120", "already_waiting", "desk_claimed", "desk_resolved", "desk_returned", "desk_transferred", "too_many",
 )
 
 
@@ -28,11 +28,3 @@ class Responses:
 
     def __call__(self, key: str, language: str, **values: object) -> str:
         return self._templates[key]["en" if language == "en" else "zh"].format(**values)
-
-    def with_footer(self, message: ReplyMessage, language: str) -> str:
-        """The text as plain-text channels show it: an answer carries its source and date."""
-        if not message.source:
-            return message.text
-        footer = self("answer_footer", language, source=f"{message.source['name']} {message.source['url']}",
-                      updated=message.updated or "")
-        return f"{message.text}\n\n{footer}"

@@ -18,7 +18,6 @@ import jieba
 import opencc
 import Stemmer
 import yaml
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 Language = Literal["zh", "en", "mixed"]
 
@@ -30,7 +29,10 @@ jieba.setLogLevel(logging.WARNING)
 _TOKEN_SPLIT = re.compile(r"[\w\u3400-\u9fff]+", re.UNICODE)
 _ASCII_WORD = re.compile(r"[a-z]+")
 # Question words carry the intent of an FAQ question ("how" vs "where"), keep them.
-_EN_STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) - {"how", "where", "when", "what", "why", "who", "which", "not", "no"}
+_STOP_WORDS_FILE = Path(__file__).resolve().parent / "data" / "english_stop_words.txt"
+_EN_STOP_WORDS = frozenset(
+    line.strip() for line in _STOP_WORDS_FILE.read_text(encoding="utf-8").splitlines()
+    if line.strip() and not line.startswith("#")) - {"how", "where", "when", "what", "why", "who", "which", "not", "no"}
 
 
 def normalise(text: str) -> str:

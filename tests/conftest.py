@@ -1,15 +1,37 @@
-"""Shared fixtures: one real Bot per session, real servers, real databases."""
+"""Shared fixtures: one loaded engine per session, a fresh database per test, real
+servers, real databases, and an injected clock so nothing depends on today's date."""
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 from pathlib import Path
 
 import pytest
 
-from bot.config import PROJECT_ROOT, Settings
-from bot.store import Store
+from bot.config import Settings
+from bot.conversations.privacy import Vault
+from bot.db import Database
+from bot.services import Services
 from tests.live_server import LiveServer, free_port, start_server, stop_server  # noqa: F401  (re-exported)
+
+# A fixed moment (a Tuesday, 16:00 in Shanghai): every date-dependent decision sees this.
+NOW = dt.datetime(2026, 12, 1, 8, 0, 0)
+TEST_KEY = Vault.new_key()
+
+
+class Clock:
+    """The time services see; tests move it explicitly."""
+
+    def __init__(self, now: dt.datetime = NOW):
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta) -> dt.datetime:
+        self.now += dt.timedelta(**delta)
+        return self.now
 
 
 @pytest.fixture(scope="session")
@@ -19,30 +41,54 @@ def session_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(session_dir) -> Settings:
-    """Real KB, index artifacts in a session temp dir, SQLite in a temp file."""
-    return Settings(knowledge_dir=PROJECT_ROOT / "knowledge", data_dir=session_dir / "var", database_url=None)
+    """Real KB, index artifacts in a session temp dir, SQLite, a fixed privacy key."""
+    return Settings(data_dir=session_dir / "var", database_url=None, cookie_secure=False,
+                    privacy={"key": TEST_KEY}, redis_url=None)
 
 
 @pytest.fixture(scope="session")
-def bot(settings):
+def engine(settings):
+    """The understanding half, loaded once: KB, encoder, index."""
     from bot.engine import Bot
 
-    return Bot.from_settings(settings)
+    return Bot.load(settings)
 
 
 @pytest.fixture()
-def fresh_store(tmp_path) -> Store:
-    store = Store(f"sqlite:///{tmp_path / 'fresh.db'}")
-    store.create_schema()
-    return store
+def clock() -> Clock:
+    return Clock()
+
+
+def build_services(settings: Settings, engine, url: str, clock: Clock, **changes) -> Services:
+    if changes:
+        settings = settings.model_copy(update=changes)
+    db = Database(url, connect_timeout=settings.db.connect_timeout, statement_timeout=settings.db.statement_timeout)
+    return Services.build(settings, bot=engine, db=db, clock=clock)
 
 
 @pytest.fixture()
-def fresh_bot(bot, fresh_store):
-    """The session's loaded bot over an empty database (no model reload)."""
-    from bot.engine import Bot
+def services(settings, engine, clock, tmp_path):
+    """Everything over an empty SQLite file (no model reload)."""
+    svc = build_services(settings, engine, f"sqlite:///{tmp_path / 'fresh.db'}", clock)
+    yield svc
+    svc.close()
 
-    return Bot(bot.settings, bot.kb, bot.tokenizer, bot.encoder, bot.index, fresh_store)
+
+@pytest.fixture()
+def fresh_bot(services):
+    return services.bot
+
+
+@pytest.fixture()
+def app(services):
+    from connectors.app import create_app
+
+    return create_app(services)
+
+
+@pytest.fixture()
+def client(app):
+    return app.test_client()
 
 
 REDIS_URL = os.environ.get("HOTLINE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -66,20 +112,29 @@ def _postgres_admin_url() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A throw-away PostgreSQL database for this session, or skip when none is configured."""
+def postgres_admin():
     admin_url = _postgres_admin_url()
     if admin_url is None:
         pytest.skip("DATABASE_URL does not point at PostgreSQL")
+    return Settings(database_url=admin_url).sqlalchemy_url
+
+
+def new_postgres_database(admin_url: str) -> str:
     import sqlalchemy
 
-    base = Settings(database_url=admin_url).sqlalchemy_url
     name = f"hotline_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = base.rsplit("/", 1)[0] + "/" + name
-    yield url
+    admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(admin_url: str, url: str) -> None:
+    import sqlalchemy
+
+    name = url.rsplit("/", 1)[1]
+    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()")
@@ -87,24 +142,29 @@ def postgres_url():
     admin.dispose()
 
 
+@pytest.fixture()
+def postgres_url(postgres_admin):
+    """A throw-away, empty PostgreSQL database for one test."""
+    url = new_postgres_database(postgres_admin)
+    yield url
+    drop_postgres_database(postgres_admin, url)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def any_store(request, tmp_path) -> Store:
+def any_services(request, settings, engine, clock, tmp_path):
     """The same tests on SQLite and (when configured) PostgreSQL."""
     if request.param == "sqlite":
-        store = Store(f"sqlite:///{tmp_path / 'any.db'}")
+        url = f"sqlite:///{tmp_path / 'any.db'}"
     else:
-        store = Store(request.getfixturevalue("postgres_url"))
-        from bot.store import Base
-
-        Base.metadata.drop_all(store.engine)  # each test starts from empty tables
-    store.create_schema()
-    yield store
-    store.engine.dispose()
+        url = request.getfixturevalue("postgres_url")
+    svc = build_services(settings, engine, url, clock)
+    yield svc
+    svc.close()
 
 
 @pytest.fixture(scope="session")
-def live_server(session_dir, settings, bot):
-    """One real server for the session; it reuses the index the ``bot`` fixture built."""
-    server = start_server(session_dir / "var")
+def live_server(session_dir, settings, engine):
+    """One real server for the session; it reuses the index the ``engine`` fixture built."""
+    server = start_server(session_dir / "var", {"HOTLINE_OPEN_READ_API": "1"})
     yield server
     stop_server(server)

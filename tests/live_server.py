@@ -36,12 +36,13 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, health
     port = free_port()
     env = os.environ.copy()
     env.pop("DATABASE_URL", None)
-    env.update({"HOTLINE_DATA_DIR": str(data_dir), "HOTLINE_PORT": str(port), "HOTLINE_HOST": "127.0.0.1"})
+    env.update({"HOTLINE_DATA_DIR": str(data_dir), "HOTLINE_SERVER__PORT": str(port),
+                "HOTLINE_SERVER__HOST": "127.0.0.1", "HOTLINE_SERVER__WORKERS": "2", "HOTLINE_COOKIE_SECURE": "0"})
     env.update(extra_env or {})
     log_path = data_dir / f"server-{port}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "wb")
-    process = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve"], env=env, stdout=log,
+    process = subprocess.Popen([sys.executable, "-m", "connectors.cli", "serve"], env=env, stdout=log,
                                stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -49,7 +50,7 @@ def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, health
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log_path.read_text(errors='replace')}")
         try:
-            status = httpx.get(url + "/healthz", timeout=1).status_code
+            status = httpx.get(url + ("/readyz" if healthy else "/healthz"), timeout=1).status_code
             if status == 200 or (not healthy and status == 503):
                 return LiveServer(url, process, log_path, env)
         except httpx.HTTPError:

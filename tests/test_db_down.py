@@ -22,7 +22,7 @@ def proxied_postgres(postgres_url):
 
 def test_server_survives_database_outage(tmp_path, proxied_postgres):
     proxy, url = proxied_postgres
-    server = start_server(tmp_path / "var", {"DATABASE_URL": url}, healthy=False)
+    server = start_server(tmp_path / "var", {"DATABASE_URL": url, "HOTLINE_OPEN_READ_API": "1"}, healthy=False)
     try:
         with server.client() as client:
             down = client.post("/api/v1/messages", json={"user_id": "outage", "text": "核酸多少钱"})
@@ -44,5 +44,31 @@ def test_server_survives_database_outage(tmp_path, proxied_postgres):
             again = client.post("/api/v1/messages", json={"user_id": "outage", "conversation_id": conversation_id,
                                                            "text": "转人工"})
             assert again.status_code == 200 and again.json()["handoff"]
+    finally:
+        stop_server(server)
+
+
+def test_a_frozen_database_link_answers_503_within_seconds(tmp_path, proxied_postgres):
+    """Regression: with the database link frozen (no packets, sockets open), requests and /healthz
+    hung ~20 s instead of a fast 503 (no statement/connect timeouts)."""
+    proxy, url = proxied_postgres
+    proxy.start()
+    server = start_server(tmp_path / "var", {"DATABASE_URL": url})
+    try:
+        with server.client() as client:
+            assert client.post("/api/v1/messages", json={"user_id": "frozen", "text": "你好"}).status_code == 200
+            proxy.freeze()
+            for path, kwargs in (("/api/v1/messages", {"json": {"user_id": "frozen", "text": "核酸多少钱"}}),
+                                 ("/healthz", {})):
+                started = time.monotonic()
+                response = client.request("POST" if kwargs else "GET", path, timeout=15, **kwargs)
+                assert response.status_code == 503, response.text
+                assert time.monotonic() - started < 5
+            proxy.thaw()
+            deadline = time.monotonic() + 15
+            while client.get("/healthz").status_code != 200:
+                assert time.monotonic() < deadline, "recovers by itself once the link flows again"
+            again = client.post("/api/v1/messages", json={"user_id": "frozen", "text": "核酸多少钱"})
+            assert again.status_code == 200
     finally:
         stop_server(server)

@@ -3,13 +3,16 @@ import datetime as dt
 import json
 
 import pytest
+from sqlalchemy import func, select, text
 
+from bot.conversations.service import ConversationError
+from bot.db import StoreUnavailable
 from bot.messages import InvalidMessage, Message
-from bot.store import StoreUnavailable
+from bot.models import Turn
 
 
-def ask(bot, text, user="u1", conversation_id=None):
-    return bot.handle(Message(user_id=user, text=text, conversation_id=conversation_id))
+def ask(bot, text, user="u1", conversation_id=None, channel="api", **extra):
+    return bot.handle(Message(user_id=user, text=text, conversation_id=conversation_id, channel=channel, **extra))
 
 
 def test_chinese_question_gets_answer_with_source(fresh_bot):
@@ -30,22 +33,42 @@ def test_english_and_traditional_questions(fresh_bot):
     assert traditional.language == "zh"
 
 
-def test_emergency_goes_first_with_priority_handoff(fresh_bot):
-    reply = ask(fresh_bot, "我爸爸呼吸困难，嘴唇发紫，核酸还没做")
+def test_emergency_goes_first_with_priority_handoff(services):
+    bot = services.bot
+    reply = ask(bot, "我爸爸呼吸困难，嘴唇发紫，核酸还没做")
     assert reply.intent == "emergency"
-    assert "120" in reply.replies[0].text
+    assert "120" in reply.replies[0].text and reply.replies[0].kind == "emergency"
+    assert [b.payload for b in reply.replies[0].buttons] == ["tel:120"]
     assert reply.handoff is not None and reply.handoff.reason == "emergency" and reply.handoff.priority == 0
-    ticket = fresh_bot.store.handoff(reply.handoff.id)
+    ticket = services.desk.handoff(reply.handoff.id)
     assert ticket["transcript"][0]["text"].startswith("我爸爸呼吸困难")
+    assert ticket["question"].startswith("我爸爸呼吸困难")
 
 
-def test_ask_human_creates_ticket_with_whole_context(fresh_bot):
-    first = ask(fresh_bot, "核酸结果多久能出来")
-    reply = ask(fresh_bot, "转人工", conversation_id=first.conversation_id)
+def test_a_red_flag_while_queued_alerts_again(services):
+    """Regression: a second red flag while waiting got "please wait" and no new alert."""
+    bot = services.bot
+    waiting = ask(bot, "我要人工客服")
+    assert waiting.handoff.priority == 1
+    seen = services.notifier.version("")
+    again = ask(bot, "我突然胸痛得厉害，喘不上气", conversation_id=waiting.conversation_id)
+    assert again.replies[0].kind == "emergency" and "120" in again.replies[0].text
+    assert again.handoff.id == waiting.handoff.id and again.handoff.priority == 0
+    assert services.notifier.version("")[1] > seen[1], "the agents' queue must be woken (alarm)"
+    third = ask(bot, "还是喘不上气", conversation_id=waiting.conversation_id)
+    assert third.replies[0].kind == "emergency", "every red flag re-alerts, even when already urgent"
+
+
+def test_ask_human_creates_ticket_with_whole_context(services):
+    bot = services.bot
+    first = ask(bot, "核酸结果多久能出来")
+    reply = ask(bot, "转人工", conversation_id=first.conversation_id)
     assert reply.handoff and reply.handoff.reason == "user_request" and reply.handoff.queue_position == 1
-    ticket = fresh_bot.store.handoff(reply.handoff.id)
-    assert ticket["channel"] == "web" and ticket["user_id"] == "u1" and ticket["language"] == "zh"
-    assert ticket["kb_version"] == fresh_bot.kb.version
+    assert reply.status == "waiting"
+    ticket = services.desk.handoff(reply.handoff.id)
+    assert ticket["channel"] == "api" and ticket["language"] == "zh" and ticket["user"].startswith("p_")
+    assert ticket["kb_version"] == bot.kb.version
+    assert ticket["question"] == "核酸结果多久能出来", "the agent sees the question, not 转人工"
     assert len(ticket["candidates"]) == 3 and ticket["candidates"][0]["entry_id"] == first.entry_id
     roles = [t["role"] for t in ticket["transcript"]]
     assert roles == ["user", "bot", "user", "bot"]
@@ -60,12 +83,13 @@ def test_two_failures_in_a_row_hand_off(fresh_bot):
     assert second.handoff is not None and second.handoff.reason == "low_confidence"
 
 
-def test_messages_during_handoff_are_recorded_not_answered_by_bot(fresh_bot):
-    reply = ask(fresh_bot, "我要人工客服")
-    waiting = ask(fresh_bot, "核酸多少钱", conversation_id=reply.conversation_id)
+def test_messages_during_handoff_are_recorded_not_answered_by_bot(services):
+    bot = services.bot
+    reply = ask(bot, "我要人工客服")
+    waiting = ask(bot, "核酸多少钱", conversation_id=reply.conversation_id)
     assert waiting.entry_id is None and waiting.handoff.id == reply.handoff.id
     assert "队列" in waiting.replies[0].text
-    assert fresh_bot.store.list_handoffs(status="open")[0]["id"] == reply.handoff.id
+    assert services.desk.list_handoffs(status="waiting")[0]["id"] == reply.handoff.id
 
 
 def test_buttons_drive_follow_ups_and_none_of_these(fresh_bot):
@@ -80,52 +104,122 @@ def test_buttons_drive_follow_ups_and_none_of_these(fresh_bot):
     assert again.handoff is not None
 
 
-def test_expired_entry_says_policy_changed(fresh_bot):
-    entry = fresh_bot.kb.entries["testing.pcr_fee"]
-    reply = fresh_bot.handle(Message(user_id="u9", text="做核酸要花钱吗"),
-                             today=entry.valid_until + dt.timedelta(days=1))
+def test_expired_entry_says_policy_changed(services, clock):
+    entry = services.bot.kb.entries["testing.pcr_fee"]
+    clock.now = dt.datetime.combine(entry.valid_until + dt.timedelta(days=1), dt.time(8))
+    reply = ask(services.bot, "做核酸要花钱吗", user="u9")
     assert reply.entry_id == "testing.pcr_fee"
     assert reply.replies[0].text != entry.answer.zh and "调整" in reply.replies[0].text
     assert reply.replies[0].buttons[0].payload == "/ask_human"
 
 
-@pytest.mark.parametrize("text", ["", "   ", "x" * 2001])
-def test_invalid_text_is_rejected_before_anything_is_written(fresh_bot, text):
-    with pytest.raises(InvalidMessage):
-        ask(fresh_bot, text)
-    assert fresh_bot.store.list_handoffs() == []
-    with fresh_bot.store.transaction() as session:
-        assert session.execute(__import__("sqlalchemy").text("select count(*) from turns")).scalar() == 0
+def _turns(services) -> int:
+    with services.db.read() as session:
+        return session.execute(select(func.count(Turn.id))).scalar()
 
 
-def test_failure_mid_message_leaves_nothing_half_written(fresh_bot, monkeypatch):
-    original = fresh_bot.store.add_turn
+@pytest.mark.parametrize("text", ["", "   ", "x" * 2001, "a\x00b", "lone \ud800 surrogate"])
+def test_invalid_text_is_rejected_before_anything_is_written(services, text):
+    with pytest.raises(InvalidMessage) as error:
+        ask(services.bot, text)
+    assert error.value.field == "text"
+    assert services.desk.list_handoffs() == [] and _turns(services) == 0
 
-    def fail_on_bot_turn(session, conv, role, text, **fields):
+
+def test_failure_mid_message_leaves_nothing_half_written(services, monkeypatch):
+    from bot.conversations.service import MessageScope
+
+    original = MessageScope.add_turn
+
+    def fail_on_bot_turn(self, role, text, **fields):
         if role == "bot":
             raise RuntimeError("disk full")
-        return original(session, conv, role, text, **fields)
+        return original(self, role, text, **fields)
 
-    monkeypatch.setattr(fresh_bot.store, "add_turn", fail_on_bot_turn)
+    monkeypatch.setattr(MessageScope, "add_turn", fail_on_bot_turn)
     with pytest.raises(RuntimeError):
-        ask(fresh_bot, "核酸多少钱", conversation_id="half-written")
+        ask(services.bot, "核酸多少钱", user="half")
     monkeypatch.undo()
-    assert fresh_bot.store.conversation("half-written") is None
+    assert _turns(services) == 0
+    with services.db.read() as session:
+        assert session.execute(text("select count(*) from conversations")).scalar() == 0
 
 
-def test_database_down_raises_store_unavailable(bot):
-    from bot.engine import Bot
-    from bot.store import Store
+def test_database_down_raises_store_unavailable(settings, engine, clock):
+    """A server may start while its database is down: it comes up, and messages get StoreUnavailable (503)."""
+    from tests.conftest import build_services
 
-    down = Bot(bot.settings, bot.kb, bot.tokenizer, bot.encoder, bot.index,
-               Store("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=2"))
-    with pytest.raises(StoreUnavailable):
-        ask(down, "核酸多少钱")
+    down = build_services(settings, engine, "postgresql+psycopg://nobody@127.0.0.1:1/none", clock)
+    try:
+        assert down.schema_ready is False and down.db.ping() is False
+        with pytest.raises(StoreUnavailable):
+            ask(down.bot, "核酸多少钱")
+    finally:
+        down.close()
 
 
-def test_a_conversation_cannot_be_joined_by_another_user(fresh_bot):
-    mine = ask(fresh_bot, "核酸多少钱", user="owner")
-    with pytest.raises(InvalidMessage) as error:
-        ask(fresh_bot, "转人工", user="intruder", conversation_id=mine.conversation_id)
-    assert error.value.field == "conversation_id"
-    assert [t["role"] for t in fresh_bot.store.conversation(mine.conversation_id)["turns"]] == ["user", "bot"]
+def test_a_conversation_cannot_be_joined_by_another_user(services):
+    mine = ask(services.bot, "核酸多少钱", user="owner")
+    with pytest.raises(ConversationError) as error:
+        ask(services.bot, "转人工", user="intruder", conversation_id=mine.conversation_id)
+    assert error.value.kind == "forbidden" and error.value.field == "conversation_id"
+    assert [t["role"] for t in services.desk.transcript(mine.conversation_id)["turns"]] == ["user", "bot"]
+
+
+def test_conversations_belong_to_their_channel(services):
+    """The same external id on two channels is two citizens (a Rasa sender is not a web user)."""
+    rasa = ask(services.bot, "核酸多少钱", user="same-id", channel="rasa")
+    api = ask(services.bot, "核酸多少钱", user="same-id", channel="api")
+    assert rasa.conversation_id != api.conversation_id
+    with pytest.raises(ConversationError):
+        ask(services.bot, "hi", user="same-id", channel="api", conversation_id=rasa.conversation_id)
+
+
+def test_identity_continues_the_citizens_conversation_and_new_starts_afresh(services):
+    first = ask(services.bot, "核酸多少钱", user="family-phone")
+    second = ask(services.bot, "健康码变黄怎么办", user="family-phone")
+    assert second.conversation_id == first.conversation_id
+    fresh = ask(services.bot, "你好", user="family-phone", new_conversation=True)
+    assert fresh.conversation_id != first.conversation_id
+    assert ask(services.bot, "谢谢", user="family-phone").conversation_id == fresh.conversation_id
+
+
+def test_a_retried_message_is_answered_once(services):
+    """Idempotency: the same client_message_id stores one user turn and gets the same reply."""
+    first = ask(services.bot, "核酸多少钱", user="retry", client_message_id="m-1")
+    again = ask(services.bot, "核酸多少钱", user="retry", client_message_id="m-1")
+    assert again.replayed and again.conversation_id == first.conversation_id
+    assert [r.text for r in again.replies] == [r.text for r in first.replies]
+    assert again.turn_ids == first.turn_ids
+    assert _turns(services) == 2
+
+
+def test_an_unknown_conversation_id_starts_a_new_one(services):
+    reply = ask(services.bot, "核酸多少钱", user="after-reset", conversation_id="0" * 32)
+    assert reply.conversation_id != "0" * 32 and len(reply.conversation_id) == 32
+
+
+def test_abandon_on_new_conversation_and_by_silence(services, clock):
+    waiting = ask(services.bot, "转人工", user="leaver")
+    assert waiting.status == "waiting"
+    ask(services.bot, "你好", user="leaver", new_conversation=True)
+    closed = services.desk.handoff(waiting.handoff.id)
+    assert closed["status"] == "abandoned" and closed["conversation_status"] == "abandoned"
+    other = ask(services.bot, "转人工", user="silent")
+    clock.advance(minutes=31)
+    assert services.conversations.abandon_stale(dt.timedelta(minutes=30)) == 1
+    assert services.desk.handoff(other.handoff.id)["status"] == "abandoned"
+    resumed = ask(services.bot, "核酸多少钱", user="silent")
+    assert resumed.status == "bot" and resumed.entry_id
+
+
+def test_one_open_ticket_per_citizen(services):
+    """400 anonymous tickets once put a real citizen at queue position 456: one open ticket each."""
+    first = ask(services.bot, "转人工", user="greedy")
+    agent = services.staff.create("agent1", "password123")
+    services.desk.claim(first.handoff.id, agent)
+    other = ask(services.bot, "转人工", user="greedy", new_conversation=True)
+    assert other.handoff is None and other.status == "bot"
+    assert "另一个对话" in other.replies[-1].text
+    assert [h["id"] for h in services.desk.list_handoffs(status="claimed")] == [first.handoff.id]
+    assert services.desk.list_handoffs(status="waiting") == []

@@ -1,4 +1,4 @@
-"""The HTTP API against a real ``hotline-bot serve`` process (waitress) over TCP."""
+"""The HTTP API against a real ``hotline-bot serve`` process (gunicorn + uvicorn workers) over TCP."""
 import pytest
 
 
@@ -30,7 +30,7 @@ def test_chat_in_chinese_and_english(client):
 def test_handoff_readable_over_api(client):
     reply = client.post("/api/v1/messages", json={"user_id": "http-2", "text": "talk to a real person"}).json()
     assert reply["handoff"]["reason"] == "user_request"
-    listed = client.get("/api/v1/handoffs", params={"status": "open"}).json()["handoffs"]
+    listed = client.get("/api/v1/handoffs", params={"status": "waiting"}).json()["handoffs"]
     assert reply["handoff"]["id"] in [h["id"] for h in listed]
     ticket = client.get(f"/api/v1/handoffs/{reply['handoff']['id']}").json()
     assert ticket["transcript"][0]["text"] == "talk to a real person" and ticket["kb_version"]
@@ -81,15 +81,50 @@ def test_rasa_rest_channel(client):
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "message"
 
 
-def test_staff_read_api_needs_the_token_when_configured(fresh_bot):
+def test_readiness_and_security_headers(client):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["models"] is True
+    page = client.get("/agents/")
+    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors" in page.headers["content-security-policy"]
+
+
+def test_staff_read_api_is_closed_by_default(services):
+    """Regression: by default anyone listed all tickets (sequential ids) and read transcripts."""
     from connectors.app import create_app
 
-    settings = fresh_bot.settings.model_copy(update={"api_token": "s3cret-token"})
-    client = create_app(settings, bot=fresh_bot).test_client()
+    services.settings = services.settings.model_copy(update={"api_token": "s3cret-token"})
+    client = create_app(services).test_client()
     reply = client.post("/api/v1/messages", json={"user_id": "tok", "text": "转人工"})
     assert reply.status_code == 200  # citizens need no token
     ticket, conversation = reply.json["handoff"]["id"], reply.json["conversation_id"]
+    services.staff.create("reader", "password123")
+    staff = create_app(services).test_client()
+    assert staff.post("/agents/api/login", json={"username": "reader", "password": "password123"}).status_code == 200
     for path in ("/api/v1/handoffs", f"/api/v1/handoffs/{ticket}", f"/api/v1/conversations/{conversation}"):
         assert client.get(path).status_code == 401
         assert client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get(path, headers={"Authorization": "Bearer s3cret-token"}).status_code == 200
+        assert staff.get(path).status_code == 200  # a staff session works too
+
+
+def test_the_public_api_owns_neither_channels_nor_conversation_ids(app):
+    """Regression: POST /api/v1/messages let callers choose conversation_id and channel: pre-creating
+    rasa-<sender> / wx-oa-<openid> locked those users out, channel=wechat sent agent replies to any openid."""
+    client = app.test_client()
+    foreign = client.post("/api/v1/messages", json={"user_id": "o6_victim", "text": "hi", "channel": "wechat"})
+    assert foreign.status_code == 400 and foreign.json["error"]["field"] == "channel"
+    chosen = client.post("/api/v1/messages", json={"user_id": "attacker", "text": "hi",
+                                                   "conversation_id": "rasa-victim"})
+    assert chosen.status_code == 400 and chosen.json["error"]["field"] == "conversation_id"
+    # a Rasa sender's conversation is keyed by the channel's own identity record: nothing to pre-create
+    rasa = client.post("/webhooks/rest/webhook", json={"sender": "victim", "message": "核酸多少钱"})
+    assert rasa.status_code == 200 and "来源" in rasa.json[0]["text"]
+
+
+def test_rasa_senders_with_a_long_common_prefix_do_not_collide(app):
+    """Regression: conversation ids were cut to 64 characters, so senders sharing 59 characters collided."""
+    client = app.test_client()
+    prefix = "s" * 70
+    first = client.post("/webhooks/rest/webhook", json={"sender": prefix + "A", "message": "转人工"}).json
+    second = client.post("/webhooks/rest/webhook", json={"sender": prefix + "B", "message": "核酸多少钱"}).json
+    assert "排队" in first[0]["text"] and "来源" in second[0]["text"], "B is not in A's queued conversation"

@@ -84,7 +84,7 @@ def test_unparseable_yaml_is_named(kb_copy):
 
 
 def test_cli_exit_codes(kb_copy):
-    cmd = [sys.executable, "-m", "bot.cli", "kb", "validate"]
+    cmd = [sys.executable, "-m", "connectors.cli", "kb", "validate"]
     ok = subprocess.run(cmd, env={"HOTLINE_KNOWLEDGE_DIR": str(kb_copy), "PATH": "/usr/bin:/bin"},
                         capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert ok.returncode == 0, ok.stderr

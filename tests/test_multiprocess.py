@@ -3,36 +3,26 @@
 A citizen waits on server B; an agent answers on server A; Redis pub/sub wakes
 B's long poll at once (well under its 5 s safety poll).
 """
-import os
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from bot.config import PROJECT_ROOT
-from tests.conftest import start_server, stop_server
-from tests.conftest import REDIS_URL
+from bot.conversations.staff import StaffDirectory
+from bot.db import Database
+from tests.conftest import REDIS_URL, start_server, stop_server
 
 PASSWORD = "multi host 42"
+PRIVACY_KEY = "bXVsdGktaG9zdC1wcml2YWN5LWtleS1mb3ItdGVzdCE="
 
 
 @pytest.fixture()
 def two_servers(tmp_path, postgres_url, redis_available):
-    from sqlalchemy import create_engine
-
-    from bot.store import Base
-
-    engine = create_engine(postgres_url)
-    Base.metadata.drop_all(engine)  # other tests share this database
-    engine.dispose()
-    env = {"DATABASE_URL": postgres_url, "HOTLINE_REDIS_URL": REDIS_URL, "HOTLINE_WEBHOOK_URL": ""}
-    created = subprocess.run([sys.executable, "-m", "bot.cli", "agent", "create", "multi"],
-                             env=os.environ | env | {"HOTLINE_AGENT_PASSWORD": PASSWORD,
-                                                     "HOTLINE_DATA_DIR": str(tmp_path / "a")},
-                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr
+    db = Database(postgres_url)
+    db.upgrade()
+    StaffDirectory(db).create("multi", PASSWORD)
+    db.dispose()
+    env = {"DATABASE_URL": postgres_url, "HOTLINE_REDIS_URL": REDIS_URL, "HOTLINE_PRIVACY__KEY": PRIVACY_KEY}
     a = start_server(tmp_path / "a", env)
     b = start_server(tmp_path / "b", env)
     yield a, b
@@ -43,19 +33,19 @@ def two_servers(tmp_path, postgres_url, redis_available):
 def test_agent_reply_on_one_host_wakes_citizen_on_another(two_servers):
     a, b = two_servers
     with a.client() as agent, b.client() as citizen:
-        asked = citizen.post("/web/api/messages", json={"user_id": "mp-citizen", "text": "/ask_human"}).json()
+        asked = citizen.post("/web/api/messages", json={"user_id": "mp-citizen-000000001", "text": "/ask_human"}).json()
         conversation = asked["conversation_id"]
         ticket = asked["handoff"]["id"]
         login = agent.post("/agents/api/login", json={"username": "multi", "password": PASSWORD}).json()
         agent.headers["X-CSRF-Token"] = login["csrf_token"]
         assert agent.post(f"/agents/api/handoffs/{ticket}/claim", json={}).status_code == 200
         state = citizen.get(f"/web/api/conversations/{conversation}/turns",
-                            params={"user_id": "mp-citizen"}).json()
+                            params={"user_id": "mp-citizen-000000001"}).json()
         result = {}
 
         def wait_for_reply():
             response = citizen.get(f"/web/api/conversations/{conversation}/turns",
-                                   params={"user_id": "mp-citizen", "after": state["last_id"], "wait": 15,
+                                   params={"user_id": "mp-citizen-000000001", "after": state["last_id"], "wait": 15,
                                            "state": state["state"]})
             result["turns"] = response.json()["turns"]
             result["at"] = time.monotonic()

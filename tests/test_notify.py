@@ -5,8 +5,9 @@ import uuid
 
 import pytest
 
+from bot.conversations.notify import Notifier as LocalNotifier
+from bot.conversations.notify import RedisNotifier, TailNotifier
 from bot.messages import Message
-from bot.notify import LocalNotifier, RedisNotifier
 
 from tests.conftest import REDIS_URL
 
@@ -27,25 +28,66 @@ def test_local_wait_wakes_on_publish_and_times_out():
     assert notifier.wait("c1", seen, 0.05) is True
 
 
-def test_committed_turns_notify_and_failed_transactions_do_not(fresh_bot):
-    notifier = fresh_bot.store.notifier
-    seen = notifier.version("conv-n")
-    fresh_bot.handle(Message(user_id="n", text="你好", conversation_id="conv-n"))
-    assert notifier.version("conv-n") != seen
-    seen = notifier.version("conv-x")
+def test_committed_turns_notify_and_failed_transactions_do_not(services, monkeypatch):
+    notifier = services.notifier
+    reply = services.bot.handle(Message(user_id="n", text="你好", channel="api"))
+    seen = notifier.version(reply.conversation_id)
+    services.bot.handle(Message(user_id="n", text="谢谢", channel="api"))
+    assert notifier.version(reply.conversation_id) != seen
+    seen = notifier.version(reply.conversation_id)
+    from bot.conversations.service import MessageScope
+
+    def fail(self):
+        raise RuntimeError("rolled back")
+
+    monkeypatch.setattr(MessageScope, "flush", fail)
     with pytest.raises(RuntimeError):
-        with fresh_bot.store.transaction() as session:
-            fresh_bot.store.mark_changed(session, "conv-x", queue=True)
-            raise RuntimeError("rolled back")
-    assert notifier.version("conv-x") == seen
+        services.bot.handle(Message(user_id="n", text="转人工", channel="api"))
+    assert notifier.version(reply.conversation_id) == seen
+
+
+def test_without_redis_processes_wake_each_other_through_the_outbox(services):
+    """Several worker processes on one database, no Redis: each tails the committed events."""
+    other_process = TailNotifier(services.db, interval=0.05)
+    other_process.start()
+    try:
+        reply = services.bot.handle(Message(user_id="tail", text="你好", channel="api"))
+        seen = other_process.version(reply.conversation_id)
+        threading.Timer(0.1, services.bot.handle,
+                        args=(Message(user_id="tail", text="谢谢", channel="api"),)).start()
+        started = time.monotonic()
+        assert other_process.wait(reply.conversation_id, seen, 5) is True
+        assert time.monotonic() - started < 1.5
+    finally:
+        other_process.close()
+
+
+def test_coroutines_wait_without_threads():
+    import asyncio
+
+    notifier = LocalNotifier()
+
+    async def scenario():
+        seen = notifier.version("c1")
+        waiters = [asyncio.ensure_future(notifier.wait_async("c1", seen, 5)) for _ in range(500)]
+        await asyncio.sleep(0.05)
+        assert notifier.waiting() == 500
+        threading.Timer(0.05, notifier.publish, args=({"c1"},)).start()
+        results = await asyncio.gather(*waiters)
+        assert all(results) and notifier.waiting() == 0
+        assert await notifier.wait_async("c2", notifier.version("c2"), 0.05) is False
+
+    asyncio.run(scenario())
 
 
 def test_redis_carries_wake_ups_between_processes(redis_available):
     # two notifiers = two server processes sharing one Redis
     publisher, listener = RedisNotifier(REDIS_URL), RedisNotifier(REDIS_URL)
     try:
+        publisher.start()
+        listener.start()
         conversation = f"redis-{uuid.uuid4().hex}"
-        time.sleep(0.3)  # let both subscriptions start
+        assert listener.subscribed.wait(5)
         seen = listener.version(conversation)
         threading.Timer(0.1, publisher.publish, args=({conversation},)).start()
         started = time.monotonic()

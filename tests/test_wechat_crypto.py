@@ -7,7 +7,7 @@ import struct
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from connectors.wechat.config import WeChatAccount, WeChatSettings, decode_aes_key
+from bot.config import Settings, WeChatAccount, decode_aes_key
 from connectors.wechat.crypto import (AppIdMismatch, CryptoError, WeChatCrypto, check_signature, pkcs7_pad,
                                       pkcs7_unpad, signature)
 from connectors.wechat.xml import parse_fields
@@ -162,18 +162,18 @@ def test_repr_and_errors_hide_secrets():
 
 
 def test_settings_from_env(monkeypatch):
-    monkeypatch.setenv("HOTLINE_WECHAT_ACCOUNTS",
+    monkeypatch.setenv("HOTLINE_WECHAT__ACCOUNTS",
                        f'[{{"name":"main","token":"{TOKEN}","app_id":"{APP_ID}","encoding_aes_key":"{AES_KEY}"}}]')
-    monkeypatch.setenv("HOTLINE_WECHAT_API_BASE", "http://127.0.0.1:9/")
-    settings = WeChatSettings()
+    monkeypatch.setenv("HOTLINE_WECHAT__API_BASE", "http://127.0.0.1:9/")
+    settings = Settings().wechat
     assert settings.account("main").app_id == APP_ID
     assert settings.api_base == "http://127.0.0.1:9"
     with pytest.raises(ValueError) as error:
         WeChatAccount(name="main", token=TOKEN, app_id=APP_ID, encoding_aes_key="short-secret-value")
     assert "short-secret-value" not in str(error.value)
-    monkeypatch.setenv("HOTLINE_WECHAT_ACCOUNTS", '[{"name":"x","token":"t0ps3cret-token-too-long-for-wechat-xx","app_id":"a"}]')
+    monkeypatch.setenv("HOTLINE_WECHAT__ACCOUNTS", '[{"name":"x","token":"t0ps3cret-token-too-long-for-wechat-xx","app_id":"a"}]')
     with pytest.raises(ValueError) as error:
-        WeChatSettings()
+        Settings()
     assert "t0ps3cret" not in str(error.value)
     with pytest.raises(ValueError):
         WeChatAccount(name="bad name!", token=TOKEN, app_id=APP_ID)

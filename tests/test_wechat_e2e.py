@@ -14,15 +14,13 @@ from flask import Flask, jsonify, request
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from bot.store import Store
-from connectors.delivery import deliver
-from connectors.errors import register_error_handlers
-from connectors.wechat import init_wechat, window_status
-from connectors.wechat.config import WeChatAccount, WeChatSettings
+from bot.config import WeChatAccount, WeChatSettings
+from bot.db import Database, StoreUnavailable
+from bot.models import Identity, OutboxDelivery, WeChatInbound
+from connectors.app import create_app
 from connectors.wechat.crypto import WeChatCrypto, signature
-from connectors.wechat.models import WeChatOutbox
 from connectors.wechat.xml import parse_fields
-from tests.conftest import start_server, stop_server
+from tests.conftest import build_services, start_server, stop_server
 
 AES_KEY = "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR"
 OLD_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
@@ -113,21 +111,22 @@ def fake_wechat():
 
 
 @pytest.fixture(scope="module")
-def wechat_server(session_dir, bot, fake_wechat):
+def wechat_server(session_dir, engine, fake_wechat):
 
     db = session_dir / "wechat-e2e.db"
     server = start_server(session_dir / "var", {
         "HOTLINE_DATABASE_URL": f"sqlite:///{db}",
-        "HOTLINE_WECHAT_ACCOUNTS": json.dumps(ACCOUNTS),
-        "HOTLINE_WECHAT_API_BASE": fake_wechat.url,
-        "HOTLINE_WECHAT_OUTBOX_INTERVAL": "0.1",
-        "HOTLINE_WECHAT_HTTP_TIMEOUT": "0.5",
-        "HOTLINE_WECHAT_OUTBOX_MAX_BACKOFF": "1",
+        "HOTLINE_WECHAT__ACCOUNTS": json.dumps(ACCOUNTS),
+        "HOTLINE_WECHAT__API_BASE": fake_wechat.url,
+        "HOTLINE_WECHAT__HTTP_TIMEOUT": "0.5",
+        "HOTLINE_OUTBOX__POLL_INTERVAL": "0.1",
+        "HOTLINE_OUTBOX__BACKOFF_MAX": "1",
+        "HOTLINE_OPEN_READ_API": "1",
     })
-    server.store = Store(f"sqlite:///{db}")
+    server.db = Database(f"sqlite:///{db}")
     yield server
     stop_server(server)
-    server.store.engine.dispose()
+    server.db.dispose()
     log = Path(server.log_path).read_text(errors="replace")
     for secret in ("sec_main", "sec_safe", AES_KEY, "AT-wx"):
         assert secret not in log, "secrets must never be logged"
@@ -178,9 +177,18 @@ def reply_content(response: httpx.Response) -> str:
     return parse_fields(response.content)["Content"]
 
 
+def conversation_of(db: Database, openid: str, account: str = "main") -> str | None:
+    with db.read() as session:
+        return session.execute(select(Identity.conversation_id).where(
+            Identity.channel == "wechat", Identity.external_id == f"{account}:{openid}")).scalar()
+
+
 def turns(server, openid: str, account: str = "main") -> list[dict]:
+    conversation = conversation_of(server.db, openid, account)
+    if conversation is None:
+        return []
     with server.client() as client:
-        response = client.get(f"/api/v1/conversations/wx-{account}-{openid}")
+        response = client.get(f"/api/v1/conversations/{conversation}")
     return response.json()["turns"] if response.status_code == 200 else []
 
 
@@ -207,9 +215,9 @@ def test_text_message_gets_passive_answer_and_retry_is_deduped(wechat_server, fa
     content = reply["Content"]
     assert "来源：" in content and "更新于" in content and "回复数字选择：" in content and "\n1. " in content
     assert len(turns(wechat_server, openid)) == 2
-    for _ in range(3):  # WeChat's retries of the same MsgId
+    for _ in range(3):  # WeChat retries only when our reply did not reach it: the same answer again
         again = post(wechat_server, "main", body)
-        assert (again.status_code, again.text) == (200, "success")
+        assert parse_fields(again.content)["Content"] == content
     assert len(turns(wechat_server, openid)) == 2
     time.sleep(0.3)
     assert fake_wechat.messages(openid) == []
@@ -226,7 +234,7 @@ def test_subscribe_welcome_and_other_events(wechat_server):
     created = int(time.time())
     welcome = reply_content(post(wechat_server, "main", event_xml(openid, "subscribe", created)))
     assert "您好" in welcome and "\n1. " in welcome and "转人工" in welcome
-    assert post(wechat_server, "main", event_xml(openid, "subscribe", created)).text == "success"
+    assert reply_content(post(wechat_server, "main", event_xml(openid, "subscribe", created))) == welcome  # retry
     assert post(wechat_server, "main", event_xml(openid, "CLICK", created + 1)).text == "success"
     assert post(wechat_server, "main", event_xml(openid, "unsubscribe", created + 2)).text == "success"
     menu_pick = reply_content(post(wechat_server, "main", text_xml(openid, "1")))
@@ -333,12 +341,13 @@ def test_45015_is_held_until_the_user_writes_again(wechat_server, fake_wechat):
     deadline = time.monotonic() + 10
     row = None
     while time.monotonic() < deadline:
-        with wechat_server.store.transaction() as session:
-            row = session.execute(select(WeChatOutbox).where(WeChatOutbox.openid == openid)).scalar_one_or_none()
+        with wechat_server.db.read() as session:
+            row = session.execute(select(OutboxDelivery).where(
+                OutboxDelivery.ordering_key == f"wx:slow:{openid}")).scalar_one_or_none()
             if row is not None and row.status == "held":
                 break
         time.sleep(0.05)
-    assert row is not None and (row.status, row.errcode) == ("held", 45015)
+    assert row is not None and row.status == "held" and "45015" in row.last_error
     assert fake_wechat.messages(openid) == []
     post(wechat_server, "slow", text_xml(openid, "谢谢"))  # the window reopens
     sent = fake_wechat.wait_for(openid, 2)
@@ -378,49 +387,61 @@ def test_mini_program_json_push(wechat_server, fake_wechat):
     assert len(fake_wechat.messages(openid)) == 1
 
 
-# -- in-process: agent replies and the computing-retry race --------------------------
+# -- in-process: agent replies, races, crashes ----------------------------------------------
 
 @pytest.fixture()
-def wechat_app(fresh_bot, fake_wechat):
-    app = Flask("wechat-test")
-    app.extensions["hotline_bot"] = fresh_bot
-    register_error_handlers(app)
-    settings = WeChatSettings(accounts=[WeChatAccount(**ACCOUNTS[0]),
-                                        WeChatAccount(**{**ACCOUNTS[0], "name": "gate", "reply_budget": 0.2}),
-                                        WeChatAccount(**{**ACCOUNTS[1], "name": "minisafe", "kind": "miniprogram"})],
-                              api_base=fake_wechat.url, outbox_worker=False)
-    runtime = init_wechat(app, settings)
+def wechat_app(settings, engine, clock, tmp_path, fake_wechat):
+    wechat = WeChatSettings(accounts=[WeChatAccount(**ACCOUNTS[0]),
+                                      WeChatAccount(**{**ACCOUNTS[0], "name": "gate", "reply_budget": 0.2}),
+                                      WeChatAccount(**{**ACCOUNTS[1], "name": "minisafe", "kind": "miniprogram"})],
+                            api_base=fake_wechat.url)
+    services = build_services(settings, engine, f"sqlite:///{tmp_path / 'wx.db'}", clock, wechat=wechat,
+                              open_read_api=True)
+    app = create_app(services)
+    app.services = services
     yield app
-    runtime.close()
+    services.close()
+
+
+def send_pending(app) -> int:
+    worker = app.services.workers["wechat"]
+    total = 0
+    while sent := worker.run_once():
+        total += sent
+    return total
 
 
 def test_agent_reply_goes_through_send_api_with_window(wechat_app, fake_wechat):
+    services = wechat_app.services
     openid = new_openid("agent")
     client = wechat_app.test_client()
     handoff = client.post("/wechat/main", query_string=signed("tok_main"), data=text_xml(openid, "转人工"))
     assert "人工" in parse_fields(handoff.data)["Content"]
-    conversation = wechat_app.extensions["hotline_bot"].store.conversation(f"wx-main-{openid}")
-    assert conversation["status"] == "handoff" and conversation["channel"] == "wechat"
-    with wechat_app.app_context():
-        assert window_status(openid)["remaining"] == 5
-        assert deliver(wechat_app, conversation | {"id": conversation["conversation_id"]},
-                       {"id": 991, "text": "您好，我是人工客服。"})
-        wechat_app.extensions["hotline_wechat"].outbox.run_once()
-        assert fake_wechat.messages(openid) == ["您好，我是人工客服。"]
-        status = window_status(openid)
-        assert status["open"] and status["remaining"] == 4 and status["queued"] == 0
+    conversation = services.desk.transcript(conversation_of(services.db, openid))
+    assert conversation["status"] == "waiting" and conversation["channel"] == "wechat"
+    windows = services.extras["wechat"].windows
+    assert windows.status("main", openid)["remaining"] == 5
+    agent = services.staff.create("wxagent", "password123", "小王")
+    services.desk.claim(conversation["handoff"]["id"], agent)
+    services.desk.reply(conversation["handoff"]["id"], agent, "您好，我是人工客服。")
+    assert send_pending(wechat_app) == 2
+    assert fake_wechat.messages(openid) == ["人工客服 小王 已接入，请问有什么可以帮您？", "您好，我是人工客服。"]
+    status = windows.status("main", openid)
+    assert status["open"] and status["remaining"] == 3 and status["queued"] == 0
+    detail = client.get(f"/api/v1/handoffs/{conversation['handoff']['id']}").json
+    assert detail["channel"] == "wechat" and "o" not in detail["user"][2:3]
 
 
-def test_retry_while_first_is_still_computing(wechat_app, fake_wechat):
-    bot = wechat_app.extensions["hotline_bot"]
-    gate, calls, original = threading.Event(), [], bot.handle
+def test_retry_while_first_is_still_computing(wechat_app, fake_wechat, monkeypatch):
+    services = wechat_app.services
+    gate, calls, original = threading.Event(), [], services.bot.handle
 
     def slow_handle(message, today=None):
         calls.append(message.text)
         gate.wait(5)
         return original(message, today)
 
-    bot.handle = slow_handle
+    monkeypatch.setattr(services.bot, "handle", slow_handle)
     openid = new_openid("race")
     body = text_xml(openid, "核酸检测在哪里做")
     client = wechat_app.test_client()
@@ -430,11 +451,84 @@ def test_retry_while_first_is_still_computing(wechat_app, fake_wechat):
     assert retry.data == b"success"
     gate.set()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not wechat_app.extensions["hotline_wechat"].outbox.run_once():
+    while not send_pending(wechat_app):
+        assert time.monotonic() < deadline
         time.sleep(0.05)
     assert calls == ["核酸检测在哪里做"]
     assert len(fake_wechat.messages(openid)) == 1
-    assert len(bot.store.conversation(f"wx-gate-{openid}")["turns"]) == 2
+    assert len(services.desk.transcript(conversation_of(services.db, openid, "gate"))["turns"]) == 2
+
+
+def test_a_database_blip_mid_message_loses_nothing(wechat_app, fake_wechat, monkeypatch):
+    """Regression: the MsgId was recorded as received before the reply was computed; when the
+    database failed in between, WeChat's retry got "success" and the message was lost (3/3 runs)."""
+    services = wechat_app.services
+    original, failures = services.bot.handle, []
+
+    def flaky_handle(message, today=None):
+        if not failures:
+            failures.append(message.text)
+            raise StoreUnavailable("database unavailable: connection reset")
+        return original(message, today)
+
+    monkeypatch.setattr(services.bot, "handle", flaky_handle)
+    openid = new_openid("blip")
+    body = text_xml(openid, "我呼吸困难")
+    client = wechat_app.test_client()
+    assert client.post("/wechat/main", query_string=signed("tok_main"), data=body).status_code == 503
+    retry = client.post("/wechat/main", query_string=signed("tok_main"), data=body)  # WeChat retries
+    assert "120" in parse_fields(retry.data)["Content"]
+    assert failures == ["我呼吸困难"]
+
+
+def test_a_process_killed_mid_message_is_answered_by_the_recovery_sweep(wechat_app, fake_wechat, clock):
+    """The worker computing a message died (lease never released): the sweep answers through the
+    send API, once, and a late retry from WeChat does not produce a second answer."""
+    services = wechat_app.services
+    channel = services.extras["wechat"].channel
+    openid = new_openid("kill9")
+    from connectors.wechat.xml import Inbound
+
+    inbound = Inbound.from_fields(parse_fields(text_xml(openid, "核酸检测在哪里做")), "xml")
+    claim = channel.claim("main", inbound, deferred=False)  # ... and the process dies here
+    assert claim.status == "new"
+    assert channel.recover() == 0  # still leased
+    import datetime as dt
+
+    with services.db.transaction() as session:  # the lease runs out
+        session.query(WeChatInbound).filter_by(id=claim.id).update(
+            {"lease_until": clock() - dt.timedelta(seconds=1)})
+    assert channel.recover() == 1
+    assert send_pending(wechat_app) == 1
+    assert "来源：" in fake_wechat.messages(openid)[0]
+    late = wechat_app.test_client().post("/wechat/main", query_string=signed("tok_main"),
+                                         data=text_xml(openid, "核酸检测在哪里做", msg_id=int(inbound.msg_id)))
+    assert late.data == b"success" and len(fake_wechat.messages(openid)) == 1
+    assert len(services.desk.transcript(conversation_of(services.db, openid))["turns"]) == 2
+
+
+def test_a_lost_passive_reply_is_served_again_on_retry(wechat_app):
+    openid = new_openid("lost")
+    body = text_xml(openid, "健康码变黄怎么办")
+    client = wechat_app.test_client()
+    first = parse_fields(client.post("/wechat/main", query_string=signed("tok_main"), data=body).data)["Content"]
+    # WeChat never got that response (network): it retries, and gets the same answer, not "success"
+    again = parse_fields(client.post("/wechat/main", query_string=signed("tok_main"), data=body).data)["Content"]
+    assert again == first and "来源：" in first
+    services = wechat_app.services
+    assert len(services.desk.transcript(conversation_of(services.db, openid))["turns"]) == 2
+
+
+def test_a_captured_signed_url_cannot_be_replayed_with_another_message(wechat_app):
+    """Regression (plain mode signs only the URL): a captured URL was accepted again with another
+    openid and text within the 300 s window."""
+    client = wechat_app.test_client()
+    params = signed("tok_main")
+    original = text_xml(new_openid("orig"), "你好")
+    assert client.post("/wechat/main", query_string=params, data=original).status_code == 200
+    assert client.post("/wechat/main", query_string=params, data=original).status_code == 200  # WeChat's retry
+    forged = client.post("/wechat/main", query_string=params, data=text_xml(new_openid("evil"), "转人工"))
+    assert forged.status_code == 403
 
 
 def test_mini_program_safe_mode_json(wechat_app, fake_wechat):
@@ -448,5 +542,11 @@ def test_mini_program_safe_mode_json(wechat_app, fake_wechat):
     response = client.post("/wechat/minisafe", query_string=params,
                            json={"ToUserName": "gh_mini", "Encrypt": encrypted})
     assert response.data == b"success"
-    wechat_app.extensions["hotline_wechat"].outbox.run_once()
+    send_pending(wechat_app)
     assert "请直接输入文字问题" in fake_wechat.messages(openid)[0]
+
+
+def test_deeply_nested_json_is_a_clean_400(wechat_app):
+    body = b'{"a":' * 2000 + b"1" + b"}" * 2000
+    response = wechat_app.test_client().post("/wechat/minisafe", query_string=signed("tok_safe"), data=body)
+    assert response.status_code == 400

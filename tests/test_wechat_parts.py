@@ -1,4 +1,4 @@
-"""XML parsing, rendering, the API client (httpx MockTransport) and the outbox, without a server."""
+"""XML parsing, rendering, the API client (httpx MockTransport) and the sender on the outbox, without a server."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,13 +7,14 @@ import json
 import httpx
 import pytest
 
-from bot.store import utcnow
-from connectors.wechat import render
+import threading
+import time
+
+from bot import render
+from bot.config import WeChatAccount
 from connectors.wechat.client import WeChatClient
-from connectors.wechat.config import WeChatAccount
-from connectors.wechat.models import WeChatOutbox
-from connectors.wechat.outbox import Outbox, enqueue
-from connectors.wechat.users import conversation_id_for, touch_inbound, window_status
+from connectors.wechat.sender import WeChatSender, release_window, text_deliveries
+from connectors.wechat.users import Windows, external_id, parse_external_id
 from connectors.wechat.xml import Inbound, MalformedMessage, parse_fields, text_reply
 
 TEXT_XML = b"""<xml><ToUserName><![CDATA[gh_123]]></ToUserName>
@@ -74,23 +75,23 @@ def test_options_and_truncation():
     assert all(len(p.encode()) <= 300 for p in pieces) and "".join(pieces).replace("\n", "") == "第一行" + "核" * 1000
 
 
-def test_conversation_id_is_deterministic_and_short():
-    assert conversation_id_for("main", "oUser1") == "wx-main-oUser1"
-    long_id = conversation_id_for("a" * 24, "o" * 60)
-    assert long_id == conversation_id_for("a" * 24, "o" * 60) and len(long_id) <= 64
-    assert long_id != conversation_id_for("a" * 24, "o" * 59 + "p")
+def test_external_user_is_account_and_openid():
+    assert external_id("main", "oUser1") == "main:oUser1"
+    assert parse_external_id("main:o:with:colons") == ("main", "o:with:colons")
 
 
 # -- API client against httpx.MockTransport -------------------------------------
 
 class FakeApi:
-    """Token endpoint + custom/send, scripted per test."""
+    """Token endpoint + custom/send, scripted per test: an int is an errcode, or one of
+    "timeout", "http500" (no errcode), "hang" (blocks until released)."""
 
-    def __init__(self, send_codes: list[int] | None = None):
+    def __init__(self, send_codes: list | None = None):
         self.send_codes = list(send_codes or [])
         self.tokens = 0
         self.sent: list[dict] = []
         self.seen_tokens: list[str] = []
+        self.release = threading.Event()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/cgi-bin/token":
@@ -104,115 +105,152 @@ class FakeApi:
         assert isinstance(body["text"]["content"], str)
         assert "\\u" not in request.content.decode()  # UTF-8, not ASCII escapes
         code = self.send_codes.pop(0) if self.send_codes else 0
-        if code == -999:
+        if code == "timeout":
             raise httpx.ReadTimeout("timed out", request=request)
+        if code == "http500":
+            return httpx.Response(500, json={"message": "upstream exploded"})
+        if code == "hang":
+            self.release.wait(10)
+            code = 0
         if code == 0:
             self.sent.append(body)
         return httpx.Response(200, json={"errcode": code, "errmsg": "ok" if code == 0 else "nope"})
+
+    def texts(self, openid: str | None = None) -> list[str]:
+        return [m["text"]["content"] for m in self.sent if openid is None or m["touser"] == openid]
 
 
 ACCOUNT = WeChatAccount(name="main", token="tok123", app_id="wx1", app_secret="secret")
 
 
-def client_for(api: FakeApi, store) -> WeChatClient:
-    return WeChatClient(ACCOUNT, "https://api.test", store, http=httpx.Client(transport=httpx.MockTransport(api)))
+def client_for(api: FakeApi, db) -> WeChatClient:
+    return WeChatClient(ACCOUNT, "https://api.test", db, http=httpx.Client(transport=httpx.MockTransport(api)))
 
 
-def test_token_is_cached_and_refreshed_on_40001(fresh_store):
+def test_token_is_cached_and_refreshed_on_40001(services):
     api = FakeApi([0, 40001, 0, 42001, 0])
-    client = client_for(api, fresh_store)
+    client = client_for(api, services.db)
     assert client.send_text("o1", "一").ok
     assert client.send_text("o1", "二").ok  # 40001 → new token → retried once
     assert client.send_text("o1", "三").ok
     assert api.tokens == 3 and api.seen_tokens == ["T1", "T1", "T2", "T2", "T3"]
-    assert [m["text"]["content"] for m in api.sent] == ["一", "二", "三"]
+    assert api.texts() == ["一", "二", "三"]
 
 
-@pytest.mark.parametrize("code,retry", [(45015, "hold"), (45047, "hold"), (-1, "later"), (-999, "later")])
-def test_send_failures_are_classified(fresh_store, code, retry):
-    result = client_for(FakeApi([code]), fresh_store).send_text("o1", "hello")
+@pytest.mark.parametrize("code,retry", [(45015, "hold"), (45047, "hold"), (-1, "later"), ("timeout", "later"),
+                                        ("http500", "later")])
+def test_send_failures_are_classified(services, code, retry):
+    """Regression: an HTTP 500 whose body has no errcode was read as success (0/9 delivered)."""
+    result = client_for(FakeApi([code]), services.db).send_text("o1", "hello")
     assert not result.ok and result.retry == retry
     assert "secret" not in (result.error or "") and "T1" not in (result.error or "")
 
 
-def _rows(store):
-    with store.transaction() as session:
-        return {r.id: (r.status, r.errcode, r.attempts) for r in session.query(WeChatOutbox)}
-
-
-def test_outbox_holds_on_45015_and_45047_until_the_user_writes(any_store):
-    store = any_store
-    api = FakeApi([45015, 45047])
-    outbox = Outbox(store, {"main": client_for(api, store)})
-    with store.transaction() as session:
-        touch_inbound(session, "main", "o1")
-    first = enqueue(store, "main", "o1", "一", "agent")
-    second = enqueue(store, "main", "o1", "二", "agent")
-    assert outbox.run_once() == 0
-    assert _rows(store)[first] == ("held", 45015, 1) and _rows(store)[second][0] == "pending"
-    assert outbox.run_once() == 0  # held head blocks the queue: order is kept
-    with store.transaction() as session:
-        touch_inbound(session, "main", "o1")  # the user wrote again
-    assert outbox.run_once() == 0
-    assert _rows(store)[first] == ("held", 45047, 2)
-    with store.transaction() as session:
-        touch_inbound(session, "main", "o1")
-    assert outbox.run_once() == 2
-    assert [m["text"]["content"] for m in api.sent] == ["一", "二"]
-    assert _rows(store)[first] == ("sent", 0, 3)
-
-
-def test_outbox_backs_off_on_transient_errors(any_store):
-    store = any_store
-    api = FakeApi([-999])
-    outbox = Outbox(store, {"main": client_for(api, store)})
-    msg = enqueue(store, "main", "o1", "hello", "bot")
-    assert outbox.run_once() == 0
-    assert _rows(store)[msg] == ("pending", None, 1)
-    assert outbox.run_once() == 0  # not due yet
-    assert outbox.run_once(now=utcnow() + dt.timedelta(seconds=5)) == 1
-    assert enqueue(store, "main", "o1", "x", "bot", ref="r1") is not None
-    assert enqueue(store, "main", "o1", "x", "bot", ref="r1") is None  # idempotent producers
-
-
-def test_window_tracks_48h_and_5_messages(any_store):
-    store = any_store
+@pytest.fixture()
+def wechat(services):
     api = FakeApi()
-    outbox = Outbox(store, {"main": client_for(api, store)})
-    assert window_status("o1", store=store)["open"] is False
-    with store.transaction() as session:
-        touch_inbound(session, "main", "o1")
-    status = window_status("o1", store=store)
+    windows = Windows(services.db)
+    sender = WeChatSender(services.db, {"main": client_for(api, services.db)}, windows, clock=services.clock)
+    worker = services.add_consumer(sender)
+    return services, api, windows, worker
+
+
+def push(services, openid, *texts):
+    """Agent-style pushes: deliveries recorded exactly as the sender records them."""
+    with services.db.transaction() as session:
+        for i, text in enumerate(texts):
+            services.outbox.enqueue(session, "wechat", text_deliveries(f"test:{openid}:{text}:{i}", "main", openid,
+                                                                       text, 2000))
+
+
+def user_writes(services, openid):
+    with services.db.transaction() as session:
+        release_window(session, "main", openid, services.clock())
+
+
+def test_outbox_holds_on_45015_and_45047_until_the_user_writes(wechat):
+    services, api, _windows, worker = wechat
+    api.send_codes = [45015, 45047]
+    user_writes(services, "o1")
+    push(services, "o1", "一", "二")
+    assert worker.run_once() == 0 and api.texts() == []
+    assert worker.run_once() == 0  # held head blocks the queue: order is kept
+    user_writes(services, "o1")  # the user wrote again
+    assert worker.run_once() == 0 and api.texts() == []  # 45047 this time: held again
+    user_writes(services, "o1")
+    assert worker.run_once() == 1 and worker.run_once() == 1
+    assert api.texts() == ["一", "二"]
+
+
+def test_outbox_backs_off_on_transient_errors_and_never_sends_twice(wechat, clock):
+    services, api, _windows, worker = wechat
+    api.send_codes = ["http500", "timeout"]
+    push(services, "o1", "hello")
+    assert worker.run_once() == 0
+    assert worker.run_once() == 0  # not due yet
+    clock.advance(seconds=2)
+    assert worker.run_once() == 0  # timed out: retried later (at least once)
+    clock.advance(seconds=4)
+    assert worker.run_once() == 1 and api.texts() == ["hello"]
+    push(services, "o1", "hello")  # the same key again: recorded once, sent once
+    clock.advance(seconds=600)
+    assert worker.run_once() == 0 and api.texts() == ["hello"]
+
+
+def test_one_hanging_send_blocks_nobody_else(wechat):
+    """Regression: one send thread meant one hang blocked every citizen's answers."""
+    services, api, _windows, worker = wechat
+    api.send_codes = ["hang"]
+    for openid in ("slow", "fast"):
+        user_writes(services, openid)
+    push(services, "slow", "waiting on a hung connection")
+    push(services, "fast", "should not wait")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while api.texts("fast") != ["should not wait"]:
+            assert time.monotonic() < deadline, "the second user's message is stuck behind the hang"
+            time.sleep(0.02)
+        assert api.texts("slow") == []
+        api.release.set()
+        while api.texts("slow") != ["waiting on a hung connection"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        api.release.set()
+        worker.stop()
+
+
+def test_window_tracks_48h_and_5_messages(wechat, clock):
+    services, api, windows, worker = wechat
+    assert windows.status("main", "o1")["open"] is False
+    user_writes(services, "o1")
+    status = windows.status("main", "o1", now=clock())
     assert status["open"] and status["remaining"] == 5 and status["expires_at"].endswith("Z")
-    for i in range(7):
-        enqueue(store, "main", "o1", f"m{i}", "agent")
-    assert outbox.run_once() == 5
-    status = window_status("o1", account="main", store=store)
+    push(services, "o1", *[f"m{i}" for i in range(7)])
+    while worker.run_once():
+        pass
+    status = windows.status("main", "o1", now=clock())
     assert status == {**status, "open": False, "remaining": 0, "queued": 2}
     assert len(api.sent) == 5  # the 6th is held locally, WeChat is not even asked
-    later = utcnow() + dt.timedelta(hours=49)
-    assert window_status("o1", store=store, now=later)["open"] is False
-    with store.transaction() as session:
-        touch_inbound(session, "main", "o1")
-    assert outbox.run_once() == 2 and window_status("o1", store=store)["remaining"] == 3
+    later = clock() + dt.timedelta(hours=49)
+    assert windows.status("main", "o1", now=later)["open"] is False
+    user_writes(services, "o1")
+    while worker.run_once():
+        pass
+    assert windows.status("main", "o1", now=clock())["remaining"] == 3 and len(api.sent) == 7
 
 
-def test_concurrent_deliveries_of_one_message_claim_once(any_store):
-    """WeChat's retry racing the first delivery: the unique key lets exactly one through."""
+def test_concurrent_deliveries_of_one_message_claim_once(any_services):
+    """WeChat's retry racing the first delivery: the unique key lets exactly one worker compute."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from connectors.wechat.config import WeChatSettings
-    from connectors.wechat.service import WeChatService
+    from bot.config import WeChatSettings
+    from connectors.wechat.service import WeChatChannel
 
-    class NoBot:
-        store = any_store
-
-    service = WeChatService(NoBot(), WeChatSettings(), executor=None)
+    channel = WeChatChannel(any_services, WeChatSettings(), executor=None)
     inbound = Inbound.from_fields(parse_fields(TEXT_XML), "xml")
     with ThreadPoolExecutor(8) as pool:
-        claims = list(pool.map(lambda _: service.claim("main", inbound), range(8)))
-    assert sum(c is not None for c in claims) == 1
-    assert service.claim("other", inbound) is not None  # keys are per account
-    winner = next(c for c in claims if c is not None)
-    service.release(winner)  # a failed turn forgets the key, so WeChat's retry is processed
-    assert service.claim("main", inbound) is not None
+        claims = list(pool.map(lambda _: channel.claim("main", inbound, deferred=False), range(8)))
+    assert sorted(c.status for c in claims) == ["new"] + ["received"] * 7
+    assert channel.claim("other", inbound, deferred=False).status == "new"  # keys are per account

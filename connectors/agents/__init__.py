@@ -1,4 +1,4 @@
-"""Agent console: login, queue, claim, reply, resolve / hand back, callback tickets."""
-from connectors.agents.views import agents, register
+"""Staff console: login, queue, claim, reply, notes, transfer, resolve / hand back, callbacks, accounts."""
+from connectors.agents.views import agents
 
-__all__ = ["agents", "register"]
+__all__ = ["agents"]

@@ -14,9 +14,9 @@ from typing import Literal
 
 import httpx
 
-from bot.store import Store, utcnow
-from connectors.wechat.config import WeChatAccount
-from connectors.wechat.models import WeChatToken
+from bot.config import WeChatAccount
+from bot.db import Database
+from bot.models import WeChatToken, utcnow
 
 log = logging.getLogger(__name__)
 # httpx logs every request URL at INFO, and WeChat puts the access_token in the URL.
@@ -48,11 +48,11 @@ class WeChatApiError(RuntimeError):
 class WeChatClient:
     """One account's API client; thread-safe, one token refresh at a time per process."""
 
-    def __init__(self, account: WeChatAccount, api_base: str, store: Store,
-                 http: httpx.Client | None = None, timeout: float = 5.0):
+    def __init__(self, account: WeChatAccount, api_base: str, db: Database,
+                 http: httpx.Client | None = None, timeout: float = 15.0):
         self.account = account
         self.api_base = api_base.rstrip("/")
-        self.store = store
+        self.db = db
         self.http = http or httpx.Client(timeout=timeout)
         self._lock = threading.Lock()
 
@@ -67,7 +67,7 @@ class WeChatClient:
             return self._refresh()
 
     def _cached(self) -> str | None:
-        with self.store.transaction() as session:
+        with self.db.read() as session:
             row = session.get(WeChatToken, self.account.name)
             if row is not None and row.expires_at - TOKEN_EARLY_REFRESH > utcnow():
                 return row.access_token
@@ -86,7 +86,7 @@ class WeChatClient:
         expires_in = data.get("expires_in")
         expires_in = expires_in if isinstance(expires_in, int) and expires_in > 0 else 7200
         token = data["access_token"]
-        with self.store.transaction() as session:
+        with self.db.transaction() as session:
             row = session.get(WeChatToken, self.account.name)
             expires_at = utcnow() + dt.timedelta(seconds=expires_in)
             if row is None:
@@ -116,19 +116,25 @@ class WeChatClient:
         return result
 
     def _post(self, token: str, body: bytes) -> SendResult:
+        """Success is HTTP 200 *and* an explicit ``errcode: 0``; anything else is retried
+        (an HTTP 500 without errcode was once read as success: 0/9 answers delivered)."""
         try:
             response = self.http.post(f"{self.api_base}/cgi-bin/message/custom/send",
                                       params={"access_token": token}, content=body,
                                       headers={"Content-Type": "application/json; charset=utf-8"})
         except httpx.HTTPError as exc:
+            # A timeout after the request left may still have been delivered: retried all the
+            # same (at least once); the long default timeout keeps that rare.
             return SendResult(False, None, f"send failed: {type(exc).__name__}", "later")
+        if response.status_code != 200:
+            return SendResult(False, None, f"send failed: HTTP {response.status_code}", "later")
         try:
             data = response.json()
         except ValueError:
-            return SendResult(False, None, f"send failed: HTTP {response.status_code}, not JSON", "later")
-        errcode = data.get("errcode", 0) if isinstance(data, dict) else None
-        if not isinstance(errcode, int):
-            return SendResult(False, None, f"send failed: HTTP {response.status_code}, no errcode", "later")
+            return SendResult(False, None, "send failed: HTTP 200, not JSON", "later")
+        errcode = data.get("errcode") if isinstance(data, dict) else None
+        if not isinstance(errcode, int) or isinstance(errcode, bool):
+            return SendResult(False, None, "send failed: HTTP 200, no errcode", "later")
         if errcode == 0:
             return SendResult(True, 0)
         errmsg = str(data.get("errmsg", ""))[:120]

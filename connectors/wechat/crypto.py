@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from connectors.wechat.config import decode_aes_key
+from bot.config import decode_aes_key
 
 BLOCK = 32  # WeChat pads to 32 bytes, not AES's 16
 

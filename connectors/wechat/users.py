@@ -1,33 +1,39 @@
-"""Per-user state: conversation id, the customer-service window, the numbered options.
+"""Per-user state of the WeChat channel: identity, the service window, numbered options.
 
-WeChat lets an account push customer-service messages only for 48 hours after
-the user's last message, and at most 5 of them; ``window_status`` is what the
-agent console shows before an agent types.
+The channel's external user is ``<account>:<openid>`` (an openid only means something
+within its account). WeChat lets an account push customer-service messages only
+for 48 hours after the user's last message, and at most 5 of them;
+``window_status`` is what the agent console shows before an agent types.
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.store import Store, utcnow
-from connectors.wechat.models import WeChatOutbox, WeChatUser
+from bot.db import Database
+from bot.models import Conversation, OutboxDelivery, WeChatUser, utcnow
 
 CHANNEL = "wechat"
-DEFAULT_WINDOW = dt.timedelta(hours=48)
-DEFAULT_MESSAGES = 5
+CONSUMER = "wechat"
 
 
-def conversation_id_for(account: str, openid: str) -> str:
-    """Deterministic, so the same user always lands in the same conversation (max 64 chars)."""
-    plain = f"wx-{account}-{openid}"
-    if len(plain) <= 64:
-        return plain
-    return "wx-" + hashlib.sha256(f"{account}\0{openid}".encode()).hexdigest()[:48]
+def external_id(account: str, openid: str) -> str:
+    return f"{account}:{openid}"
+
+
+def parse_external_id(value: str) -> tuple[str, str]:
+    account, _, openid = value.partition(":")
+    return account, openid
+
+
+def ordering_key(account: str, openid: str) -> str:
+    """Messages to one user go out in order, one at a time."""
+    return f"wx:{account}:{openid}"
 
 
 def get_or_create(session: Session, account: str, openid: str) -> WeChatUser:
@@ -38,29 +44,14 @@ def get_or_create(session: Session, account: str, openid: str) -> WeChatUser:
         return user
     try:
         with session.begin_nested():
-            user = WeChatUser(account=account, openid=openid, conversation_id=conversation_id_for(account, openid),
-                              sent_since_inbound=0, last_options=[])
+            user = WeChatUser(account=account, openid=openid, sent_since_inbound=0, last_options=[])
             session.add(user)
         return user
     except IntegrityError:
         return session.execute(query).scalar_one()
 
 
-def touch_inbound(session: Session, account: str, openid: str, now: dt.datetime | None = None) -> WeChatUser:
-    """The user wrote: the window reopens, and messages WeChat refused may go out again."""
-    user = get_or_create(session, account, openid)
-    user.last_inbound_at = now or utcnow()
-    user.sent_since_inbound = 0
-    session.execute(update(WeChatOutbox)
-                    .where(WeChatOutbox.account == account, WeChatOutbox.openid == openid,
-                           WeChatOutbox.status == "held")
-                    .values(status="pending", next_attempt_at=user.last_inbound_at))
-    return user
-
-
-def window_of(user: WeChatUser | None, now: dt.datetime | None = None,
-              hours: dt.timedelta = DEFAULT_WINDOW, limit: int = DEFAULT_MESSAGES) -> dict[str, Any]:
-    now = now or utcnow()
+def window_of(user: WeChatUser | None, now: dt.datetime, hours: dt.timedelta, limit: int) -> dict[str, Any]:
     if user is None or user.last_inbound_at is None:
         return {"open": False, "expires_at": None, "remaining": 0}
     expires_at = user.last_inbound_at + hours
@@ -68,66 +59,41 @@ def window_of(user: WeChatUser | None, now: dt.datetime | None = None,
     return {"open": remaining > 0, "expires_at": expires_at.isoformat() + "Z", "remaining": remaining}
 
 
-def window_status(openid: str, account: str | None = None, store: Store | None = None,
-                  now: dt.datetime | None = None) -> dict[str, Any]:
-    """``{open, expires_at, remaining, queued}`` for the agent console.
+class Windows:
+    """The 48-hour / 5-message window, as the sender enforces it and the console shows it."""
 
-    ``account`` may be omitted (the most recently active account of this openid
-    is used); ``store`` defaults to the current Flask app's bot store.
-    """
-    hours, limit = DEFAULT_WINDOW, DEFAULT_MESSAGES
-    if store is None:
-        from flask import current_app
+    def __init__(self, db: Database, hours: int = 48, messages: int = 5,
+                 clock: Callable[[], dt.datetime] = utcnow):
+        self.db = db
+        self.hours = dt.timedelta(hours=hours)
+        self.messages = messages
+        self.clock = clock
 
-        store = _app_store()
-        runtime = current_app.extensions.get("hotline_wechat")
-        if runtime is not None:
-            hours = dt.timedelta(hours=runtime.settings.window_hours)
-            limit = runtime.settings.window_messages
-    with store.transaction() as session:
-        query = select(WeChatUser).where(WeChatUser.openid == openid)
-        if account is not None:
-            query = query.where(WeChatUser.account == account)
-        users = list(session.execute(query).scalars())
-        user = max(users, key=lambda u: u.last_inbound_at or dt.datetime.min, default=None)
-        status = window_of(user, now, hours, limit)
-        queued = 0
-        if user is not None:
-            queued = len(session.execute(select(WeChatOutbox.id).where(
-                WeChatOutbox.account == user.account, WeChatOutbox.openid == openid,
-                WeChatOutbox.status.in_(("pending", "sending", "held")))).all())
-        status["queued"] = queued
-        status["account"] = user.account if user is not None else account
+    def status(self, account: str, openid: str, now: dt.datetime | None = None) -> dict[str, Any]:
+        now = now or self.clock()
+        with self.db.read() as session:
+            user = session.execute(select(WeChatUser).where(WeChatUser.account == account,
+                                                            WeChatUser.openid == openid)).scalar_one_or_none()
+            status = window_of(user, now, self.hours, self.messages)
+            status["queued"] = int(session.execute(select(func.count(OutboxDelivery.id)).where(
+                OutboxDelivery.consumer == CONSUMER, OutboxDelivery.ordering_key == ordering_key(account, openid),
+                OutboxDelivery.status.in_(("pending", "sending", "held")))).scalar() or 0)
+        status["account"] = account
         return status
 
+    def for_conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        found = find_by_conversation(self.db, conversation_id)
+        return self.status(*found) if found else None
 
-def window_status_for_conversation(conversation_id: str, store: Store | None = None) -> dict[str, Any] | None:
-    """The same, keyed by our conversation id (what the agent console has at hand)."""
-    found = find_by_conversation(store or _app_store(), conversation_id)
-    if found is None:
+
+def find_by_conversation(db: Database, conversation_id: str) -> tuple[str, str] | None:
+    with db.read() as session:
+        row = session.execute(select(Conversation.channel, Conversation.user_id)
+                              .where(Conversation.id == conversation_id)).first()
+    if row is None or row.channel != CHANNEL:
         return None
-    return window_status(found[1], account=found[0], store=store)
+    return parse_external_id(row.user_id)
 
 
-def _app_store() -> Store:
-    from flask import current_app
-
-    return current_app.extensions["hotline_bot"].store
-
-
-def find_by_conversation(store: Store, conversation_id: str) -> tuple[str, str] | None:
-    with store.transaction() as session:
-        user = session.execute(select(WeChatUser).where(WeChatUser.conversation_id == conversation_id)).scalar_one_or_none()
-        return (user.account, user.openid) if user is not None else None
-
-
-def set_options(store: Store, account: str, openid: str, options: list[str]) -> None:
-    with store.transaction() as session:
-        get_or_create(session, account, openid).last_options = list(options)
-
-
-def get_options(store: Store, account: str, openid: str) -> list[str]:
-    with store.transaction() as session:
-        user = session.execute(select(WeChatUser).where(WeChatUser.account == account,
-                                                        WeChatUser.openid == openid)).scalar_one_or_none()
-        return list(user.last_options or []) if user is not None else []
+def set_options(session: Session, account: str, openid: str, options: list[str]) -> None:
+    get_or_create(session, account, openid).last_options = list(options)

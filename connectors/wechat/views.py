@@ -5,15 +5,25 @@ envelope); what to answer is ``WeChatService``'s job.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import re
 import time
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+import hashlib
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bot.config import WeChatAccount
+from bot.models import WeChatNonce, utcnow
+from connectors.context import services
 from connectors.errors import ApiError
-from connectors.wechat.config import WeChatAccount
+from connectors.limits import allow
 from connectors.wechat.crypto import AppIdMismatch, CryptoError, check_signature
+from connectors.wechat.users import external_id
 from connectors.wechat.xml import Inbound, MalformedMessage, encrypted_reply, is_json, parse_fields, text_reply
 
 log = logging.getLogger(__name__)
@@ -26,7 +36,7 @@ MAX_ECHOSTR = 512
 
 
 def _runtime():
-    return current_app.extensions["hotline_wechat"]
+    return services().extras["wechat"]
 
 
 def _account(name: str) -> WeChatAccount:
@@ -53,6 +63,27 @@ def _text(body: str, status: int = 200, mimetype: str = "text/plain") -> Respons
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _once(account: WeChatAccount, timestamp: str, nonce: str, body: bytes) -> None:
+    """Plain mode signs only the URL: bind its (timestamp, nonce) to the first body it came
+    with. WeChat's retries resend the same body; a captured URL replayed with another
+    openid or text within the clock-skew window is refused."""
+    digest = hashlib.sha256(body).hexdigest()
+    key = f"{timestamp}:{nonce}"
+    db = services().db
+    now = utcnow()
+    with db.transaction() as session:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        session.execute(dialect.insert(WeChatNonce).values(account=account.name, nonce=key, body_hash=digest,
+                                                           created_at=now)
+                        .on_conflict_do_nothing(index_elements=["account", "nonce"]))
+        first = session.execute(select(WeChatNonce.body_hash).where(WeChatNonce.account == account.name,
+                                                                    WeChatNonce.nonce == key)).scalar()
+        session.execute(delete(WeChatNonce).where(
+            WeChatNonce.created_at < now - dt.timedelta(seconds=2 * _runtime().settings.max_clock_skew)))
+    if first != digest:
+        raise _forbidden(account, "signed URL replayed with another body")
 
 
 @wechat_blueprint.get("/<account_name>")
@@ -99,6 +130,8 @@ def receive(account_name: str):
         raise _forbidden(account, "bad signature")
 
     body = request.get_data(cache=False)
+    if not safe_mode:
+        _once(account, timestamp, nonce, body)
     try:
         fields = parse_fields(body)
         fmt = "json" if is_json(body) else "xml"
@@ -125,7 +158,12 @@ def receive(account_name: str):
     except MalformedMessage as exc:
         raise ApiError(400, str(exc)) from None
 
-    reply = runtime.service.accept(account, inbound, started)
+    svc = services()
+    if not allow(svc.settings.limits.messages_per_user, "wechat", external_id(account.name, inbound.from_user)):
+        language = "zh"
+        reply = svc.bot.responses("too_many", language) if inbound.msg_type == "text" else None
+    else:
+        reply = runtime.channel.accept(account, inbound, started)
     if reply is None:
         return _text("success")
     xml = text_reply(inbound.from_user, inbound.to_user, reply)

@@ -21,6 +21,14 @@ class MalformedMessage(ValueError):
     """The body is not a WeChat message we can read."""
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def is_json(body: bytes) -> bool:
     return body.lstrip()[:1] == b"{"
 
@@ -47,6 +55,8 @@ def _parse_xml(body: bytes) -> dict[str, str]:
         text = (child.text or "").strip() if child.tag != "Content" else (child.text or "")
         if len(text) > MAX_FIELD_CHARS:
             raise MalformedMessage("field too long")
+        if "\x00" in text or not _encodable(text):
+            raise MalformedMessage(f"field {child.tag!r}: not valid text")
         fields.setdefault(str(child.tag), text)
     return fields
 
@@ -54,7 +64,7 @@ def _parse_xml(body: bytes) -> dict[str, str]:
 def _parse_json(body: bytes) -> dict[str, str]:
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RecursionError):
         raise MalformedMessage("malformed JSON") from None
     if not isinstance(data, dict) or len(data) > MAX_FIELDS:
         raise MalformedMessage("JSON body must be a small object")
@@ -65,6 +75,8 @@ def _parse_json(body: bytes) -> dict[str, str]:
         text = str(value)
         if len(text) > MAX_FIELD_CHARS:
             raise MalformedMessage("field too long")
+        if "\x00" in text or not _encodable(text):
+            raise MalformedMessage(f"field {key!r}: not valid text")
         fields[str(key)] = text
     return fields
 

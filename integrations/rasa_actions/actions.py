@@ -26,8 +26,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_URL = "http://127.0.0.1:8000"
 CONVERSATION_SLOT = "hotline_conversation_id"
 HANDOFF_SLOT = "hotline_handoff_id"
-CHANNEL = "rasa"
-MAX_USER_ID_CHARS = 128  # hotline-bot rejects longer user ids
+MAX_USER_ID_CHARS = 160  # hotline-bot rejects longer user ids
 
 APOLOGY = ("抱歉，热线问答服务暂时无法使用，请稍后再试。\n"
            "Sorry, the hotline FAQ service is temporarily unavailable. Please try again later.")
@@ -77,8 +76,8 @@ class HotlineAction(Action, ABC):
         if not text:
             logger.warning("%s: no user text to forward", self.name())
             return []
-        body: dict[str, Any] = {"user_id": str(tracker.sender_id)[:MAX_USER_ID_CHARS],
-                                "text": text, "channel": CHANNEL}
+        # hotline-bot's own API channel: the Rasa sender is this integration's user id
+        body: dict[str, Any] = {"user_id": str(tracker.sender_id)[:MAX_USER_ID_CHARS], "text": text}
         conversation_id = tracker.get_slot(CONVERSATION_SLOT)
         if conversation_id:
             body["conversation_id"] = str(conversation_id)

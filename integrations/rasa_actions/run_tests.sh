@@ -21,8 +21,8 @@ if [[ ! -x "$HOTLINE_PYTHON" ]]; then
     echo "hotline-bot python not found: $HOTLINE_PYTHON (pass it as \$1 or HOTLINE_PYTHON)" >&2
     exit 2
 fi
-if ! "$HOTLINE_PYTHON" -c "import bot.cli" 2>/dev/null && \
-   ! PYTHONPATH="$repo" "$HOTLINE_PYTHON" -c "import bot.cli" 2>/dev/null; then
+if ! "$HOTLINE_PYTHON" -c "import connectors.cli" 2>/dev/null && \
+   ! PYTHONPATH="$repo" "$HOTLINE_PYTHON" -c "import connectors.cli" 2>/dev/null; then
     echo "$HOTLINE_PYTHON cannot import hotline-bot (install it: pip install -e $repo)" >&2
     exit 2
 fi

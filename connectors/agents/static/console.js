@@ -105,7 +105,7 @@
   function applyUpdates(data) {
     S.sig = data.sig; S.queue = data.queue; S.callbacks = data.callbacks;
     $("duty").checked = !!data.on_duty;
-    var openIds = data.queue.filter(function (h) { return h.status === "open"; }).map(function (h) { return h.id; });
+    var openIds = data.queue.filter(function (h) { return h.status === "waiting"; }).map(function (h) { return h.id; });
     if (S.seen !== null) {
       var fresh = openIds.filter(function (id) { return !S.seen[id]; });
       if (fresh.length) alertNew(fresh.length);
@@ -122,7 +122,7 @@
   // -- lists ----------------------------------------------------------------------------------------
   function renderQueue() {
     var list = $("queue"); list.textContent = "";
-    $("queue-count").textContent = String(S.queue.filter(function (h) { return h.status === "open"; }).length);
+    $("queue-count").textContent = String(S.queue.filter(function (h) { return h.status === "waiting"; }).length);
     if (!S.queue.length) { list.appendChild(el("li", { "class": "empty", text: "队列为空 · No tickets waiting" })); return; }
     S.queue.forEach(function (h) {
       var urgent = h.priority === 0;
@@ -138,7 +138,7 @@
           el("span", { "class": "badge " + h.status, text: h.status === "claimed" ? "我的 · mine" : "等待 · " + minutes(h.waiting_seconds) })
         ]),
         el("span", { "class": "reason", text: REASONS[h.reason] || h.reason }),
-        el("span", { "class": "preview", text: h.last_message || "" })
+        el("span", { "class": "preview", text: h.question || "" })
       ])]);
       list.appendChild(item);
     });
@@ -197,9 +197,9 @@
         el("dt", { text: "状态 · Status" }), el("dd", { "class": "fact-status", text: h.status + (h.claimed_by ? " (" + h.claimed_by + ")" : "") })
       ]),
       el("div", { "class": "buttons" }, [
-        h.status === "open" ? el("button", { type: "button", "class": "primary", id: "claim", text: "接入 · Claim", onclick: function () { act("claim"); } }) : null,
-        mine || h.status === "open" ? el("button", { type: "button", id: "resolve", text: "结束 · Resolve", onclick: function () { act("resolve"); } }) : null,
-        mine || h.status === "open" ? el("button", { type: "button", id: "hand-back", text: "交回机器人 · Hand back", onclick: function () { act("hand_back"); } }) : null
+        h.status === "waiting" ? el("button", { type: "button", "class": "primary", id: "claim", text: "接入 · Claim", onclick: function () { act("claim"); } }) : null,
+        mine ? el("button", { type: "button", id: "resolve", text: "结束 · Resolve", onclick: function () { act("resolve"); } }) : null,
+        mine ? el("button", { type: "button", id: "hand-back", text: "交回机器人 · Hand back", onclick: function () { act("hand_back"); } }) : null
       ])
     ]));
     var transcript = el("ol", { "class": "transcript", id: "transcript", "aria-label": "Transcript" });
@@ -281,8 +281,7 @@
     if (!text) return;
     $("send-reply").disabled = true;
     api("POST", "/handoffs/" + S.current.id + "/reply", { text: text }).then(function (data) {
-      box.value = ""; appendTurn(data.turn);
-      if (!data.delivered) flash("已保存，推送失败 · stored, push to channel failed");
+      box.value = ""; data.turns.forEach(appendTurn);
     }).catch(function (e) { flash(e.message); }).then(function () { $("send-reply").disabled = false; box.focus(); });
   }
 

@@ -80,6 +80,7 @@
   if (!state.userId) { state.userId = "web-" + uid(); save("user", state.userId); }
   if (state.lang !== "zh" && state.lang !== "en") state.lang = "zh";
   function t(key) { return T[state.lang][key]; }
+  function withPerson() { return state.status === "waiting" || state.status === "claimed"; }
 
   // -- DOM -----------------------------------------------------------------------------
   var link = document.createElement("link");
@@ -247,7 +248,7 @@
   function renderStatus() {
     statusEl.textContent = "";
     var h = state.handoff;
-    if (state.status !== "handoff" || !h) { statusEl.hidden = true; return; }
+    if (!withPerson() || !h) { statusEl.hidden = true; return; }
     statusEl.hidden = false;
     if (h.status === "claimed") {
       statusEl.appendChild(el("span", { text: fmt(t("serving"), { a: h.agent || t("agent") }) }));
@@ -269,10 +270,10 @@
     state.agentsOnDuty = data.agents_on_duty || 0;
     if (data.state) state.stateKey = data.state;
     renderStatus();
-    if (state.status === "handoff" && state.handoff && state.handoff.status === "open" && state.agentsOnDuty === 0) {
+    if (withPerson() && state.handoff && state.handoff.status === "waiting" && state.agentsOnDuty === 0) {
       if (!state.callbackOffered) { state.callbackOffered = true; offerCallback(); }
     }
-    if (state.status === "handoff") poll();
+    if (withPerson()) poll();
     scrollDown();
   }
 
@@ -314,7 +315,7 @@
     if (state.polling) return;
     state.polling = true;
     (function loop(failures) {
-      if (state.status !== "handoff" || !state.conversationId) { state.polling = false; return; }
+      if (!withPerson() || !state.conversationId) { state.polling = false; return; }
       var q = "?user_id=" + encodeURIComponent(state.userId) + "&after=" + state.lastId + "&wait=20" +
         (state.stateKey ? "&state=" + encodeURIComponent(state.stateKey) : "");
       api("GET", "/web/api/conversations/" + encodeURIComponent(state.conversationId) + "/turns" + q)

@@ -84,11 +84,11 @@ def hotline(tmp_path_factory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("hotline-var")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "HOTLINE_DATABASE_URL"}}
-    env.update(HOTLINE_DATA_DIR=str(data_dir), HOTLINE_HOST="127.0.0.1", HOTLINE_PORT=str(port),
-               PYTHONPATH=str(REPO_ROOT))
-    proc = Process([hotline_python(), "-m", "bot.cli", "serve"], env, REPO_ROOT, data_dir / "server.log")
+    env.update(HOTLINE_DATA_DIR=str(data_dir), HOTLINE_SERVER__HOST="127.0.0.1", HOTLINE_SERVER__PORT=str(port),
+               HOTLINE_SERVER__WORKERS="1", HOTLINE_OPEN_READ_API="1", PYTHONPATH=str(REPO_ROOT))
+    proc = Process([hotline_python(), "-m", "connectors.cli", "serve"], env, REPO_ROOT, data_dir / "server.log")
     url = f"http://127.0.0.1:{port}"
-    proc.wait_ready(url + "/healthz", timeout=300)
+    proc.wait_ready(url + "/readyz", timeout=300)
     yield url
     proc.stop()
 
@@ -208,7 +208,7 @@ def test_chinese_answer_with_source_and_conversation_slot(action_server, hotline
     assert "hotline_handoff_id" not in slots_set(result)
 
     conversation = httpx.get(f"{hotline}/api/v1/conversations/{conversation_id}").json()
-    assert conversation["channel"] == "rasa" and conversation["user_id"] == sender
+    assert conversation["channel"] == "api" and conversation["user"].startswith("p_")
     assert [t["role"] for t in conversation["turns"]] == ["user", "bot"]
     assert conversation["turns"][1]["entry_id"] == "testing.pcr_results_time"
 
@@ -236,8 +236,8 @@ def test_asking_for_a_person_sets_the_handoff_slot(action_server, hotline, text)
 
     slots = slots_set(result)
     handoff = httpx.get(f"{hotline}/api/v1/handoffs/{slots['hotline_handoff_id']}").json()
-    assert handoff["reason"] == "user_request" and handoff["channel"] == "rasa"
-    assert handoff["conversation_id"] == slots["hotline_conversation_id"] and handoff["user_id"] == sender
+    assert handoff["reason"] == "user_request" and handoff["channel"] == "api"
+    assert handoff["conversation_id"] == slots["hotline_conversation_id"] and handoff["user"].startswith("p_")
     assert result["responses"] and result["responses"][0]["text"]
 
 
