@@ -1,10 +1,44 @@
-/* hotline-bot agent console. Vanilla JS; same-origin API under /agents/api.
- * POSTs carry the session's CSRF token in X-CSRF-Token. One long poll
- * (/agents/api/updates) keeps the queue, the callbacks and the open ticket fresh
- * and doubles as the on-duty heartbeat.
+/* hotline-bot staff console. Vanilla JS; same-origin API under /agents/api.
+ * POSTs carry the session's CSRF token in X-CSRF-Token.
+ *
+ * The shell: after login, /agents/api/session says who is logged in and their
+ * rights; every section of the console registers itself with
+ *   HotlineConsole.register({id, title, right, show(element, ctx), hide()})
+ * and gets a tab when the member has ``right`` ("desk", "kb", "dashboard",
+ * "accounts"). ``ctx`` = {api, el, flash, me}. The desk below is one section;
+ * kb.js, dashboard.js, accounts.js are others (each renders into its own
+ * <section id="section-<id>">).
+ *
+ * The desk: one long poll (/agents/api/updates) keeps the queue, the callbacks
+ * and the open ticket fresh and doubles as the on-duty heartbeat.
  */
 (function () {
   "use strict";
+  var sections = [], current = null, member = null;
+  window.HotlineConsole = {
+    register: function (spec) { sections.push(spec); if (member) renderTabs(); },
+    context: function () { return { api: api, el: el, flash: flash, me: member }; }
+  };
+  function renderTabs() {
+    var nav = $("sections"); nav.textContent = "";
+    var allowed = sections.filter(function (s) { return member.rights.indexOf(s.right) >= 0; });
+    allowed.forEach(function (spec) {
+      nav.appendChild(el("button", { type: "button", role: "tab", id: "tab-section-" + spec.id, text: spec.title,
+        "aria-selected": current === spec ? "true" : "false", onclick: function () { openSection(spec); } }));
+    });
+    if (!current && allowed.length) openSection(allowed[0]);
+  }
+  function openSection(spec) {
+    if (current && current !== spec && current.hide) current.hide();
+    current = spec;
+    Array.prototype.forEach.call(document.querySelectorAll("[data-section]"), function (node) {
+      node.hidden = node.getAttribute("data-section") !== spec.id;
+    });
+    Array.prototype.forEach.call($("sections").children, function (b) {
+      b.setAttribute("aria-selected", b.id === "tab-section-" + spec.id ? "true" : "false");
+    });
+    spec.show($("section-" + spec.id), window.HotlineConsole.context());
+  }
   var $ = function (id) { return document.getElementById(id); };
   var S = { csrf: null, me: null, sig: null, queue: [], callbacks: [], seen: null, current: null, lastTurn: 0,
             loop: 0, rendered: {} };
@@ -46,12 +80,18 @@
   // -- login -------------------------------------------------------------------------------
   function showLogin() { $("app").hidden = true; $("login").hidden = false; $("username").focus(); }
   function showApp(me) {
-    S.csrf = me.csrf_token; S.me = me.agent;
+    S.csrf = me.csrf_token; S.me = me.agent; member = me.agent;
     $("login").hidden = true; $("app").hidden = false;
     $("me").textContent = me.agent.display_name;
     $("duty").checked = !!me.on_duty;
-    S.loop += 1; poll(S.loop, 0);
+    $("duty").parentNode.hidden = member.rights.indexOf("desk") < 0;
+    renderTabs();
   }
+  window.HotlineConsole.register({
+    id: "desk", title: "工单 · Desk", right: "desk",
+    show: function () { if (!S.polling) { S.polling = true; S.loop += 1; poll(S.loop, 0); } },
+    hide: function () { S.polling = false; S.loop += 1; }
+  });
   $("login-form").addEventListener("submit", function (e) {
     e.preventDefault();
     $("login-error").textContent = "";
@@ -285,5 +325,5 @@
     }).catch(function (e) { flash(e.message); }).then(function () { $("send-reply").disabled = false; box.focus(); });
   }
 
-  api("GET", "/me").then(showApp).catch(showLogin);
+  api("GET", "/session").then(showApp).catch(showLogin);
 })();
