@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sentence_transformers import SentenceTransformer
 
 from bot import commands
 from bot.config import Settings
-from bot.encoders import build_encoder, encode
+from bot.encoders import Encoder, build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import KnowledgeBase, load_knowledge_base
@@ -78,7 +77,7 @@ class Bot:
     the Bot never writes a status or a ticket itself."""
 
     def __init__(self, settings: Settings, kb: KnowledgeBase, tokenizer: DomainTokenizer,
-                 encoder: SentenceTransformer, index: SearchIndex,
+                 encoder: Encoder, index: SearchIndex,
                  conversations: "ConversationService | None" = None,
                  clock: Callable[[], dt.datetime] = utcnow):
         self.settings = settings

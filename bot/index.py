@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sentence_transformers import SentenceTransformer
 
-from bot.encoders import encode
+from bot.encoders import Encoder, encode
 from bot.intents import FAQ_INTENT, IntentClassifier
 from bot.kb import KnowledgeBase
 from bot.retrieval.dense import DenseRetriever
@@ -52,7 +51,7 @@ def build_retrievers(doc_texts: list[str], doc_vectors: np.ndarray, tokenizer: D
     return lexical, DenseRetriever.build(doc_vectors)
 
 
-def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: SentenceTransformer) -> SearchIndex:
+def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder) -> SearchIndex:
     """Every question paraphrase of both languages is one document of its entry.
 
     Answers are indexed lexically as well: they hold the words citizens type
@@ -116,7 +115,7 @@ def load_index(directory: Path) -> SearchIndex:
     )
 
 
-def load_or_build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: SentenceTransformer,
+def load_or_build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
                         index_root: Path, encoder_key: str) -> SearchIndex:
     directory = artifact_dir(index_root, kb.version, encoder_key)
     if (directory / "docs.json").exists():

@@ -301,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     args.rest = rest
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    for noisy in ("faiss.loader", "alembic", "bm25s"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     from bot.kb.loader import KnowledgeBaseError
 
     try:

@@ -15,7 +15,6 @@ import os
 import time
 
 from gunicorn.app.base import BaseApplication
-from threadpoolctl import threadpool_limits
 
 from bot.config import Settings
 
@@ -85,9 +84,11 @@ class HotlineServer(BaseApplication):
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
-    # One BLAS thread per request thread: concurrent requests each encode on their own
-    # thread, and a threaded BLAS under many callers spends its time fighting over cores.
-    threadpool_limits(limits=settings.encoder_threads, user_api="blas")
+    # One BLAS/OpenMP thread per request thread: concurrent requests each encode on their own
+    # thread, and a threaded BLAS under many callers spends its time fighting over cores. The
+    # variables must be set before numpy loads its BLAS (threadpoolctl only limits loaded ones).
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, str(settings.encoder_threads))
     if settings.api_token is None and not settings.open_read_api:
         log.info("staff read API: console sessions only (set HOTLINE_API_TOKEN for scripts)")
     HotlineServer(settings, host, port).run()
