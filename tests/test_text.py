@@ -30,3 +30,11 @@ def test_user_dictionary_keeps_domain_words_whole(tmp_path):
     userdict = tmp_path / "dict.txt"
     userdict.write_text("次密接 3000 n\n", encoding="utf-8")
     assert "次密接" in DomainTokenizer(userdict).words("我是次密接怎么办")
+
+
+def test_deeply_nested_payloads_are_not_commands():
+    """Regression: JSON nested ~990 deep in a button payload raised RecursionError (a 500)."""
+    from bot.commands import parse_command
+
+    assert parse_command('/faq{"e":' + "[" * 990 + "]" * 990 + "}") is None
+    assert parse_command('/faq{"entry": "testing.pcr_fee"}').args == {"entry": "testing.pcr_fee"}
