@@ -54,6 +54,12 @@ TARGETS = {
 }
 
 
+def machine_note() -> str:
+    """Cores and load: the machine is shared, and other work on it shows up in every figure."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} cores, load average {one:.1f} (1 min) / {five:.1f} (5 min) when the report was written"
+
+
 def _fmt(value: float, digits: int = 1) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
 
@@ -215,8 +221,8 @@ def http_suite(args: argparse.Namespace) -> dict:
         shutil.rmtree(data_root, ignore_errors=True)
     memory = {"processes": loaded.processes, "after_start_rss_mb": started.rss_mb, "after_load_rss_mb": loaded.rss_mb,
               "after_load_pss_mb": loaded.pss_mb}
-    lines = [f"hotline-bot HTTP benchmark — {database}; {os.cpu_count()} cores shared with the load generator; "
-             f"medians of {args.repeats} run(s); server `python -m bot.cli serve` (its defaults)", ""]
+    lines = [f"hotline-bot HTTP benchmark — {database}; load generator on the same machine; "
+             f"medians of {args.repeats} run(s); server `python -m bot.cli serve` (its defaults); {machine_note()}", ""]
     if cold["saved"] or cold["build"]:
         lines += ["Cold start (medians of %d):" % args.cold_repeats, "", *cold_table(cold), ""]
     lines += [f"Memory of the server's process tree: RSS {started.rss_mb:.0f} MB after start, {loaded.rss_mb:.0f} MB "
@@ -278,7 +284,6 @@ def in_process(args: argparse.Namespace) -> dict:
         stages: dict[str, list[float]] = {}
         tok = bot.tokenizer
         for i, text in enumerate(stream.take(n)):
-            marks = [("normalise", lambda: normalise(text))]
             t0 = time.perf_counter()
             norm = normalise(text)
             t1 = time.perf_counter()
@@ -304,13 +309,13 @@ def in_process(args: argparse.Namespace) -> dict:
                                   ("handle, vector cached", t8 - t7),
                                   ("policy + SQL + rendering (handle − understand)", (t8 - t7) - (t7 - t6))):
                 stages.setdefault(name, []).append(seconds * 1000)
-            del marks
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     database = "PostgreSQL (local)" if args.database_url else "SQLite"
     lines = [f"In-process `Bot.handle` — {database}; encoder {settings.encoder}, {settings.encoder_threads} BLAS "
-             f"thread(s); {n} messages per run, medians of {args.repeats} run(s); one thread, no HTTP", "",
+             f"thread(s); {n} messages per run, medians of {args.repeats} run(s); one thread, no HTTP; "
+             f"{machine_note()}", "",
              "| questions | p50 ms | p99 ms | mean ms | target p50 ≤ 5 ms |", "|---|---|---|---|---|"]
     summary = {}
     for label, values in rows.items():

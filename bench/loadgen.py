@@ -136,7 +136,14 @@ class _Tally:
         self.failures: list[str] = []
         self.lock = threading.Lock()
 
-    def send(self, target: Target, client: httpx.Client, users: _Users, text: str, since: float) -> None:
+    def send(self, target: Target, client: httpx.Client, users: _Users, text: str, since: float,
+             give_up_after: float | None = None) -> None:
+        if give_up_after is not None and time.perf_counter() - since > give_up_after:
+            # Open loop, overloaded: every connection is busy and this message has waited out its
+            # timeout in the client's queue. A citizen would have given up: an error, not a latency.
+            with self.lock:
+                self.failures.append("not sent within the timeout (all connections busy)")
+            return
         user = users.take()
         try:
             ok = target.send(client, user, text)
@@ -192,7 +199,9 @@ def _closed(target: Target, clients: int, texts: Sequence[str], max_seconds: flo
 def _open(target: Target, rate: float, texts: Sequence[str], timeout: float, seed: int,
           prefix: str) -> tuple[_Tally, int, float]:
     """Poisson arrivals at ``rate``: one scheduling thread hands each message to a thread pool at its
-    arrival time; latency counts from that intended time, queueing in the pool included."""
+    arrival time; latency counts from that intended time, queueing in the pool included. A message
+    still unsent ``timeout`` seconds after its arrival (the server holds every connection) is an
+    error, and so is one whose reply takes longer than ``timeout`` once sent."""
     rng = random.Random(seed)
     arrivals, t = [], 0.0
     for _ in texts:
@@ -205,7 +214,7 @@ def _open(target: Target, rate: float, texts: Sequence[str], timeout: float, see
             delay = began + offset - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(tally.send, target, client, users, text, began + offset)
+            pool.submit(tally.send, target, client, users, text, began + offset, timeout)
         pool.shutdown(wait=True)
         wall = time.perf_counter() - began
     return tally, len(texts), wall
@@ -270,3 +279,77 @@ def median_result(results: list[RunResult]) -> RunResult:
         merged[key] = sum(getattr(r, key) for r in results)
     merged["error_kinds"] = dict(sum((Counter(r.error_kinds) for r in results), Counter()).most_common(5))
     return RunResult(**merged)
+
+
+# -- calibration: the generator alone ---------------------------------------------------------------
+
+_TRIVIAL_SERVER = """
+import logging
+import sys
+from waitress import serve
+
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+BODY = b'{"conversation_id": "c", "replies": [{"text": "ok"}]}'
+
+def app(environ, start_response):
+    environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+
+serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=8, _quiet=True)
+"""
+
+
+def self_test(rates: Sequence[float] = (20, 50, 100, 200), clients: Sequence[int] = (1, 10, 50),
+              duration: float = 5.0) -> list[RunResult]:
+    """The generator against a server that does nothing (waitress + a constant reply): what it can
+    offer and what it costs, so the real tables can show the generator was not the bottleneck."""
+    import subprocess
+    import sys
+
+    from bench.live import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", _TRIVIAL_SERVER, str(port)], start_new_session=True)
+    target = HotlineTarget(f"http://127.0.0.1:{port}", server.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(target.url + "/", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("trivial server did not start") from None
+                time.sleep(0.1)
+        texts = [f"message {i}" for i in range(int(max(rates) * duration) + 1000)]
+        results = [run(target, "closed", c, texts[:1000], "constant reply") for c in clients]
+        results += [run(target, "open", r, texts[:int(r * duration)], "constant reply") for r in rates]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="bench.loadgen", description="calibrate the load generator alone")
+    parser.add_argument("--duration", type=float, default=5.0, help="open loop: seconds per rate")
+    args = parser.parse_args(argv)
+    print("| load generator vs a do-nothing server | level | achieved msg/s | p50 ms | p99 ms | errors "
+          "| load-gen CPU ms/msg | load-gen CPU % of a core |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in self_test(duration=args.duration):
+        core = r.client_cpu_ms * r.sent / max(r.wall_s, 1e-9) / 10
+        level = f"{r.level:g} clients" if r.mode == "closed" else f"{r.level:g} msg/s offered"
+        print(f"| {r.mode} loop | {level} | {r.achieved_rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} "
+              f"| {r.client_cpu_ms:.2f} | {core:.0f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
