@@ -84,19 +84,21 @@ class RunResult:
     mode: str  # "closed" | "open"
     level: float  # clients (closed) or target msg/s (open)
     questions: str  # "distinct (vector cache cold)" | "repeated (vector cache warm)"
-    sent: int
+    sent: int  # offered: every message the run tried to send
     ok: int
-    errors: int
+    errors: int  # timeouts, HTTP errors, empty replies, and `unsent`
     p50_ms: float
     p99_ms: float
     achieved_rps: float
     wall_s: float
     client_cpu_ms: float  # load generator CPU per request
+    client_cpu_cores: float  # load generator CPU seconds per wall second
     server_cpu_ms: float  # server process tree CPU per request (nan when not measured)
     server_cpu_cores: float  # server CPU seconds per wall second during the run
     rss_mb: float
     pss_mb: float
     error_kinds: dict = field(default_factory=dict)  # error message -> count
+    unsent: int = 0  # open loop, overloaded: never reached the server (counted in errors too)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +136,7 @@ class _Tally:
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.failures: list[str] = []
+        self.unsent = 0  # open loop: given up before sending (the server never saw them)
         self.lock = threading.Lock()
 
     def send(self, target: Target, client: httpx.Client, users: _Users, text: str, since: float,
@@ -143,6 +146,7 @@ class _Tally:
             # timeout in the client's queue. A citizen would have given up: an error, not a latency.
             with self.lock:
                 self.failures.append("not sent within the timeout (all connections busy)")
+                self.unsent += 1
             return
         user = users.take()
         try:
@@ -257,14 +261,16 @@ def run(target: Target, mode: str, level: float, texts: Sequence[str], questions
         server_cores = (during.cpu_seconds - before.cpu_seconds) / busy_wall
         wait_idle(target.pid)  # requests still queued when clients gave up are billed to this run
         after = tree_usage(target.pid)
-        server_cpu = (after.cpu_seconds - before.cpu_seconds) * 1000 / max(sent, 1)
+        # Per message the server received: ones the client gave up on before sending cost it nothing.
+        server_cpu = (after.cpu_seconds - before.cpu_seconds) * 1000 / max(sent - tally.unsent, 1)
         rss, pss = after.rss_mb, after.pss_mb
     return RunResult(target=target.name, mode=mode, level=level, questions=questions, sent=sent,
                      ok=len(latencies), errors=len(failures), p50_ms=_percentile(latencies, 50),
                      p99_ms=_percentile(latencies, 99), achieved_rps=len(latencies) / wall if wall else math.nan,
-                     wall_s=wall, client_cpu_ms=client_cpu * 1000 / max(sent, 1), server_cpu_ms=server_cpu,
+                     wall_s=wall, client_cpu_ms=client_cpu * 1000 / max(sent, 1),
+                     client_cpu_cores=client_cpu / busy_wall, server_cpu_ms=server_cpu,
                      server_cpu_cores=server_cores, rss_mb=rss, pss_mb=pss,
-                     error_kinds=dict(Counter(failures).most_common(5)))
+                     error_kinds=dict(Counter(failures).most_common(5)), unsent=tally.unsent)
 
 
 def median_result(results: list[RunResult]) -> RunResult:
@@ -275,7 +281,7 @@ def median_result(results: list[RunResult]) -> RunResult:
         if isinstance(value, float) and key != "level":
             merged[key] = float(np.nanmedian([getattr(r, key) for r in results])) \
                 if not all(math.isnan(getattr(r, key)) for r in results) else math.nan
-    for key in ("sent", "ok", "errors"):
+    for key in ("sent", "ok", "errors", "unsent"):
         merged[key] = sum(getattr(r, key) for r in results)
     merged["error_kinds"] = dict(sum((Counter(r.error_kinds) for r in results), Counter()).most_common(5))
     return RunResult(**merged)
@@ -342,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
           "| load-gen CPU ms/msg | load-gen CPU % of a core |")
     print("|---|---|---|---|---|---|---|---|")
     for r in self_test(duration=args.duration):
-        core = r.client_cpu_ms * r.sent / max(r.wall_s, 1e-9) / 10
+        core = r.client_cpu_cores * 100
         level = f"{r.level:g} clients" if r.mode == "closed" else f"{r.level:g} msg/s offered"
         print(f"| {r.mode} loop | {level} | {r.achieved_rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} "
               f"| {r.client_cpu_ms:.2f} | {core:.0f} % |")
