@@ -4,8 +4,8 @@ Rasa OSS 3.6 runs only on Python ≤ 3.10, hotline-bot on 3.11, so Rasa lives in
 ``bench/rasa/var/venv`` (gitignored) built from the pinned
 ``bench/rasa/requirements.txt``, and is driven as subprocesses: nothing in
 hotline-bot imports rasa. Models are cached in ``bench/rasa/var/models`` by KB
-version and epochs, so one ~1 h training (300 epochs on 2 cores) serves many
-benchmark runs.
+version and epochs, so one training serves many benchmark runs (on 2 shared
+cores 20 epochs took 38 min; 300 epochs is a job of several hours).
 
     python -m bench.rasa.env setup                 # venv + pinned install (once)
     python -m bench.rasa.env train [--epochs 300]  # export KB -> train under nice -n 19 (cached)
