@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
              f"to both, same client, runs interleaved; medians of {args.repeats} pair(s), ratios taken within each "
              f"pair; {machine_note()}", "",
              "| closed loop clients | hotline-bot msg/s | Rasa msg/s | ratio | hotline-bot p50 / p99 ms "
-             "| Rasa p50 / p99 ms | server CPU ms/msg hotline-bot / Rasa | errors hotline-bot / Rasa |",
+             "| Rasa p50 / p99 ms | server CPU ms/msg hotline-bot / Rasa | errors hotline-bot / Rasa (all runs) |",
              "|---|---|---|---|---|---|---|---|"]
     saturation = {"hotline-bot": [], "rasa": []}
     for (mode, level), pairs in results.items():
