@@ -1,0 +1,130 @@
+"""The benchmark's instruments: question stream, process-tree accounting, load generator, layering.
+
+Behaviour only — no timed assertions (speed targets live in README tables).
+"""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from bench.heldout import load_heldout
+from bench.live import process_tree, tree_usage
+from bench.loadgen import HotlineTarget, run
+from bench.questions import QuestionStream, repeated_questions
+from bot.config import PROJECT_ROOT
+from bot.kb import load_knowledge_base
+from bot.text import normalise
+
+
+def _imports(package: str) -> dict[str, set[str]]:
+    """Top-level module names each .py file under ``package`` imports."""
+    found = {}
+    for path in (PROJECT_ROOT / package).rglob("*.py"):
+        if {"var", ".venv", "venv"} & set(path.relative_to(PROJECT_ROOT).parts):
+            continue  # virtualenvs and artifacts (bench/rasa/var/venv), not the project's code
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(PROJECT_ROOT))] = names
+    return found
+
+
+def test_bench_does_not_import_tests_and_the_core_never_imports_rasa():
+    assert {f for f, names in _imports("bench").items() if "tests" in names} == set()
+    for package in ("bot", "connectors"):
+        assert {f for f, names in _imports(package).items() if names & {"rasa", "rasa_sdk"}} == set()
+
+
+def test_question_stream_is_distinct_after_normalisation_and_seeded():
+    texts = QuestionStream(seed=11).take(5000)
+    assert len({normalise(t) for t in texts}) == len(texts)
+    assert QuestionStream(seed=11).take(50) == texts[:50]
+    assert set(QuestionStream(seed=12).take(300)) != set(texts[:300])
+
+
+def test_question_stream_never_sends_an_indexed_paraphrase_verbatim():
+    kb = load_knowledge_base(PROJECT_ROOT / "knowledge")
+    indexed = {normalise(q) for e in kb.entries.values() for q in e.questions.zh + e.questions.en}
+    texts = QuestionStream(seed=3).take(4000)
+    assert not indexed & {normalise(t) for t in texts}
+    heldout = {q.text for q in load_heldout()}
+    assert heldout & set(texts)  # held-out questions (never indexed) do go out as written once
+    assert any(any(ch.isascii() and ch.isalpha() for ch in t) for t in texts)  # both languages
+    assert any("\u4e00" <= ch <= "\u9fff" for t in texts for ch in t)
+
+
+def test_question_stream_varies_a_small_base_without_repeating():
+    stream = QuestionStream(seed=5, base=["核酸检测多少钱", "How much is a PCR test?"])
+    texts = stream.take(500)
+    assert len({normalise(t) for t in texts}) == 500
+    assert all("核酸" in t or "PCR" in t or "pcr" in t.lower() for t in texts)
+
+
+def test_repeated_questions_are_a_fixed_pool():
+    assert repeated_questions(50, seed=1) == repeated_questions(50, seed=1)
+    assert len(set(repeated_questions(50, seed=1))) == 50
+
+
+def test_tree_usage_counts_children_including_exited_ones(tmp_path):
+    """A multi-process server's CPU is its workers' CPU: the tree's CPU must include a child's
+    (alive, and after it has exited and been reaped)."""
+    script = textwrap.dedent("""
+        import os, subprocess, sys
+        burn = "import os; sum(i * i for i in range(3_000_000)); t = os.times(); print(t.user + t.system)"
+        live = subprocess.Popen([sys.executable, "-c", burn + "; import time; time.sleep(60)"],
+                                stdout=subprocess.PIPE, text=True)
+        print("live", live.pid, live.stdout.readline().strip(), flush=True)
+        done = subprocess.run([sys.executable, "-c", burn], capture_output=True, text=True)
+        print("reaped", done.stdout.strip(), flush=True)
+        sys.stdin.read()
+        live.kill()
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        _, live_pid, live_cpu = parent.stdout.readline().split()
+        _, reaped_cpu = parent.stdout.readline().split()
+        tree = process_tree(parent.pid)
+        assert tree[0] == parent.pid and int(live_pid) in tree
+        usage = tree_usage(parent.pid)
+        assert usage.processes == 2
+        assert usage.cpu_seconds >= float(live_cpu) + float(reaped_cpu) - 0.05  # clock-tick rounding
+        assert usage.rss_mb > 0 and 0 < usage.pss_mb <= usage.rss_mb
+    finally:
+        parent.stdin.close()
+        parent.wait(timeout=30)
+
+
+def test_load_generator_against_the_real_server(live_server):
+    target = HotlineTarget(live_server.url, live_server.pid)
+    texts = QuestionStream(seed=int(time.time())).take(24)
+    closed = run(target, "closed", 3, texts[:12], "distinct", prefix="t-closed", timeout=60)
+    assert (closed.sent, closed.ok, closed.errors) == (12, 12, 0), closed.error_kinds
+    assert closed.server_cpu_ms > 0 and closed.rss_mb > 0 and closed.client_cpu_ms > 0
+    assert closed.p50_ms <= closed.p99_ms
+    opened = run(target, "open", 20, texts[12:], "distinct", prefix="t-open", timeout=60)
+    assert (opened.sent, opened.ok, opened.errors) == (12, 12, 0), opened.error_kinds
+    assert opened.level == 20 and opened.mode == "open"
+
+
+def test_load_generator_counts_refused_connections_as_errors():
+    from bench.live import free_port
+
+    target = HotlineTarget(f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    result = run(target, "closed", 2, ["a", "b", "c"], "distinct", timeout=2)
+    assert (result.sent, result.ok, result.errors) == (3, 0, 3)
+    assert result.p50_ms != result.p50_ms  # nan: no latency without an answer
+
+
+def test_live_server_module_is_the_bench_launcher():
+    import bench.live
+    import tests.live_server
+
+    assert tests.live_server.start_server is bench.live.start_server
+    assert Path(bench.live.__file__).parent.name == "bench"
