@@ -206,23 +206,35 @@ def test_server_verification(wechat_server):
 
 # -- plain mode ----------------------------------------------------------------------
 
+def answered(server, fake_wechat, account: str, openid: str, body: bytes) -> tuple[str, bool]:
+    """The answer to one message and whether it came passively. On a loaded machine the bot may
+    miss WeChat's 4 s budget: then it says "success" and the answer comes by the send API — also
+    correct, and still exactly once."""
+    response = post(server, account, body)
+    assert response.status_code == 200, response.text
+    if response.text == "success":
+        return fake_wechat.wait_for(openid)[-1], False
+    reply = parse_fields(response.content)
+    assert (reply["ToUserName"], reply["FromUserName"], reply["MsgType"]) == (openid, "gh_hotline", "text")
+    return reply["Content"], True
+
+
 def test_text_message_gets_passive_answer_and_retry_is_deduped(wechat_server, fake_wechat):
     openid = new_openid("txt")
     body = text_xml(openid, "核酸检测在哪里做")
-    response = post(wechat_server, "main", body)
-    reply = parse_fields(response.content)
-    assert (reply["ToUserName"], reply["FromUserName"], reply["MsgType"]) == (openid, "gh_hotline", "text")
-    content = reply["Content"]
+    content, passive = answered(wechat_server, fake_wechat, "main", openid, body)
     assert "来源：" in content and "更新于" in content and "回复数字选择：" in content and "\n1. " in content
     assert len(turns(wechat_server, openid)) == 2
     for _ in range(3):  # WeChat retries only when our reply did not reach it: the same answer again
         again = post(wechat_server, "main", body)
-        assert parse_fields(again.content)["Content"] == content
+        if passive:
+            assert parse_fields(again.content)["Content"] == content
+        else:
+            assert again.text == "success"
     assert len(turns(wechat_server, openid)) == 2
-    time.sleep(0.3)
-    assert fake_wechat.messages(openid) == []
+    assert len(fake_wechat.messages(openid)) == (0 if passive else 1)
 
-    follow = reply_content(post(wechat_server, "main", text_xml(openid, "1")))  # pick option 1
+    follow, _ = answered(wechat_server, fake_wechat, "main", openid, text_xml(openid, "1"))  # pick option 1
     history = turns(wechat_server, openid)
     assert len(history) == 4 and history[2]["text"].startswith("/faq")
     assert history[3]["entry_id"] and history[3]["entry_id"] != history[1]["entry_id"]
