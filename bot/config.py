@@ -30,6 +30,17 @@ class Thresholds(BaseModel):
     dense_weight: float = 0.7
     lexical_saturation: float = 8.0
     intent: float = 0.55
+    # Weight of the entry classifier (adapter learned from the KB's paraphrases) in the fused score.
+    classifier_weight: float = 0.0
+    # Scope model (bot/scope.py): P(top entry answers the question) = σ(scope_coef·features + scope_intercept);
+    # answer at >= scope_answer, offer did-you-mean at >= scope_suggest, below: "not covered".
+    # Empty scope_coef: the plain score thresholds above decide (answer / suggest / margin).
+    scope_coef: list[float] = []
+    scope_intercept: float = 0.0
+    scope_answer: float = 0.5
+    scope_suggest: float = 0.2
+    # Learned emergency detector: P(emergency) at or above this is a red flag (the regex floor always is).
+    emergency: float = 0.5
 
     @classmethod
     def load(cls, path: Path) -> "Thresholds":
@@ -37,9 +48,9 @@ class Thresholds(BaseModel):
         if path.exists():
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         values = {k: v for k, v in values.items() if k in cls.model_fields}
-        for name in cls.model_fields:
+        for name, info in cls.model_fields.items():
             raw = os.environ.get(f"HOTLINE_THRESHOLD_{name.upper()}")
-            if raw is not None:
+            if raw is not None and info.annotation is float:
                 values[name] = float(raw)
         return cls(**values)
 

@@ -22,12 +22,15 @@ from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import KnowledgeBase, load_knowledge_base
 from bot.notify import build_notifier
 from bot.messages import HandoffInfo, InvalidMessage, Message, Reply, ReplyMessage
-from bot.policy import Decision, DecisionPolicy
+from bot.messages import Button
+from bot.policy import MENTAL_HEALTH, Decision, DecisionPolicy
+from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
-from bot.safety import EmergencyDetector
+from bot.safety import EmergencyDetector, crisis_kind
+from bot.scope import ScopeEvidence, ScopeModel, scope_evidence
 from bot.store import PRIORITY_NORMAL, PRIORITY_URGENT, Conversation, Handoff, Store, StoreUnavailable
-from bot.text import DomainTokenizer, SynonymMap, detect_language, normalise, reply_language
+from bot.text import DomainTokenizer, SynonymMap, detect_language, detect_script, normalise, reply_language, to_script
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,13 @@ class Understanding:
     emergency: str | None
     intent: IntentPrediction
     candidates: list[Candidate]
+    script: str | None = None  # hans | hant, from the raw text; None when it does not tell
+    region: str | None = None  # the place whose rules apply (gazetteer name), if the text names one
+    scope: float | None = None  # P(top entry answers it), None without a scope model
+    evidence: ScopeEvidence | None = None
+    emergency_probability: float = 0.0  # the learned detector's
+    crisis_kind: str | None = None  # medical | mental_health, when an emergency
+    aspect: str | None = None  # cause, remedy, cost, where...
 
 
 class _VectorCache:
@@ -77,9 +87,13 @@ class Bot:
         thresholds = settings.thresholds
         self.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
                                          thresholds.dense_weight, thresholds.lexical_saturation,
-                                         lexical_entry_ids=index.lexical_entry_ids)
+                                         lexical_entry_ids=index.lexical_entry_ids,
+                                         classifier=index.entries, classifier_weight=thresholds.classifier_weight)
         self.safety = EmergencyDetector.from_file(kb.safety_path)
-        self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff)
+        self.gazetteer = Gazetteer.from_file(kb.regions_path)
+        self.scope_model = (ScopeModel(thresholds.scope_coef, thresholds.scope_intercept)
+                            if thresholds.scope_coef else None)
+        self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff, self.gazetteer)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
 
@@ -110,14 +124,44 @@ class Bot:
     def understand(self, text: str, top_k: int = 10) -> Understanding:
         normalised = normalise(text)
         vector = self.vector(normalised)
-        candidates = self.retriever.run(self.tokenizer.tokens(normalised), vector, top_k=top_k)
+        words = self.tokenizer.words(normalised)
+        tokens = self.tokenizer.tokens(normalised)
+        candidates = self.retriever.run(tokens, vector, top_k=top_k, text=normalised)
+        language = detect_language(normalised)
+        emergency = self.safety.run(normalised)
+        probability = self.index.emergency.probability(normalised, vector)
+        if emergency is None and probability >= self.settings.thresholds.emergency:
+            emergency = f"learned:{probability:.2f}"
+        evidence = scope = None
+        if self.scope_model is not None:
+            evidence = scope_evidence(candidates, words, self.index.vocabulary, language)
+            scope = self.scope_model.probability(evidence)
+        aspect = None
+        if self.index.aspects is not None:
+            prediction = self.index.aspects.run(normalised, vector)
+            aspect = prediction.intent if prediction.confidence >= 0.5 else None
+        region = self.gazetteer.relevant(normalised)
         return Understanding(
             normalised=normalised,
-            language=detect_language(normalised),
-            emergency=self.safety.run(normalised),
+            language=language,
+            emergency=emergency,
             intent=self.index.intents.run(normalised, vector),
             candidates=candidates,
+            script=detect_script(text),
+            region=region.name if region else None,
+            scope=scope,
+            evidence=evidence,
+            emergency_probability=probability,
+            crisis_kind=self._crisis_kind(normalised, vector) if emergency else None,
+            aspect=aspect,
         )
+
+    def _crisis_kind(self, normalised: str, vector: np.ndarray) -> str:
+        learned = None
+        if self.index.crisis_kinds is not None:
+            prediction = self.index.crisis_kinds.run(normalised, vector)
+            learned = prediction.intent if prediction.confidence >= 0.5 else None
+        return crisis_kind(normalised, learned)
 
     # -- handling (persists every turn) ----------------------------------------
 
@@ -133,6 +177,10 @@ class Bot:
                 raise InvalidMessage("conversation_id", "belongs to another user")
             if understanding and any(ch.isalpha() for ch in understanding.normalised):
                 conv.language = reply_language(understanding.language)
+            if understanding and understanding.script:
+                conv.script = understanding.script
+            if understanding and understanding.region:
+                conv.region = understanding.region
             language = conv.language
             self.store.add_turn(session, conv, "user", message.text,
                                 payload={"command": command.name} if command else None)
@@ -141,16 +189,48 @@ class Bot:
                 if handoff is not None:
                     return self._while_handed_off(session, conv, handoff, understanding, language)
                 conv.status = "bot"  # ticket closed without handing back: the bot takes over again
-            decision = self._decide(conv, command, understanding, today)
+            decision = self._resume_pending(conv, command, understanding, today)
+            if decision is None:
+                decision = self._decide(conv, command, understanding, today)
+            conv.pending_entry_id = decision.entry_id if decision.action == "ask_region" else None
             if understanding and decision.intent == FAQ_INTENT and understanding.candidates:
                 conv.last_candidates = self._top3(understanding.candidates, language)
             return self._act(session, conv, decision, language)
+
+    def _resume_pending(self, conv: Conversation, command: commands.Command | None,
+                        understanding: Understanding | None, today: dt.date | None) -> Decision | None:
+        """The bot asked "which city?" for an entry with regional variants: a region button, or a
+        text naming a place, answers that entry now. Anything else is a new question."""
+        if not conv.pending_entry_id or self.kb.get(conv.pending_entry_id) is None:
+            return None
+        region = None
+        if command is not None and command.name == commands.REGION:
+            region = self._region_of(command)
+        elif understanding is not None and understanding.region:
+            region = understanding.region
+        if region is None:
+            return None
+        conv.region = region
+        return self.policy.answer(conv.pending_entry_id, 1.0, today, region)
+
+    def _region_of(self, command: commands.Command) -> str:
+        """A region button's region (gazetteer name), or 全国 for "elsewhere / nationwide"."""
+        found = self.gazetteer.get(str(command.args.get("name") or ""))
+        return found.name if found else NATIONWIDE
 
     def _decide(self, conv: Conversation, command: commands.Command | None,
                 understanding: Understanding | None, today: dt.date | None) -> Decision:
         if command is not None:
             if command.name == commands.FAQ and self.kb.get(str(command.args.get("entry"))):
-                return self.policy.answer(str(command.args["entry"]), 1.0, today)
+                return self.policy.answer(str(command.args["entry"]), 1.0, today, conv.region)
+            if command.name == commands.TOPIC:
+                return self.policy.topic(str(command.args.get("category") or ""))
+            if command.name == commands.REGION:  # a region button under an answer: that entry, for there
+                conv.region = self._region_of(command)
+                entry_id = str(command.args.get("entry") or "")
+                if self.kb.get(entry_id):
+                    return self.policy.answer(entry_id, 1.0, today, conv.region)
+                return self.policy.menu()
             if command.name == commands.ASK_HUMAN:
                 return Decision("handoff", "ask_human", 1.0, reason="user_request")
             if command.name in {"greet", "goodbye", "thanks"}:
@@ -158,7 +238,9 @@ class Bot:
             return self.policy.failure(0.0, conv.failures)  # none_of_these, unknown payloads
         assert understanding is not None
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
-                               candidates=understanding.candidates, failures=conv.failures, today=today)
+                               candidates=understanding.candidates, failures=conv.failures, today=today,
+                               scope=understanding.scope, aspect=understanding.aspect, region=conv.region,
+                               crisis_kind=understanding.crisis_kind)
 
     def _act(self, session, conv: Conversation, decision: Decision, language: str) -> Reply:
         conv.failures = conv.failures + 1 if decision.counts_as_failure else 0
@@ -166,11 +248,11 @@ class Bot:
         if decision.action == "handoff":
             handoff = self._open_handoff(session, conv, decision)
             position = self.store.queue_position(session, handoff)
-            replies = self._handoff_replies(decision, language, position or 1)
+            replies = self._handoff_replies(decision, language, position or 1, conv.script)
             handoff_info = HandoffInfo(handoff.id, handoff.reason, handoff.priority, handoff.status, position)
             conv.failures = 0
         else:
-            replies = self._render(decision, language)
+            replies = self._render(decision, language, conv.script)
         for reply in replies:
             self.store.add_turn(session, conv, "bot", reply.text, intent=decision.intent,
                                 entry_id=decision.entry_id, score=round(decision.confidence, 4),
@@ -178,7 +260,8 @@ class Bot:
                                 | {"action": decision.action, "kb_version": self.kb.version})
         return Reply(conversation_id=conv.id, replies=replies, intent=decision.intent,
                      confidence=decision.confidence, language=language, entry_id=decision.entry_id,
-                     candidates=list(conv.last_candidates or []), handoff=handoff_info)
+                     candidates=list(conv.last_candidates or []), handoff=handoff_info,
+                     region=decision.region or conv.region)
 
     def _open_handoff(self, session, conv: Conversation, decision: Decision) -> Handoff:
         handoff = Handoff(
@@ -200,7 +283,7 @@ class Bot:
         if understanding and understanding.emergency and handoff.priority != PRIORITY_URGENT:
             handoff.priority = PRIORITY_URGENT
             self.store.mark_changed(session, conv.id, queue=True)
-            replies.append(ReplyMessage(self.responses("emergency", language)))
+            replies.append(self._emergency_reply(understanding.crisis_kind, language, conv.script))
         position = self.store.queue_position(session, handoff)
         if handoff.status == "open" and not replies:
             replies.append(ReplyMessage(self.responses("handoff_waiting", language, position=position)))
@@ -218,23 +301,54 @@ class Bot:
         return [{"entry_id": c.entry_id, "score": round(c.score, 4),
                  "title": self.kb.entries[c.entry_id].title(language)} for c in candidates[:3]]
 
-    def _handoff_replies(self, decision: Decision, language: str, position: int) -> list[ReplyMessage]:
-        if decision.reason == "emergency":
-            return [ReplyMessage(self.responses("emergency", language)),
-                    ReplyMessage(self.responses("handoff", language, position=position))]
-        key = {"low_confidence": "handoff_after_failures", "complaint": "complaint"}.get(decision.reason or "", "handoff")
-        return [ReplyMessage(self.responses(key, language, position=position))]
+    def _emergency_reply(self, kind: str | None, language: str, script: str | None) -> ReplyMessage:
+        """120 always; mental-health crises also get the 12356 psychological assistance hotline.
+        Tap-to-call buttons use ``tel:`` payloads (channels that cannot dial show the number)."""
+        key = "emergency_mental_health" if kind == MENTAL_HEALTH else "emergency"
+        buttons = [Button(self.responses("call_120", language), "tel:120")]
+        if kind == MENTAL_HEALTH:
+            buttons.append(Button(self.responses("call_12356", language), "tel:12356"))
+        return _in_script(ReplyMessage(self.responses(key, language), buttons=buttons), language, script)
 
-    def _render(self, decision: Decision, language: str) -> list[ReplyMessage]:
+    def _handoff_replies(self, decision: Decision, language: str, position: int,
+                         script: str | None = None) -> list[ReplyMessage]:
+        if decision.reason == "emergency":
+            return [self._emergency_reply(decision.crisis_kind, language, script),
+                    _in_script(ReplyMessage(self.responses("handoff", language, position=position)), language, script)]
+        key = {"low_confidence": "handoff_after_failures", "complaint": "complaint"}.get(decision.reason or "", "handoff")
+        return [_in_script(ReplyMessage(self.responses(key, language, position=position)), language, script)]
+
+    def _render(self, decision: Decision, language: str, script: str | None = None) -> list[ReplyMessage]:
+        return [_in_script(m, language, script) for m in self._render_simplified(decision, language)]
+
+    def _render_simplified(self, decision: Decision, language: str) -> list[ReplyMessage]:
         talk = commands.simple_button(self.responses("talk_to_person", language), commands.ASK_HUMAN)
         if decision.action == "answer":
             entry = self.kb.entries[decision.entry_id]
-            buttons = [commands.faq_button(self.kb.entries[f].title(language), f)
-                       for f in entry.follow_ups if f in self.kb.entries]
+            variant = entry.variant(decision.variant)
+            answer, source = (variant.answer, variant.source or entry.source) if variant else (entry.answer, entry.source)
+            updated = (variant.updated if variant and variant.updated else entry.updated)
+            follow = [f for f in [*decision.also, *entry.follow_ups] if f in self.kb.entries and f != entry.id]
+            buttons = [commands.faq_button(self.kb.entries[f].title(language), f) for f in dict.fromkeys(follow)]
+            text = answer.en if language == "en" else answer.zh
+            if entry.variants and not variant:
+                where = self.responses("variant_default", language)
+                buttons += [commands.region_button(self._region_title(r, language), r, entry.id)
+                            for r in entry.variant_regions]
+                text = f"{text}\n\n{where}"
             return [ReplyMessage(
-                text=entry.answer.en if language == "en" else entry.answer.zh,
-                buttons=buttons, source={"name": entry.source.name, "url": str(entry.source.url)},
-                updated=entry.updated.isoformat(), entry_id=entry.id)]
+                text=text, buttons=buttons,
+                source={"name": source.title(language), "url": str(source.url)},
+                updated=updated.isoformat(), entry_id=entry.id)]
+        if decision.action == "ask_region":
+            entry = self.kb.entries[decision.entry_id]
+            buttons = [commands.region_button(self._region_title(r, language), r) for r in decision.options]
+            buttons.append(commands.region_button(self.responses("region_elsewhere", language), NATIONWIDE))
+            return [ReplyMessage(self.responses("ask_region", language, title=entry.title(language)),
+                                 buttons=buttons, entry_id=entry.id)]
+        if decision.action == "menu":
+            buttons = [commands.topic_button(self.responses.get(f"topic_{c}", language, c), c) for c in decision.options]
+            return [ReplyMessage(self.responses("menu", language), buttons=buttons)]
         if decision.action == "did_you_mean":
             buttons = [commands.faq_button(self.kb.entries[e].title(language), e) for e in decision.options]
             buttons.append(commands.simple_button(self.responses("none_of_these", language), commands.NONE_OF_THESE))
@@ -246,6 +360,24 @@ class Bot:
             return [ReplyMessage(text, buttons=[talk], entry_id=entry.id)]
         if decision.action == "smalltalk":
             return [ReplyMessage(self.responses(decision.intent, language))]
+        if decision.action == "not_covered":
+            return [ReplyMessage(self.responses("not_covered", language), buttons=[talk])]
         return [ReplyMessage(self.responses("rephrase", language), buttons=[talk])]
+
+    def _region_title(self, name: str, language: str) -> str:
+        region = self.gazetteer.get(name)
+        return region.title(language) if region else name
+
+
+def _in_script(message: ReplyMessage, language: str, script: str | None) -> ReplyMessage:
+    """Traditional in, Traditional out: the text, the button titles and the source name (not payloads)."""
+    if language == "en" or script != "hant":
+        return message
+    from dataclasses import replace
+
+    return replace(
+        message, text=to_script(message.text, script),
+        buttons=[Button(to_script(b.title, script), b.payload) for b in message.buttons],
+        source={**message.source, "name": to_script(message.source["name"], script)} if message.source else None)
 
 

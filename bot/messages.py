@@ -87,6 +87,7 @@ class Reply:
     entry_id: str | None = None
     candidates: list[dict[str, Any]] = field(default_factory=list)
     handoff: HandoffInfo | None = None
+    region: str | None = None  # the citizen's region as the bot understood it (for the agent's view)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,4 +98,5 @@ class Reply:
             "language": self.language,
             "entry_id": self.entry_id,
             "handoff": asdict(self.handoff) if self.handoff else None,
+            "region": self.region,
         }

@@ -11,6 +11,8 @@ REQUIRED_KEYS = (
     "emergency", "handoff", "handoff_waiting", "handoff_after_failures", "rephrase", "did_you_mean",
     "none_of_these", "talk_to_person", "policy_changed", "greet", "goodbye", "thanks", "complaint",
     "out_of_scope", "answer_footer", "related", "choose_number", "menu_intro", "text_only", "too_long", "busy",
+    "emergency_mental_health", "call_120", "call_12356", "not_covered", "ask_region", "region_elsewhere",
+    "variant_default", "menu",
 )
 
 
@@ -28,6 +30,12 @@ class Responses:
 
     def __call__(self, key: str, language: str, **values: object) -> str:
         return self._templates[key]["en" if language == "en" else "zh"].format(**values)
+
+    def get(self, key: str, language: str, default: str) -> str:
+        """An optional template (e.g. ``topic_<category>``), or ``default`` when the KB has none."""
+        if key not in self._templates:
+            return default
+        return self(key, language)
 
     def with_footer(self, message: ReplyMessage, language: str) -> str:
         """The text as plain-text channels show it: an answer carries its source and date."""

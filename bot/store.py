@@ -50,6 +50,11 @@ class Conversation(Base):
     status: Mapped[str] = mapped_column(String(16), default="bot")  # bot | handoff
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_candidates: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Understanding half: where the citizen is (gazetteer name or 全国), the entry waiting for the answer
+    # to "which city?", and the Chinese script the citizen writes (hans | hant) for replies.
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    pending_entry_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    script: Mapped[str | None] = mapped_column(String(8), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
