@@ -31,20 +31,19 @@ from bench.heldout import DATA_DIR, load_heldout
 from bench.metrics import mean, precision_at_1, reciprocal_rank
 from bot.config import Settings
 from bot.encoders import encode
-from bot.index import build_retrievers, train_emergency_detector
+from bot.index import build_retrievers, train_emergency_detector, train_topic_classifier
 from bot.intents import FAQ_INTENT, IntentClassifier
 from bot.retrieval import HybridRetriever
 from bot.retrieval.entry_classifier import EntryClassifier
 from bot.safety import load_emergency_examples
-from bot.scope import FEATURES, Vocabulary, scope_evidence
+from bot.scope import FEATURES, Vocabulary, load_out_of_kb, scope_evidence
 from bot.text import detect_language, normalise
 
 MAX_WRONG_ANSWERS = 0.015      # wrong direct answers, share of answerable dev questions (target <= 2%)
-MAX_OUT_OF_KB_ANSWERED = 0.03  # out-of-KB training questions (cross-validated) answered (target <= 5% on test)
+MAX_OUT_OF_KB_ANSWERED = 0.04  # out-of-KB training questions (cross-validated) answered (target <= 5% on test)
 TARGET_SUGGEST_RECALL = 0.95   # share of answerable dev questions that must not be told "not covered"
-EMERGENCY_RECALL = 0.99        # cross-validated recall on the emergency training examples
+EMERGENCY_RECALL = 0.98        # cross-validated recall on the emergency training examples (target >= 98%)
 INTENT_PRECISION = 0.95
-OUT_OF_KB_FILE = "scope/out_of_kb.yml"
 
 
 @dataclass
@@ -87,14 +86,20 @@ def retrieval_grid(bot, questions, queries):
     return best, rows
 
 
-def kb_cross_validation(bot, weight, saturation, classifier_weight, folds: int = 5):
-    """Each KB paraphrase asked against an index and entry classifier built without its fold."""
+def kb_cross_validation(bot, weight, saturation, classifier_weight, negatives: list[Query], folds: int = 5):
+    """Scope-model training rows, all out-of-fold: each KB paraphrase asked against an index, entry
+    classifier, vocabulary and topic classifier built without its fold; each out-of-KB training
+    question scored by a topic classifier trained without its fold."""
     index = bot.index
     texts, entry_ids = index.doc_texts, index.doc_entry_ids
     vectors = encode(bot.encoder, texts)
     answers = [(e, normalise(a)) for e in bot.kb.entries.values() for a in (e.answer.zh, e.answer.en)]
-    out = []  # (features, correct, language)
+    negative_vectors = np.array([q.vector for q in negatives])
+    negative_folds = list(KFold(folds, shuffle=True, random_state=1).split(negatives))
+    full = retriever_for(bot, weight, saturation, classifier_weight)
+    rows, negative_rows = [], []
     for fold, (train, test) in enumerate(KFold(folds, shuffle=True, random_state=0).split(texts)):
+        neg_train, neg_test = negative_folds[fold]
         train_texts = [texts[i] for i in train]
         train_ids = [entry_ids[i] for i in train]
         lexical, dense = build_retrievers(train_texts, vectors[train], bot.tokenizer, [a for _, a in answers])
@@ -102,6 +107,8 @@ def kb_cross_validation(bot, weight, saturation, classifier_weight, folds: int =
                                            vectors[train])
         retriever = retriever_for(bot, weight, saturation, classifier_weight, classifier, lexical, dense, train_ids,
                                   train_ids + [e.id for e, _ in answers])
+        topic = train_topic_classifier(train_texts, vectors[train], [negatives[i].text for i in neg_train],
+                                       negative_vectors[neg_train])
         # The vocabulary must not know the held-out paraphrases' words either.
         words: dict[str, set[str]] = {}
         for entry_id, text in [*zip(train_ids, train_texts), *((e.id, a) for e, a in answers)]:
@@ -110,48 +117,78 @@ def kb_cross_validation(bot, weight, saturation, classifier_weight, folds: int =
         for i in test:
             text = texts[i]
             candidates = retriever.run(bot.tokenizer.tokens(text), vectors[i], top_k=10, text=text)
-            evidence = scope_evidence(candidates, bot.tokenizer.words(text), vocabulary, detect_language(text))
-            out.append((evidence.features, int(candidates[0].entry_id == entry_ids[i])))
+            evidence = scope_evidence(candidates, bot.tokenizer.words(text), vocabulary, detect_language(text),
+                                      topic.probability(text, vectors[i]))
+            rows.append((evidence.features, int(candidates[0].entry_id == entry_ids[i])))
+        for i in neg_test:
+            q = negatives[i]
+            candidates = full.run(q.tokens, q.vector, top_k=10, text=q.text)
+            negative_rows.append(scope_evidence(candidates, q.words, index.vocabulary, q.language,
+                                                topic.probability(q.text, q.vector)).features)
         print(f"  KB cross-validation fold {fold + 1}/{folds} done", file=sys.stderr)
-    return out
+    return rows, negative_rows
 
 
-def load_out_of_kb() -> list[str]:
-    path = Settings().knowledge_dir / OUT_OF_KB_FILE
-    return [str(r["text"]) for r in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
+# Feature sets tried for the scope model; the one answering most dev questions right within the limits
+# wins (unused features get coefficient 0). Measured 2026-11-30: the entity-mismatch features did not
+# add to the topic classifier's in_kb on the dev half (right answers 159 with them vs 170 without).
+FEATURE_SETS = {
+    "all": list(range(len(FEATURES))),
+    "retrieval+topic": [FEATURES.index(f) for f in ("score", "margin", "prob", "agree", "in_kb")],
+}
+DEV_WEIGHT = 3  # dev rows count 3x next to the (easier) cross-validated KB paraphrases
 
 
-def fit_scope_model(features: np.ndarray, labels: np.ndarray):
-    """Standardised logistic regression, folded back to raw-feature coefficients; also out-of-fold P."""
-    mu, sd = features.mean(0), features.std(0) + 1e-9
+def _fit(x, y, columns):
+    mu, sd = x[:, columns].mean(0), x[:, columns].std(0) + 1e-9
+    model = LogisticRegression(C=1.0, max_iter=3000, class_weight="balanced")
+    model.fit((x[:, columns] - mu) / sd, y)
+    return model, mu, sd
 
-    def fit(x, y):
-        model = LogisticRegression(C=1.0, max_iter=2000, class_weight="balanced")
-        model.fit((x - mu) / sd, y)
-        return model
 
-    oof = np.zeros(len(labels))
-    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(features, labels):
-        oof[test] = fit(features[train], labels[train]).predict_proba((features[test] - mu) / sd)[:, 1]
-    model = fit(features, labels)
-    coef = model.coef_[0] / sd
+def _predict(fitted, x, columns):
+    model, mu, sd = fitted
+    return model.predict_proba((x[:, columns] - mu) / sd)[:, 1]
+
+
+def fit_scope_model(kb_rows: np.ndarray, kb_labels: np.ndarray, negatives: np.ndarray, dev: np.ndarray,
+                    dev_labels: np.ndarray, columns: list[int]):
+    """Logistic regression on KB cross-validation rows + out-of-KB rows + dev rows (x DEV_WEIGHT).
+    Returns raw-feature coefficients (0 for unused features), intercept, and cross-fitted
+    probabilities for the dev and out-of-KB rows (each predicted by a model that never saw it)."""
+    dev_p, neg_p = np.zeros(len(dev)), np.zeros(len(negatives))
+    dev_folds = list(KFold(5, shuffle=True, random_state=0).split(dev))
+    neg_folds = list(KFold(5, shuffle=True, random_state=0).split(negatives))
+    for (dtr, dte), (ntr, nte) in zip(dev_folds, neg_folds):
+        x = np.vstack([kb_rows, negatives[ntr]] + [dev[dtr]] * DEV_WEIGHT)
+        y = np.r_[kb_labels, np.zeros(len(ntr)), np.tile(dev_labels[dtr], DEV_WEIGHT)]
+        fitted = _fit(x, y, columns)
+        dev_p[dte] = _predict(fitted, dev[dte], columns)
+        neg_p[nte] = _predict(fitted, negatives[nte], columns)
+    x = np.vstack([kb_rows, negatives] + [dev] * DEV_WEIGHT)
+    y = np.r_[kb_labels, np.zeros(len(negatives)), np.tile(dev_labels, DEV_WEIGHT)]
+    model, mu, sd = _fit(x, y, columns)
+    coef = np.zeros(len(FEATURES))
+    coef[columns] = model.coef_[0] / sd
     intercept = float(model.intercept_[0] - np.sum(model.coef_[0] * mu / sd))
-    return [round(float(c), 5) for c in coef], round(intercept, 5), oof
+    return [round(float(c), 5) for c in coef], round(intercept, 5), dev_p, neg_p
 
 
-def scope_thresholds(dev_rows, negative_p):
+def scope_thresholds(dev_p, dev_right, dev_answerable, negative_p):
     """Highest-coverage scope_answer with wrong answers <= MAX_WRONG_ANSWERS of answerable dev and
-    out-of-KB answered <= MAX_OUT_OF_KB_ANSWERED; scope_suggest keeps TARGET_SUGGEST_RECALL of dev in."""
-    answerable = [(p, ok) for p, ok, expected in dev_rows if expected]
+    out-of-KB answered <= MAX_OUT_OF_KB_ANSWERED (both cross-fitted); scope_suggest keeps
+    TARGET_SUGGEST_RECALL of the answerable dev questions out of "not covered"."""
+    n = int(dev_answerable.sum())
     best = None
     for t in np.arange(0.05, 1.0, 0.01):
-        wrong = sum(1 for p, ok in answerable if p >= t and not ok)
-        right = sum(1 for p, ok in answerable if p >= t and ok)
+        answered = dev_p >= t
+        wrong = int((answered & dev_answerable & ~dev_right).sum())
+        right = int((answered & dev_right).sum())
         neg = float(np.mean(negative_p >= t))
-        if wrong <= MAX_WRONG_ANSWERS * len(answerable) and neg <= MAX_OUT_OF_KB_ANSWERED:
+        if wrong <= MAX_WRONG_ANSWERS * n and neg <= MAX_OUT_OF_KB_ANSWERED:
             if best is None or right > best[1]:
                 best = (round(float(t), 2), right, wrong, neg)
-    ps = sorted(p for p, _ in answerable)
+    ps = np.sort(dev_p[dev_answerable])
     suggest = round(float(ps[int(len(ps) * (1 - TARGET_SUGGEST_RECALL))]), 2)
     return best, min(suggest, best[0])
 
@@ -181,17 +218,13 @@ def emergency_threshold(bot, dev_queries):
         for i in test:
             oof[i] = model.probability(texts[i], vectors[i])
     dev_p = np.array([index.emergency.probability(q.text, q.vector) for q in dev_queries])
+    # Safety first: the highest threshold that keeps the cross-validated recall; false alarms on the dev
+    # questions are reported (and the eval reports them on the test half), never traded for recall.
     best = None
     for t in np.arange(0.05, 0.96, 0.01):
         recall = float(np.mean(oof[labels == 1] >= t))
-        false_alarms = float(np.mean(dev_p >= t))
-        hard_negatives = float(np.mean(oof[labels == 0] >= t))
-        if recall >= EMERGENCY_RECALL and false_alarms <= 0.005:
-            best = (round(float(t), 2), recall, false_alarms, hard_negatives)  # the highest such threshold
-    if best is None:
-        t = 0.5
-        best = (t, float(np.mean(oof[labels == 1] >= t)), float(np.mean(dev_p >= t)),
-                float(np.mean(oof[labels == 0] >= t)))
+        if recall >= EMERGENCY_RECALL:
+            best = (round(float(t), 2), recall, float(np.mean(dev_p >= t)), float(np.mean(oof[labels == 0] >= t)))
     return best
 
 
@@ -226,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--keep-retrieval", action="store_true",
                         help="keep dense_weight, lexical_saturation and classifier_weight (skip the grid)")
+    parser.add_argument("--reuse-rows", action="store_true",
+                        help="reuse the cross-validated scope rows cached in var/ for this KB and weights")
     args = parser.parse_args(argv)
     settings = Settings()
     bot = load_bot(settings)
@@ -251,28 +286,40 @@ def main(argv: list[str] | None = None) -> int:
         by_classifier[row[0]] = max(by_classifier.get(row[0], (0, 0)), (row[3], row[4]))
     print("best per classifier_weight (P@1, MRR):", by_classifier)
 
-    cv = kb_cross_validation(bot, weight, saturation, classifier_weight)
-    negatives = make_queries(bot, load_out_of_kb())
-    retriever = retriever_for(bot, weight, saturation, classifier_weight)
-    negative_features = []
-    for q in negatives:
-        candidates = retriever.run(q.tokens, q.vector, top_k=10, text=q.text)
-        negative_features.append(scope_evidence(candidates, q.words, bot.index.vocabulary, q.language).features)
+    negatives = make_queries(bot, load_out_of_kb(settings.knowledge_dir))
+    cache = settings.data_dir / f"scope-rows-{bot.kb.version}-{settings.encoder_key}-{classifier_weight}-{weight}-{saturation}.npz"
+    if args.reuse_rows and cache.exists():
+        saved = np.load(cache)
+        cv = list(zip([tuple(r) for r in saved["kb"]], saved["kb_labels"].tolist()))
+        negative_features = [tuple(r) for r in saved["negatives"]]
+    else:
+        cv, negative_features = kb_cross_validation(bot, weight, saturation, classifier_weight, negatives)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, kb=np.array([f for f, _ in cv]), kb_labels=np.array([y for _, y in cv]),
+                 negatives=np.array(negative_features))
     features = np.array([f for f, _ in cv] + negative_features)
     labels = np.array([y for _, y in cv] + [0] * len(negative_features))
-    coef, intercept, oof = fit_scope_model(features, labels)
-    negative_p = oof[len(cv):]
-
-    def probability(f):
-        return 1.0 / (1.0 + np.exp(-(np.dot(coef, f) + intercept)))
-
-    dev_rows = []
+    kb_rows = np.array([f for f, _ in cv])
+    kb_labels = np.array([y for _, y in cv], dtype=float)
+    negative_rows = np.array(negative_features)
+    dev_rows, dev_right, dev_answerable = [], [], []
     for q, query, r in zip(dev, dev_queries, results):
-        f = scope_evidence(r, query.words, bot.index.vocabulary, query.language).features
-        dev_rows.append((probability(f), bool(q.expected) and r[0].entry_id == q.expected, q.expected))
-    (scope_answer, right, wrong, neg_rate), scope_suggest = scope_thresholds(dev_rows, negative_p)
-    answerable = sum(1 for _, _, e in dev_rows if e)
-    dev_unanswerable = [p for p, _, e in dev_rows if not e]
+        dev_rows.append(scope_evidence(r, query.words, bot.index.vocabulary, query.language,
+                                       bot.index.topic.probability(query.text, query.vector)).features)
+        dev_right.append(bool(q.expected) and r[0].entry_id == q.expected)
+        dev_answerable.append(bool(q.expected))
+    dev_rows, dev_right, dev_answerable = np.array(dev_rows), np.array(dev_right), np.array(dev_answerable)
+    best_set = None
+    for name, columns in FEATURE_SETS.items():
+        coef, intercept, dev_p, negative_p = fit_scope_model(kb_rows, kb_labels, negative_rows, dev_rows,
+                                                             dev_right.astype(float), columns)
+        chosen = scope_thresholds(dev_p, dev_right, dev_answerable, negative_p)
+        print(f"scope features {name}: {chosen}")
+        if best_set is None or chosen[0][1] > best_set[1][0][1]:
+            best_set = (name, chosen, coef, intercept, dev_p)
+    feature_set, ((scope_answer, right, wrong, neg_rate), scope_suggest), coef, intercept, dev_p = best_set
+    answerable = int(dev_answerable.sum())
+    dev_unanswerable = dev_p[~dev_answerable]
 
     emergency, e_recall, e_false, e_hard = emergency_threshold(bot, dev_queries)
     intent, intent_precision = intent_threshold(bot)
@@ -284,10 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         f"# Written by bench/calibrate.py on {dt.date.today()} (encoder {settings.encoder}, KB {bot.kb.version}).\n"
         f"# Dev half of the held-out set: {answerable} answerable, {len(dev_unanswerable)} unanswerable questions.\n"
         f"# Retrieval grid best (dev): P@1 {p1:.3f}, MRR {mrr:.3f} with classifier_weight {classifier_weight}.\n"
-        f"# Scope model ({', '.join(FEATURES)}): fitted on {len(cv)} cross-validated KB paraphrases "
-        f"({int(sum(y for _, y in cv))} top-1 right) and {len(negative_features)} out-of-KB training questions.\n"
+        f"# Scope model ({', '.join(FEATURES)}; feature set '{feature_set}'): fitted on {len(cv)} cross-validated KB "
+        f"paraphrases ({int(kb_labels.sum())} top-1 right), {len(negative_features)} out-of-KB training questions "
+        f"and the dev half x{DEV_WEIGHT}.\n"
         f"# scope_answer: most right answers with wrong <= {MAX_WRONG_ANSWERS:.1%} of answerable dev "
-        f"({right} right, {wrong} wrong of {answerable}) and out-of-KB (cross-validated) answered "
+        f"({right} right, {wrong} wrong of {answerable}, cross-fitted) and out-of-KB (cross-fitted) answered "
         f"{neg_rate:.1%} <= {MAX_OUT_OF_KB_ANSWERED:.0%}; dev unanswerable answered "
         f"{sum(p >= scope_answer for p in dev_unanswerable)}/{len(dev_unanswerable)}.\n"
         f"# scope_suggest: {TARGET_SUGGEST_RECALL:.0%} of answerable dev questions score above it.\n"

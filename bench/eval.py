@@ -29,10 +29,10 @@ from bench.heldout import DATA_DIR, load_heldout
 from bench.metrics import mean, ndcg_at_k, precision_at_1, reciprocal_rank
 from bot.config import PROJECT_ROOT, Settings
 from bot.encoders import encode
-from bot.index import build_retrievers
+from bot.index import build_retrievers, train_topic_classifier
 from bot.retrieval import HybridRetriever
 from bot.retrieval.entry_classifier import EntryClassifier
-from bot.scope import Vocabulary, scope_evidence
+from bot.scope import Vocabulary, load_out_of_kb, scope_evidence
 from bot.text import detect_language, normalise
 
 DEFAULT_EXTERNAL = PROJECT_ROOT.parent / "shared" / "eval"
@@ -69,6 +69,13 @@ class ForeignFAQ:
         for entry_id, text in [*zip(ids, texts), *answers.items()]:
             words.setdefault(entry_id, set()).update(bot.tokenizer.words(text))
         self.vocabulary = Vocabulary(words)
+        # The default configuration's topic classifier: this FAQ's questions vs our out-of-KB training
+        # questions (exactly what index build does for our KB). Some of those may be answered by this
+        # FAQ, which only makes the measurement harder for us.
+        negatives = [normalise(t) for t in load_out_of_kb(bot.settings.knowledge_dir)]
+        self.topic = None
+        if negatives:
+            self.topic = train_topic_classifier(texts, vectors, negatives, encode(bot.encoder, negatives))
 
     def run(self, queries: list[str], k: int = 10):
         """[(candidates, P(top answers it) or None)] per query."""
@@ -79,8 +86,9 @@ class ForeignFAQ:
             candidates = self.retriever.run(self.bot.tokenizer.tokens(q), v, top_k=k, text=q)
             p = None
             if self.bot.scope_model is not None:
+                in_kb = self.topic.probability(q, v) if self.topic is not None else 1.0
                 p = self.bot.scope_model.probability(
-                    scope_evidence(candidates, self.bot.tokenizer.words(q), self.vocabulary, detect_language(q)))
+                    scope_evidence(candidates, self.bot.tokenizer.words(q), self.vocabulary, detect_language(q), in_kb))
             out.append((candidates, p))
         return out
 

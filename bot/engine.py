@@ -91,8 +91,12 @@ class Bot:
                                          classifier=index.entries, classifier_weight=thresholds.classifier_weight)
         self.safety = EmergencyDetector.from_file(kb.safety_path)
         self.gazetteer = Gazetteer.from_file(kb.regions_path)
-        self.scope_model = (ScopeModel(thresholds.scope_coef, thresholds.scope_intercept)
-                            if thresholds.scope_coef else None)
+        self.scope_model = None
+        if thresholds.scope_coef:
+            try:
+                self.scope_model = ScopeModel(thresholds.scope_coef, thresholds.scope_intercept)
+            except ValueError as exc:  # thresholds from an older calibration: decide on plain scores
+                log.warning("scope model disabled: %s; run python -m bench.calibrate", exc)
         self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff, self.gazetteer)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
@@ -125,7 +129,7 @@ class Bot:
         normalised = normalise(text)
         vector = self.vector(normalised)
         words = self.tokenizer.words(normalised)
-        tokens = self.tokenizer.tokens(normalised)
+        tokens = self.tokenizer.tokens(normalised, words)
         candidates = self.retriever.run(tokens, vector, top_k=top_k, text=normalised)
         language = detect_language(normalised)
         emergency = self.safety.run(normalised)
@@ -134,7 +138,8 @@ class Bot:
             emergency = f"learned:{probability:.2f}"
         evidence = scope = None
         if self.scope_model is not None:
-            evidence = scope_evidence(candidates, words, self.index.vocabulary, language)
+            in_kb = self.index.topic.probability(normalised, vector) if self.index.topic is not None else 1.0
+            evidence = scope_evidence(candidates, words, self.index.vocabulary, language, in_kb)
             scope = self.scope_model.probability(evidence)
         aspect = None
         if self.index.aspects is not None:
@@ -257,7 +262,8 @@ class Bot:
             self.store.add_turn(session, conv, "bot", reply.text, intent=decision.intent,
                                 entry_id=decision.entry_id, score=round(decision.confidence, 4),
                                 payload={k: v for k, v in reply.to_dict().items() if k != "text"}
-                                | {"action": decision.action, "kb_version": self.kb.version})
+                                | {"action": decision.action, "kb_version": self.kb.version}
+                                | ({"region": decision.region or conv.region} if decision.region or conv.region else {}))
         return Reply(conversation_id=conv.id, replies=replies, intent=decision.intent,
                      confidence=decision.confidence, language=language, entry_id=decision.entry_id,
                      candidates=list(conv.last_candidates or []), handoff=handoff_info,

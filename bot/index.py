@@ -17,20 +17,20 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from bot.encoders import encode
-from bot.intents import FAQ_INTENT, IntentClassifier
+from bot.intents import FAQ_INTENT, BinaryTextClassifier, IntentClassifier
 from bot.kb import KnowledgeBase
 from bot.retrieval.dense import DenseRetriever
 from bot.retrieval.entry_classifier import EntryClassifier
 from bot.retrieval.lexical import LexicalRetriever
 from bot.safety import LearnedEmergencyDetector, load_emergency_examples
-from bot.scope import Vocabulary
+from bot.scope import Vocabulary, load_out_of_kb
 from bot.text import DomainTokenizer, normalise
 
 log = logging.getLogger(__name__)
 
 # Bump when what is stored changes shape or meaning (tokeniser, document set),
 # so old artifacts are rebuilt instead of loaded.
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
 
 
 @dataclass
@@ -47,6 +47,7 @@ class SearchIndex:
     vocabulary: Vocabulary
     aspects: IntentClassifier | None = None  # what a question asks (cause, remedy, cost...), from entries' aspects
     crisis_kinds: IntentClassifier | None = None  # medical vs mental_health, from the labelled red flags
+    topic: BinaryTextClassifier | None = None  # P(the KB covers this topic): paraphrases vs out-of-KB questions
 
 
 def artifact_dir(index_root: Path, kb_version: str, encoder_key: str) -> Path:
@@ -87,7 +88,10 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Sentence
     emergency_texts, calm_texts, kinds = load_emergency_examples(kb.root, with_kinds=True)
     emergency_texts = [normalise(t) for t in emergency_texts]
     calm_texts = [normalise(t) for t in calm_texts]
-    vectors = encode(encoder, doc_texts + intent_texts + emergency_texts + calm_texts)
+    out_of_kb = [normalise(t) for t in load_out_of_kb(kb.root)]
+    vectors = encode(encoder, doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb)
+    out_of_kb_vectors = vectors[len(vectors) - len(out_of_kb):]
+    vectors = vectors[:len(vectors) - len(out_of_kb)]
     n_docs, n_intents = len(doc_texts), len(intent_texts)
     doc_vectors, intent_vectors = vectors[:n_docs], vectors[n_docs:n_docs + n_intents]
     lexical, dense = build_retrievers(doc_texts, doc_vectors, tokenizer, answer_texts)
@@ -108,9 +112,16 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Sentence
     if len(set(kinds)) >= 2:
         example_vectors = vectors[n_docs + n_intents:n_docs + n_intents + len(emergency_texts)]
         crisis_kinds = IntentClassifier.train(emergency_texts, kinds, example_vectors)
+    topic = train_topic_classifier(doc_texts, doc_vectors, out_of_kb, out_of_kb_vectors) if out_of_kb else None
     return SearchIndex(kb.version, doc_entry_ids, doc_texts, doc_entry_ids + answer_entry_ids,
                        lexical, dense, intents, entries, emergency, build_vocabulary(kb, tokenizer), aspects,
-                       crisis_kinds)
+                       crisis_kinds, topic)
+
+
+def train_topic_classifier(doc_texts, doc_vectors, out_of_kb_texts, out_of_kb_vectors) -> BinaryTextClassifier:
+    """In the KB (every paraphrase) vs in the domain but not in the KB (the out-of-KB training questions)."""
+    return BinaryTextClassifier.train([*doc_texts, *out_of_kb_texts], [1] * len(doc_texts) + [0] * len(out_of_kb_texts),
+                                      np.vstack([doc_vectors, out_of_kb_vectors]))
 
 
 def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer) -> Vocabulary:
@@ -152,6 +163,8 @@ def save_index(index: SearchIndex, directory: Path) -> None:
             index.aspects.save(tmp / "aspects.joblib")
         if index.crisis_kinds is not None:
             index.crisis_kinds.save(tmp / "crisis_kinds.joblib")
+        if index.topic is not None:
+            index.topic.save(tmp / "topic.joblib")
         index.emergency.save(tmp / "emergency.joblib")
         (tmp / "vocabulary.json").write_text(json.dumps(index.vocabulary.to_dict(), ensure_ascii=False),
                                              encoding="utf-8")
@@ -176,6 +189,7 @@ def load_index(directory: Path) -> SearchIndex:
         vocabulary=Vocabulary(json.loads((directory / "vocabulary.json").read_text(encoding="utf-8"))),
         aspects=_optional(IntentClassifier, directory / "aspects.joblib"),
         crisis_kinds=_optional(IntentClassifier, directory / "crisis_kinds.joblib"),
+        topic=_optional(BinaryTextClassifier, directory / "topic.joblib"),
     )
 
 

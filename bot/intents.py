@@ -56,3 +56,38 @@ class IntentClassifier:
     def load(cls, path: Path) -> "IntentClassifier":
         data = joblib.load(path)
         return cls(data["vectorizer"], data["model"])
+
+
+class BinaryTextClassifier:
+    """P(positive | text) from the sentence embedding ⊕ character 1–3-gram TF-IDF, balanced classes.
+
+    Used for the learned emergency detector and for the scope model's "is this a topic the KB
+    covers at all" feature."""
+
+    def __init__(self, vectorizer: TfidfVectorizer, model: LogisticRegression):
+        self._vectorizer = vectorizer
+        self._model = model
+        self._positive = list(model.classes_).index(1)
+
+    @classmethod
+    def train(cls, texts: list[str], labels: list[int], vectors: np.ndarray, C: float = 4.0):
+        if set(labels) != {0, 1}:
+            raise ValueError("a binary classifier needs positive (1) and negative (0) examples")
+        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
+        features = sparse.hstack([sparse.csr_matrix(vectors), vectorizer.fit_transform(texts)]).tocsr()
+        model = LogisticRegression(C=C, max_iter=3000, class_weight="balanced")
+        model.fit(features, labels)
+        return cls(vectorizer, model)
+
+    def probability(self, normalised_text: str, vector: np.ndarray) -> float:
+        features = sparse.hstack([sparse.csr_matrix(vector.reshape(1, -1)),
+                                  self._vectorizer.transform([normalised_text])]).tocsr()
+        return float(self._model.predict_proba(features)[0][self._positive])
+
+    def save(self, path: Path) -> None:
+        joblib.dump({"vectorizer": self._vectorizer, "model": self._model}, path)
+
+    @classmethod
+    def load(cls, path: Path):
+        data = joblib.load(path)
+        return cls(data["vectorizer"], data["model"])

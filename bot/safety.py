@@ -17,12 +17,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import joblib
-import numpy as np
 import yaml
-from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+
+from bot.intents import BinaryTextClassifier
 
 EMERGENCY_EXAMPLES_FILE = "scope/emergency_examples.yml"
 
@@ -74,33 +71,5 @@ def load_emergency_examples(knowledge_dir: Path, with_kinds: bool = False):
     return out
 
 
-class LearnedEmergencyDetector:
-    """P(emergency | text) from embedding ⊕ char 1–3-gram TF-IDF."""
-
-    def __init__(self, vectorizer: TfidfVectorizer, model: LogisticRegression):
-        self._vectorizer = vectorizer
-        self._model = model
-        self._positive = list(model.classes_).index(1)
-
-    @classmethod
-    def train(cls, texts: list[str], labels: list[int], vectors: np.ndarray, C: float = 4.0) -> "LearnedEmergencyDetector":
-        if set(labels) != {0, 1}:
-            raise ValueError("the emergency detector needs emergency (1) and non-emergency (0) examples")
-        vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
-        features = sparse.hstack([sparse.csr_matrix(vectors), vectorizer.fit_transform(texts)]).tocsr()
-        model = LogisticRegression(C=C, max_iter=3000, class_weight="balanced")
-        model.fit(features, labels)
-        return cls(vectorizer, model)
-
-    def probability(self, normalised_text: str, vector: np.ndarray) -> float:
-        features = sparse.hstack([sparse.csr_matrix(vector.reshape(1, -1)),
-                                  self._vectorizer.transform([normalised_text])]).tocsr()
-        return float(self._model.predict_proba(features)[0][self._positive])
-
-    def save(self, path: Path) -> None:
-        joblib.dump({"vectorizer": self._vectorizer, "model": self._model}, path)
-
-    @classmethod
-    def load(cls, path: Path) -> "LearnedEmergencyDetector":
-        data = joblib.load(path)
-        return cls(data["vectorizer"], data["model"])
+class LearnedEmergencyDetector(BinaryTextClassifier):
+    """P(emergency | text) from embedding ⊕ char 1–3-gram TF-IDF (see ``BinaryTextClassifier``)."""

@@ -8,6 +8,8 @@ from evidence that generalises across KBs:
 
 - retrieval: fused score, margin to the runner-up, classifier probability,
   dense and lexical parts, whether dense and lexical agree on the top entry;
+- topic: P(the KB covers this topic at all) from a classifier (embedding ⊕ char n-grams) trained at
+  index time on every KB paraphrase against the out-of-KB training questions;
 - entity mismatch: the IDF-weighted share of the question's words that the top
   entry never mentions, and of words no entry mentions at all (a vaccine,
   disease, medicine, country, person or public service the KB does not talk
@@ -32,7 +34,8 @@ import numpy as np
 from bot.retrieval import Candidate
 
 FEATURES = ("score", "margin", "prob", "dense", "lexical", "agree", "uncovered_top", "unknown_kb",
-            "n_unknown", "english")
+            "n_unknown", "english", "in_kb")
+OUT_OF_KB_FILE = "scope/out_of_kb.yml"
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
@@ -65,8 +68,20 @@ class ScopeEvidence:
         return dict(zip(FEATURES, self.features))
 
 
+def load_out_of_kb(knowledge_dir) -> list[str]:
+    """The TRAIN split of the out-of-KB questions (empty when the KB ships none)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(knowledge_dir) / OUT_OF_KB_FILE
+    if not path.exists():
+        return []
+    return [str(r["text"]) for r in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
+
+
 def scope_evidence(candidates: Sequence[Candidate], words: Sequence[str], vocabulary: Vocabulary,
-                   language: str) -> ScopeEvidence:
+                   language: str, in_kb: float = 1.0) -> ScopeEvidence:
     if not candidates:
         return ScopeEvidence(tuple([0.0] * len(FEATURES)))
     top = candidates[0]
@@ -80,7 +95,7 @@ def scope_evidence(candidates: Sequence[Candidate], words: Sequence[str], vocabu
     uncovered_top = sum(v for w, v in weights.items() if w not in top_words) / total
     unknown_kb = sum(weights[w] for w in unknown) / total
     features = (top.score, top.score - second, top.prob, top.dense, top.lexical, agree, uncovered_top, unknown_kb,
-                float(min(len(unknown), 3)), float(language == "en"))
+                float(min(len(unknown), 3)), float(language == "en"), in_kb)
     return ScopeEvidence(tuple(float(f) for f in features), tuple(unknown))
 
 

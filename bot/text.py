@@ -158,8 +158,9 @@ class DomainTokenizer:
                 out.append(canonical)
         return out
 
-    def tokens(self, normalised_text: str) -> list[str]:
-        words = self.words(normalised_text)
+    def tokens(self, normalised_text: str, words: list[str] | None = None) -> list[str]:
+        """Words plus character bigrams; pass ``words`` when already computed (saves a jieba pass)."""
+        words = self.words(normalised_text) if words is None else words
         chars = [c for c in normalised_text if _CJK.match(c)]
         bigrams = ["#" + a + b for a, b in zip(chars, chars[1:])]
         return words + bigrams

@@ -30,3 +30,13 @@ def test_user_dictionary_keeps_domain_words_whole(tmp_path):
     userdict = tmp_path / "dict.txt"
     userdict.write_text("次密接 3000 n\n", encoding="utf-8")
     assert "次密接" in DomainTokenizer(userdict).words("我是次密接怎么办")
+
+
+def test_script_detection_and_rendering():
+    from bot.text import detect_script, to_script
+
+    assert detect_script("健康碼變黃了怎麼辦") == "hant"
+    assert detect_script("健康码变黄了怎么办") == "hans"
+    assert detect_script("hello") is None and detect_script("你好") is None  # nothing tells: keep the previous
+    assert to_script("请带上身份证，核酸检测免费。", "hant") == "請帶上身份證，核酸檢測免費。"
+    assert to_script("请带上身份证", "hans") == "请带上身份证" and to_script("请", None) == "请"
