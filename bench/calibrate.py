@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"# Written by bench/calibrate.py on {dt.date.today()} (encoder {settings.encoder}, KB {bot.kb.version}).\n"
         f"# Dev half of the held-out set: {answerable} answerable, {len(dev_unanswerable)} unanswerable questions.\n"
-        f"# Retrieval grid best (dev): P@1 {p1:.3f}, MRR {mrr:.3f} with classifier_weight {classifier_weight}.\n"
+        f"# Retrieval on the dev half: P@1 {p1:.3f}, MRR {mrr:.3f} (classifier_weight {classifier_weight}, dense_weight "
+        f"{weight}, lexical_saturation {saturation}; "
+        + ("kept from the previous grid run).\n" if args.keep_retrieval else "best of the grid).\n")
         f"# Scope model ({', '.join(FEATURES)}; feature set '{feature_set}'): fitted on {len(cv)} cross-validated KB "
         f"paraphrases ({int(kb_labels.sum())} top-1 right), {len(negative_features)} out-of-KB training questions "
         f"and the dev half x{DEV_WEIGHT}.\n"

@@ -80,7 +80,7 @@ class DecisionPolicy:
             return Decision("handoff", "ask_human", intent.confidence, reason="user_request", region=region)
         if intent.intent == "complaint" and confident_intent and not confident_answer:
             return Decision("handoff", "complaint", intent.confidence, reason="complaint", region=region)
-        if intent.intent == VAGUE_INTENT and confident_intent and not confident_answer:
+        if intent.intent == VAGUE_INTENT and confident_intent:  # no topic in it: retrieval scores mean nothing
             return self.menu(intent.confidence)
         if intent.intent in SMALLTALK_INTENTS and confident_intent and not confident_answer:
             return Decision("smalltalk", intent.intent, intent.confidence)

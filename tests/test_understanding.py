@@ -49,7 +49,7 @@ def test_english_answer_names_its_source_in_english(fresh_bot):
 def test_region_is_asked_once_and_remembered(fresh_bot):
     first = ask(fresh_bot, '/faq{"entry": "travel.arrival_testing"}')
     asked = first.replies[0]
-    assert first.entry_id is None and asked.entry_id == "travel.arrival_testing"
+    assert asked.entry_id == "travel.arrival_testing" and asked.source is None  # a question, not the answer
     payloads = [json.loads(b.payload.removeprefix("/region")) for b in asked.buttons]
     assert [p["name"] for p in payloads] == ["北京市", "上海市", "全国"]
     # free text recognised by the gazetteer answers the waiting entry

@@ -4,7 +4,7 @@ hybrid = w·cosine + (1−w)·bm25/(bm25+s), the best paraphrase of each entry
 counting; both parts live in [0, 1]. With an entry classifier (the adapter
 learned from the KB's paraphrases, ``entry_classifier.py``) the score is
 a·P(entry | text) + (1−a)·hybrid. ``w``, ``s`` and ``a`` are chosen on the
-held-out dev half (``bench/calibrate.py``, ``bench/select_retrieval.py``).
+held-out dev half (``bench/calibrate.py``).
 """
 from __future__ import annotations
 
