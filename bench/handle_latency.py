@@ -36,8 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages", type=int, default=400)
     args = parser.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
     from bot.engine import Bot, _VectorCache
 
+    # As `hotline-bot serve` does (connectors/serve.py): one BLAS thread per request thread.
+    threadpool_limits(limits=Settings().encoder_threads, user_api="blas")
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{Path(tmp) / 'latency.db'}")
         store.create_schema()

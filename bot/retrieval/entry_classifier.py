@@ -49,9 +49,13 @@ class EntryClassifier:
 
     def probabilities(self, text: str, tokens: list[str], vector: np.ndarray) -> np.ndarray:
         """P(entry | text) in the order of ``classes``."""
-        features = sparse.hstack([sparse.csr_matrix(vector.reshape(1, -1)), self._char.transform([text]),
-                                  self._tokens.transform([tokens])]).tocsr()
-        return self._model.predict_proba(features)[0]
+        from bot.intents import FastLinear, tfidf_row
+
+        fast = self.__dict__.get("_fast")
+        if fast is None:
+            fast = self._fast = FastLinear(self._model, len(vector),
+                                           [len(self._char.vocabulary_), len(self._tokens.vocabulary_)])
+        return fast.probabilities(vector, tfidf_row(self._char, text), tfidf_row(self._tokens, tokens))
 
     def save(self, path: Path) -> None:
         joblib.dump({"char": self._char, "tokens": self._tokens, "model": self._model}, path)

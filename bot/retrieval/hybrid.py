@@ -49,8 +49,10 @@ class HybridRetriever:
         lexical_entry_ids = doc_entry_ids if lexical_entry_ids is None else lexical_entry_ids
         self._entry_ids = sorted(set(doc_entry_ids) | set(lexical_entry_ids))
         position = {entry_id: i for i, entry_id in enumerate(self._entry_ids)}
-        self._dense_entry = np.array([position[e] for e in doc_entry_ids], dtype=np.int64)
-        self._lexical_entry = np.array([position[e] for e in lexical_entry_ids], dtype=np.int64)
+        self._dense_entry = _Grouping(np.array([position[e] for e in doc_entry_ids], dtype=np.int64),
+                                      len(self._entry_ids))
+        self._lexical_entry = _Grouping(np.array([position[e] for e in lexical_entry_ids], dtype=np.int64),
+                                        len(self._entry_ids))
         self._classifier_entry = None
         if classifier is not None:
             missing = set(classifier.classes) - set(position)
@@ -81,7 +83,22 @@ class HybridRetriever:
                 break
         return out
 
-    def _max_per_entry(self, doc_scores: np.ndarray, doc_entry: np.ndarray) -> np.ndarray:
-        per_entry = np.full(len(self._entry_ids), -np.inf, dtype=np.float32)
-        np.maximum.at(per_entry, doc_entry, doc_scores.astype(np.float32))
-        return np.maximum(per_entry, 0.0)
+    def _max_per_entry(self, doc_scores: np.ndarray, doc_entry: "_Grouping") -> np.ndarray:
+        return np.maximum(doc_entry.max(doc_scores.astype(np.float32)), 0.0)
+
+
+class _Grouping:
+    """Max of document scores per entry via one sort at build time and ``np.maximum.reduceat`` per query
+    (``np.maximum.at`` cost ~3 ms per query on ~4,000 documents; this ~0.05 ms)."""
+
+    def __init__(self, doc_entry: np.ndarray, n_entries: int):
+        self.order = np.argsort(doc_entry, kind="stable")
+        sorted_entries = doc_entry[self.order]
+        self.present, self.starts = np.unique(sorted_entries, return_index=True)
+        self.n_entries = n_entries
+
+    def max(self, doc_scores: np.ndarray) -> np.ndarray:
+        out = np.full(self.n_entries, -np.inf, dtype=np.float32)
+        if len(self.order):
+            out[self.present] = np.maximum.reduceat(doc_scores[self.order], self.starts)
+        return out
