@@ -71,6 +71,10 @@ class DecisionPolicy:
         top_score = top.score if top else 0.0
         confident_intent = intent.confidence >= t.intent
         confident_answer = (scope >= t.scope_answer) if scope is not None else top_score >= t.answer
+        # A confident non-FAQ intent (greeting, complaint) yields only to a retrieval that is sure on
+        # both counts: the scope model alone rates a lone, weak match ("你好" → meta.who_are_you, score
+        # 0.37, wide margin) as answerable.
+        overrides_intent = confident_answer and top_score >= t.answer
 
         if emergency or (intent.intent == "emergency" and confident_intent):
             return Decision("handoff", "emergency", max(intent.confidence, 1.0 if emergency else 0.0),
@@ -78,11 +82,11 @@ class DecisionPolicy:
                             crisis_kind=crisis_kind or "medical")
         if intent.intent == "ask_human" and confident_intent:
             return Decision("handoff", "ask_human", intent.confidence, reason="user_request", region=region)
-        if intent.intent == "complaint" and confident_intent and not confident_answer:
+        if intent.intent == "complaint" and confident_intent and not overrides_intent:
             return Decision("handoff", "complaint", intent.confidence, reason="complaint", region=region)
         if intent.intent == VAGUE_INTENT and confident_intent:  # no topic in it: retrieval scores mean nothing
             return self.menu(intent.confidence)
-        if intent.intent in SMALLTALK_INTENTS and confident_intent and not confident_answer:
+        if intent.intent in SMALLTALK_INTENTS and confident_intent and not overrides_intent:
             return Decision("smalltalk", intent.intent, intent.confidence)
         if top is None:
             return self.failure(0.0, failures)

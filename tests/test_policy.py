@@ -158,3 +158,14 @@ def test_mental_health_emergency_carries_its_kind(scoped):
     d = scoped.run(emergency="learned:0.97", intent=faq(), candidates=cands(("testing.pcr_fee", 0.9)), failures=0,
                    today=DAY, scope=0.9, crisis_kind="mental_health")
     assert (d.action, d.reason, d.urgent, d.crisis_kind) == ("handoff", "emergency", True, "mental_health")
+
+
+def test_greeting_is_not_overridden_by_a_weak_lone_match(scoped):
+    # Regression: with the scope model, "你好" (greet 0.99) matched meta.who_are_you at score 0.37 with a wide
+    # margin, the scope model said "answerable" and the greeting got the who-are-you answer.
+    d = scoped.run(emergency=None, intent=IntentPrediction("greet", 0.99), today=DAY, scope=0.64, failures=0,
+                   candidates=cands(("meta.who_are_you", 0.37), ("meta.are_you_robot", 0.25)))
+    assert (d.action, d.intent) == ("smalltalk", "greet")
+    strong = scoped.run(emergency=None, intent=IntentPrediction("greet", 0.99), today=DAY, scope=0.9, failures=0,
+                        candidates=cands(("meta.who_are_you", 0.9), ("meta.are_you_robot", 0.25)))
+    assert strong.action == "answer"
