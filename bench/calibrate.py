@@ -1,9 +1,15 @@
-"""Calibrates retrieval weights and decision thresholds on held-out data.
+"""Calibrates retrieval weights, the scope model and decision thresholds on held-out data.
 
 Writes ``knowledge/thresholds/<encoder>.yml`` (run once per encoder:
-``HOTLINE_ENCODER=e5 python -m bench.calibrate``). Uses only the ``dev`` half of the
-held-out paraphrases (the ``test`` half is what ``bench/eval.py`` reports) and
-cross-validation on ``knowledge/intents.yml`` for the intent threshold.
+``HOTLINE_ENCODER=e5 python -m bench.calibrate``). Uses only:
+
+- the ``dev`` half of the held-out paraphrases (the ``test`` half is what ``bench/eval.py`` reports);
+- cross-validation over the KB's own paraphrases (5 folds: each fold's paraphrases are removed from
+  the index and the entry classifier, then asked as questions);
+- the TRAIN split of the project's out-of-KB questions (``knowledge/scope/out_of_kb.yml``) and of its
+  emergency examples (``knowledge/scope/emergency_examples.yml``).
+
+Nothing from ``../shared/eval`` is read here.
 
     python -m bench.calibrate            # print and write
     python -m bench.calibrate --dry-run  # print only
@@ -13,72 +19,213 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import yaml
-from sklearn.model_selection import StratifiedKFold
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from bench.eval import load_bot
-from bench.heldout import load_heldout
+from bench.heldout import DATA_DIR, load_heldout
 from bench.metrics import mean, precision_at_1, reciprocal_rank
 from bot.config import Settings
 from bot.encoders import encode
+from bot.index import build_retrievers, train_emergency_detector, train_topic_classifier
 from bot.intents import FAQ_INTENT, IntentClassifier
 from bot.retrieval import HybridRetriever
-from bot.text import normalise
+from bot.retrieval.entry_classifier import EntryClassifier
+from bot.safety import load_emergency_examples
+from bot.scope import FEATURES, Vocabulary, load_out_of_kb, scope_evidence
+from bot.text import detect_language, normalise
 
-TARGET_ANSWER_PRECISION = 0.95  # a wrong health answer costs more than a clarifying question
-TARGET_SUGGEST_RECALL = 0.95    # share of in-scope questions that must not be told to rephrase
-MAX_UNANSWERABLE_ANSWERED = 0.10  # out-of-scope questions that may still get a (wrong) answer
+MAX_WRONG_ANSWERS = 0.015      # wrong direct answers, share of answerable dev questions (target <= 2%)
+MAX_OUT_OF_KB_ANSWERED = 0.04  # out-of-KB training questions (cross-validated) answered (target <= 5% on test)
+TARGET_SUGGEST_RECALL = 0.95   # share of answerable dev questions that must not be told "not covered"
+EMERGENCY_RECALL = 0.98        # cross-validated recall on the emergency training examples (target >= 98%)
 INTENT_PRECISION = 0.95
 
 
-def retrieval_grid(bot, questions):
-    normalised = [normalise(q.text) for q in questions]
+@dataclass
+class Query:
+    text: str          # normalised
+    tokens: list[str]
+    words: list[str]
+    vector: np.ndarray
+    language: str
+
+
+def make_queries(bot, texts: list[str]) -> list[Query]:
+    normalised = [normalise(t) for t in texts]
     vectors = encode(bot.encoder, normalised)
-    tokens = [bot.tokenizer.tokens(q) for q in normalised]
+    return [Query(t, bot.tokenizer.tokens(t), bot.tokenizer.words(t), v, detect_language(t))
+            for t, v in zip(normalised, vectors)]
+
+
+def retriever_for(bot, weight: float, saturation: float, classifier_weight: float, classifier=None,
+                  lexical=None, dense=None, doc_ids=None, lexical_ids=None) -> HybridRetriever:
+    return HybridRetriever(doc_ids or bot.index.doc_entry_ids, lexical or bot.index.lexical, dense or bot.index.dense,
+                           weight, saturation, lexical_entry_ids=lexical_ids or bot.index.lexical_entry_ids,
+                           classifier=classifier or bot.index.entries, classifier_weight=classifier_weight)
+
+
+def retrieval_grid(bot, questions, queries):
+    """Dense weight, BM25 saturation and the entry classifier's weight, by dev MRR then P@1."""
+    rows, best = [], None
+    for classifier_weight in (0.0, 0.3, 0.5, 0.7, 1.0):
+        for weight in (0.5, 0.6, 0.7, 0.8):
+            for saturation in (1.0, 2.0, 4.0, 8.0):
+                retriever = retriever_for(bot, weight, saturation, classifier_weight)
+                results = [retriever.run(q.tokens, q.vector, top_k=10, text=q.text) for q in queries]
+                answerable = [(q, r) for q, r in zip(questions, results) if q.expected]
+                mrr = mean([reciprocal_rank([c.entry_id for c in r], {q.expected}) for q, r in answerable])
+                p1 = mean([precision_at_1([c.entry_id for c in r], {q.expected}) for q, r in answerable])
+                rows.append((classifier_weight, weight, saturation, p1, mrr))
+                if best is None or (p1, mrr) > best[0]:
+                    best = ((p1, mrr), classifier_weight, weight, saturation, results)
+    return best, rows
+
+
+def kb_cross_validation(bot, weight, saturation, classifier_weight, negatives: list[Query], folds: int = 5):
+    """Scope-model training rows, all out-of-fold: each KB paraphrase asked against an index, entry
+    classifier, vocabulary and topic classifier built without its fold; each out-of-KB training
+    question scored by a topic classifier trained without its fold."""
+    index = bot.index
+    texts, entry_ids = index.doc_texts, index.doc_entry_ids
+    vectors = encode(bot.encoder, texts)
+    answers = [(e, normalise(a)) for e in bot.kb.entries.values() for a in (e.answer.zh, e.answer.en)]
+    negative_vectors = np.array([q.vector for q in negatives])
+    negative_folds = list(KFold(folds, shuffle=True, random_state=1).split(negatives))
+    full = retriever_for(bot, weight, saturation, classifier_weight)
+    rows, negative_rows = [], []
+    for fold, (train, test) in enumerate(KFold(folds, shuffle=True, random_state=0).split(texts)):
+        neg_train, neg_test = negative_folds[fold]
+        train_texts = [texts[i] for i in train]
+        train_ids = [entry_ids[i] for i in train]
+        lexical, dense = build_retrievers(train_texts, vectors[train], bot.tokenizer, [a for _, a in answers])
+        classifier = EntryClassifier.train(train_texts, [bot.tokenizer.tokens(t) for t in train_texts], train_ids,
+                                           vectors[train])
+        retriever = retriever_for(bot, weight, saturation, classifier_weight, classifier, lexical, dense, train_ids,
+                                  train_ids + [e.id for e, _ in answers])
+        topic = train_topic_classifier(train_texts, vectors[train], [negatives[i].text for i in neg_train],
+                                       negative_vectors[neg_train])
+        # The vocabulary must not know the held-out paraphrases' words either.
+        words: dict[str, set[str]] = {}
+        for entry_id, text in [*zip(train_ids, train_texts), *((e.id, a) for e, a in answers)]:
+            words.setdefault(entry_id, set()).update(bot.tokenizer.words(text))
+        vocabulary = Vocabulary(words)
+        for i in test:
+            text = texts[i]
+            candidates = retriever.run(bot.tokenizer.tokens(text), vectors[i], top_k=10, text=text)
+            evidence = scope_evidence(candidates, bot.tokenizer.words(text), vocabulary, detect_language(text),
+                                      topic.probability(text, vectors[i]))
+            rows.append((evidence.features, int(candidates[0].entry_id == entry_ids[i])))
+        for i in neg_test:
+            q = negatives[i]
+            candidates = full.run(q.tokens, q.vector, top_k=10, text=q.text)
+            negative_rows.append(scope_evidence(candidates, q.words, index.vocabulary, q.language,
+                                                topic.probability(q.text, q.vector)).features)
+        print(f"  KB cross-validation fold {fold + 1}/{folds} done", file=sys.stderr)
+    return rows, negative_rows
+
+
+# Feature sets tried for the scope model; the one answering most dev questions right within the limits
+# wins (unused features get coefficient 0). Measured 2026-11-30: the entity-mismatch features did not
+# add to the topic classifier's in_kb on the dev half (right answers 159 with them vs 170 without).
+FEATURE_SETS = {
+    "all": list(range(len(FEATURES))),
+    "retrieval+topic": [FEATURES.index(f) for f in ("score", "margin", "prob", "agree", "in_kb")],
+}
+DEV_WEIGHT = 3  # dev rows count 3x next to the (easier) cross-validated KB paraphrases
+
+
+def _fit(x, y, columns):
+    mu, sd = x[:, columns].mean(0), x[:, columns].std(0) + 1e-9
+    model = LogisticRegression(C=1.0, max_iter=3000, class_weight="balanced")
+    model.fit((x[:, columns] - mu) / sd, y)
+    return model, mu, sd
+
+
+def _predict(fitted, x, columns):
+    model, mu, sd = fitted
+    return model.predict_proba((x[:, columns] - mu) / sd)[:, 1]
+
+
+def fit_scope_model(kb_rows: np.ndarray, kb_labels: np.ndarray, negatives: np.ndarray, dev: np.ndarray,
+                    dev_labels: np.ndarray, columns: list[int]):
+    """Logistic regression on KB cross-validation rows + out-of-KB rows + dev rows (x DEV_WEIGHT).
+    Returns raw-feature coefficients (0 for unused features), intercept, and cross-fitted
+    probabilities for the dev and out-of-KB rows (each predicted by a model that never saw it)."""
+    dev_p, neg_p = np.zeros(len(dev)), np.zeros(len(negatives))
+    dev_folds = list(KFold(5, shuffle=True, random_state=0).split(dev))
+    neg_folds = list(KFold(5, shuffle=True, random_state=0).split(negatives))
+    for (dtr, dte), (ntr, nte) in zip(dev_folds, neg_folds):
+        x = np.vstack([kb_rows, negatives[ntr]] + [dev[dtr]] * DEV_WEIGHT)
+        y = np.r_[kb_labels, np.zeros(len(ntr)), np.tile(dev_labels[dtr], DEV_WEIGHT)]
+        fitted = _fit(x, y, columns)
+        dev_p[dte] = _predict(fitted, dev[dte], columns)
+        neg_p[nte] = _predict(fitted, negatives[nte], columns)
+    x = np.vstack([kb_rows, negatives] + [dev] * DEV_WEIGHT)
+    y = np.r_[kb_labels, np.zeros(len(negatives)), np.tile(dev_labels, DEV_WEIGHT)]
+    model, mu, sd = _fit(x, y, columns)
+    coef = np.zeros(len(FEATURES))
+    coef[columns] = model.coef_[0] / sd
+    intercept = float(model.intercept_[0] - np.sum(model.coef_[0] * mu / sd))
+    return [round(float(c), 5) for c in coef], round(intercept, 5), dev_p, neg_p
+
+
+def scope_thresholds(dev_p, dev_right, dev_answerable, negative_p):
+    """Highest-coverage scope_answer with wrong answers <= MAX_WRONG_ANSWERS of answerable dev and
+    out-of-KB answered <= MAX_OUT_OF_KB_ANSWERED (both cross-fitted); scope_suggest keeps
+    TARGET_SUGGEST_RECALL of the answerable dev questions out of "not covered"."""
+    n = int(dev_answerable.sum())
     best = None
-    for weight in (0.4, 0.5, 0.6, 0.7, 0.8):
-        for saturation in (1.0, 2.0, 4.0, 8.0):
-            retriever = HybridRetriever(bot.index.doc_entry_ids, bot.index.lexical, bot.index.dense, weight,
-                                        saturation, lexical_entry_ids=bot.index.lexical_entry_ids)
-            results = [retriever.run(t, v, top_k=10) for t, v in zip(tokens, vectors)]
-            answerable = [(q, r) for q, r in zip(questions, results) if q.expected]
-            mrr = mean([reciprocal_rank([c.entry_id for c in r], {q.expected}) for q, r in answerable])
-            p1 = mean([precision_at_1([c.entry_id for c in r], {q.expected}) for q, r in answerable])
-            if best is None or (mrr, p1) > best[0]:
-                best = ((mrr, p1), weight, saturation, results)
-    return best
+    for t in np.arange(0.05, 1.0, 0.01):
+        answered = dev_p >= t
+        wrong = int((answered & dev_answerable & ~dev_right).sum())
+        right = int((answered & dev_right).sum())
+        neg = float(np.mean(negative_p >= t))
+        if wrong <= MAX_WRONG_ANSWERS * n and neg <= MAX_OUT_OF_KB_ANSWERED:
+            if best is None or right > best[1]:
+                best = (round(float(t), 2), right, wrong, neg)
+    ps = np.sort(dev_p[dev_answerable])
+    suggest = round(float(ps[int(len(ps) * (1 - TARGET_SUGGEST_RECALL))]), 2)
+    return best, min(suggest, best[0])
 
 
-def answer_thresholds(questions, results):
-    """The (answer, margin) answering the most in-scope questions such that
-    answers are right >= TARGET_ANSWER_PRECISION of the time and at most
-    MAX_UNANSWERABLE_ANSWERED of out-of-scope questions get an answer."""
-    unanswerable = sum(1 for q in questions if not q.expected)
+def emergency_threshold(bot, dev_queries):
+    """CV recall on the emergency examples; false alarms on the dev half's questions."""
+    emergency_texts, calm_texts = load_emergency_examples(bot.kb.root)
+    emergency_texts = [normalise(t) for t in emergency_texts]
+    calm_texts = [normalise(t) for t in calm_texts]
+    vectors = encode(bot.encoder, emergency_texts + calm_texts)
+    index = bot.index
+    doc_vectors = encode(bot.encoder, index.doc_texts)
+    intent_texts, intent_labels = [], []
+    for intent, examples in bot.kb.intent_examples.items():
+        for example in examples:
+            intent_texts.append(normalise(example))
+            intent_labels.append(intent)
+    intent_vectors = encode(bot.encoder, intent_texts)
+    labels = np.array([1] * len(emergency_texts) + [0] * len(calm_texts))
+    oof = np.zeros(len(labels))
+    texts = emergency_texts + calm_texts
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(texts, labels):
+        model = train_emergency_detector(index.doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
+                                         [texts[i] for i in train if labels[i]],
+                                         [texts[i] for i in train if not labels[i]],
+                                         vectors[[i for i in train if labels[i]] + [i for i in train if not labels[i]]])
+        for i in test:
+            oof[i] = model.probability(texts[i], vectors[i])
+    dev_p = np.array([index.emergency.probability(q.text, q.vector) for q in dev_queries])
+    # Safety first: the highest threshold that keeps the cross-validated recall; false alarms on the dev
+    # questions are reported (and the eval reports them on the test half), never traded for recall.
     best = None
-    for margin in (0.0, 0.02, 0.04, 0.06, 0.08):
-        for answer in np.arange(0.40, 0.95, 0.01):
-            answered = correct = wrongly_answered = 0
-            for q, r in zip(questions, results):
-                top, second = r[0].score, (r[1].score if len(r) > 1 else 0.0)
-                if top >= answer and top - second >= margin:
-                    if q.expected:
-                        answered += 1
-                        correct += int(q.expected == r[0].entry_id)
-                    else:
-                        wrongly_answered += 1
-            if answered == 0 or wrongly_answered > MAX_UNANSWERABLE_ANSWERED * unanswerable:
-                continue
-            precision = correct / answered
-            if precision >= TARGET_ANSWER_PRECISION and (best is None or answered > best[0]):
-                best = (answered, round(float(answer), 2), margin, precision, wrongly_answered)
+    for t in np.arange(0.05, 0.96, 0.01):
+        recall = float(np.mean(oof[labels == 1] >= t))
+        if recall >= EMERGENCY_RECALL:
+            best = (round(float(t), 2), recall, float(np.mean(dev_p >= t)), float(np.mean(oof[labels == 0] >= t)))
     return best
-
-
-def suggest_threshold(questions, results) -> float:
-    scores = sorted(r[0].score for q, r in zip(questions, results) if q.expected)
-    return round(float(scores[int(len(scores) * (1 - TARGET_SUGGEST_RECALL))]), 2)
 
 
 def intent_threshold(bot) -> tuple[float, float]:
@@ -110,31 +257,98 @@ def intent_threshold(bot) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.calibrate")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--keep-retrieval", action="store_true",
+                        help="keep dense_weight, lexical_saturation and classifier_weight (skip the grid)")
+    parser.add_argument("--reuse-rows", action="store_true",
+                        help="reuse the cross-validated scope rows cached in var/ for this KB and weights")
     args = parser.parse_args(argv)
     settings = Settings()
     bot = load_bot(settings)
     dev = load_heldout("dev")
-    (mrr, p1), weight, saturation, results = retrieval_grid(bot, dev)
-    answerable = [(q, r) for q, r in zip(dev, results) if q.expected]
-    answered, answer, margin, precision, wrongly_answered = answer_thresholds(dev, results)
-    suggest = min(suggest_threshold(dev, results), answer)
+    dev_queries = make_queries(bot, [q.text for q in dev])
+
+    if args.keep_retrieval:
+        t = settings.thresholds
+        classifier_weight, weight, saturation = t.classifier_weight, t.dense_weight, t.lexical_saturation
+        retriever = retriever_for(bot, weight, saturation, classifier_weight)
+        results = [retriever.run(q.tokens, q.vector, top_k=10, text=q.text) for q in dev_queries]
+        grid_answerable = [(q, r) for q, r in zip(dev, results) if q.expected]
+        p1 = mean([precision_at_1([c.entry_id for c in r], {q.expected}) for q, r in grid_answerable])
+        mrr = mean([reciprocal_rank([c.entry_id for c in r], {q.expected}) for q, r in grid_answerable])
+        grid = [(classifier_weight, weight, saturation, p1, mrr)]
+    else:
+        ((p1, mrr), classifier_weight, weight, saturation, results), grid = retrieval_grid(bot, dev, dev_queries)
+    print("retrieval grid on the dev half (classifier_weight, dense_weight, saturation, P@1, MRR), best 8:")
+    for row in sorted(grid, key=lambda r: (-r[3], -r[4]))[:8]:
+        print("  ", row)
+    by_classifier = {}
+    for row in grid:
+        by_classifier[row[0]] = max(by_classifier.get(row[0], (0, 0)), (row[3], row[4]))
+    print("best per classifier_weight (P@1, MRR):", by_classifier)
+
+    negatives = make_queries(bot, load_out_of_kb(settings.knowledge_dir))
+    cache = settings.data_dir / f"scope-rows-{bot.kb.version}-{settings.encoder_key}-{classifier_weight}-{weight}-{saturation}.npz"
+    if args.reuse_rows and cache.exists():
+        saved = np.load(cache)
+        cv = list(zip([tuple(r) for r in saved["kb"]], saved["kb_labels"].tolist()))
+        negative_features = [tuple(r) for r in saved["negatives"]]
+    else:
+        cv, negative_features = kb_cross_validation(bot, weight, saturation, classifier_weight, negatives)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, kb=np.array([f for f, _ in cv]), kb_labels=np.array([y for _, y in cv]),
+                 negatives=np.array(negative_features))
+    features = np.array([f for f, _ in cv] + negative_features)
+    labels = np.array([y for _, y in cv] + [0] * len(negative_features))
+    kb_rows = np.array([f for f, _ in cv])
+    kb_labels = np.array([y for _, y in cv], dtype=float)
+    negative_rows = np.array(negative_features)
+    dev_rows, dev_right, dev_answerable = [], [], []
+    for q, query, r in zip(dev, dev_queries, results):
+        dev_rows.append(scope_evidence(r, query.words, bot.index.vocabulary, query.language,
+                                       bot.index.topic.probability(query.text, query.vector)).features)
+        dev_right.append(bool(q.expected) and r[0].entry_id == q.expected)
+        dev_answerable.append(bool(q.expected))
+    dev_rows, dev_right, dev_answerable = np.array(dev_rows), np.array(dev_right), np.array(dev_answerable)
+    best_set = None
+    for name, columns in FEATURE_SETS.items():
+        coef, intercept, dev_p, negative_p = fit_scope_model(kb_rows, kb_labels, negative_rows, dev_rows,
+                                                             dev_right.astype(float), columns)
+        chosen = scope_thresholds(dev_p, dev_right, dev_answerable, negative_p)
+        print(f"scope features {name}: {chosen}")
+        if best_set is None or chosen[0][1] > best_set[1][0][1]:
+            best_set = (name, chosen, coef, intercept, dev_p)
+    feature_set, ((scope_answer, right, wrong, neg_rate), scope_suggest), coef, intercept, dev_p = best_set
+    answerable = int(dev_answerable.sum())
+    dev_unanswerable = dev_p[~dev_answerable]
+
+    emergency, e_recall, e_false, e_hard = emergency_threshold(bot, dev_queries)
     intent, intent_precision = intent_threshold(bot)
-    unanswerable = [r for q, r in zip(dev, results) if not q.expected]
-    values = {"answer": answer, "suggest": suggest, "margin": margin, "dense_weight": weight,
-              "lexical_saturation": saturation, "intent": intent}
+    values = {"answer": settings.thresholds.answer, "suggest": settings.thresholds.suggest, "margin": 0.04,
+              "dense_weight": weight, "lexical_saturation": saturation, "intent": intent,
+              "classifier_weight": classifier_weight, "scope_coef": coef, "scope_intercept": intercept,
+              "scope_answer": scope_answer, "scope_suggest": scope_suggest, "emergency": emergency}
     header = (
         f"# Written by bench/calibrate.py on {dt.date.today()} (encoder {settings.encoder}, KB {bot.kb.version}).\n"
-        f"# Dev half of the held-out set: {len(answerable)} answerable, {len(unanswerable)} unanswerable questions.\n"
-        f"# Retrieval grid best: MRR {mrr:.3f}, P@1 {p1:.3f}.\n"
-        f"# answer/margin: most coverage with >= {TARGET_ANSWER_PRECISION:.0%} precision "
-        f"({answered}/{len(answerable)} in-scope auto-answered, precision {precision:.3f}; "
-        f"{wrongly_answered}/{len(unanswerable)} out-of-scope answered, limit {MAX_UNANSWERABLE_ANSWERED:.0%}).\n"
-        f"# suggest: {TARGET_SUGGEST_RECALL:.0%} of in-scope questions score above it; "
-        f"unanswerable above it: {sum(r[0].score >= suggest for r in unanswerable)}/{len(unanswerable)}.\n"
+        f"# Dev half of the held-out set: {answerable} answerable, {len(dev_unanswerable)} unanswerable questions.\n"
+        f"# Retrieval on the dev half: P@1 {p1:.3f}, MRR {mrr:.3f} (classifier_weight {classifier_weight}, dense_weight "
+        f"{weight}, lexical_saturation {saturation}; "
+        + ("kept from the previous grid run).\n" if args.keep_retrieval else "best of the grid).\n")
+        + f"# Scope model ({', '.join(FEATURES)}; feature set '{feature_set}'): fitted on {len(cv)} cross-validated KB "
+        f"paraphrases ({int(kb_labels.sum())} top-1 right), {len(negative_features)} out-of-KB training questions "
+        f"and the dev half x{DEV_WEIGHT}.\n"
+        f"# scope_answer: most right answers with wrong <= {MAX_WRONG_ANSWERS:.1%} of answerable dev "
+        f"({right} right, {wrong} wrong of {answerable}, cross-fitted) and out-of-KB (cross-fitted) answered "
+        f"{neg_rate:.1%} <= {MAX_OUT_OF_KB_ANSWERED:.0%}; dev unanswerable answered "
+        f"{sum(p >= scope_answer for p in dev_unanswerable)}/{len(dev_unanswerable)}.\n"
+        f"# scope_suggest: {TARGET_SUGGEST_RECALL:.0%} of answerable dev questions score above it.\n"
+        f"# answer/suggest/margin: score thresholds used only without a scope model; margin also marks the\n"
+        f"#   near-tied neighbours offered as follow-ups and the aspect tie-break.\n"
+        f"# emergency: learned detector, cross-validated recall {e_recall:.3f} on the training examples, "
+        f"hard non-emergency examples flagged {e_hard:.1%}, dev-half questions flagged {e_false:.1%}.\n"
         f"# intent: 5-fold CV on intents.yml + KB questions, precision {intent_precision:.3f} at this threshold.\n"
         f"# Override one value with HOTLINE_THRESHOLD_<NAME>.\n"
     )
-    text = header + yaml.safe_dump(values, sort_keys=False)
+    text = header + yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
     print(text)
     if not args.dry_run:
         path = settings.knowledge_dir / "thresholds" / f"{settings.encoder_key}.yml"

@@ -251,8 +251,8 @@ def in_process(args: argparse.Namespace) -> dict:
 
     from bot.config import Settings
     from bot.encoders import encode
-    from bot.engine import Bot
     from bot.messages import Message
+    from bot.services import Services
     from bot.text import normalise
 
     data_dir = Path(tempfile.mkdtemp(prefix="hotline-bench-inproc-"))
@@ -260,11 +260,12 @@ def in_process(args: argparse.Namespace) -> dict:
     try:
         settings = Settings(data_dir=data_dir, **env_url)
         threadpool_limits(limits=settings.encoder_threads, user_api="blas")  # as `serve` does
-        bot = Bot.from_settings(settings)
+        services = Services.build(settings)
+        bot = services.bot
         stream = QuestionStream(seed=args.seed)
         pool = repeated_questions(200, seed=args.seed)
         for text in pool[:20] + stream.take(20):  # first calls pay one-off costs (lazy weights, SQL statements)
-            bot.handle(Message(user_id="warmup", text=text))
+            bot.handle(Message(user_id="warmup", text=text, channel="api"))
         for text in pool:
             bot.vector(normalise(text))
 
@@ -276,7 +277,7 @@ def in_process(args: argparse.Namespace) -> dict:
         def timed_handles(texts: list[str]) -> tuple[list[float], list[float]]:
             wall, cpu = [], []
             for i, text in enumerate(texts):
-                message = Message(user_id=f"inproc-{i // 5}", text=text)
+                message = Message(user_id=f"inproc-{i // 5}", text=text, channel="api")
                 w0, c0 = clock()
                 bot.handle(message)
                 w1, c1 = clock()
@@ -311,7 +312,7 @@ def in_process(args: argparse.Namespace) -> dict:
             marks.append(clock())
             bot.understand(text)
             marks.append(clock())
-            bot.handle(Message(user_id=f"stages-{i // 5}", text=text))
+            bot.handle(Message(user_id=f"stages-{i // 5}", text=text, channel="api"))
             marks.append(clock())
             step = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
             names = ["normalise + language", "encode (USE, cold vector)", "jieba tokens",
@@ -323,6 +324,7 @@ def in_process(args: argparse.Namespace) -> dict:
                 walls, cpus = stages.setdefault(name, ([], []))
                 walls.append(wall_s * 1000)
                 cpus.append(cpu_s * 1000)
+        services.close()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 

@@ -17,6 +17,8 @@ MAX_ARGS_CHARS = 500  # real payloads are a few dozen characters
 FAQ = "faq"
 NONE_OF_THESE = "none_of_these"
 ASK_HUMAN = "ask_human"
+TOPIC = "topic"    # /topic{"category": "testing"}: the menu's topic buttons
+REGION = "region"  # /region{"name": "北京市", "entry": "..."}: the answer to "which city?"
 
 
 @dataclass(frozen=True)
@@ -48,3 +50,12 @@ def faq_button(title: str, entry_id: str) -> Button:
 
 def simple_button(title: str, name: str) -> Button:
     return Button(title=title, payload="/" + name)
+
+
+def topic_button(title: str, category: str) -> Button:
+    return Button(title=title, payload="/" + TOPIC + json.dumps({"category": category}, ensure_ascii=False))
+
+
+def region_button(title: str, region: str, entry_id: str | None = None) -> Button:
+    args = {"name": region} | ({"entry": entry_id} if entry_id else {})
+    return Button(title=title, payload="/" + REGION + json.dumps(args, ensure_ascii=False))

@@ -46,6 +46,17 @@ class Thresholds(BaseModel):
     dense_weight: float = 0.7
     lexical_saturation: float = 8.0
     intent: float = 0.55
+    # Weight of the entry classifier (adapter learned from the KB's paraphrases) in the fused score.
+    classifier_weight: float = 0.0
+    # Scope model (bot/scope.py): P(top entry answers the question) = σ(scope_coef·features + scope_intercept);
+    # answer at >= scope_answer, offer did-you-mean at >= scope_suggest, below: "not covered".
+    # Empty scope_coef: the plain score thresholds above decide (answer / suggest / margin).
+    scope_coef: list[float] = []
+    scope_intercept: float = 0.0
+    scope_answer: float = 0.5
+    scope_suggest: float = 0.2
+    # Learned emergency detector: P(emergency) at or above this is a red flag (the regex floor always is).
+    emergency: float = 0.5
 
     @classmethod
     def load(cls, path: Path, overrides: dict[str, float] | None = None) -> "Thresholds":

@@ -26,11 +26,13 @@ from bot.conversations.service import ConversationError, MessageScope, StoredTur
 from bot.conversations.status import ENDED, WITH_PERSON
 from bot.messages import Button, HandoffInfo, Message, Reply, ReplyMessage
 from bot.models import utcnow
-from bot.policy import Decision, DecisionPolicy
+from bot.policy import MENTAL_HEALTH, Decision, DecisionPolicy
+from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
-from bot.safety import EmergencyDetector
-from bot.text import DomainTokenizer, SynonymMap, detect_language, normalise, reply_language
+from bot.safety import EmergencyDetector, crisis_kind
+from bot.scope import ScopeEvidence, ScopeModel, scope_evidence
+from bot.text import DomainTokenizer, SynonymMap, detect_language, detect_script, normalise, reply_language, to_script
 
 if TYPE_CHECKING:
     from bot.conversations.service import ConversationService
@@ -47,6 +49,13 @@ class Understanding:
     emergency: str | None
     intent: IntentPrediction
     candidates: list[Candidate]
+    script: str | None = None  # hans | hant, from the raw text; None when it does not tell
+    region: str | None = None  # the place whose rules apply (gazetteer name), if the text names one
+    scope: float | None = None  # P(top entry answers it), None without a scope model
+    evidence: ScopeEvidence | None = None
+    emergency_probability: float = 0.0  # the learned detector's
+    crisis_kind: str | None = None  # medical | mental_health, when an emergency
+    aspect: str | None = None  # cause, remedy, cost, where...
 
 
 class _VectorCache:
@@ -90,9 +99,17 @@ class Bot:
         thresholds = settings.thresholds
         self.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
                                          thresholds.dense_weight, thresholds.lexical_saturation,
-                                         lexical_entry_ids=index.lexical_entry_ids)
+                                         lexical_entry_ids=index.lexical_entry_ids,
+                                         classifier=index.entries, classifier_weight=thresholds.classifier_weight)
         self.safety = EmergencyDetector.from_file(kb.safety_path)
-        self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff)
+        self.gazetteer = Gazetteer.from_file(kb.regions_path)
+        self.scope_model = None
+        if thresholds.scope_coef:
+            try:
+                self.scope_model = ScopeModel(thresholds.scope_coef, thresholds.scope_intercept)
+            except ValueError as exc:  # thresholds from an older calibration: decide on plain scores
+                log.warning("scope model disabled: %s; run python -m bench.calibrate", exc)
+        self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff, self.gazetteer)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
         self._warm = False
@@ -136,14 +153,45 @@ class Bot:
     def understand(self, text: str, top_k: int = 10) -> Understanding:
         normalised = normalise(text)
         vector = self.vector(normalised)
-        candidates = self.retriever.run(self.tokenizer.tokens(normalised), vector, top_k=top_k)
+        words = self.tokenizer.words(normalised)
+        tokens = self.tokenizer.tokens(normalised, words)
+        candidates = self.retriever.run(tokens, vector, top_k=top_k, text=normalised)
+        language = detect_language(normalised)
+        emergency = self.safety.run(normalised)
+        probability = self.index.emergency.probability(normalised, vector)
+        if emergency is None and probability >= self.settings.thresholds.emergency:
+            emergency = f"learned:{probability:.2f}"
+        evidence = scope = None
+        if self.scope_model is not None:
+            in_kb = self.index.topic.probability(normalised, vector) if self.index.topic is not None else 1.0
+            evidence = scope_evidence(candidates, words, self.index.vocabulary, language, in_kb)
+            scope = self.scope_model.probability(evidence)
+        aspect = None
+        if self.index.aspects is not None:
+            prediction = self.index.aspects.run(normalised, vector)
+            aspect = prediction.intent if prediction.confidence >= 0.5 else None
+        region = self.gazetteer.relevant(normalised)
         return Understanding(
             normalised=normalised,
-            language=detect_language(normalised),
-            emergency=self.safety.run(normalised),
+            language=language,
+            emergency=emergency,
             intent=self.index.intents.run(normalised, vector),
             candidates=candidates,
+            script=detect_script(text),
+            region=region.name if region else None,
+            scope=scope,
+            evidence=evidence,
+            emergency_probability=probability,
+            crisis_kind=self._crisis_kind(normalised, vector) if emergency else None,
+            aspect=aspect,
         )
+
+    def _crisis_kind(self, normalised: str, vector: np.ndarray) -> str:
+        learned = None
+        if self.index.crisis_kinds is not None:
+            prediction = self.index.crisis_kinds.run(normalised, vector)
+            learned = prediction.intent if prediction.confidence >= 0.5 else None
+        return crisis_kind(normalised, learned)
 
     # -- handling (persists every turn) ----------------------------------------
 
@@ -169,6 +217,10 @@ class Bot:
                 conv.language = message.language  # button payloads carry no language: follow the client
             elif understanding and any(ch.isalpha() for ch in understanding.normalised):
                 conv.language = reply_language(understanding.language)
+            if understanding and understanding.script:
+                conv.script = understanding.script
+            if understanding and understanding.region:
+                conv.region = understanding.region
             language = conv.language
             scope.add_turn("user", message.text, payload={"command": command.name} if command else None,
                            client_message_id=message.client_message_id)
@@ -176,7 +228,10 @@ class Bot:
                 return self._while_handed_off(scope, understanding, language)
             if conv.status in ENDED:
                 scope.resume()
-            decision = self._decide(conv, command, understanding, today)
+            decision = self._resume_pending(conv, command, understanding, today)
+            if decision is None:
+                decision = self._decide(conv, command, understanding, today)
+            conv.pending = {"entry": decision.entry_id} if decision.action == "ask_region" else None
             if understanding and decision.intent == FAQ_INTENT and understanding.candidates:
                 conv.last_candidates = self._top3(understanding.candidates, language)
             return self._act(scope, decision, language)
@@ -188,13 +243,43 @@ class Bot:
                      intent=first.intent if first else "replay", confidence=first.score or 0.0 if first else 0.0,
                      language=conv.language, entry_id=first.entry_id if first else None,
                      candidates=list(conv.last_candidates or []), handoff=scope.handoff_info(),
-                     status=str(conv.status), turn_ids=[t.id for t in turns], replayed=True)
+                     status=str(conv.status), turn_ids=[t.id for t in turns], replayed=True, region=conv.region)
+
+    def _resume_pending(self, conv, command: commands.Command | None,
+                        understanding: Understanding | None, today: dt.date) -> Decision | None:
+        """The bot asked "which city?" for an entry with regional variants: a region button, or a
+        text naming a place, answers that entry now. Anything else is a new question."""
+        pending = (conv.pending or {}).get("entry")
+        if not pending or self.kb.get(pending) is None:
+            return None
+        region = None
+        if command is not None and command.name == commands.REGION:
+            region = self._region_of(command)
+        elif understanding is not None and understanding.region:
+            region = understanding.region
+        if region is None:
+            return None
+        conv.region = region
+        return self.policy.answer(pending, 1.0, today, region)
+
+    def _region_of(self, command: commands.Command) -> str:
+        """A region button's region (gazetteer name), or 全国 for "elsewhere / nationwide"."""
+        found = self.gazetteer.get(str(command.args.get("name") or ""))
+        return found.name if found else NATIONWIDE
 
     def _decide(self, conv, command: commands.Command | None,
                 understanding: Understanding | None, today: dt.date) -> Decision:
         if command is not None:
             if command.name == commands.FAQ and self.kb.get(str(command.args.get("entry"))):
-                return self.policy.answer(str(command.args["entry"]), 1.0, today)
+                return self.policy.answer(str(command.args["entry"]), 1.0, today, conv.region)
+            if command.name == commands.TOPIC:
+                return self.policy.topic(str(command.args.get("category") or ""))
+            if command.name == commands.REGION:  # a region button under an answer: that entry, for there
+                conv.region = self._region_of(command)
+                entry_id = str(command.args.get("entry") or "")
+                if self.kb.get(entry_id):
+                    return self.policy.answer(entry_id, 1.0, today, conv.region)
+                return self.policy.menu()
             if command.name == commands.ASK_HUMAN:
                 return Decision("handoff", "ask_human", 1.0, reason="user_request")
             if command.name in {"greet", "goodbye", "thanks"}:
@@ -202,7 +287,9 @@ class Bot:
             return self.policy.failure(0.0, conv.failures)  # none_of_these, unknown payloads
         assert understanding is not None
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
-                               candidates=understanding.candidates, failures=conv.failures, today=today)
+                               candidates=understanding.candidates, failures=conv.failures, today=today,
+                               scope=understanding.scope, aspect=understanding.aspect, region=conv.region,
+                               crisis_kind=understanding.crisis_kind)
 
     def _act(self, scope: MessageScope, decision: Decision, language: str) -> Reply:
         conv = scope.conversation
@@ -216,30 +303,33 @@ class Bot:
                                               skip_current=decision.reason == "user_request")
             conv.failures = 0
             if handoff_info is None:  # already waiting for a person in another conversation
-                replies = [self.emergency_reply(language)] if decision.reason == "emergency" else []
-                replies.append(ReplyMessage(self.responses("already_waiting", language)))
+                replies = ([self._emergency_reply(decision.crisis_kind, language, conv.script)]
+                           if decision.reason == "emergency" else [])
+                replies.append(_in_script(ReplyMessage(self.responses("already_waiting", language)), language,
+                                          conv.script))
             else:
-                replies = self._handoff_replies(decision, language, handoff_info.queue_position or 1)
+                replies = self._handoff_replies(decision, language, handoff_info.queue_position or 1, conv.script)
         else:
-            replies = self._render(decision, language)
+            replies = self._render(decision, language, conv.script)
         reply = self._record_replies(scope, replies, decision.intent, decision.confidence, decision.entry_id,
-                                     decision.action, language, handoff_info)
+                                     decision.action, language, handoff_info, decision.region or conv.region)
         return dataclasses.replace(reply, handoff_opened=handoff_info is not None)
 
     def _record_replies(self, scope: MessageScope, replies: list[ReplyMessage], intent: str, confidence: float,
                         entry_id: str | None, action: str, language: str,
-                        handoff_info: HandoffInfo | None) -> Reply:
+                        handoff_info: HandoffInfo | None, region: str | None = None) -> Reply:
         user_seq = scope.conversation.turn_count
         for reply in replies:
             scope.add_turn("bot", reply.text, intent=intent, entry_id=entry_id, score=round(confidence, 4),
                            payload={k: v for k, v in reply.to_dict().items() if k != "text"}
-                           | {"action": action, "kb_version": self.kb.version, "reply_to_seq": user_seq})
+                           | {"action": action, "kb_version": self.kb.version, "reply_to_seq": user_seq}
+                           | ({"region": region} if region else {}))
         scope.flush()
         conv = scope.conversation
         return Reply(conversation_id=conv.id, replies=replies, intent=intent, confidence=confidence,
                      language=language, entry_id=entry_id, candidates=list(conv.last_candidates or []),
                      handoff=handoff_info, status=str(conv.status),
-                     turn_ids=[t.id for t in scope.turns if t.role == "bot"])
+                     turn_ids=[t.id for t in scope.turns if t.role == "bot"], region=region)
 
     def _while_handed_off(self, scope: MessageScope, understanding: Understanding | None, language: str) -> Reply:
         """A person owns the conversation: record, never answer over the agent — except a red
@@ -249,12 +339,14 @@ class Bot:
         replies: list[ReplyMessage] = []
         if emergency:
             handoff = scope.escalate()
-            replies.append(self.emergency_reply(language))
+            replies.append(self._emergency_reply(understanding.crisis_kind, language, scope.conversation.script))
         elif handoff is not None and handoff.status == "waiting":
-            replies.append(ReplyMessage(self.responses("handoff_waiting", language,
-                                                       position=handoff.queue_position or 1)))
+            replies.append(_in_script(ReplyMessage(self.responses("handoff_waiting", language,
+                                                                  position=handoff.queue_position or 1)),
+                                      language, scope.conversation.script))
         intent = "emergency" if emergency else (understanding.intent.intent if understanding else "command")
-        return self._record_replies(scope, replies, intent, 1.0, None, "handoff_wait", language, handoff)
+        return self._record_replies(scope, replies, intent, 1.0, None, "handoff_wait", language, handoff,
+                                    scope.conversation.region)
 
     def _is_emergency(self, understanding: Understanding) -> bool:
         t = self.settings.thresholds
@@ -267,27 +359,55 @@ class Bot:
         return [{"entry_id": c.entry_id, "score": round(c.score, 4),
                  "title": self.kb.entries[c.entry_id].title(language)} for c in candidates[:3]]
 
-    def emergency_reply(self, language: str) -> ReplyMessage:
-        """The red panel: what to do now and a tap-to-call button; no wait estimate, no callback offer."""
-        return ReplyMessage(self.responses("emergency", language), kind="emergency",
-                            buttons=[Button(self.responses("call_120", language), "tel:120")])
+    def _emergency_reply(self, kind: str | None, language: str, script: str | None) -> ReplyMessage:
+        """The red panel: what to do now and tap-to-call buttons — 120 always; mental-health crises
+        also the 12356 psychological assistance hotline. No wait estimate, no callback offer.
+        Channels that cannot dial show the number (it is in the text)."""
+        key = "emergency_mental_health" if kind == MENTAL_HEALTH else "emergency"
+        buttons = [Button(self.responses("call_120", language), "tel:120")]
+        if kind == MENTAL_HEALTH:
+            buttons.append(Button(self.responses("call_12356", language), "tel:12356"))
+        return _in_script(ReplyMessage(self.responses(key, language), buttons=buttons, kind="emergency"),
+                          language, script)
 
-    def _handoff_replies(self, decision: Decision, language: str, position: int) -> list[ReplyMessage]:
+    def _handoff_replies(self, decision: Decision, language: str, position: int,
+                         script: str | None = None) -> list[ReplyMessage]:
         if decision.reason == "emergency":
-            return [self.emergency_reply(language)]
+            return [self._emergency_reply(decision.crisis_kind, language, script)]
         key = {"low_confidence": "handoff_after_failures", "complaint": "complaint"}.get(decision.reason or "", "handoff")
-        return [ReplyMessage(self.responses(key, language, position=position))]
+        return [_in_script(ReplyMessage(self.responses(key, language, position=position)), language, script)]
 
-    def _render(self, decision: Decision, language: str) -> list[ReplyMessage]:
+    def _render(self, decision: Decision, language: str, script: str | None = None) -> list[ReplyMessage]:
+        return [_in_script(m, language, script) for m in self._render_simplified(decision, language)]
+
+    def _render_simplified(self, decision: Decision, language: str) -> list[ReplyMessage]:
         talk = commands.simple_button(self.responses("talk_to_person", language), commands.ASK_HUMAN)
         if decision.action == "answer":
             entry = self.kb.entries[decision.entry_id]
-            buttons = [commands.faq_button(self.kb.entries[f].title(language), f)
-                       for f in entry.follow_ups if f in self.kb.entries]
+            variant = entry.variant(decision.variant)
+            answer, source = (variant.answer, variant.source or entry.source) if variant else (entry.answer, entry.source)
+            updated = (variant.updated if variant and variant.updated else entry.updated)
+            follow = [f for f in [*decision.also, *entry.follow_ups] if f in self.kb.entries and f != entry.id]
+            buttons = [commands.faq_button(self.kb.entries[f].title(language), f) for f in dict.fromkeys(follow)]
+            text = answer.en if language == "en" else answer.zh
+            if entry.variants and not variant:
+                where = self.responses("variant_default", language)
+                buttons += [commands.region_button(self._region_title(r, language), r, entry.id)
+                            for r in entry.variant_regions]
+                text = f"{text}\n\n{where}"
             return [ReplyMessage(
-                text=entry.answer.en if language == "en" else entry.answer.zh,
-                buttons=buttons, source={"name": entry.source.name, "url": str(entry.source.url)},
-                updated=entry.updated.isoformat(), entry_id=entry.id)]
+                text=text, buttons=buttons,
+                source={"name": source.title(language), "url": str(source.url)},
+                updated=updated.isoformat(), entry_id=entry.id)]
+        if decision.action == "ask_region":
+            entry = self.kb.entries[decision.entry_id]
+            buttons = [commands.region_button(self._region_title(r, language), r) for r in decision.options]
+            buttons.append(commands.region_button(self.responses("region_elsewhere", language), NATIONWIDE))
+            return [ReplyMessage(self.responses("ask_region", language, title=entry.title(language)),
+                                 buttons=buttons, entry_id=entry.id)]
+        if decision.action == "menu":
+            buttons = [commands.topic_button(self.responses.get(f"topic_{c}", language, c), c) for c in decision.options]
+            return [ReplyMessage(self.responses("menu", language), buttons=buttons)]
         if decision.action == "did_you_mean":
             buttons = [commands.faq_button(self.kb.entries[e].title(language), e) for e in decision.options]
             buttons.append(commands.simple_button(self.responses("none_of_these", language), commands.NONE_OF_THESE))
@@ -299,6 +419,24 @@ class Bot:
             return [ReplyMessage(text, buttons=[talk], entry_id=entry.id)]
         if decision.action == "smalltalk":
             return [ReplyMessage(self.responses(decision.intent, language))]
+        if decision.action == "not_covered":
+            return [ReplyMessage(self.responses("not_covered", language), buttons=[talk])]
         return [ReplyMessage(self.responses("rephrase", language), buttons=[talk])]
+
+    def _region_title(self, name: str, language: str) -> str:
+        region = self.gazetteer.get(name)
+        return region.title(language) if region else name
+
+
+def _in_script(message: ReplyMessage, language: str, script: str | None) -> ReplyMessage:
+    """Traditional in, Traditional out: the text, the button titles and the source name (not payloads)."""
+    if language == "en" or script != "hant":
+        return message
+    from dataclasses import replace
+
+    return replace(
+        message, text=to_script(message.text, script),
+        buttons=[Button(to_script(b.title, script), b.payload) for b in message.buttons],
+        source={**message.source, "name": to_script(message.source["name"], script)} if message.source else None)
 
 

@@ -127,6 +127,7 @@ class Reply:
     turn_ids: list[int] = field(default_factory=list)
     replayed: bool = False  # a retry of a message already answered (same client_message_id)
     handoff_opened: bool = False  # this message opened a ticket (per-IP handoff budget)
+    region: str | None = None  # the citizen's region as the bot understood it (for the agent's view)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -139,4 +140,5 @@ class Reply:
             "status": self.status,
             "handoff": asdict(self.handoff) if self.handoff else None,
             "replayed": self.replayed,
+            "region": self.region,
         }

@@ -1,23 +1,29 @@
 """Decides what the bot does with one understood message.
 
-Pure function of the evidence (safety hit, intent, retrieval candidates) and
-the conversation's failure count, so every branch is unit-testable without a
-database or a model.
+Pure function of the evidence (safety hit, intent, retrieval candidates, the
+scope model's P(top entry answers it), the question's aspect, the citizen's
+region) and the conversation's failure count, so every branch is
+unit-testable without a database or a model.
 """
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from bot.config import Thresholds
 from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import KnowledgeBase
+from bot.regions import NATIONWIDE, Gazetteer
 from bot.retrieval import Candidate
 
-Action = Literal["answer", "did_you_mean", "rephrase", "handoff", "smalltalk", "policy_changed"]
+Action = Literal["answer", "did_you_mean", "rephrase", "not_covered", "handoff", "smalltalk", "policy_changed",
+                 "menu", "ask_region"]
 
 SMALLTALK_INTENTS = frozenset({"greet", "goodbye", "thanks", "out_of_scope"})
+VAGUE_INTENT = "vague"
+MENTAL_HEALTH = "mental_health"
 
 
 @dataclass(frozen=True)
@@ -26,61 +32,154 @@ class Decision:
     intent: str
     confidence: float
     entry_id: str | None = None
-    options: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)  # entry ids (did-you-mean), categories (menu), regions (ask_region)
     reason: str | None = None  # handoff reason code
     urgent: bool = False
     counts_as_failure: bool = False
+    also: list[str] = field(default_factory=list)  # near-tied neighbours offered as follow-ups with an answer
+    region: str | None = None  # the citizen's region as the bot understood it (shown to agents)
+    variant: str | None = None  # the regional variant answered (None: the nationwide default)
+    crisis_kind: str | None = None  # emergencies: "medical" or "mental_health" (adds the 12356 hotline)
 
 
 class DecisionPolicy:
-    def __init__(self, kb: KnowledgeBase, thresholds: Thresholds, max_failures: int = 2):
+    def __init__(self, kb: KnowledgeBase, thresholds: Thresholds, max_failures: int = 2,
+                 gazetteer: Gazetteer | None = None):
         if not 0 <= thresholds.suggest <= thresholds.answer <= 1:
             raise ValueError("thresholds must satisfy 0 <= suggest <= answer <= 1")
+        if not 0 <= thresholds.scope_suggest <= thresholds.scope_answer <= 1:
+            raise ValueError("thresholds must satisfy 0 <= scope_suggest <= scope_answer <= 1")
         if max_failures < 1:
             raise ValueError("max_failures must be >= 1")
         self.kb = kb
         self.thresholds = thresholds
         self.max_failures = max_failures
+        self.gazetteer = gazetteer
+        self.categories = list(dict.fromkeys(e.category for e in kb.entries.values()))
 
-    def run(self, *, emergency: str | None, intent: IntentPrediction, candidates: list[Candidate],
-            failures: int, today: dt.date | None = None) -> Decision:
+    def run(self, *, emergency: str | None, intent: IntentPrediction, candidates: Sequence[Candidate],
+            failures: int, today: dt.date | None = None, scope: float | None = None,
+            aspect: str | None = None, region: str | None = None, crisis_kind: str | None = None) -> Decision:
+        """``scope``: P(top entry answers the question) from the scope model, or None to decide on the
+        plain score thresholds. ``aspect``: what the question asks (cause, remedy, cost, where...), used
+        to break near-ties between entries that answer different aspects. ``region``: the citizen's
+        region (gazetteer name, or ``全国`` for "nationwide / elsewhere"), if known."""
         today = today or dt.date.today()
         t = self.thresholds
+        candidates = self.order_by_aspect(list(candidates), aspect)
         top = candidates[0] if candidates else None
         top_score = top.score if top else 0.0
         confident_intent = intent.confidence >= t.intent
+        confident_answer = (scope >= t.scope_answer) if scope is not None else top_score >= t.answer
+        # A confident non-FAQ intent (greeting, complaint) yields only to a retrieval that is sure on
+        # both counts: the scope model alone rates a lone, weak match ("你好" → meta.who_are_you, score
+        # 0.37, wide margin) as answerable.
+        overrides_intent = confident_answer and top_score >= t.answer
 
         if emergency or (intent.intent == "emergency" and confident_intent):
             return Decision("handoff", "emergency", max(intent.confidence, 1.0 if emergency else 0.0),
-                            reason="emergency", urgent=True)
+                            reason="emergency", urgent=True, region=region,
+                            crisis_kind=crisis_kind or "medical")
         if intent.intent == "ask_human" and confident_intent:
-            return Decision("handoff", "ask_human", intent.confidence, reason="user_request")
-        if intent.intent == "complaint" and confident_intent and top_score < t.answer:
-            return Decision("handoff", "complaint", intent.confidence, reason="complaint")
-        if intent.intent in SMALLTALK_INTENTS and confident_intent and top_score < t.answer:
+            return Decision("handoff", "ask_human", intent.confidence, reason="user_request", region=region)
+        if intent.intent == "complaint" and confident_intent and not overrides_intent:
+            return Decision("handoff", "complaint", intent.confidence, reason="complaint", region=region)
+        if intent.intent == VAGUE_INTENT and confident_intent:  # no topic in it: retrieval scores mean nothing
+            return self.menu(intent.confidence)
+        if intent.intent in SMALLTALK_INTENTS and confident_intent and not overrides_intent:
             return Decision("smalltalk", intent.intent, intent.confidence)
+        if top is None:
+            return self.failure(0.0, failures)
+        if scope is not None:
+            return self._decide_with_scope(candidates, scope, failures, today, region)
+        return self._decide_on_scores(candidates, failures, today, region)
 
-        if top is not None and top_score >= t.suggest:
-            close = [c for c in candidates[1:3] if top_score - c.score < t.margin and c.score >= t.suggest]
-            if top_score >= t.answer and not close:
-                return self.answer(top.entry_id, top_score, today)
+    def _decide_with_scope(self, candidates: list[Candidate], scope: float, failures: int, today: dt.date,
+                           region: str | None) -> Decision:
+        t = self.thresholds
+        top = candidates[0]
+        if scope >= t.scope_answer:
+            # Near-tied neighbours do not cost the citizen the answer: they come along as follow-ups.
+            also = [c.entry_id for c in candidates[1:3] if top.score - c.score < t.margin]
+            decision = self.answer(top.entry_id, scope, today, region)
+            return _replace(decision, also=also) if decision.action == "answer" else decision
+        if scope >= t.scope_suggest:
+            pool = [c for c in candidates[1:3] if c.score >= max(t.suggest, top.score - 4 * t.margin)]
+            return Decision("did_you_mean", FAQ_INTENT, scope, options=[top.entry_id] + [c.entry_id for c in pool],
+                            region=region)
+        return self.failure(scope, failures, action="not_covered", region=region)
+
+    def _decide_on_scores(self, candidates: list[Candidate], failures: int, today: dt.date,
+                          region: str | None) -> Decision:
+        t = self.thresholds
+        top = candidates[0]
+        if top.score >= t.suggest:
+            close = [c for c in candidates[1:3] if top.score - c.score < t.margin and c.score >= t.suggest]
+            if top.score >= t.answer and not close:
+                return self.answer(top.entry_id, top.score, today, region)
             # Confident but tied: offer the tied ones. Unsure: offer the best few.
             # A lone weak candidate is still offered: asking beats guessing.
-            pool = close if top_score >= t.answer else [c for c in candidates[1:3] if c.score >= t.suggest]
+            pool = close if top.score >= t.answer else [c for c in candidates[1:3] if c.score >= t.suggest]
             options = [top.entry_id] + [c.entry_id for c in pool]
-            return Decision("did_you_mean", FAQ_INTENT, top_score, options=options)
-        return self.failure(top_score, failures)
+            return Decision("did_you_mean", FAQ_INTENT, top.score, options=options, region=region)
+        return self.failure(top.score, failures, region=region)
 
-    def answer(self, entry_id: str, confidence: float, today: dt.date | None = None) -> Decision:
+    def order_by_aspect(self, candidates: list[Candidate], aspect: str | None) -> list[Candidate]:
+        """A near-tie (within ``margin``) between entries answering different aspects of one topic goes
+        to the entry whose aspect the question asks about ("怎么转绿" → remedy, "为什么变黄" → cause)."""
+        if aspect is None or len(candidates) < 2:
+            return candidates
+        top = candidates[0]
+        top_aspect = self._aspect(top.entry_id)
+        if top_aspect == aspect:
+            return candidates
+        for i, c in enumerate(candidates[1:3], start=1):
+            if top.score - c.score < self.thresholds.margin and self._aspect(c.entry_id) == aspect:
+                return [c] + candidates[:i] + candidates[i + 1:]
+        return candidates
+
+    def _aspect(self, entry_id: str) -> str | None:
+        entry = self.kb.get(entry_id)
+        return entry.aspect if entry else None
+
+    def answer(self, entry_id: str, confidence: float, today: dt.date | None = None,
+               region: str | None = None) -> Decision:
+        """Answer an entry; one with regional variants first needs to know where the citizen is."""
         entry = self.kb.get(entry_id)
         if entry is None:
             raise KeyError(entry_id)
         if entry.is_expired(today or dt.date.today()):
-            return Decision("policy_changed", FAQ_INTENT, confidence, entry_id=entry_id)
-        return Decision("answer", FAQ_INTENT, confidence, entry_id=entry_id)
+            return Decision("policy_changed", FAQ_INTENT, confidence, entry_id=entry_id, region=region)
+        if entry.variants and not region:
+            return Decision("ask_region", FAQ_INTENT, confidence, entry_id=entry_id,
+                            options=list(self.kb.variant_regions), region=None)
+        variant = None
+        if entry.variants and region != NATIONWIDE:
+            variant = next((v.region for v in entry.variants if v.region == region
+                            or (self.gazetteer is not None and self.gazetteer.matches(v.region, region))), None)
+        return Decision("answer", FAQ_INTENT, confidence, entry_id=entry_id, region=region, variant=variant)
 
-    def failure(self, confidence: float, failures: int) -> Decision:
-        """Rephrase prompt; the ``max_failures``-th failure in a row goes to a person."""
+    def menu(self, confidence: float = 1.0) -> Decision:
+        """The topic menu: what a vague opener ("我想问问") gets instead of random suggestions."""
+        return Decision("menu", VAGUE_INTENT, confidence, options=list(self.categories))
+
+    def topic(self, category: str, limit: int = 6) -> Decision:
+        """The first entries of one category, offered as buttons (the citizen chose it in the menu)."""
+        ids = [e.id for e in self.kb.entries.values() if e.category == category][:limit]
+        if not ids:
+            return self.menu()
+        return Decision("did_you_mean", "topic", 1.0, options=ids)
+
+    def failure(self, confidence: float, failures: int, action: Action = "rephrase",
+                region: str | None = None) -> Decision:
+        """Rephrase prompt (or "not covered"); the ``max_failures``-th failure in a row goes to a person."""
         if failures + 1 >= self.max_failures:
-            return Decision("handoff", FAQ_INTENT, confidence, reason="low_confidence", counts_as_failure=True)
-        return Decision("rephrase", FAQ_INTENT, confidence, counts_as_failure=True)
+            return Decision("handoff", FAQ_INTENT, confidence, reason="low_confidence", counts_as_failure=True,
+                            region=region)
+        return Decision(action, FAQ_INTENT, confidence, counts_as_failure=True, region=region)
+
+
+def _replace(decision: Decision, **changes) -> Decision:
+    from dataclasses import replace
+
+    return replace(decision, **changes)

@@ -11,6 +11,7 @@ REQUIRED_KEYS = (
     "none_of_these", "talk_to_person", "policy_changed", "greet", "goodbye", "thanks", "complaint",
     "out_of_scope", "answer_footer", "related", "choose_number", "menu_intro", "text_only", "too_long", "busy",
     "call_120", "already_waiting", "desk_claimed", "desk_resolved", "desk_returned", "desk_transferred", "too_many",
+    "emergency_mental_health", "call_12356", "not_covered", "ask_region", "region_elsewhere", "variant_default", "menu",
 )
 
 
@@ -28,3 +29,9 @@ class Responses:
 
     def __call__(self, key: str, language: str, **values: object) -> str:
         return self._templates[key]["en" if language == "en" else "zh"].format(**values)
+
+    def get(self, key: str, language: str, default: str) -> str:
+        """An optional template (e.g. ``topic_<category>``), or ``default`` when the KB has none."""
+        if key not in self._templates:
+            return default
+        return self(key, language)

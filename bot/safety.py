@@ -1,8 +1,16 @@
-"""Emergency red flags: a keyword safety net that runs before anything else.
+"""Emergency red flags: a regex floor plus a learned detector, before anything else.
 
 Retrieval and the classifier can add an emergency but can never remove one
 found here: a citizen who types 呼吸困难 gets 120 guidance whatever the KB says.
 Patterns live in ``knowledge/safety.yml`` so clinicians can review them.
+
+A regex list cannot foresee every phrasing ("我已经把药都准备好了，今晚就走"),
+so ``LearnedEmergencyDetector`` adds a logistic regression on the sentence
+embedding ⊕ character n-grams, trained at index time on the red-flag examples
+in ``knowledge/scope/emergency_examples.yml`` (positives) against the hard
+non-emergency questions there, every KB paraphrase and the non-emergency
+intents. Its threshold is calibrated (``bench/calibrate.py``) for recall; its
+test split is ``bench/data/emergency_test.yml``.
 """
 from __future__ import annotations
 
@@ -10,6 +18,25 @@ import re
 from pathlib import Path
 
 import yaml
+
+from bot.intents import BinaryTextClassifier
+
+EMERGENCY_EXAMPLES_FILE = "scope/emergency_examples.yml"
+
+# Mental-health crises also get the national psychological assistance hotline (12356).
+_MENTAL_HEALTH = re.compile(
+    r"自杀|轻生|不想活|活不下去|想死|去死|结束(这一切|生命|一切)|跳(楼|河|下去)|天台|遗书|割腕|割.{0,2}手腕|伤害自己|划自己|"
+    r"累赘|消失|再也不(醒|起)|撑不下去|活着(太累|没意思)|suicid|kill myself|want to die|end it all|"
+    r"better off without me|goodbye letter|hurt(ing)? myself|cut (my|her|his) wrists?|never wake up|disappear|"
+    r"jump off|on the roof|wants? to die|can'?t go on", re.IGNORECASE)
+
+
+def crisis_kind(normalised_text: str, learned: str | None = None) -> str:
+    """``mental_health`` for self-harm / suicidal intent (the regex, or the learned kind classifier
+    trained on the labelled red-flag examples), otherwise ``medical``."""
+    if _MENTAL_HEALTH.search(normalised_text) or learned == "mental_health":
+        return "mental_health"
+    return "medical"
 
 
 class EmergencyDetector:
@@ -30,3 +57,19 @@ class EmergencyDetector:
             if match:
                 return match.group(0)
         return None
+
+
+def load_emergency_examples(knowledge_dir: Path, with_kinds: bool = False):
+    """(emergency texts, non-emergency texts[, kinds of the emergency texts]) from the training split;
+    empty lists when absent."""
+    path = Path(knowledge_dir) / EMERGENCY_EXAMPLES_FILE
+    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+    emergency = data.get("emergency") or []
+    out = ([str(r["text"]) for r in emergency], [str(r["text"]) for r in data.get("not_emergency") or []])
+    if with_kinds:
+        return out + ([str(r.get("kind") or "medical") for r in emergency],)
+    return out
+
+
+class LearnedEmergencyDetector(BinaryTextClassifier):
+    """P(emergency | text) from embedding ⊕ char 1–3-gram TF-IDF (see ``BinaryTextClassifier``)."""

@@ -20,11 +20,16 @@ import Stemmer
 import yaml
 
 Language = Literal["zh", "en", "mixed"]
+Script = Literal["hans", "hant"]
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LATIN_WORD = re.compile(r"[a-z]{2,}")
 _SPACES = re.compile(r"\s+")
 _T2S = opencc.OpenCC("t2s")
+# Simplified → Traditional for replies. Plain s2t (character conversion) rather than s2twp/s2hk:
+# Hong Kong, Macao and Taiwan readers all read it, and it never rewrites the KB's vocabulary.
+_S2T = opencc.OpenCC("s2t")
+_OPENCC_LOCK = threading.Lock()
 jieba.setLogLevel(logging.WARNING)
 _TOKEN_SPLIT = re.compile(r"[\w\u3400-\u9fff]+", re.UNICODE)
 _ASCII_WORD = re.compile(r"[a-z]+")
@@ -41,6 +46,35 @@ def normalise(text: str) -> str:
     text = _T2S.convert(text)
     text = text.lower()
     return _SPACES.sub(" ", text).strip()
+
+
+def detect_script(text: str) -> Script | None:
+    """Which Chinese script the citizen wrote in, from the RAW text (before normalisation folds it).
+
+    Counts characters that change under Traditional→Simplified (Traditional-only characters) against
+    those that change under Simplified→Traditional (Simplified-only ones). None when the text has no
+    characters that tell (English, or only characters shared by both scripts): keep the previous script.
+    """
+    chars = "".join(_CJK.findall(unicodedata.normalize("NFKC", text)))
+    if not chars:
+        return None
+    with _OPENCC_LOCK:
+        simplified, traditional = _T2S.convert(chars), _S2T.convert(chars)
+    traditional_only = sum(a != b for a, b in zip(chars, simplified)) if len(simplified) == len(chars) else 0
+    simplified_only = sum(a != b for a, b in zip(chars, traditional)) if len(traditional) == len(chars) else 0
+    if traditional_only > simplified_only:
+        return "hant"
+    if simplified_only > traditional_only:
+        return "hans"
+    return None
+
+
+def to_script(text: str, script: str | None) -> str:
+    """Render a (Simplified) KB text in the citizen's script."""
+    if script != "hant" or not text:
+        return text
+    with _OPENCC_LOCK:
+        return _S2T.convert(text)
 
 
 def detect_language(text: str) -> Language:
@@ -126,8 +160,9 @@ class DomainTokenizer:
                 out.append(canonical)
         return out
 
-    def tokens(self, normalised_text: str) -> list[str]:
-        words = self.words(normalised_text)
+    def tokens(self, normalised_text: str, words: list[str] | None = None) -> list[str]:
+        """Words plus character bigrams; pass ``words`` when already computed (saves a jieba pass)."""
+        words = self.words(normalised_text) if words is None else words
         chars = [c for c in normalised_text if _CJK.match(c)]
         bigrams = ["#" + a + b for a, b in zip(chars, chars[1:])]
         return words + bigrams

@@ -15,7 +15,7 @@ ENTRY = """
       zh: [{q}一, {q}二, {q}三]
       en: [{q} one, {q} two]
     answer: {{zh: 答案, en: answer}}
-    source: {{name: 国家卫生健康委员会, url: "https://www.nhc.gov.cn/"}}
+    source: {{name: 国家卫生健康委员会, name_en: National Health Commission, url: "https://www.nhc.gov.cn/"}}
     updated: 2026-10-01
 """
 
@@ -94,3 +94,45 @@ def test_cli_exit_codes(kb_copy):
                          capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert bad.returncode == 1
     assert "faq/testing.yml: entry testing.dangling: field follow_ups.0: unknown entry id 'testing.nowhere'" in bad.stderr
+
+
+def test_source_needs_an_english_name(kb_copy):
+    _append(kb_copy, ENTRY.format(name="no_name_en", q="无英文来源").replace(", name_en: National Health Commission", ""))
+    problems = validate_knowledge_base(kb_copy)
+    assert any(p.entry == "testing.no_name_en" and p.field == "source.name_en" for p in problems), problems
+
+
+VARIANTS = """
+    variants:
+      - region: {first}
+        answer: {{zh: 北京的答案, en: Beijing answer}}
+      - region: {second}
+        answer: {{zh: 另一个答案, en: another answer}}
+"""
+
+
+def test_regional_variants_are_validated_against_the_gazetteer(kb_copy):
+    good = ENTRY.format(name="with_variants", q="有地区版本") + VARIANTS.format(first="北京市", second="上海市")
+    _append(kb_copy, good)
+    assert validate_knowledge_base(kb_copy) == []
+    kb = load_knowledge_base(kb_copy)
+    assert kb.entries["testing.with_variants"].variant_regions == ["北京市", "上海市"]
+    assert "北京市" in kb.variant_regions
+
+
+def test_unknown_and_duplicate_variant_regions_name_the_field(kb_copy):
+    _append(kb_copy, ENTRY.format(name="bad_variants", q="坏地区版本") + VARIANTS.format(first="北平", second="北平"))
+    problems = validate_knowledge_base(kb_copy)
+    fields = {(p.file, p.entry, p.field) for p in problems}
+    assert ("faq/testing.yml", "testing.bad_variants", "variants.0.region") in fields, problems
+    assert any(p.field == "variants.1.region" and "duplicate" in p.message for p in problems), problems
+    with pytest.raises(KnowledgeBaseError):
+        load_knowledge_base(kb_copy)
+
+
+def test_unknown_entry_region_and_regional_entry_with_variants(kb_copy):
+    entry = ENTRY.format(name="regional", q="地区条目").replace("    updated:", "    region: 火星市\n    updated:")
+    _append(kb_copy, entry + VARIANTS.format(first="北京市", second="上海市"))
+    problems = validate_knowledge_base(kb_copy)
+    fields = {p.field for p in problems if p.entry == "testing.regional"}
+    assert {"region", "variants"} <= fields, problems

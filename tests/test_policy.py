@@ -82,3 +82,90 @@ def test_expired_entry_is_never_served(policy):
 def test_thresholds_are_validated():
     with pytest.raises(ValueError):
         DecisionPolicy(load_knowledge_base(PROJECT_ROOT / "knowledge"), Thresholds(answer=0.3, suggest=0.5))
+
+
+# -- issue 7: scope model, aspects, regions, menu, crisis kind ------------------------------------
+
+DAY = dt.date(2026, 12, 1)
+TS = Thresholds(answer=0.6, suggest=0.4, margin=0.05, intent=0.5, scope_answer=0.7, scope_suggest=0.3,
+                scope_coef=[0.0] * 11)
+
+
+@pytest.fixture(scope="module")
+def scoped():
+    from bot.regions import Gazetteer
+
+    kb = load_knowledge_base(PROJECT_ROOT / "knowledge")
+    return DecisionPolicy(kb, TS, max_failures=2, gazetteer=Gazetteer.from_file(kb.regions_path))
+
+
+def test_out_of_kb_question_is_not_answered_however_high_the_score(scoped):
+    # 疫苗 / 在哪打 match vaccination.how_to_book strongly, but the scope model says the KB does not cover it.
+    d = scoped.run(emergency=None, intent=faq(), candidates=cands(("vaccination.how_to_book", 0.95)), failures=0,
+                   today=DAY, scope=0.05)
+    assert d.action == "not_covered" and d.counts_as_failure and d.entry_id is None
+    again = scoped.run(emergency=None, intent=faq(), candidates=cands(("vaccination.how_to_book", 0.95)), failures=1,
+                       today=DAY, scope=0.05)
+    assert (again.action, again.reason) == ("handoff", "low_confidence")
+
+
+def test_near_tie_between_entries_does_not_cost_the_answer(scoped):
+    d = scoped.run(emergency=None, intent=faq(), today=DAY, scope=0.9, failures=0,
+                   candidates=cands(("testing.pcr_fee", 0.80), ("testing.pooled_vs_single", 0.79), ("testing.pcr_sites", 0.5)))
+    assert (d.action, d.entry_id) == ("answer", "testing.pcr_fee")
+    assert d.also == ["testing.pooled_vs_single"]  # the neighbour comes along as a follow-up
+
+
+def test_unsure_scope_asks_did_you_mean(scoped):
+    d = scoped.run(emergency=None, intent=faq(), today=DAY, scope=0.5, failures=0,
+                   candidates=cands(("testing.pcr_fee", 0.70), ("testing.pcr_sites", 0.66), ("testing.antigen_buy", 0.2)))
+    assert d.action == "did_you_mean" and d.options == ["testing.pcr_fee", "testing.pcr_sites"]
+
+
+def test_aspect_breaks_a_near_tie_between_cause_and_remedy(scoped):
+    tie = cands(("health_code.why_yellow", 0.80), ("health_code.yellow_to_green", 0.78))
+    remedy = scoped.run(emergency=None, intent=faq(), candidates=tie, failures=0, today=DAY, scope=0.9, aspect="remedy")
+    cause = scoped.run(emergency=None, intent=faq(), candidates=tie, failures=0, today=DAY, scope=0.9, aspect="cause")
+    assert remedy.entry_id == "health_code.yellow_to_green" and cause.entry_id == "health_code.why_yellow"
+    # no tie: the aspect does not override a clear winner
+    clear = cands(("health_code.why_yellow", 0.9), ("health_code.yellow_to_green", 0.6))
+    assert scoped.run(emergency=None, intent=faq(), candidates=clear, failures=0, today=DAY, scope=0.9,
+                      aspect="remedy").entry_id == "health_code.why_yellow"
+
+
+def test_vague_opener_gets_the_topic_menu(scoped):
+    d = scoped.run(emergency=None, intent=IntentPrediction("vague", 0.9), today=DAY, scope=0.2, failures=0,
+                   candidates=cands(("meta.what_can_you_do", 0.5), ("meta.feedback", 0.49)))
+    assert d.action == "menu" and "testing" in d.options and "health_code" in d.options and not d.counts_as_failure
+    topic = scoped.topic("testing")
+    assert topic.action == "did_you_mean" and all(o.startswith("testing.") for o in topic.options)
+
+
+def test_entry_with_variants_asks_where_then_answers_the_variant(scoped):
+    top = cands(("travel.arrival_testing", 0.9))
+    ask = scoped.run(emergency=None, intent=faq(), candidates=top, failures=0, today=DAY, scope=0.9)
+    assert ask.action == "ask_region" and ask.entry_id == "travel.arrival_testing"
+    assert ask.options == ["北京市", "上海市"] and not ask.counts_as_failure
+    beijing = scoped.run(emergency=None, intent=faq(), candidates=top, failures=0, today=DAY, scope=0.9, region="北京市")
+    assert (beijing.action, beijing.variant, beijing.region) == ("answer", "北京市", "北京市")
+    elsewhere = scoped.answer("travel.arrival_testing", 1.0, DAY, region="广州市")
+    assert (elsewhere.action, elsewhere.variant, elsewhere.region) == ("answer", None, "广州市")
+    # entries without variants never ask
+    assert scoped.answer("testing.pcr_fee", 1.0, DAY).action == "answer"
+
+
+def test_mental_health_emergency_carries_its_kind(scoped):
+    d = scoped.run(emergency="learned:0.97", intent=faq(), candidates=cands(("testing.pcr_fee", 0.9)), failures=0,
+                   today=DAY, scope=0.9, crisis_kind="mental_health")
+    assert (d.action, d.reason, d.urgent, d.crisis_kind) == ("handoff", "emergency", True, "mental_health")
+
+
+def test_greeting_is_not_overridden_by_a_weak_lone_match(scoped):
+    # Regression: with the scope model, "你好" (greet 0.99) matched meta.who_are_you at score 0.37 with a wide
+    # margin, the scope model said "answerable" and the greeting got the who-are-you answer.
+    d = scoped.run(emergency=None, intent=IntentPrediction("greet", 0.99), today=DAY, scope=0.64, failures=0,
+                   candidates=cands(("meta.who_are_you", 0.37), ("meta.are_you_robot", 0.25)))
+    assert (d.action, d.intent) == ("smalltalk", "greet")
+    strong = scoped.run(emergency=None, intent=IntentPrediction("greet", 0.99), today=DAY, scope=0.9, failures=0,
+                        candidates=cands(("meta.who_are_you", 0.9), ("meta.are_you_robot", 0.25)))
+    assert strong.action == "answer"

@@ -38,3 +38,13 @@ def test_deeply_nested_payloads_are_not_commands():
 
     assert parse_command('/faq{"e":' + "[" * 990 + "]" * 990 + "}") is None
     assert parse_command('/faq{"entry": "testing.pcr_fee"}').args == {"entry": "testing.pcr_fee"}
+
+
+def test_script_detection_and_rendering():
+    from bot.text import detect_script, to_script
+
+    assert detect_script("健康碼變黃了怎麼辦") == "hant"
+    assert detect_script("健康码变黄了怎么办") == "hans"
+    assert detect_script("hello") is None and detect_script("你好") is None  # nothing tells: keep the previous
+    assert to_script("请带上身份证，核酸检测免费。", "hant") == "請帶上身份證，核酸檢測免費。"
+    assert to_script("请带上身份证", "hans") == "请带上身份证" and to_script("请", None) == "请"

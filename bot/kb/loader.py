@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from bot.kb.schema import Entry
+from bot.regions import REGIONS_FILE, Gazetteer
 from bot.text import normalise
 
 FAQ_DIR = "faq"
@@ -62,6 +63,19 @@ class KnowledgeBase:
     @property
     def safety_path(self) -> Path:
         return self.root / SAFETY_FILE
+
+    @property
+    def regions_path(self) -> Path:
+        return self.root / REGIONS_FILE
+
+    @property
+    def variant_regions(self) -> list[str]:
+        """Every region some entry has a variant for: the buttons offered when the bot asks where."""
+        seen: dict[str, None] = {}
+        for entry in self.entries.values():
+            for region in entry.variant_regions:
+                seen.setdefault(region, None)
+        return list(seen)
 
     def get(self, entry_id: str) -> Entry | None:
         return self.entries.get(entry_id)
@@ -134,7 +148,41 @@ def _load_entries(root: Path, problems: list[Problem]) -> dict[str, Entry]:
             entries[entry.id] = entry
             entry_files[entry.id] = rel
     _check_cross_entry(entries, entry_files, problems)
+    _check_regions(root, entries, entry_files, problems)
     return entries
+
+
+def _check_regions(root: Path, entries: dict[str, Entry], files: dict[str, str], problems: list[Problem]) -> None:
+    """Regions and variants must name places the gazetteer knows, once each."""
+    uses_regions = any(e.region or e.variants for e in entries.values())
+    path = root / REGIONS_FILE
+    if not path.exists():
+        if uses_regions:
+            problems.append(Problem(REGIONS_FILE, "", "", "missing: entries use regions, so the gazetteer is required"))
+        return
+    try:
+        gazetteer = Gazetteer.from_file(path)
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        problems.append(Problem(REGIONS_FILE, "", "provinces", f"cannot read the gazetteer: {exc}"))
+        return
+    for entry_id, entry in entries.items():
+        rel = files[entry_id]
+        if entry.region and entry.region not in gazetteer.regions:
+            problems.append(Problem(rel, entry_id, "region", f"unknown region {entry.region!r} (see {REGIONS_FILE})"))
+        if entry.region and entry.variants:
+            problems.append(Problem(rel, entry_id, "variants",
+                                    "a regional entry cannot have variants: drop `region` (the entry's answer is "
+                                    "the nationwide default) or the variants"))
+        seen: set[str] = set()
+        for index, variant in enumerate(entry.variants):
+            if variant.region not in gazetteer.regions:
+                problems.append(Problem(rel, entry_id, f"variants.{index}.region",
+                                        f"unknown region {variant.region!r} (use a full name from {REGIONS_FILE}, "
+                                        f"e.g. 北京市)"))
+            if variant.region in seen:
+                problems.append(Problem(rel, entry_id, f"variants.{index}.region",
+                                        f"duplicate variant for {variant.region!r}"))
+            seen.add(variant.region)
 
 
 def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 ID_PATTERN = re.compile(r"^[a-z_]+\.[a-z0-9_]+$")
@@ -33,7 +35,26 @@ class Answer(_Strict):
 
 class Source(_Strict):
     name: str = Field(min_length=1)
+    name_en: str = Field(min_length=1)  # English answers name their source in English
     url: HttpUrl
+
+    def title(self, language: str) -> str:
+        return self.name_en if language == "en" else self.name
+
+
+# What a question asks about the topic: "why is my code yellow" (cause) and "how do I turn it
+# green" (remedy) share every content word, so entries say which aspect they answer.
+Aspect = Literal["what", "cause", "remedy", "how", "cost", "where", "when", "duration", "eligibility",
+                 "requirement", "contact", "difference"]
+
+
+class Variant(_Strict):
+    """The same question answered differently in one region (city or province)."""
+
+    region: str = Field(min_length=1)
+    answer: Answer
+    source: Source | None = None  # defaults to the entry's
+    updated: dt.date | None = None
 
 
 class Entry(_Strict):
@@ -45,6 +66,9 @@ class Entry(_Strict):
     updated: dt.date
     valid_until: dt.date | None = None
     region: str | None = None
+    aspect: Aspect | None = None
+    # Regional variants; the entry's own answer is the nationwide default.
+    variants: list[Variant] = Field(default_factory=list)
     follow_ups: list[str] = Field(default_factory=list)
 
     @field_validator("id")
@@ -60,4 +84,12 @@ class Entry(_Strict):
     def title(self, language: str) -> str:
         """The first paraphrase: the entry's label on buttons and in agent views."""
         return (self.questions.en if language == "en" else self.questions.zh)[0]
+
+    @property
+    def variant_regions(self) -> list[str]:
+        return [v.region for v in self.variants]
+
+    def variant(self, region: str | None) -> Variant | None:
+        """The variant written for exactly ``region`` (None: the nationwide default applies)."""
+        return next((v for v in self.variants if v.region == region), None) if region else None
 

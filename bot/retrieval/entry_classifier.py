@@ -1,0 +1,66 @@
+"""A per-entry classifier learned from the KB's own paraphrases (the "adapter").
+
+Nearest-paraphrase search only asks "which single paraphrase is closest"; a
+multinomial logistic regression over all paraphrases of every entry learns
+which features separate one entry from its neighbours ("为什么" vs "怎么转",
+"要钱吗" vs "在哪"). Features: the sentence embedding ⊕ character 1–3-gram
+TF-IDF ⊕ domain-token TF-IDF. Its weight in the fused score is chosen on the
+held-out DEV half by ``bench/calibrate.py``: with USE, dev P@1 0.877 (retrieval
+alone) → 0.939 at weight 0.5 (0.912 with the classifier alone). Trained at
+index time, so a KB edit retrains it; nothing from any external eval set is used.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import joblib
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+
+
+def _identity(tokens):
+    return tokens
+
+
+class EntryClassifier:
+    def __init__(self, char_vectorizer: TfidfVectorizer, token_vectorizer: TfidfVectorizer,
+                 model: LogisticRegression):
+        self._char = char_vectorizer
+        self._tokens = token_vectorizer
+        self._model = model
+        self.classes: list[str] = [str(c) for c in model.classes_]
+
+    @classmethod
+    def train(cls, texts: list[str], tokens: list[list[str]], labels: list[str], vectors: np.ndarray,
+              C: float = 4.0) -> "EntryClassifier":
+        if len(set(labels)) < 2:
+            raise ValueError("need at least two entries to train the entry classifier")
+        if not (len(texts) == len(tokens) == len(labels) == len(vectors)):
+            raise ValueError("texts, tokens, labels and vectors must have the same length")
+        char = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True)
+        token = TfidfVectorizer(analyzer=_identity, sublinear_tf=True)
+        features = sparse.hstack([sparse.csr_matrix(vectors), char.fit_transform(texts),
+                                  token.fit_transform(tokens)]).tocsr()
+        model = LogisticRegression(C=C, max_iter=3000)
+        model.fit(features, labels)
+        return cls(char, token, model)
+
+    def probabilities(self, text: str, tokens: list[str], vector: np.ndarray) -> np.ndarray:
+        """P(entry | text) in the order of ``classes``."""
+        from bot.intents import FastLinear, tfidf_row
+
+        fast = self.__dict__.get("_fast")
+        if fast is None:
+            fast = self._fast = FastLinear(self._model, len(vector),
+                                           [len(self._char.vocabulary_), len(self._tokens.vocabulary_)])
+        return fast.probabilities(vector, tfidf_row(self._char, text), tfidf_row(self._tokens, tokens))
+
+    def save(self, path: Path) -> None:
+        joblib.dump({"char": self._char, "tokens": self._tokens, "model": self._model}, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "EntryClassifier":
+        data = joblib.load(path)
+        return cls(data["char"], data["tokens"], data["model"])

@@ -1,0 +1,113 @@
+"""Knowing what the bot does not know: an explicit out-of-KB decision.
+
+A question can share 疫苗 / 隔离 / 证明 with an entry and still be about
+something the KB never covers (another vaccine, one named person's case,
+another country's rules). A score threshold cannot tell these apart, so the
+policy asks a small logistic model for P(the top entry answers this question)
+from evidence that generalises across KBs:
+
+- retrieval: fused score, margin to the runner-up, classifier probability,
+  dense and lexical parts, whether dense and lexical agree on the top entry;
+- topic: P(the KB covers this topic at all) from a classifier (embedding ⊕ char n-grams) trained at
+  index time on every KB paraphrase against the out-of-KB training questions;
+- entity mismatch: the IDF-weighted share of the question's words that the top
+  entry never mentions, and of words no entry mentions at all (a vaccine,
+  disease, medicine, country, person or public service the KB does not talk
+  about shows up as exactly such words).
+
+The model is fitted by ``bench/calibrate.py`` on cross-validated KB paraphrases
+(positives: top entry right; negatives: top entry wrong) and the TRAIN split of
+the out-of-KB set this project wrote (``knowledge/scope/out_of_kb.yml``); its
+coefficients and thresholds live in ``knowledge/thresholds/<encoder>.yml``.
+The out-of-KB TEST split (``bench/data/out_of_kb_test.yml``) is only reported.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.retrieval import Candidate
+
+FEATURES = ("score", "margin", "prob", "dense", "lexical", "agree", "uncovered_top", "unknown_kb",
+            "n_unknown", "english", "in_kb")
+OUT_OF_KB_FILE = "scope/out_of_kb.yml"
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+
+
+class Vocabulary:
+    """Which words each entry (questions + answers) and the KB as a whole use, with IDF over entries."""
+
+    def __init__(self, entry_words: dict[str, Iterable[str]]):
+        self.entry_words = {entry_id: frozenset(words) for entry_id, words in entry_words.items()}
+        df = Counter(word for words in self.entry_words.values() for word in words)
+        n = max(len(self.entry_words), 1)
+        self.idf = {word: math.log((n + 1) / (count + 1)) + 1.0 for word, count in df.items()}
+        self.unknown_idf = math.log(n + 1) + 1.0
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {entry_id: sorted(words) for entry_id, words in self.entry_words.items()}
+
+    @staticmethod
+    def content_words(words: Sequence[str]) -> list[str]:
+        """Single CJK characters (吗, 的, 我) carry no topic; everything else may."""
+        return [w for w in dict.fromkeys(words) if not (len(w) == 1 and _CJK.match(w)) and not w.isdigit()]
+
+
+@dataclass(frozen=True)
+class ScopeEvidence:
+    features: tuple[float, ...]
+    unknown_words: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(FEATURES, self.features))
+
+
+def load_out_of_kb(knowledge_dir) -> list[str]:
+    """The TRAIN split of the out-of-KB questions (empty when the KB ships none)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(knowledge_dir) / OUT_OF_KB_FILE
+    if not path.exists():
+        return []
+    return [str(r["text"]) for r in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
+
+
+def scope_evidence(candidates: Sequence[Candidate], words: Sequence[str], vocabulary: Vocabulary,
+                   language: str, in_kb: float = 1.0) -> ScopeEvidence:
+    if not candidates:
+        return ScopeEvidence(tuple([0.0] * len(FEATURES)))
+    top = candidates[0]
+    second = candidates[1].score if len(candidates) > 1 else 0.0
+    agree = float(top.dense >= max(c.dense for c in candidates) and top.lexical >= max(c.lexical for c in candidates))
+    content = vocabulary.content_words(words)
+    weights = {w: vocabulary.idf.get(w, vocabulary.unknown_idf) for w in content}
+    total = sum(weights.values()) or 1.0
+    top_words = vocabulary.entry_words.get(top.entry_id, frozenset())
+    unknown = [w for w in content if w not in vocabulary.idf]
+    uncovered_top = sum(v for w, v in weights.items() if w not in top_words) / total
+    unknown_kb = sum(weights[w] for w in unknown) / total
+    features = (top.score, top.score - second, top.prob, top.dense, top.lexical, agree, uncovered_top, unknown_kb,
+                float(min(len(unknown), 3)), float(language == "en"), in_kb)
+    return ScopeEvidence(tuple(float(f) for f in features), tuple(unknown))
+
+
+class ScopeModel:
+    """Logistic model: P(top entry answers the question) = σ(w·features + b)."""
+
+    def __init__(self, coef: Sequence[float], intercept: float):
+        if len(coef) != len(FEATURES):
+            raise ValueError(f"scope model needs {len(FEATURES)} coefficients ({', '.join(FEATURES)}), got {len(coef)}")
+        self.coef = np.asarray(coef, dtype=np.float64)
+        self.intercept = float(intercept)
+
+    def probability(self, evidence: ScopeEvidence) -> float:
+        z = float(np.dot(self.coef, evidence.features) + self.intercept)
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))

@@ -1,0 +1,121 @@
+"""Issue 7 decisions end to end: the real engine, KB, encoder, index and a real SQLite file.
+
+Every call passes ``today`` so nothing depends on the date the tests run.
+"""
+import datetime as dt
+import json
+
+from bot.messages import Message
+from bot.models import Turn
+from bot.text import normalise, to_script
+
+DAY = dt.date(2026, 12, 1)
+
+
+def ask(bot, text, user="u1", conversation_id=None):
+    return bot.handle(Message(user_id=user, text=text, conversation_id=conversation_id), today=DAY)
+
+
+def test_a_question_the_kb_does_not_cover_is_not_answered(fresh_bot):
+    # Another vaccine: shares 疫苗 / 在哪 with vaccination.how_to_book, which does not answer it.
+    reply = ask(fresh_bot, "乙脑疫苗要去哪里打，打几针")
+    assert reply.entry_id is None and reply.replies[0].source is None
+    assert reply.replies[0].buttons[-1].payload == "/ask_human"
+
+
+def test_traditional_in_traditional_out(fresh_bot):
+    reply = ask(fresh_bot, "健康碼為什麼變成黃碼了")
+    assert reply.entry_id == "health_code.why_yellow"
+    entry = fresh_bot.kb.entries["health_code.why_yellow"]
+    answer = reply.replies[0]
+    assert answer.text == to_script(entry.answer.zh, "hant") and answer.text != entry.answer.zh
+    titles = [b.title for b in answer.buttons]
+    assert titles and all(t == to_script(t, "hant") for t in titles)
+    assert "黃碼怎麼轉綠碼？" in titles  # the follow-up's Simplified title 黄码怎么转绿码？ rendered in Traditional
+    # the script is remembered: a Simplified-neutral follow-up click is still answered in Traditional
+    follow = ask(fresh_bot, answer.buttons[0].payload, conversation_id=reply.conversation_id)
+    followed = fresh_bot.kb.entries[follow.entry_id]
+    assert follow.replies[0].text == to_script(followed.answer.zh, "hant")
+    simplified = ask(fresh_bot, "健康码为什么变黄了", user="u2")
+    assert simplified.replies[0].text == entry.answer.zh
+
+
+def test_english_answer_names_its_source_in_english(fresh_bot):
+    reply = ask(fresh_bot, "Is PCR testing free?")
+    entry = fresh_bot.kb.entries[reply.entry_id]
+    assert reply.replies[0].source["name"] == entry.source.name_en
+    assert all(ord(c) < 0x3000 for c in reply.replies[0].source["name"])
+
+
+def test_region_is_asked_once_and_remembered(fresh_bot):
+    first = ask(fresh_bot, '/faq{"entry": "travel.arrival_testing"}')
+    asked = first.replies[0]
+    assert asked.entry_id == "travel.arrival_testing" and asked.source is None  # a question, not the answer
+    payloads = [json.loads(b.payload.removeprefix("/region")) for b in asked.buttons]
+    assert [p["name"] for p in payloads] == ["北京市", "上海市", "全国"]
+    # free text recognised by the gazetteer answers the waiting entry
+    answered = ask(fresh_bot, "我在上海", conversation_id=first.conversation_id)
+    entry = fresh_bot.kb.entries["travel.arrival_testing"]
+    assert answered.entry_id == "travel.arrival_testing" and answered.region == "上海市"
+    assert answered.replies[0].text == entry.variant("上海市").answer.zh
+    assert answered.replies[0].source["name"] == "上海市卫生健康委员会"
+    # the second time in the same conversation: answered for that region without asking again
+    again = ask(fresh_bot, '/faq{"entry": "travel.arrival_testing"}', conversation_id=first.conversation_id)
+    assert again.entry_id == "travel.arrival_testing" and again.replies[0].text == entry.variant("上海市").answer.zh
+    with fresh_bot.conversations.db.read() as session:
+        payloads = [t.payload for t in session.query(Turn).filter_by(conversation_id=first.conversation_id, role="bot")]
+    conversation = {"turns": [{"role": "bot", "payload": p} for p in payloads]}
+    asks = [t for t in conversation["turns"] if t["role"] == "bot" and (t.get("payload") or {}).get("action") == "ask_region"]
+    assert len(asks) == 1
+
+
+def test_region_buttons_and_elsewhere(fresh_bot):
+    first = ask(fresh_bot, '/faq{"entry": "travel.arrival_testing"}')
+    beijing = ask(fresh_bot, first.replies[0].buttons[0].payload, conversation_id=first.conversation_id)
+    entry = fresh_bot.kb.entries["travel.arrival_testing"]
+    assert beijing.replies[0].text == entry.variant("北京市").answer.zh and beijing.region == "北京市"
+    other = ask(fresh_bot, '/faq{"entry": "travel.arrival_testing"}', user="u2")
+    elsewhere = ask(fresh_bot, other.replies[0].buttons[-1].payload, user="u2", conversation_id=other.conversation_id)
+    assert elsewhere.replies[0].text.startswith(entry.answer.zh)  # the nationwide default, with city buttons
+    assert any(b.payload.startswith("/region") for b in elsewhere.replies[0].buttons)
+
+
+def test_destination_is_recognised_in_free_text(fresh_bot):
+    understanding = fresh_bot.understand("我在上海，去北京要隔离吗")
+    assert understanding.region == "北京市"
+
+
+def test_vague_opener_gets_the_topic_menu(fresh_bot):
+    reply = ask(fresh_bot, "我想问问")
+    buttons = reply.replies[0].buttons
+    assert reply.intent == "vague" and [b.payload for b in buttons][:1] and all(b.payload.startswith("/topic") for b in buttons)
+    testing = next(b for b in buttons if json.loads(b.payload.removeprefix("/topic"))["category"] == "testing")
+    chosen = ask(fresh_bot, testing.payload, conversation_id=reply.conversation_id)
+    entry_buttons = [b for b in chosen.replies[0].buttons if b.payload.startswith("/faq")]
+    assert entry_buttons and all('"testing.' in b.payload for b in entry_buttons)
+    english = ask(fresh_bot, "I have a question", user="u2")
+    assert english.intent == "vague" and all(b.payload.startswith("/topic") for b in english.replies[0].buttons)
+
+
+def test_remedy_and_cause_questions_pick_different_entries(fresh_bot):
+    remedy = ask(fresh_bot, "我的黄码要怎么才能转绿")
+    cause = ask(fresh_bot, "我的码为什么变黄了", user="u2")
+    assert remedy.entry_id == "health_code.yellow_to_green"
+    assert cause.entry_id == "health_code.why_yellow"
+
+
+def test_learned_detector_catches_indirect_suicidal_intent(fresh_bot):
+    text = "我把攒了很久的安眠药都放在床头了，今晚睡下就不用再醒了"
+    assert fresh_bot.safety.run(normalise(text)) is None  # no regex in knowledge/safety.yml matches
+    reply = ask(fresh_bot, text)
+    assert reply.intent == "emergency" and reply.handoff is not None and reply.handoff.priority == 0
+    first = reply.replies[0]
+    assert "120" in first.text and "12356" in first.text
+    assert [b.payload for b in first.buttons] == ["tel:120", "tel:12356"]
+
+
+def test_medical_emergency_has_a_tap_to_call_button_without_12356(fresh_bot):
+    reply = ask(fresh_bot, "孩子把奶奶的降压药吃了一大把")
+    first = reply.replies[0]
+    assert reply.intent == "emergency" and "120" in first.text and "12356" not in first.text
+    assert [b.payload for b in first.buttons] == ["tel:120"]
