@@ -28,7 +28,7 @@ RETRIEVAL_INTENT = "faq"
 DEFAULT_EPOCHS = 300
 # knowledge/intents.yml intent -> knowledge/responses.yml key of the bot's fixed reply.
 FIXED_REPLIES = {"greet": "greet", "goodbye": "goodbye", "thanks": "thanks", "ask_human": "handoff",
-                 "emergency": "emergency", "complaint": "complaint", "out_of_scope": "out_of_scope"}
+                 "emergency": "emergency", "complaint": "complaint", "out_of_scope": "out_of_scope", "vague": "menu"}
 
 
 class _Literal(str):
