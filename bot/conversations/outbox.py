@@ -36,6 +36,7 @@ from bot.models import OutboxDelivery, OutboxEvent, utcnow
 log = logging.getLogger(__name__)
 
 BATCH = 200
+_INSERT_EVENTS = insert(OutboxEvent.__table__)  # Core, built once: no ORM bulk machinery per message
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Outbox:
         if not events:
             return
         now = now or utcnow()
-        session.execute(insert(OutboxEvent), [
+        session.connection().execute(_INSERT_EVENTS, [
             {"type": e.type, "conversation_id": e.conversation_id, "queue": e.queue, "payload": e.payload(),
              "created_at": now} for e in events])
         rows: list[dict[str, Any]] = []

@@ -18,10 +18,10 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,19 @@ S = ConversationStatus
 C = Conversation.__table__.c
 T = Turn.__table__.c
 H = Handoff.__table__.c
+
+# The per-message statements, built once: SQLAlchemy then reuses their compiled form and cache
+# key, and they run on the connection (Core), not through the ORM's bulk machinery. Measured
+# in process: the conversation half of a message went from ~10.9 to ~N ms of CPU (see README).
+_MUTABLE = [c for c in Conversation.__table__.columns if c.name != "id"]
+_MUTABLE_NAMES = tuple(c.name for c in _MUTABLE)
+_STATE_NAMES = tuple(n for n in _MUTABLE_NAMES if n != "updated_at")
+_LOCK = select(Conversation.__table__).where(C.id == bindparam("cid")).with_for_update()
+_CURRENT = select(Identity.conversation_id).where(Identity.channel == bindparam("channel"),
+                                                  Identity.external_id == bindparam("user"))
+_INSERT_TURNS = insert(Turn.__table__).returning(T.id, T.seq, sort_by_parameter_order=True)
+_UPDATE_CONVERSATION = update(Conversation.__table__).where(C.id == bindparam("_cid")).values(
+    {c.name: bindparam(f"_{c.name}") for c in _MUTABLE})
 
 
 class ConversationError(Exception):
@@ -127,6 +140,7 @@ class MessageScope:
         self.conversation = conversation
         self.now = now
         self.events: list[Event] = []
+        self._flushed: tuple | None = None
         self._turns: list[dict[str, Any]] = []
         self._pushes: list[bool] = []
         self.turns: list[StoredTurn] = []
@@ -225,10 +239,14 @@ class MessageScope:
     # -- writing -----------------------------------------------------------------------------
 
     def flush(self) -> None:
+        """Write what changed: new turns in one batch, the conversation row once, the events."""
         conv = self.conversation
+        state = tuple(repr(getattr(conv, name)) for name in _STATE_NAMES)  # repr: lists/dicts compare by value
+        if not self._turns and not self.events and state == self._flushed:
+            return  # nothing changed since the last flush (the scope flushes again on exit)
+        connection = self.session.connection()
         if self._turns:
-            rows = self.session.execute(insert(Turn).returning(T.id, T.seq, sort_by_parameter_order=True),
-                                        self._turns).all()
+            rows = connection.execute(_INSERT_TURNS, self._turns).all()
             for (turn_id, _seq), values, push in zip(rows, self._turns, self._pushes):
                 stored = StoredTurn(turn_id, values["seq"], values["role"], values["text"], values["created_at"],
                                     values["intent"], values["entry_id"], values["score"], values["payload"])
@@ -237,9 +255,10 @@ class MessageScope:
                                              text=stored.text, user_id=conv.user_id, push=push))
             self._turns, self._pushes = [], []
         conv.updated_at = self.now
-        values = asdict(conv)
-        values.pop("id")
-        self.session.execute(update(Conversation).where(C.id == conv.id).values(**values))
+        values = {f"_{name}": getattr(conv, name) for name in _MUTABLE_NAMES}  # not asdict: it deep-copies
+        values["_cid"] = conv.id
+        connection.execute(_UPDATE_CONVERSATION, values)
+        self._flushed = state
         self.service.outbox.record(self.session, self.events, self.now)
         self.events = []
 
@@ -281,8 +300,7 @@ class ConversationService:
                 return conv
             # unknown id (e.g. the database was reset): a fresh conversation; the client sees the new id
         if not message.new_conversation:
-            current = session.execute(select(Identity.conversation_id).where(
-                Identity.channel == channel, Identity.external_id == user)).scalar()
+            current = session.connection().execute(_CURRENT, {"channel": channel, "user": user}).scalar()
             if current is not None:
                 conv = self._lock(session, current)
                 if conv is not None:
@@ -322,7 +340,7 @@ class ConversationService:
 
     @staticmethod
     def _lock(session: Session, conversation_id: str) -> ConversationRecord | None:
-        row = session.execute(select(Conversation.__table__).where(C.id == conversation_id).with_for_update()).first()
+        row = session.connection().execute(_LOCK, {"cid": conversation_id}).first()
         return ConversationRecord.from_row(row) if row is not None else None
 
     def open_handoffs_elsewhere(self, session: Session, conv: ConversationRecord) -> int:
