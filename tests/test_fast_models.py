@@ -51,3 +51,19 @@ def test_grouped_max_equals_ufunc_at():
     expected = np.full(7, -np.inf, dtype=np.float32)
     np.maximum.at(expected, doc_entry, scores)
     assert np.array_equal(_Grouping(doc_entry, 7).max(scores), expected)
+
+
+def test_the_cached_use_model_encodes_exactly_like_the_package(tmp_path):
+    """The fast-loading copy (pickled tokenizer, memory-mapped weights) is the same model."""
+    import numpy as np
+
+    from bot.encoders import UniversalSentenceEncoder
+
+    texts = ["核酸检测多少钱", "健康碼變黃怎麼辦", "How long do PCR results take?", "x" * 300]
+    reference = UniversalSentenceEncoder(threads=1).encode(texts)
+    first = UniversalSentenceEncoder(threads=1, cache_dir=tmp_path)  # writes the cache
+    again = UniversalSentenceEncoder(threads=1, cache_dir=tmp_path)  # loads it
+    assert list(tmp_path.glob("use-*/table.npy"))
+    assert np.allclose(first.encode(texts), reference, atol=1e-6)
+    assert np.allclose(again.encode(texts), reference, atol=1e-6)
+    assert isinstance(again._model._model.table, np.memmap)

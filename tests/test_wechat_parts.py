@@ -84,7 +84,9 @@ def test_external_user_is_account_and_openid():
 
 class FakeApi:
     """Token endpoint + custom/send, scripted per test: an int is an errcode, or one of
-    "timeout", "http500" (no errcode), "hang" (blocks until released)."""
+    "timeout", "http500" (no errcode), "hang" (blocks until released). Sends to an openid in
+    `hang_for` block until released too: bound to the recipient, not to which of two pool threads
+    happens to call first."""
 
     def __init__(self, send_codes: list | None = None):
         self.send_codes = list(send_codes or [])
@@ -92,6 +94,7 @@ class FakeApi:
         self.sent: list[dict] = []
         self.seen_tokens: list[str] = []
         self.release = threading.Event()
+        self.hang_for: set[str] = set()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/cgi-bin/token":
@@ -105,6 +108,8 @@ class FakeApi:
         assert isinstance(body["text"]["content"], str)
         assert "\\u" not in request.content.decode()  # UTF-8, not ASCII escapes
         code = self.send_codes.pop(0) if self.send_codes else 0
+        if body["touser"] in self.hang_for:
+            code = "hang"
         if code == "timeout":
             raise httpx.ReadTimeout("timed out", request=request)
         if code == "http500":
@@ -200,7 +205,7 @@ def test_outbox_backs_off_on_transient_errors_and_never_sends_twice(wechat, cloc
 def test_one_hanging_send_blocks_nobody_else(wechat):
     """Regression: one send thread meant one hang blocked every citizen's answers."""
     services, api, _windows, worker = wechat
-    api.send_codes = ["hang"]
+    api.hang_for = {"slow"}
     for openid in ("slow", "fast"):
         user_writes(services, openid)
     push(services, "slow", "waiting on a hung connection")
