@@ -272,6 +272,10 @@ class Settings(BaseSettings):
 
     knowledge_dir: Path = Field(default_factory=default_knowledge_dir)
     data_dir: Path = Path("var")
+    # Derived, rebuildable files (the index per KB version, fast-loading model copies); default
+    # <data_dir>. Several data dirs may share one, as the test servers do: each new data dir would
+    # otherwise re-encode the KB and re-unpack the model (about 8 s per server on 2 cores).
+    cache_dir: Path | None = None
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("HOTLINE_DATABASE_URL", "DATABASE_URL"))
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: wake-ups and limits across processes/hosts
@@ -314,7 +318,11 @@ class Settings(BaseSettings):
 
     @property
     def index_dir(self) -> Path:
-        return self.data_dir / "index"
+        return (self.cache_dir or self.data_dir) / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.cache_dir or self.data_dir) / "models"
 
     @cached_property
     def thresholds(self) -> Thresholds:

@@ -130,7 +130,7 @@ class Bot:
         settings = settings or Settings()
         kb = load_knowledge_base(settings.knowledge_dir)
         tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
-        encoder = build_encoder(settings.encoder, settings.encoder_threads, settings.data_dir / "models")
+        encoder = build_encoder(settings.encoder, settings.encoder_threads, settings.models_dir)
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder_key)
         return cls(settings, kb, tokenizer, encoder, index)
 

@@ -48,7 +48,7 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     kb = load_knowledge_base(settings.knowledge_dir)
     tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
     index = build_index(kb, tokenizer, build_encoder(settings.encoder, args.threads or os.cpu_count() or 1,
-                                                     settings.data_dir / "models"))
+                                                     settings.models_dir))
     directory = artifact_dir(settings.index_dir, kb.version, settings.encoder_key)
     save_index(index, directory)
     print(f"indexed {len(kb.entries)} entries / {len(index.doc_texts)} questions "
