@@ -102,17 +102,18 @@ def knowledge_version(root: Path) -> str:
 def _read_yaml(path: Path, root: Path, problems: list[Problem]) -> object | None:
     rel = str(path.relative_to(root))
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        data: object = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return data
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         problems.append(Problem(rel, "", "", f"cannot parse: {exc}"))
         return None
 
 
-def _field_name(loc: tuple) -> str:
+def _field_name(loc: tuple[object, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _load_entries(root: Path, problems: list[Problem]) -> dict[str, Entry]:
+def _load_entries(root: Path, problems: list[Problem], today: dt.date) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     entry_files: dict[str, str] = {}
     faq_dir = root / FAQ_DIR
@@ -147,7 +148,7 @@ def _load_entries(root: Path, problems: list[Problem]) -> dict[str, Entry]:
                 continue
             entries[entry.id] = entry
             entry_files[entry.id] = rel
-    _check_cross_entry(entries, entry_files, problems)
+    _check_cross_entry(entries, entry_files, problems, today)
     _check_regions(root, entries, entry_files, problems)
     return entries
 
@@ -185,8 +186,8 @@ def _check_regions(root: Path, entries: dict[str, Entry], files: dict[str, str],
             seen.add(variant.region)
 
 
-def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem]) -> None:
-    today = dt.date.today()
+def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem],
+                       today: dt.date) -> None:
     seen_questions: dict[str, str] = {}
     for entry_id, entry in entries.items():
         rel = files[entry_id]
@@ -235,21 +236,22 @@ def _load_intents(root: Path, problems: list[Problem]) -> dict[str, list[str]]:
     return intents
 
 
-def _collect(root: Path) -> tuple[dict[str, Entry], dict[str, list[str]], list[Problem]]:
+def _collect(root: Path, today: dt.date | None) -> tuple[dict[str, Entry], dict[str, list[str]], list[Problem]]:
     problems: list[Problem] = []
-    entries = _load_entries(root, problems)
+    entries = _load_entries(root, problems, today or dt.date.today())
     intents = _load_intents(root, problems)
     return entries, intents, problems
 
 
-def load_knowledge_base(root: Path) -> KnowledgeBase:
+def load_knowledge_base(root: Path, today: dt.date | None = None) -> KnowledgeBase:
     """Load the KB; raise KnowledgeBaseError on anything that makes it unservable.
 
     Expired entries are not fatal (time passes while a server runs): they are
-    kept, flagged in ``problems``, and the policy refuses to serve them.
+    kept, flagged in ``problems``, and the policy refuses to serve them. ``today`` (default: the
+    calendar's) decides what counts as expired, so tests and "what expires by Friday" need no clock.
     """
     root = Path(root)
-    entries, intents, problems = _collect(root)
+    entries, intents, problems = _collect(root, today)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise KnowledgeBaseError(errors)
@@ -257,6 +259,6 @@ def load_knowledge_base(root: Path) -> KnowledgeBase:
                          version=knowledge_version(root), problems=problems)
 
 
-def validate_knowledge_base(root: Path) -> list[Problem]:
-    """Every problem, expired entries included: what ``kb validate`` reports."""
-    return _collect(Path(root))[2]
+def validate_knowledge_base(root: Path, today: dt.date | None = None) -> list[Problem]:
+    """Every problem, expired entries included (as of ``today``): what ``kb validate`` reports."""
+    return _collect(Path(root), today)[2]
