@@ -13,6 +13,7 @@ import binascii
 import datetime as dt
 import os
 import re
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -60,7 +61,7 @@ class Thresholds(BaseModel):
 
     @classmethod
     def load(cls, path: Path, overrides: dict[str, float] | None = None) -> "Thresholds":
-        values: dict = {}
+        values: dict[str, object] = {}
         if path.exists():
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         unknown = set(overrides or {}) - set(cls.model_fields)
@@ -95,7 +96,7 @@ class WebSettings(BaseModel):
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
-    def _split(cls, value):
+    def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
@@ -340,7 +341,7 @@ class Settings(BaseSettings):
         return self.data_dir / name
 
 
-def keep_secret(path: Path, make: "callable[[], str]") -> str:
+def keep_secret(path: Path, make: Callable[[], str]) -> str:
     """A secret generated once and kept in ``path`` (0600), shared by every process on this machine."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():

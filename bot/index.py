@@ -10,8 +10,10 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from bot.scope import Vocabulary, load_out_of_kb
 from bot.text import DomainTokenizer, normalise
 
 log = logging.getLogger(__name__)
+_Loadable = TypeVar("_Loadable", IntentClassifier, BinaryTextClassifier)
 
 # Bump when what is stored changes shape or meaning (tokeniser, document set),
 # so old artifacts are rebuilt instead of loaded.
@@ -54,7 +57,7 @@ def artifact_dir(index_root: Path, kb_version: str, encoder_key: str) -> Path:
 
 
 def build_retrievers(doc_texts: list[str], doc_vectors: np.ndarray, tokenizer: DomainTokenizer,
-                     extra_lexical_texts: list[str] = ()) -> tuple[LexicalRetriever, DenseRetriever]:
+                     extra_lexical_texts: Sequence[str] = ()) -> tuple[LexicalRetriever, DenseRetriever]:
     """Dense over the question documents; lexical over those plus any extra texts."""
     lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in [*doc_texts, *extra_lexical_texts]])
     return lexical, DenseRetriever.build(doc_vectors)
@@ -101,7 +104,7 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder)
     entries = EntryClassifier.train(doc_texts, doc_tokens, doc_entry_ids, doc_vectors)
     emergency = train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
                                          emergency_texts, calm_texts, vectors[n_docs + n_intents:])
-    aspect_rows = [(text, kb.entries[e].aspect, i) for i, (text, e) in enumerate(zip(doc_texts, doc_entry_ids))
+    aspect_rows: list[tuple[str, str, int]] = [(text, str(kb.entries[e].aspect), i) for i, (text, e) in enumerate(zip(doc_texts, doc_entry_ids))
                    if kb.entries[e].aspect]
     aspects = None
     if len({a for _, a, _ in aspect_rows}) >= 2:
@@ -117,7 +120,8 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder)
                        crisis_kinds, topic)
 
 
-def train_topic_classifier(doc_texts, doc_vectors, out_of_kb_texts, out_of_kb_vectors) -> BinaryTextClassifier:
+def train_topic_classifier(doc_texts: list[str], doc_vectors: np.ndarray, out_of_kb_texts: list[str],
+                           out_of_kb_vectors: np.ndarray) -> BinaryTextClassifier:
     """In the KB (every paraphrase) vs in the domain but not in the KB (the out-of-KB training questions)."""
     return BinaryTextClassifier.train([*doc_texts, *out_of_kb_texts], [1] * len(doc_texts) + [0] * len(out_of_kb_texts),
                                       np.vstack([doc_vectors, out_of_kb_vectors]))
@@ -131,11 +135,12 @@ def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer) -> Vocabular
         for variant in entry.variants:
             texts += [variant.answer.zh, variant.answer.en]
         words[entry.id] = {w for text in texts for w in tokenizer.words(normalise(text))}
-    return Vocabulary(words)
+    return Vocabulary(dict(words))
 
 
-def train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
-                             emergency_texts, calm_texts, example_vectors) -> LearnedEmergencyDetector:
+def train_emergency_detector(doc_texts: list[str], doc_vectors: np.ndarray, intent_texts: list[str],
+                             intent_labels: list[str], intent_vectors: np.ndarray, emergency_texts: list[str],
+                             calm_texts: list[str], example_vectors: np.ndarray) -> LearnedEmergencyDetector:
     """Positives: the red-flag examples and the ``emergency`` intent; negatives: every KB paraphrase,
     the other intents and the hard non-emergency examples (questions ABOUT symptoms and rules)."""
     texts = [*emergency_texts, *calm_texts, *doc_texts, *intent_texts]
@@ -192,7 +197,7 @@ def load_index(directory: Path) -> SearchIndex:
     )
 
 
-def _optional(cls, path: Path):
+def _optional(cls: type[_Loadable], path: Path) -> _Loadable | None:
     return cls.load(path) if path.exists() else None
 
 

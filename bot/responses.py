@@ -5,7 +5,6 @@ from pathlib import Path
 
 import yaml
 
-
 REQUIRED_KEYS = (
     "emergency", "handoff", "handoff_waiting", "handoff_after_failures", "rephrase", "did_you_mean",
     "none_of_these", "talk_to_person", "policy_changed", "greet", "goodbye", "thanks", "complaint",

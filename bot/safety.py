@@ -59,7 +59,7 @@ class EmergencyDetector:
         return None
 
 
-def load_emergency_examples(knowledge_dir: Path, with_kinds: bool = False):
+def load_emergency_examples(knowledge_dir: Path, with_kinds: bool = False) -> tuple[list[str], ...]:
     """(emergency texts, non-emergency texts[, kinds of the emergency texts]) from the training split;
     empty lists when absent."""
     path = Path(knowledge_dir) / EMERGENCY_EXAMPLES_FILE

@@ -28,6 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -68,7 +69,7 @@ class ScopeEvidence:
         return dict(zip(FEATURES, self.features))
 
 
-def load_out_of_kb(knowledge_dir) -> list[str]:
+def load_out_of_kb(knowledge_dir: Path | str) -> list[str]:
     """The TRAIN split of the out-of-KB questions (empty when the KB ships none)."""
     from pathlib import Path
 

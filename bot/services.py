@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings, keep_secret
 from bot.conversations.desk import Desk
@@ -23,6 +23,9 @@ from bot.conversations.service import ConversationService
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database, StoreUnavailable
 from bot.models import utcnow
+
+if TYPE_CHECKING:
+    from bot.engine import Bot
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ class Services:
     _schema_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings, *, bot=None, db: Database | None = None, notifier: Notifier | None = None,
+    def build(cls, settings: Settings, *, bot: Bot | None = None, db: Database | None = None, notifier: Notifier | None = None,
               clock: Callable[[], dt.datetime] = utcnow, upgrade: bool = True) -> "Services":
         """``bot``: an already loaded engine to reuse (its models and index); ``db``: a database
         to use instead of ``settings.sqlalchemy_url``."""

@@ -6,13 +6,12 @@ KB exactly as a Simplified one does.
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import unicodedata
 from pathlib import Path
 from typing import Literal
-
-import logging
 
 import jieba
 import opencc
@@ -74,7 +73,7 @@ def to_script(text: str, script: str | None) -> str:
     if script != "hant" or not text:
         return text
     with _OPENCC_LOCK:
-        return _S2T.convert(text)
+        return str(_S2T.convert(text))
 
 
 def detect_language(text: str) -> Language:

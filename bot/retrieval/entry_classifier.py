@@ -20,7 +20,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 
-def _identity(tokens):
+def _identity(tokens: list[str]) -> list[str]:
     return tokens
 
 
