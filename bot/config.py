@@ -8,6 +8,8 @@ as deploy tooling usually sets it. Nothing else in the code reads the environmen
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import base64
 import binascii
 import datetime as dt
@@ -18,7 +20,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -63,7 +64,7 @@ class Thresholds(BaseModel):
     def load(cls, path: Path, overrides: dict[str, float] | None = None) -> "Thresholds":
         values: dict[str, object] = {}
         if path.exists():
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = load_yaml(path) or {}
         unknown = set(overrides or {}) - set(cls.model_fields)
         if unknown:
             raise ValueError(f"thresholds: unknown override(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}")

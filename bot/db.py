@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from bot.errors import SchemaError as SchemaError  # re-exported: callers import them from here too
+from bot.errors import StoreUnavailable as StoreUnavailable
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -45,14 +47,6 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 ADVISORY_LOCK = 0x686F746C  # "hotl"
-
-
-class StoreUnavailable(RuntimeError):
-    """The database cannot be reached in time; the caller should answer 503, not crash."""
-
-
-class SchemaError(RuntimeError):
-    """The database schema is not what this release expects (run ``hotline-bot db upgrade``)."""
 
 
 class _Watchdog:

@@ -6,6 +6,8 @@ KB exactly as a Simplified one does.
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import logging
 import re
 import threading
@@ -16,7 +18,6 @@ from typing import Literal
 import jieba
 import opencc
 import Stemmer
-import yaml
 
 Language = Literal["zh", "en", "mixed"]
 Script = Literal["hans", "hant"]
@@ -116,7 +117,7 @@ class SynonymMap:
     def from_file(cls, path: Path) -> "SynonymMap":
         if not path.exists():
             return cls([])
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path) or {}
         return cls(data.get("groups") or [])
 
     def __call__(self, token: str) -> str:

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 from bot.config import Settings
-from bot.conversations.service import ConversationError
-from bot.db import SchemaError, StoreUnavailable
+from bot.errors import ConversationError, SchemaError, StoreUnavailable
 
 
 def _iso_date(value: str) -> dt.date:
@@ -30,17 +29,16 @@ def _iso_date(value: str) -> dt.date:
 
 
 def _cmd_kb_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.kb import load_knowledge_base
-    from bot.kb.loader import validate_knowledge_base
+    from bot.kb.loader import inspect_knowledge_base
 
-    problems = validate_knowledge_base(settings.knowledge_dir, args.today)
+    kb, problems = inspect_knowledge_base(settings.knowledge_dir, args.today)
     for problem in problems:
         print(f"{problem.severity.upper()}: {problem}", file=sys.stderr)
     errors = [p for p in problems if p.severity != "warning"]
     if errors:
         print(f"{len(errors)} problem(s) in {settings.knowledge_dir}", file=sys.stderr)
         return 1
-    kb = load_knowledge_base(settings.knowledge_dir, args.today)
+    assert kb is not None  # no error-severity problem
     print(f"OK: {len(kb.entries)} entries, {len(kb.intent_examples)} intents, KB version {kb.version}"
           + (f" ({len(problems)} warning(s))" if problems else ""))
     return 0

@@ -39,6 +39,7 @@ from bot.conversations.outbox import Outbox
 from bot.conversations.privacy import Vault
 from bot.conversations.status import WITH_PERSON, ConversationStatus, InvalidTransition, transition
 from bot.db import Database, rowcount
+from bot.errors import ConversationError as ConversationError  # re-exported
 from bot.messages import HandoffInfo, Message
 from bot.models import Agent, Conversation, Handoff, Identity, Turn, iso, utcnow
 
@@ -63,17 +64,6 @@ _CURRENT = select(Identity.conversation_id).where(Identity.channel == bindparam(
 _INSERT_TURNS = insert(cast(Table, Turn.__table__)).returning(T.id, T.seq, sort_by_parameter_order=True)
 _UPDATE_CONVERSATION = update(cast(Table, Conversation.__table__)).where(C.id == bindparam("_cid")).values(
     {c.name: bindparam(f"_{c.name}") for c in _MUTABLE})
-
-
-class ConversationError(Exception):
-    """A request the conversation domain refuses. ``kind`` maps to HTTP in connectors/errors.py:
-    invalid → 400, forbidden → 403, not_found → 404, conflict → 409, limited → 429."""
-
-    def __init__(self, kind: str, message: str, field: str | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.field = field
 
 
 @dataclass

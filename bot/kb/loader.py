@@ -5,12 +5,13 @@ editor can fix it without reading Python tracebacks.
 """
 from __future__ import annotations
 
+from bot.yaml_files import YAMLError, load_yaml
+
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from bot.kb.schema import Entry
@@ -102,9 +103,9 @@ def knowledge_version(root: Path) -> str:
 def _read_yaml(path: Path, root: Path, problems: list[Problem]) -> object | None:
     rel = str(path.relative_to(root))
     try:
-        data: object = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data: object = load_yaml(path)
         return data
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (YAMLError, UnicodeDecodeError) as exc:
         problems.append(Problem(rel, "", "", f"cannot parse: {exc}"))
         return None
 
@@ -163,7 +164,7 @@ def _check_regions(root: Path, entries: dict[str, Entry], files: dict[str, str],
         return
     try:
         gazetteer = Gazetteer.from_file(path)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+    except (YAMLError, KeyError, TypeError, AttributeError) as exc:
         problems.append(Problem(REGIONS_FILE, "", "provinces", f"cannot read the gazetteer: {exc}"))
         return
     for entry_id, entry in entries.items():
@@ -250,13 +251,20 @@ def load_knowledge_base(root: Path, today: dt.date | None = None) -> KnowledgeBa
     kept, flagged in ``problems``, and the policy refuses to serve them. ``today`` (default: the
     calendar's) decides what counts as expired, so tests and "what expires by Friday" need no clock.
     """
+    kb, problems = inspect_knowledge_base(root, today)
+    if kb is None:
+        raise KnowledgeBaseError([p for p in problems if p.severity == "error"])
+    return kb
+
+
+def inspect_knowledge_base(root: Path, today: dt.date | None = None) -> tuple[KnowledgeBase | None, list[Problem]]:
+    """Every problem, and the KB when none is an error: ``kb validate`` parses each file once."""
     root = Path(root)
     entries, intents, problems = _collect(root, today)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise KnowledgeBaseError(errors)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
     return KnowledgeBase(root=root, entries=entries, intent_examples=intents,
-                         version=knowledge_version(root), problems=problems)
+                         version=knowledge_version(root), problems=problems), problems
 
 
 def validate_knowledge_base(root: Path, today: dt.date | None = None) -> list[Problem]:
