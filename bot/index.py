@@ -32,7 +32,7 @@ _Loadable = TypeVar("_Loadable", IntentClassifier, BinaryTextClassifier)
 
 # Bump when what is stored changes shape or meaning (tokeniser, document set),
 # so old artifacts are rebuilt instead of loaded.
-INDEX_FORMAT = 4
+INDEX_FORMAT = 5  # 5: models as plain pickles instead of joblib
 
 
 @dataclass
@@ -161,15 +161,15 @@ def save_index(index: SearchIndex, directory: Path) -> None:
             ensure_ascii=False), encoding="utf-8")
         index.dense.save(tmp / "dense.faiss")
         index.lexical.save(tmp / "lexical")
-        index.intents.save(tmp / "intents.joblib")
-        index.entries.save(tmp / "entries.joblib")
+        index.intents.save(tmp / "intents.pickle")
+        index.entries.save(tmp / "entries.pickle")
         if index.aspects is not None:
-            index.aspects.save(tmp / "aspects.joblib")
+            index.aspects.save(tmp / "aspects.pickle")
         if index.crisis_kinds is not None:
-            index.crisis_kinds.save(tmp / "crisis_kinds.joblib")
+            index.crisis_kinds.save(tmp / "crisis_kinds.pickle")
         if index.topic is not None:
-            index.topic.save(tmp / "topic.joblib")
-        index.emergency.save(tmp / "emergency.joblib")
+            index.topic.save(tmp / "topic.pickle")
+        index.emergency.save(tmp / "emergency.pickle")
         (tmp / "vocabulary.json").write_text(json.dumps(index.vocabulary.to_dict(), ensure_ascii=False),
                                              encoding="utf-8")
         if directory.exists():
@@ -187,13 +187,13 @@ def load_index(directory: Path) -> SearchIndex:
         lexical_entry_ids=docs["lexical_entry_ids"],
         lexical=LexicalRetriever.load(directory / "lexical"),
         dense=DenseRetriever.load(directory / "dense.faiss"),
-        intents=IntentClassifier.load(directory / "intents.joblib"),
-        entries=EntryClassifier.load(directory / "entries.joblib"),
-        emergency=LearnedEmergencyDetector.load(directory / "emergency.joblib"),
+        intents=IntentClassifier.load(directory / "intents.pickle"),
+        entries=EntryClassifier.load(directory / "entries.pickle"),
+        emergency=LearnedEmergencyDetector.load(directory / "emergency.pickle"),
         vocabulary=Vocabulary(json.loads((directory / "vocabulary.json").read_text(encoding="utf-8"))),
-        aspects=_optional(IntentClassifier, directory / "aspects.joblib"),
-        crisis_kinds=_optional(IntentClassifier, directory / "crisis_kinds.joblib"),
-        topic=_optional(BinaryTextClassifier, directory / "topic.joblib"),
+        aspects=_optional(IntentClassifier, directory / "aspects.pickle"),
+        crisis_kinds=_optional(IntentClassifier, directory / "crisis_kinds.pickle"),
+        topic=_optional(BinaryTextClassifier, directory / "topic.pickle"),
     )
 
 

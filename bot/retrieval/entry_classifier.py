@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import joblib
 import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+
+from bot.intents import load_model, save_model
 
 
 def _identity(tokens: list[str]) -> list[str]:
@@ -58,9 +59,9 @@ class EntryClassifier:
         return fast.probabilities(vector, tfidf_row(self._char, text), tfidf_row(self._tokens, tokens))
 
     def save(self, path: Path) -> None:
-        joblib.dump({"char": self._char, "tokens": self._tokens, "model": self._model}, path)
+        save_model({"char": self._char, "tokens": self._tokens, "model": self._model}, path)
 
     @classmethod
     def load(cls, path: Path) -> "EntryClassifier":
-        data = joblib.load(path)
+        data = load_model(path)
         return cls(data["char"], data["tokens"], data["model"])
