@@ -32,7 +32,7 @@ _Loadable = TypeVar("_Loadable", IntentClassifier, BinaryTextClassifier)
 
 # Bump when what is stored changes shape or meaning (tokeniser, document set),
 # so old artifacts are rebuilt instead of loaded.
-INDEX_FORMAT = 5  # 5: models as plain pickles instead of joblib
+INDEX_FORMAT = 6  # 6: models as plain arrays (bot/linear.py), no sklearn objects
 
 
 @dataclass
