@@ -43,7 +43,10 @@ def session_dir(tmp_path_factory) -> Path:
 def shared_cache(session_dir):
     """One index and model cache for the whole run: every server subprocess inherits it through the
     environment, so each new data dir does not re-encode the KB (measured ~8 s per server)."""
-    cache = session_dir / "cache"
+    # Under pytest-xdist every worker has its own session dir; the cache goes one level up so the
+    # workers share it (index and model copies are written to a temp folder and renamed: safe).
+    root = session_dir.parent.parent if os.environ.get("PYTEST_XDIST_WORKER") else session_dir
+    cache = root / "cache"
     previous = os.environ.get("HOTLINE_CACHE_DIR")
     os.environ["HOTLINE_CACHE_DIR"] = str(cache)
     yield cache
