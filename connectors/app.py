@@ -37,6 +37,7 @@ def create_app(services: Services) -> Flask:
                                 x_proto=settings.server.trusted_proxies)
 
     from connectors.agents import agents
+    from connectors.agents.dashboard import dashboard
     from connectors.api import api
     from connectors.limits import apply_limits, init_limits
     from connectors.rasa_rest import rasa_rest
@@ -48,6 +49,7 @@ def create_app(services: Services) -> Flask:
     app.register_blueprint(rasa_rest)
     app.register_blueprint(web)
     app.register_blueprint(agents)
+    app.register_blueprint(dashboard)
     init_wechat(app, services)
     apply_limits(app)
     register_error_handlers(app)
