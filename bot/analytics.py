@@ -161,6 +161,15 @@ class Analytics:
             return func.to_char(column + offset, "YYYY-MM-DD HH24")
         return func.strftime("%Y-%m-%d %H", column, f"{minutes:+d} minutes")
 
+    def _hours(self, start: dt.datetime, end: dt.datetime) -> list[str]:
+        """The local hour labels of [start, end)."""
+        offset = self.offset(start)
+        cursor, labels = (start + offset).replace(minute=0, second=0, microsecond=0), []
+        while cursor - offset < end:
+            labels.append(cursor.strftime("%Y-%m-%d %H"))
+            cursor += dt.timedelta(hours=1)
+        return labels
+
     @staticmethod
     def _plus(session, column, delta: dt.timedelta):
         if session.get_bind().dialect.name == "postgresql":
@@ -235,13 +244,15 @@ class Analytics:
             returning = s.execute(select(func.count(func.distinct(citizen))).select_from(turns_conv)
                                   .where(*user_where, earlier)).scalar() or 0
         hourly: dict[str, dict[str, Any]] = {}
+        for label in self._hours(start, end):  # every hour of the range, quiet ones too
+            hourly[label] = {"hour": label, "conversations": {}, "messages": {}}
         for label, channel, count in conversations:
             hourly.setdefault(label, {"hour": label, "conversations": {}, "messages": {}})["conversations"][channel] = count
         for label, channel, count in messages:
             hourly.setdefault(label, {"hour": label, "conversations": {}, "messages": {}})["messages"][channel] = count
-        daily: dict[str, dict[str, int]] = defaultdict(lambda: {"conversations": 0, "messages": 0})
+        daily: dict[str, dict[str, int]] = {}
         for row in hourly.values():
-            day = daily[row["hour"][:10]]
+            day = daily.setdefault(row["hour"][:10], {"conversations": 0, "messages": 0})
             day["conversations"] += sum(row["conversations"].values())
             day["messages"] += sum(row["messages"].values())
         return {"hourly": [hourly[k] for k in sorted(hourly)],
@@ -436,16 +447,13 @@ class Analytics:
                 on_duty[(hour_start + offset).strftime("%Y-%m-%d %H")] += (step - cursor).total_seconds() / 3600
                 cursor = step
         rows = []
-        cursor = (start + offset).replace(minute=0, second=0, microsecond=0)
-        while cursor - offset < end:
-            label = cursor.strftime("%Y-%m-%d %H")
+        for label in self._hours(start, end):
             n = arrivals.get(label, 0)
             need = agents_needed(n, aht, self.target, self.target_seconds)
             rows.append({"hour": label, "arrivals": n, "recommended": need,
                          "on_duty": round(on_duty.get(label, 0.0), 2),
                          "expected_service_level": round(service_level(n, aht, need, self.target_seconds), 3)
                          if n else None})
-            cursor += dt.timedelta(hours=1)
         return {"handle_seconds": round(aht, 1), "handle_from": "measured" if handle else "default",
                 "target": self.target, "seconds": self.target_seconds, "hours": rows}
 

@@ -193,7 +193,8 @@ def test_handoff_reasons_waits_handle_abandonment_callbacks(analytics):
 def test_volume_by_hour_channel_language_and_returning_citizens(analytics):
     out = analytics.volume(*day_range(analytics), Filters())
     assert out["conversations"] == 8 and out["messages"] == 11
-    first = out["hourly"][0]
+    assert len(out["hourly"]) == 24 and out["hourly"][0]["hour"] == "2026-12-01 00"  # quiet hours too
+    first = out["hourly"][9]
     assert first == {"hour": "2026-12-01 09", "conversations": {"web": 2, "wechat": 1},
                      "messages": {"web": 2, "wechat": 2}}
     assert out["messages_by_language"] == {"zh": 7, "en": 4}
