@@ -40,10 +40,12 @@ def create_app(services: Services) -> Flask:
     from connectors.agents.dashboard import dashboard
     from connectors.api import api
     from connectors.limits import apply_limits, init_limits
+    from connectors.metrics import init_metrics
     from connectors.rasa_rest import rasa_rest
     from connectors.web import web
     from connectors.wechat import init_wechat
 
+    init_metrics(app, services)
     init_limits(app, services)
     app.register_blueprint(api)
     app.register_blueprint(rasa_rest)
