@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, exists, func, literal, or_, select
+from sqlalchemy import and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import aliased
 
 from bot.db import Database
@@ -238,9 +238,11 @@ class Analytics:
             citizen = C.c.channel + literal(":") + C.c.user_id
             active = s.execute(select(func.count(func.distinct(citizen))).select_from(turns_conv)
                                .where(*user_where)).scalar() or 0
-            c2, t2 = aliased(C), aliased(T)
-            earlier = exists().where(t2.c.conversation_id == c2.c.id, c2.c.channel == C.c.channel,
-                                     c2.c.user_id == C.c.user_id, t2.c.role == "user", t2.c.created_at < start)
+            # Conversations are only ever created by a citizen's message: one started before the range
+            # (this one, or an earlier one of the same channel + user) means they wrote before.
+            c2 = aliased(C)
+            earlier = exists().where(c2.c.channel == C.c.channel, c2.c.user_id == C.c.user_id,
+                                     c2.c.created_at < start)
             returning = s.execute(select(func.count(func.distinct(citizen))).select_from(turns_conv)
                                   .where(*user_where, earlier)).scalar() or 0
         hourly: dict[str, dict[str, Any]] = {}
@@ -270,7 +272,6 @@ class Analytics:
         handed = exists().where(H.c.conversation_id == C.c.id, H.c.created_at < end)
         callback = exists().where(CB.c.conversation_id == C.c.id, CB.c.created_at < end)
         base = [C.c.created_at >= start, C.c.created_at < end, asked, *self._conversation_filters(filters)]
-        deflected = [*base, ~handed, ~callback]
 
         answer = self._action(T) == "answer"
         answered = exists().where(T.c.conversation_id == C.c.id, T.c.role == "bot", answer, T.c.created_at < end)
@@ -289,15 +290,20 @@ class Analytics:
                 a1.c.created_at < end, a2.c.role == "bot", self._action(a2) == "answer",
                 c2.c.channel == C.c.channel, c2.c.user_id == C.c.user_id,
                 a2.c.created_at > a1.c.created_at, a2.c.created_at <= self._plus(s, a1.c.created_at, REPEAT_WINDOW))
-            served = [*deflected, answered, ~disliked, ~repeated]
             day = func.substr(self._hour(s, C.c.created_at, offset), 1, 10)
-
-            def per_day(where):
-                return dict(s.execute(select(day, func.count()).where(*where).group_by(day)).all())
-
-            started_by_day, deflected_by_day, served_by_day = per_day(base), per_day(deflected), per_day(served)
-            with_handoff = s.execute(select(func.count()).where(*base, handed)).scalar() or 0
-            with_callback = s.execute(select(func.count()).where(*base, callback)).scalar() or 0
+            # One pass over the range's conversations: each condition summed per day. "served" is
+            # only evaluated for deflected ones (CASE stops at the first true branch).
+            is_deflected = and_(~handed, ~callback)
+            rows = s.execute(select(
+                day, func.count(),
+                func.sum(case((is_deflected, 1), else_=0)),
+                func.sum(case((~is_deflected, 0), (and_(answered, ~disliked, ~repeated), 1), else_=0)),
+                func.sum(case((handed, 1), else_=0)),
+                func.sum(case((callback, 1), else_=0))).where(*base).group_by(day)).all()
+        started_by_day = {r[0]: r[1] for r in rows}
+        deflected_by_day = {r[0]: int(r[2] or 0) for r in rows}
+        served_by_day = {r[0]: int(r[3] or 0) for r in rows}
+        with_handoff, with_callback = sum(int(r[4] or 0) for r in rows), sum(int(r[5] or 0) for r in rows)
         started = sum(started_by_day.values())
         n_deflected, n_served = sum(deflected_by_day.values()), sum(served_by_day.values())
         trend = [{"day": d, "conversations": n, "deflected": deflected_by_day.get(d, 0),
