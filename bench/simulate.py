@@ -312,12 +312,13 @@ def create_accounts(data_dir: Path) -> None:
 
 
 def simulate(out: Path, day: dt.date, conversations: int, speed: float, seed: int = 1, timezone: str = "Asia/Shanghai",
-             mean_handle: float = 240.0, lead_seconds: float = 40.0, keep: bool = False) -> dict[str, Any]:
-    """Returns a summary; the server's database stays in ``out``."""
+             mean_handle: float = 240.0, lead_seconds: float = 40.0, keep: bool = False, days: int = 1) -> dict[str, Any]:
+    """Replays ``days`` days from ``day`` (weekends at 70 % of the weekday volume). Returns a
+    summary; the server's database stays in ``out``."""
     rng = random.Random(seed)
     zone = ZoneInfo(timezone)
     day_start = dt.datetime.combine(day, dt.time(), zone).astimezone(dt.timezone.utc).replace(tzinfo=None)
-    day_end = day_start + dt.timedelta(days=1)
+    day_end = day_start + dt.timedelta(days=days)
     out.mkdir(parents=True, exist_ok=True)
     create_accounts(out)
     # The simulated day begins ``lead_seconds`` of real time from now (the server's startup), at
@@ -337,23 +338,24 @@ def simulate(out: Path, day: dt.date, conversations: int, speed: float, seed: in
     tickets.citizens = citizens
     # arrivals: a Poisson process per hour, the day's total split by the curve
     total = sum(DAILY_CURVE)
-    for hour, weight in enumerate(DAILY_CURVE):
-        count = rng.poisson(conversations * weight / total) if hasattr(rng, "poisson") else \
-            _poisson(rng, conversations * weight / total)
-        for _ in range(count):
-            clock.at(day_start + dt.timedelta(hours=hour, seconds=rng.uniform(0, 3600)), citizens.arrive)
     agents = {name: Agent(name, server, clock, tickets, rng, mean_handle) for name in SHIFTS}
-    for name, shifts in SHIFTS.items():
-        for begin, end in shifts:
-            until = day_start + dt.timedelta(hours=end)
-            clock.at(day_start + dt.timedelta(hours=begin), lambda a=agents[name], u=until: a.start_shift(u))
-            clock.at(until - dt.timedelta(seconds=1), agents[name].end_shift)
+    for n in range(days):
+        midnight = day_start + dt.timedelta(days=n)
+        volume = conversations * (0.7 if (day + dt.timedelta(days=n)).weekday() >= 5 else 1.0)
+        for hour, weight in enumerate(DAILY_CURVE):
+            for _ in range(_poisson(rng, volume * weight / total)):
+                clock.at(midnight + dt.timedelta(hours=hour, seconds=rng.uniform(0, 3600)), citizens.arrive)
+        for name, shifts in SHIFTS.items():
+            for begin, end in shifts:
+                until = midnight + dt.timedelta(hours=end)
+                clock.at(midnight + dt.timedelta(hours=begin), lambda a=agents[name], u=until: a.start_shift(u))
+                clock.at(until - dt.timedelta(seconds=1), agents[name].end_shift)
     real_start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=8) as pool:
         clock.run(day_end, pool)
     real = time.perf_counter() - real_start
     late = sorted(clock.late)
-    summary = {"day": day.isoformat(), "timezone": timezone, "speed": speed, "server_ready_seconds": round(ready_after, 1),
+    summary = {"day": day.isoformat(), "days": days, "timezone": timezone, "speed": speed, "server_ready_seconds": round(ready_after, 1),
                "real_seconds": round(real, 1), "url": server.url, "data_dir": str(out),
                "late_events": len(late), "late_p90_real_seconds": round(late[int(0.9 * (len(late) - 1))], 3) if late else 0,
                "supervisor": {"username": SUPERVISOR, "password": PASSWORD}, **dict(STATS)}
@@ -382,9 +384,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conversations", type=int, default=400)
     parser.add_argument("--speed", type=float, default=720.0, help="simulated seconds per real second")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--days", type=int, default=1, help="consecutive days to replay")
     parser.add_argument("--keep", action="store_true", help="leave the server running")
     args = parser.parse_args(argv)
-    summary = simulate(args.out, args.day, args.conversations, args.speed, args.seed, keep=args.keep)
+    summary = simulate(args.out, args.day, args.conversations, args.speed, args.seed, keep=args.keep, days=args.days)
     summary.pop("server", None)
     print(json.dumps(summary, ensure_ascii=False, indent=1))
 

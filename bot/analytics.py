@@ -347,7 +347,7 @@ class Analytics:
         questions = sum(n for a, n in by_action.items() if a in QUESTION_ACTIONS)
         feedback: dict[str, dict[str, int]] = defaultdict(lambda: {"up": 0, "down": 0})
         for entry, value, count in votes:
-            feedback[entry or "-"][value] = count
+            feedback[entry][value] = count  # None: a rated turn with no entry (did-you-mean, menu, ...)
         known = [e for e in self.entries() if not filters.category or e.startswith(filters.category + ".")]
         return {"responses": sum(by_action.values()), "questions": questions, "by_action": by_action,
                 "answer_rate": _rate(by_action.get("answer", 0), questions),

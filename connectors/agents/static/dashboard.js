@@ -186,7 +186,8 @@
           d.answers.top_entries.map(function (e) { return [e.entry_id, e.count, e.up, e.down]; }));
     table("unanswered", ["问题 · Question", "次数 · Count"],
           d.answers.unanswered.map(function (u) { return [u.text, u.count]; }));
-    table("feedback", ["条目 · Entry", "👍", "👎"], d.answers.feedback.map(function (e) { return [e.entry_id, e.up, e.down]; }));
+    table("feedback", ["条目 · Entry", "👍", "👎"], d.answers.feedback.map(function (e) {
+      return [e.entry_id || "（无条目 · no entry: did-you-mean, menu…）", e.up, e.down]; }));
     table("agents", ["客服 · Agent", "在岗小时 · Duty h", "处理 · Handled", "每小时 · Per h"],
           d.agents.agents.map(function (a) { return [a.agent, a.duty_hours, a.handled, a.per_duty_hour === null ? "–" : a.per_duty_hour]; }));
     table("never_asked", ["条目 · Entry"], d.answers.never_asked.map(function (e) { return [e]; }));
