@@ -33,11 +33,12 @@ import datetime as dt
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select
+from sqlalchemy import and_, case, exists, func, literal, or_, select, text
 from sqlalchemy.orm import aliased
 
 from bot.db import Database
@@ -134,15 +135,27 @@ class Analytics:
 
     def __init__(self, db: Database, *, timezone: str = "Asia/Shanghai",
                  entries: Callable[[], Iterable[str]] = lambda: (), clock: Callable[[], dt.datetime] = utcnow,
-                 service_level_target: float = 0.8, service_level_seconds: float = 60.0):
+                 service_level_target: float = 0.8, service_level_seconds: float = 60.0,
+                 query_seconds: float = 30.0):
         self.db = db
         self.zone = ZoneInfo(timezone)
         self.entries = entries
         self.clock = clock
         self.target = service_level_target
         self.target_seconds = service_level_seconds
+        self.query_seconds = query_seconds
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self):
+        """A read transaction allowed ``query_seconds``: a quarter's aggregates take longer than the
+        2 s a citizen's message may (``db.statement_timeout``); on PostgreSQL ``SET LOCAL`` raises
+        the limit for this transaction only."""
+        with self.db.read(timeout=self.query_seconds + 5) as session:
+            if session.get_bind().dialect.name == "postgresql":
+                session.execute(text(f"SET LOCAL statement_timeout = {int(self.query_seconds * 1000)}"))
+            yield session
 
     def offset(self, at: dt.datetime) -> dt.timedelta:
         """The desk time zone's UTC offset at the naive-UTC moment ``at``."""
@@ -226,7 +239,7 @@ class Analytics:
         user_where = [T.c.role == "user", T.c.created_at >= start, T.c.created_at < end,
                       *self._conversation_filters(filters)]
         turns_conv = T.join(C, C.c.id == T.c.conversation_id)
-        with self.db.read() as s:
+        with self._read() as s:
             hour = self._hour(s, C.c.created_at, offset)
             conversations = s.execute(select(hour.label("h"), C.c.channel, func.count()).where(*conv_where)
                                       .group_by(hour, C.c.channel)).all()
@@ -283,7 +296,7 @@ class Analytics:
         disliked = exists().select_from(last.join(fb, fb.c.turn_id == last.c.id)).where(
             last.c.conversation_id == C.c.id, last.c.seq == last_seq, fb.c.value == "down")
         a1, a2, c2 = aliased(T, name="a1"), aliased(T, name="a2"), aliased(C, name="c2")
-        with self.db.read() as s:
+        with self._read() as s:
             repeated = exists().select_from(a1.join(a2, a2.c.entry_id == a1.c.entry_id)
                                             .join(c2, c2.c.id == a2.c.conversation_id)).where(
                 a1.c.conversation_id == C.c.id, a1.c.role == "bot", self._action(a1) == "answer",
@@ -319,7 +332,7 @@ class Analytics:
         b, u, joined, where = self._responses(start, end, filters)
         action = self._action(b)
         entry_filter = [b.c.entry_id.like(f"{filters.category}.%")] if filters.category else []
-        with self.db.read() as s:
+        with self._read() as s:
             by_action = dict(s.execute(select(action, func.count()).select_from(joined).where(*where)
                                        .group_by(action)).all())
             top_entries = s.execute(select(b.c.entry_id, func.count().label("n")).select_from(joined)
@@ -369,7 +382,7 @@ class Analytics:
 
     def handoffs(self, start: dt.datetime, end: dt.datetime, filters: Filters) -> dict[str, Any]:
         now = self.clock()
-        with self.db.read() as s:
+        with self._read() as s:
             by_reason = dict(s.execute(select(H.c.reason, func.count()).select_from(H.join(C, C.c.id == H.c.conversation_id))
                                        .where(H.c.created_at >= start, H.c.created_at < end,
                                               *self._conversation_filters(filters)).group_by(H.c.reason)).all())
@@ -414,7 +427,7 @@ class Analytics:
         return out
 
     def agents(self, start: dt.datetime, end: dt.datetime) -> dict[str, Any]:
-        with self.db.read() as s:
+        with self._read() as s:
             duty = self._duty(s, start, end)
             handled = dict(s.execute(select(H.c.closed_by, func.count()).where(
                 H.c.closed_at >= start, H.c.closed_at < end, H.c.outcome.in_(("resolved", "returned")),
@@ -434,7 +447,7 @@ class Analytics:
         target (with the range's mean handle time), and the agents actually on duty (mean headcount)."""
         filters = filters or Filters()
         offset = self.offset(start)
-        with self.db.read() as s:
+        with self._read() as s:
             hour = self._hour(s, H.c.created_at, offset)
             arrivals = dict(s.execute(select(hour, func.count()).select_from(H.join(C, C.c.id == H.c.conversation_id))
                                       .where(H.c.created_at >= start, H.c.created_at < end,
@@ -471,7 +484,7 @@ class Analytics:
         start, _ = self.local_day_range(day - dt.timedelta(days=7 * weeks), day)
         end, _ = self.local_day_range(day, day)
         offset = self.offset(end)
-        with self.db.read() as s:
+        with self._read() as s:
             first = s.execute(select(func.min(C.c.created_at))).scalar()
             h_hour = self._hour(s, H.c.created_at, offset)
             handoffs = s.execute(select(h_hour, func.count()).where(H.c.created_at >= start, H.c.created_at < end)
