@@ -297,11 +297,13 @@ class Analytics:
             last.c.conversation_id == C.c.id, last.c.seq == last_seq, fb.c.value == "down")
         a1, a2, c2 = aliased(T, name="a1"), aliased(T, name="a2"), aliased(C, name="c2")
         with self._read() as s:
-            repeated = exists().select_from(a1.join(a2, a2.c.entry_id == a1.c.entry_id)
-                                            .join(c2, c2.c.id == a2.c.conversation_id)).where(
+            # Joined the way the indexes lead: this conversation's answers (turns by conversation),
+            # the citizen's conversations (channel + user), their answers (turns by conversation).
+            repeated = exists().select_from(
+                a1.join(c2, and_(c2.c.channel == C.c.channel, c2.c.user_id == C.c.user_id))
+                .join(a2, and_(a2.c.conversation_id == c2.c.id, a2.c.entry_id == a1.c.entry_id))).where(
                 a1.c.conversation_id == C.c.id, a1.c.role == "bot", self._action(a1) == "answer",
                 a1.c.created_at < end, a2.c.role == "bot", self._action(a2) == "answer",
-                c2.c.channel == C.c.channel, c2.c.user_id == C.c.user_id,
                 a2.c.created_at > a1.c.created_at, a2.c.created_at <= self._plus(s, a1.c.created_at, REPEAT_WINDOW))
             day = func.substr(self._hour(s, C.c.created_at, offset), 1, 10)
             # One pass over the range's conversations: each condition summed per day. "served" is
