@@ -111,6 +111,9 @@ def test_dashboard_over_a_simulated_day(simulated, browser):
     show(page, DAY.isoformat(), DAY.isoformat(), channel="web")
     web = int(kpi(page, "conversations"))
     assert 0 < web < data["outcomes"]["conversations"]
+    # the category filter lists the KB's categories
+    categories = page.locator("#dash-category option").all_inner_texts()
+    assert "testing" in categories and "health_code" in categories
 
     # CSV downloads: the link carries the current range and filter
     show(page, DAY.isoformat(), DAY.isoformat())

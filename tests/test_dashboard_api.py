@@ -44,6 +44,7 @@ def test_range_and_filters_change_the_numbers(staffed, app):
     assert day["outcomes"]["conversations"] == 8 and day["outcomes"]["deflected"] == 4
     assert day["handoffs"]["by_reason"]["emergency"] == 1
     assert day["forecast"]["day"] == "2026-12-02"
+    assert "testing" in day["choices"]["categories"]
     week = client.get("/agents/api/dashboard").json  # default: the 7 days up to today (the clock's)
     assert week["range"]["from"] == "2026-11-25" and week["range"]["to"] == "2026-12-01"
     assert week["outcomes"]["conversations"] == 9  # c0 of the day before too

@@ -64,6 +64,7 @@ def report():
     out = engine.report(start, end, filters)
     out["range"].update({"from": first.isoformat(), "to": last.isoformat()})
     out["forecast"] = engine.forecast(last + dt.timedelta(days=1))
+    out["choices"] = {"categories": sorted({e.category for e in services().bot.kb.entries.values()})}
     return jsonify(out)
 
 

@@ -37,7 +37,7 @@
       field("dash-channel", "渠道 · Channel", select("dash-channel", [["", "全部 · all"], ["web", "web"], ["wechat", "wechat"],
                                                                        ["api", "api"], ["rasa", "rasa"]])),
       field("dash-language", "语言 · Language", select("dash-language", [["", "全部 · all"], ["zh", "中文"], ["en", "English"]])),
-      field("dash-category", "类别 · Category", el("input", { id: "dash-category", size: "10", placeholder: "e.g. testing" })),
+      field("dash-category", "类别 · Category", select("dash-category", [["", "全部 · all"]])),
       field("dash-region", "地区 · Region", el("input", { id: "dash-region", size: "8" })),
       el("button", { type: "submit", class: "primary", id: "dash-apply", text: "查看 · Show" }),
       el("span", { id: "dash-status", class: "muted", role: "status" })
@@ -101,6 +101,12 @@
       state.data = r[1];
       if (!document.getElementById("dash-from").value) document.getElementById("dash-from").value = r[1].range.from;
       if (!document.getElementById("dash-to").value) document.getElementById("dash-to").value = r[1].range.to;
+      var categories = document.getElementById("dash-category");
+      if (categories.options.length === 1) {
+        (r[1].choices.categories || []).forEach(function (c) {
+          categories.appendChild(state.ctx.el("option", { value: c, text: c }));
+        });
+      }
       render(r[1]);
       status.textContent = r[1].range.from + " – " + r[1].range.to + " (" + r[1].range.timezone + ")";
       state.root.setAttribute("data-loaded", q);
