@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import heapq
 import itertools
 import json
@@ -56,7 +57,7 @@ SUPERVISOR = "supervisor"
 class Event:
     at: dt.datetime
     seq: int
-    action: Callable[[], None] = field(compare=False)
+    action: Callable[[], object] = field(compare=False)
 
 
 class Day:
@@ -72,11 +73,11 @@ class Day:
     def now(self) -> dt.datetime:
         return self.start + dt.timedelta(seconds=(time.time() - self.anchor) * self.speed)
 
-    def at(self, when: dt.datetime, action: Callable[[], None]) -> None:
+    def at(self, when: dt.datetime, action: Callable[[], object]) -> None:
         with self.lock:
             heapq.heappush(self.events, Event(when, next(self.counter), action))
 
-    def after(self, seconds: float, action: Callable[[], None]) -> None:
+    def after(self, seconds: float, action: Callable[[], object]) -> None:
         self.at(self.now() + dt.timedelta(seconds=seconds), action)
 
     def run(self, until: dt.datetime, pool: ThreadPoolExecutor) -> None:
@@ -95,15 +96,16 @@ class Day:
             pool.submit(_safely, event.action)
 
 
-def _safely(action: Callable[[], None]) -> None:
+def _safely(action: Callable[[], object]) -> None:
     try:
         action()
     except Exception as exc:  # one failed request must not end the day; counted and reported
         STATS["errors"] += 1
-        STATS["last_error"] = repr(exc)[:300]
+        LAST_ERROR[:] = [repr(exc)[:300]]
 
 
 STATS: Counter = Counter()
+LAST_ERROR: list[str] = []
 
 
 def questions(seed: int) -> dict[str, list[tuple[str, str]]]:
@@ -216,7 +218,9 @@ class Tickets:
             self.waiting[handoff_id] = citizen
             patience = self.rng.expovariate(1 / 600)  # mean 10 min
         STATS["handoffs"] += 1
-        self.day.after(patience, lambda: self.citizens.give_up(citizen, handoff_id))
+        citizens = self.citizens
+        assert citizens is not None
+        self.day.after(patience, lambda: citizens.give_up(citizen, handoff_id))
 
     def still_waiting(self, handoff_id: int) -> bool:
         with self.lock:
@@ -238,7 +242,7 @@ class Agent:
                  mean_handle: float):
         self.name, self.server, self.day, self.tickets, self.rng = name, server, day, tickets, rng
         self.mean_handle = mean_handle
-        self.http: httpx.Client | None = None
+        self.http = httpx.Client(base_url=server.url, timeout=60)  # a fresh one (new session) per shift
         self.on_shift = False
         self.busy = False
 
@@ -279,9 +283,10 @@ class Agent:
                     self.busy = True
                     STATS["claims"] += 1
                     handle = max(45.0, self.rng.expovariate(1 / self.mean_handle))
-                    self.day.after(min(30.0, handle / 3), lambda t=ticket["id"]: self._post(
-                        f"/handoffs/{t}/reply", {"text": "您好，我是人工客服，请问有什么可以帮您？"}))
-                    self.day.after(handle, lambda t=ticket["id"]: self.finish(t))
+                    handoff_id = int(ticket["id"])
+                    self.day.after(min(30.0, handle / 3), lambda: self._post(
+                        f"/handoffs/{handoff_id}/reply", {"text": "您好，我是人工客服，请问有什么可以帮您？"}))
+                    self.day.after(handle, lambda: self.finish(handoff_id))
                     return
         self.day.after(self.POLL_SECONDS, self.tick)
 
@@ -348,7 +353,7 @@ def simulate(out: Path, day: dt.date, conversations: int, speed: float, seed: in
         for name, shifts in SHIFTS.items():
             for begin, end in shifts:
                 until = midnight + dt.timedelta(hours=end)
-                clock.at(midnight + dt.timedelta(hours=begin), lambda a=agents[name], u=until: a.start_shift(u))
+                clock.at(midnight + dt.timedelta(hours=begin), functools.partial(agents[name].start_shift, until))
                 clock.at(until - dt.timedelta(seconds=1), agents[name].end_shift)
     real_start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -358,7 +363,8 @@ def simulate(out: Path, day: dt.date, conversations: int, speed: float, seed: in
     summary = {"day": day.isoformat(), "days": days, "timezone": timezone, "speed": speed, "server_ready_seconds": round(ready_after, 1),
                "real_seconds": round(real, 1), "url": server.url, "data_dir": str(out),
                "late_events": len(late), "late_p90_real_seconds": round(late[int(0.9 * (len(late) - 1))], 3) if late else 0,
-               "supervisor": {"username": SUPERVISOR, "password": PASSWORD}, **dict(STATS)}
+               "supervisor": {"username": SUPERVISOR, "password": PASSWORD}, **dict(STATS),
+               **({"last_error": LAST_ERROR[0]} if LAST_ERROR else {})}
     if not keep:
         stop_server(server)
     else:
