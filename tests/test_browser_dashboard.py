@@ -111,6 +111,13 @@ def test_dashboard_over_a_simulated_day(simulated, browser):
     show(page, DAY.isoformat(), DAY.isoformat(), channel="web")
     web = int(kpi(page, "conversations"))
     assert 0 < web < data["outcomes"]["conversations"]
+    # more than two weeks: a bar per day, and staffing as the mean per hour of day
+    show(page, (DAY - dt.timedelta(days=19)).isoformat(), DAY.isoformat())
+    labels = page.evaluate("""id => Chart.getChart(document.getElementById('chart-' + id)).data.labels""", "volume")
+    assert len(labels) == 20 and chart_total(page, "volume") == data["volume"]["messages"]
+    staffing_labels = page.evaluate("""id => Chart.getChart(document.getElementById('chart-' + id)).data.labels""",
+                                    "staffing")
+    assert len(staffing_labels) == 24 and staffing_labels[0].startswith("⌀")
     # the category filter lists the KB's categories
     categories = page.locator("#dash-category option").all_inner_texts()
     assert "testing" in categories and "health_code" in categories

@@ -146,12 +146,20 @@
   }
   function render(d) {
     kpis(d);
-    var channels = d.volume.channels;
+    var channels = d.volume.channels, buckets = d.volume.hourly, unit = "h";
+    if (buckets.length > 24 * 14) {  // more than two weeks: one bar per day, not hundreds of hours
+      var days = {};
+      buckets.forEach(function (h) {
+        var day = days[h.hour.slice(0, 10)] = days[h.hour.slice(0, 10)] || { hour: h.hour.slice(0, 10), messages: {} };
+        Object.keys(h.messages).forEach(function (c) { day.messages[c] = (day.messages[c] || 0) + h.messages[c]; });
+      });
+      buckets = Object.keys(days).sort().map(function (k) { return days[k]; }); unit = "";
+    }
     draw("volume", { type: "bar", data: {
-      labels: d.volume.hourly.map(function (h) { return h.hour.slice(5) + "h"; }),
+      labels: buckets.map(function (h) { return h.hour.slice(5) + unit; }),
       datasets: channels.map(function (c, i) {
         return { label: c, backgroundColor: CHANNEL_COLOURS[i % CHANNEL_COLOURS.length],
-                 data: d.volume.hourly.map(function (h) { return h.messages[c] || 0; }) };
+                 data: buckets.map(function (h) { return h.messages[c] || 0; }) };
       }) }, options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true } } } });
     draw("deflection", { type: "line", data: {
       labels: d.outcomes.trend.map(function (t) { return t.day; }),
@@ -171,7 +179,19 @@
                    data: d.handoffs.wait_seconds.histogram.map(function (b) { return b.count; }) }] },
       options: { plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true } } } });
     var hours = d.staffing.hours;
-    draw("staffing", { type: "bar", data: { labels: hours.map(function (h) { return h.hour.slice(5) + "h"; }),
+    if (hours.length > 24 * 14) {  // long ranges: the mean per hour of day
+      var byHour = [];
+      for (var k = 0; k < 24; k++) byHour.push({ hour: "mean " + (k < 10 ? "0" : "") + k, recommended: 0, on_duty: 0, n: 0 });
+      hours.forEach(function (h) {
+        var b = byHour[parseInt(h.hour.slice(11, 13), 10)];
+        b.recommended += h.recommended; b.on_duty += h.on_duty; b.n += 1;
+      });
+      hours = byHour.map(function (b) {
+        return { label: "⌀ " + b.hour.slice(5) + "h", recommended: b.n ? +(b.recommended / b.n).toFixed(2) : 0,
+                 on_duty: b.n ? +(b.on_duty / b.n).toFixed(2) : 0 };
+      });
+    }
+    draw("staffing", { type: "bar", data: { labels: hours.map(function (h) { return h.label || h.hour.slice(5) + "h"; }),
       datasets: [
         { type: "line", label: "在岗 · on duty", borderColor: "#e08a00", backgroundColor: "#e08a00", stepped: true,
           data: hours.map(function (h) { return h.on_duty; }) },
