@@ -261,6 +261,22 @@ class DeskSettings(BaseModel):
         return value
 
 
+class SimulationSettings(BaseModel):
+    """A warped clock, for replaying a day (bench/simulate.py) only: the server's time is
+    ``start + (time.time() - anchor) * speed``, the same in every worker process. Unset (the
+    default): real time. Never set this on a server citizens use."""
+
+    start: dt.datetime | None = None  # naive UTC: the simulated moment at ``anchor``
+    anchor: float | None = None  # unix seconds (real) at which the simulated clock read ``start``
+    speed: float = Field(default=1.0, gt=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "SimulationSettings":
+        if (self.start is None) != (self.anchor is None):
+            raise ValueError("simulation: start and anchor go together")
+        return self
+
+
 class DatabaseSettings(BaseModel):
     connect_timeout: float = Field(default=2.0, gt=0)  # a frozen database answers 503 within this
     statement_timeout: float = Field(default=2.0, gt=0)
@@ -307,6 +323,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     desk: DeskSettings = Field(default_factory=DeskSettings)
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -338,7 +338,7 @@ class Bot:
         return Reply(conversation_id=conv.id, replies=replies, intent=intent, confidence=confidence,
                      language=language, entry_id=entry_id, candidates=list(conv.last_candidates or []),
                      handoff=handoff_info, status=str(conv.status),
-                     turn_ids=[t.id for t in scope.turns if t.role == "bot"], region=region)
+                     turn_ids=[t.id for t in scope.turns if t.role == "bot"], region=region, action=action)
 
     def _while_handed_off(self, scope: MessageScope, understanding: Understanding | None, language: str) -> Reply:
         """A person owns the conversation: record, never answer over the agent — except a red
