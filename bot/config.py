@@ -243,6 +243,7 @@ class DeskSettings(BaseModel):
     presence_seconds: float = Field(default=90.0, gt=0)  # the console polls every ~20 s
     callback_due_hours: float = Field(default=4.0, gt=0)  # open callbacks older than this are overdue
     abandon_after_minutes: float = Field(default=30.0, gt=0)  # a waiting citizen silent this long has left
+    abandon_sweep_seconds: float = Field(default=60.0, gt=0)  # how often each process looks for them
     service_level_target: float = Field(default=0.8, gt=0, lt=1)  # share of citizens claimed within...
     service_level_seconds: float = Field(default=60.0, gt=0)  # ...this many seconds (staffing advice)
 

@@ -19,7 +19,7 @@ from bot.conversations.desk import Desk
 from bot.conversations.notify import Notifier, build_notifier
 from bot.conversations.outbox import Consumer, Outbox, OutboxWorker
 from bot.conversations.privacy import Vault
-from bot.conversations.service import ConversationService
+from bot.conversations.service import ConversationService, StaleWaitSweeper
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database, StoreUnavailable
 from bot.models import utcnow
@@ -87,6 +87,8 @@ class Services:
         desk = Desk(db, conversations, staff, outbox, vault, bot.responses, settings.desk, settings.limits,
                     kb=lambda: bot.kb, clock=clock)
         services = cls(settings, db, notifier, outbox, vault, conversations, staff, desk, bot, clock)
+        services.extras["stale_waits"] = StaleWaitSweeper(
+            conversations, dt.timedelta(minutes=settings.desk.abandon_after_minutes), settings.desk.abandon_sweep_seconds)
         if upgrade:
             services.ensure_schema()
         if settings.webhook.enabled:

@@ -15,6 +15,8 @@ with no ``SELECT max(seq)`` (the row keeps ``turn_count``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +42,7 @@ from bot.conversations.privacy import Vault
 from bot.conversations.status import WITH_PERSON, ConversationStatus, InvalidTransition, transition
 from bot.db import Database, rowcount
 from bot.errors import ConversationError as ConversationError  # re-exported
+from bot.errors import StoreUnavailable
 from bot.messages import HandoffInfo, Message
 from bot.models import Agent, Conversation, Handoff, Identity, Turn, iso, utcnow
 
@@ -64,6 +67,8 @@ _CURRENT = select(Identity.conversation_id).where(Identity.channel == bindparam(
 _INSERT_TURNS = insert(cast(Table, Turn.__table__)).returning(T.id, T.seq, sort_by_parameter_order=True)
 _UPDATE_CONVERSATION = update(cast(Table, Conversation.__table__)).where(C.id == bindparam("_cid")).values(
     {c.name: bindparam(f"_{c.name}") for c in _MUTABLE})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -497,3 +502,47 @@ class ConversationService:
     def _snapshot(self, scope: MessageScope, handoff_id: int) -> dict[str, Any]:
         row = scope.session.execute(select(Handoff.__table__).where(H.id == handoff_id)).one()
         return handoff_snapshot(row, self.vault)
+
+
+class StaleWaitSweeper:
+    """Closes the tickets of waiting citizens who left (silent for ``silent_for``) as abandoned, every
+    ``interval`` seconds, so the queue and the dashboard's abandonment show them. Each server process
+    runs one; sweeps that overlap are harmless (each conversation is locked and re-checked)."""
+
+    def __init__(self, conversations: ConversationService, silent_for: dt.timedelta, interval: float):
+        if interval <= 0 or silent_for <= dt.timedelta():
+            raise ValueError("interval and silent_for must be positive")
+        self.conversations = conversations
+        self.silent_for = silent_for
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        try:
+            return self.conversations.abandon_stale(self.silent_for)
+        except StoreUnavailable as exc:  # the next sweep tries again
+            log.warning("stale-wait sweep skipped: %s", exc)
+            return 0
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="stale-wait-sweeper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                closed = self.run_once()
+            except Exception:  # the sweeper must outlive a bug in one sweep
+                log.exception("stale-wait sweep failed")
+                continue
+            if closed:
+                log.info("closed %d ticket(s) of citizens who left the queue", closed)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
