@@ -60,7 +60,32 @@ def build_retrievers(doc_texts: list[str], doc_vectors: np.ndarray, tokenizer: D
     return lexical, DenseRetriever.build(doc_vectors)
 
 
-def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder) -> SearchIndex:
+class VectorMemo:
+    """Vectors of texts already encoded, by normalised text: a publish re-encodes only the
+    questions that are new or changed (the encoder is the slow part of a rebuild), and
+    every other vector is reused. Thread-safe enough: a dict read/assign is atomic."""
+
+    def __init__(self) -> None:
+        self._vectors: dict[str, np.ndarray] = {}
+        self.encoded = 0  # texts that went through the encoder (not reused): measured in tests
+
+    def encode(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            for text, vector in zip(missing, encode(encoder, missing)):
+                self._vectors[text] = vector
+            self.encoded += len(missing)
+        if not texts:
+            return encode(encoder, [])
+        return np.vstack([self._vectors[t] for t in texts]).astype(np.float32, copy=False)
+
+    def remember(self, texts: list[str], vectors: np.ndarray) -> None:
+        for text, vector in zip(texts, vectors):
+            self._vectors.setdefault(text, vector)
+
+
+def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
+                memo: VectorMemo | None = None) -> SearchIndex:
     """Every question paraphrase of both languages is one document of its entry.
 
     Answers are indexed lexically as well: they hold the words citizens type
@@ -88,7 +113,8 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder)
     emergency_texts = [normalise(t) for t in emergency_texts]
     calm_texts = [normalise(t) for t in calm_texts]
     out_of_kb = [normalise(t) for t in load_out_of_kb(kb.root)]
-    vectors = encode(encoder, doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb)
+    every_text = doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb
+    vectors = memo.encode(encoder, every_text) if memo is not None else encode(encoder, every_text)
     out_of_kb_vectors = vectors[len(vectors) - len(out_of_kb):]
     vectors = vectors[:len(vectors) - len(out_of_kb)]
     n_docs, n_intents = len(doc_texts), len(intent_texts)
