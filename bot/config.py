@@ -259,6 +259,19 @@ class DeskSettings(BaseModel):
         return value
 
 
+class KbSettings(BaseModel):
+    """Editing the knowledge base in the console (issue 9)."""
+
+    # On: the database is the live source of the FAQ entries (seeded from knowledge_dir on first
+    # start; `hotline-bot kb import|export` move them to and from YAML). Off: the files, as before.
+    editing: bool = False
+    # Seconds between two reads of the version row in one process (0: before every request).
+    check_interval: float = Field(default=0.0, ge=0)
+    # A request that finds a newer published version waits at most this long for its process to
+    # swap to it (the swap is a load from disk when another process already built the index).
+    reload_wait: float = Field(default=30.0, ge=0)
+
+
 class DatabaseSettings(BaseModel):
     connect_timeout: float = Field(default=2.0, gt=0)  # a frozen database answers 503 within this
     statement_timeout: float = Field(default=2.0, gt=0)
@@ -301,6 +314,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     desk: DeskSettings = Field(default_factory=DeskSettings)
+    kb: KbSettings = Field(default_factory=KbSettings)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -311,6 +325,11 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'hotline.db').resolve()}"
+
+    @property
+    def kb_work_dir(self) -> Path:
+        """Published KB versions materialised as KB directories (``<data_dir>/kb/<version>``)."""
+        return self.data_dir / "kb"
 
     @property
     def index_dir(self) -> Path:

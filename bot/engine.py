@@ -134,6 +134,16 @@ class Bot:
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder_key)
         return cls(settings, kb, tokenizer, encoder, index)
 
+    def with_knowledge(self, kb: KnowledgeBase, index: SearchIndex) -> "Bot":
+        """A new Bot serving another KB version over the same models and conversation store.
+
+        Why a new object: a request holds one Bot from start to end, so swapping
+        ``services.bot`` (one reference assignment) never mixes two versions in one answer."""
+        bot = Bot(self.settings, kb, self.tokenizer, self.encoder, index, self.conversations, self.clock)
+        bot._vectors = self._vectors  # query vectors do not depend on the KB
+        bot._warm = self._warm
+        return bot
+
     def with_conversations(self, conversations: "ConversationService") -> "Bot":
         """The same loaded models over another conversation store (no reload)."""
         bot = copy.copy(self)

@@ -6,6 +6,7 @@ edited KB can never be served with a stale index.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -93,17 +94,7 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     P@1 on the held-out dev half. Dense search stays question-to-question, so
     its cosine keeps meaning "asked the same thing".
     """
-    doc_entry_ids: list[str] = []
-    doc_texts: list[str] = []
-    answer_entry_ids: list[str] = []
-    answer_texts: list[str] = []
-    for entry in kb.entries.values():
-        for question in [*entry.questions.zh, *entry.questions.en]:
-            doc_entry_ids.append(entry.id)
-            doc_texts.append(normalise(question))
-        for answer in (entry.answer.zh, entry.answer.en):
-            answer_entry_ids.append(entry.id)
-            answer_texts.append(normalise(answer))
+    doc_entry_ids, doc_texts, answer_entry_ids, answer_texts = _documents(kb)
     intent_texts, intent_labels = [], []
     for intent, examples in kb.intent_examples.items():
         for example in examples:
@@ -141,6 +132,45 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     return SearchIndex(kb.version, doc_entry_ids, doc_texts, doc_entry_ids + answer_entry_ids,
                        lexical, dense, intents, entries, emergency, build_vocabulary(kb, tokenizer), aspects,
                        crisis_kinds, topic)
+
+
+def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder, previous: SearchIndex | None,
+                 previous_kb: KnowledgeBase | None, memo: VectorMemo) -> SearchIndex:
+    """The index of ``kb``, rebuilding only what its changes touch (a publish).
+
+    When the question paraphrases, their entries and aspects are unchanged (an answer, a source,
+    a date or a follow-up was edited), the trained models and the dense index are reused and
+    only the lexical index (it holds the answers) and the vocabulary are rebuilt: well under a
+    second. Otherwise everything is retrained, but only new or changed texts go through the
+    encoder (``memo`` holds the vectors of every text seen before, seeded from ``previous``)."""
+    if previous is not None and previous.dense.size == len(previous.doc_texts):
+        memo.remember(previous.doc_texts, previous.dense.vectors())
+    doc_entry_ids, doc_texts, answer_entry_ids, answer_texts = _documents(kb)
+    same_docs = (previous is not None and previous_kb is not None and previous.doc_texts == doc_texts
+                 and previous.doc_entry_ids == doc_entry_ids
+                 and all(kb.entries[e].aspect == previous_kb.entries[e].aspect for e in kb.entries
+                         if e in previous_kb.entries) and kb.entries.keys() == previous_kb.entries.keys())
+    if not same_docs:
+        return build_index(kb, tokenizer, encoder, memo)
+    lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in [*doc_texts, *answer_texts]])
+    return dataclasses.replace(previous, kb_version=kb.version, lexical=lexical,
+                               lexical_entry_ids=doc_entry_ids + answer_entry_ids,
+                               vocabulary=build_vocabulary(kb, tokenizer))
+
+
+def _documents(kb: KnowledgeBase) -> tuple[list[str], list[str], list[str], list[str]]:
+    doc_entry_ids: list[str] = []
+    doc_texts: list[str] = []
+    answer_entry_ids: list[str] = []
+    answer_texts: list[str] = []
+    for entry in kb.entries.values():
+        for question in [*entry.questions.zh, *entry.questions.en]:
+            doc_entry_ids.append(entry.id)
+            doc_texts.append(normalise(question))
+        for answer in (entry.answer.zh, entry.answer.en):
+            answer_entry_ids.append(entry.id)
+            answer_texts.append(normalise(answer))
+    return doc_entry_ids, doc_texts, answer_entry_ids, answer_texts
 
 
 def train_topic_classifier(doc_texts, doc_vectors, out_of_kb_texts, out_of_kb_vectors) -> BinaryTextClassifier:
