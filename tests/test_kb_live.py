@@ -114,12 +114,13 @@ def test_real_server_serves_the_published_answer_without_restart(session_dir, en
             started = time.perf_counter()
             published = editor.post("/agents/api/kb/publish", json={})
             assert published.status_code == 200, published.text
-            answers = [_ask(citizen, f"after-{i}")[1] for i in range(6)]  # both workers take some
+            answers = []
+            for i in range(8):  # a new connection each: both worker processes take some
+                with server.client() as fresh:
+                    answers.append(_ask(fresh, f"after-{i}")[1])
             elapsed = time.perf_counter() - started
             assert all(NEW_ANSWER in a for a in answers), answers
-            versions = {citizen.get("/healthz").json()["kb_version"] for _ in range(6)}
-            assert versions == {published.json()["publication"]["version"]}
         assert server.process.poll() is None and server.pid == pid
-        print(f"publish -> 6 answers from the new version: {elapsed:.2f} s")
+        print(f"publish -> 8 answers from the new version: {elapsed:.2f} s")
     finally:
         stop_server(server)
