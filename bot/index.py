@@ -135,7 +135,8 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
 
 
 def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder, previous: SearchIndex | None,
-                 previous_kb: KnowledgeBase | None, memo: VectorMemo) -> SearchIndex:
+                 previous_kb: KnowledgeBase | None, memo: VectorMemo,
+                 token_memo: dict[str, list[str]] | None = None) -> SearchIndex:
     """The index of ``kb``, rebuilding only what its changes touch (a publish).
 
     When the question paraphrases, their entries and aspects are unchanged (an answer, a source,
@@ -152,10 +153,19 @@ def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder
                          if e in previous_kb.entries) and kb.entries.keys() == previous_kb.entries.keys())
     if not same_docs:
         return build_index(kb, tokenizer, encoder, memo)
-    lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in [*doc_texts, *answer_texts]])
+    token_memo = {} if token_memo is None else token_memo
+
+    def tokens(text: str) -> list[str]:
+        found = token_memo.get(text)
+        if found is None:
+            found = token_memo[text] = tokenizer.tokens(text)
+        return found
+
+    lexical = LexicalRetriever.build([tokens(text) for text in [*doc_texts, *answer_texts]])
+    unchanged = {e for e in kb.entries if e in previous_kb.entries and kb.entries[e] == previous_kb.entries[e]}
     return dataclasses.replace(previous, kb_version=kb.version, lexical=lexical,
                                lexical_entry_ids=doc_entry_ids + answer_entry_ids,
-                               vocabulary=build_vocabulary(kb, tokenizer))
+                               vocabulary=build_vocabulary(kb, tokenizer, previous.vocabulary, unchanged))
 
 
 def _documents(kb: KnowledgeBase) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -179,10 +189,16 @@ def train_topic_classifier(doc_texts, doc_vectors, out_of_kb_texts, out_of_kb_ve
                                       np.vstack([doc_vectors, out_of_kb_vectors]))
 
 
-def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer) -> Vocabulary:
-    """Words of each entry's questions and answers (all variants), for the scope model's entity mismatch."""
+def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer, previous: Vocabulary | None = None,
+                     unchanged: set[str] = frozenset()) -> Vocabulary:
+    """Words of each entry's questions and answers (all variants), for the scope model's entity mismatch.
+    Entries in ``unchanged`` keep their words from ``previous`` (a publish re-tokenises only edits)."""
     words: dict[str, set[str]] = {}
+    reused = previous.entry_words if previous is not None and unchanged else {}
     for entry in kb.entries.values():
+        if entry.id in unchanged and entry.id in reused:
+            words[entry.id] = set(reused[entry.id])
+            continue
         texts = [*entry.questions.zh, *entry.questions.en, entry.answer.zh, entry.answer.en]
         for variant in entry.variants:
             texts += [variant.answer.zh, variant.answer.en]

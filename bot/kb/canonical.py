@@ -13,6 +13,7 @@ keys in the order the file had them (schema order for new entries), plain scalar
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from typing import Any
 
@@ -30,11 +31,19 @@ def _date(value: Any) -> str:
     return value.isoformat() if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)).isoformat()
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster on a publish's 3,000 scalars
+
+
+def _load(text: str):
+    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
+
+
+@functools.lru_cache(maxsize=65536)
 def _plain_ok(text: str) -> bool:
     if not text or text != text.strip() or "\n" in text or "#" in text:
         return False
     try:
-        return yaml.safe_load(f"k: {text}") == {"k": text} and yaml.safe_load(f"- {text}") == [text]
+        return _load(f"k: {text}") == {"k": text} and _load(f"- {text}") == [text]
     except yaml.YAMLError:
         return False
 
@@ -48,6 +57,7 @@ def scalar(value: Any) -> str:
     return text if _plain_ok(text) else json.dumps(text, ensure_ascii=False)
 
 
+@functools.lru_cache(maxsize=8192)
 def _block(text: str, indent: str) -> str:
     """``|-`` block when YAML reads it back unchanged, a quoted scalar otherwise."""
     if text and not text.endswith("\n") and all(line == line.rstrip() for line in text.split("\n")) \
@@ -55,7 +65,7 @@ def _block(text: str, indent: str) -> str:
         lines = "\n".join(indent + "  " + line if line else "" for line in text.split("\n"))
         candidate = "|-\n" + lines
         try:
-            if yaml.safe_load("k: " + candidate.replace("\n" + indent + "  ", "\n  ")) == {"k": text}:
+            if _load("k: " + candidate.replace("\n" + indent + "  ", "\n  ")) == {"k": text}:
                 return candidate
         except yaml.YAMLError:
             pass

@@ -99,10 +99,13 @@ def knowledge_version(root: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: a publish re-reads every file
+
+
 def _read_yaml(path: Path, root: Path, problems: list[Problem]) -> object | None:
     rel = str(path.relative_to(root))
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         problems.append(Problem(rel, "", "", f"cannot parse: {exc}"))
         return None

@@ -405,20 +405,19 @@ class KnowledgeStore:
         tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=self._tmp_root()))
         try:
             self._write_dir(tmp, rows)
-            try:
-                load_knowledge_base(tmp)
-            except KnowledgeBaseError as exc:
-                raise KbEditError(422, "the KB would not be valid", exc.problems) from None
             from bot.kb.loader import knowledge_version
 
-            version = knowledge_version(tmp)
-            final = self.work_dir / version
+            final = self.work_dir / knowledge_version(tmp)
             if not final.exists():
                 tmp.rename(final)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        kb = load_knowledge_base(final)
+        try:
+            kb = load_knowledge_base(final)  # exactly `kb validate`; the KB keeps its final root
+        except KnowledgeBaseError as exc:
+            raise KbEditError(422, "the KB would not be valid", exc.problems) from None
+        version = kb.version
         if before_commit is not None:
             before_commit(kb)
         now = self.clock()
