@@ -56,3 +56,14 @@ class KbRevision(Base):
     content: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     author: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class KbInboxDismissal(Base):
+    """A question an editor dismissed from the unanswered-question inbox (normalised text)."""
+
+    __tablename__ = "kb_inbox_dismissals"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the normalised question
+    text: Mapped[str] = mapped_column(String(500))  # masked
+    dismissed_by: Mapped[str] = mapped_column(String(64))
+    dismissed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

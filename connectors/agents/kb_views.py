@@ -206,3 +206,52 @@ def test_box():
                        extra={"problems": [problem_dict(p) for p in exc.problems]}) from None
     return jsonify({"live": _would_answer(services().bot, body.text, language),
                     "draft": _would_answer(draft, body.text, language)})
+
+
+# -- unanswered-question inbox -------------------------------------------------------------------
+
+class InboxQuestionsIn(BaseModel):
+    questions: list[StrictStr] = Field(min_length=1, max_length=50)
+
+
+class ParaphraseIn(InboxQuestionsIn):
+    entry_id: StrictStr = Field(min_length=3, max_length=120)
+
+
+def _inbox():
+    from bot.kb.inbox import Inbox
+
+    svc = services()
+    return Inbox(svc.db, svc.clock)
+
+
+@kb_editor.get("/inbox")
+@staff_required("kb")
+def inbox():
+    """Failed questions grouped by meaning, most citizens first (personal data masked)."""
+    _live()
+    days = min(max(int(request.args.get("days") or 30), 1), 365)
+    return jsonify({"groups": _inbox().groups(services().bot, days=days)})
+
+
+@kb_editor.post("/inbox/paraphrase")
+@staff_required("kb")
+def inbox_paraphrase():
+    """One click: the group's questions become paraphrases of an entry (a draft; publish to serve)."""
+    from bot.kb.inbox import add_paraphrases, mask_names
+
+    body = parse_json_body(ParaphraseIn)
+    live = _live()
+    view = live.store.entry(body.entry_id)
+    if view is None or (view["draft"] or view["published"]) is None:
+        raise ApiError(404, f"entry_id: no entry {body.entry_id!r}", "entry_id")
+    content = add_paraphrases(view["draft"] or view["published"], [mask_names(q) for q in body.questions])
+    return jsonify(_edit(lambda: live.store.save_draft(body.entry_id, content, g.member.username)))
+
+
+@kb_editor.post("/inbox/dismiss")
+@staff_required("kb")
+def inbox_dismiss():
+    body = parse_json_body(InboxQuestionsIn)
+    _live()
+    return jsonify({"dismissed": _inbox().dismiss(body.questions, g.member.username)})

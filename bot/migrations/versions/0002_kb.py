@@ -1,4 +1,4 @@
-"""KB editing: entries with drafts, revisions, publications (issue 9)
+"""KB editing: entries with drafts, revisions, publications, inbox dismissals (issue 9)
 
 Revision ID: 0002
 Revises: 0001
@@ -33,6 +33,13 @@ def upgrade() -> None:
     with op.batch_alter_table('kb_entries', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_kb_entries_category'), ['category'], unique=False)
 
+    op.create_table('kb_inbox_dismissals',
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('text', sa.String(length=500), nullable=False),
+    sa.Column('dismissed_by', sa.String(length=64), nullable=False),
+    sa.Column('dismissed_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_kb_inbox_dismissals'))
+    )
     op.create_table('kb_publications',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('version', sa.String(length=16), nullable=False),
@@ -67,6 +74,7 @@ def downgrade() -> None:
 
     op.drop_table('kb_revisions')
     op.drop_table('kb_publications')
+    op.drop_table('kb_inbox_dismissals')
     with op.batch_alter_table('kb_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_kb_entries_category'))
 
