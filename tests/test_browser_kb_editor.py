@@ -112,3 +112,33 @@ def test_editor_edits_tests_publishes_and_rolls_back(server, browser):
         assert errors == []
     finally:
         context.close()
+
+
+def test_inbox_in_the_console_turns_a_failure_into_an_answer(server, browser):
+    """A citizen's failed question shows in the editor's inbox (name and phone masked); one click
+    adds it as a paraphrase, publish, and the next citizen asking it gets the entry's answer."""
+    question = "我叫王小明，宠物狗需要做核酸吗？电话13912345678"
+    first = citizen_answer(browser, server, question)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/agents/")
+        page.fill("#username", "edna")
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#kb-inbox-open")
+        page.click("#kb-inbox-open")
+        group = page.locator(".kb-inbox-group", has_text="宠物狗")
+        expect(group).to_have_count(1)
+        text = group.inner_text()
+        assert "王小明" not in text and "13912345678" not in text and "我叫***" in text
+        page.screenshot(path=str(ARTIFACTS / "kb_inbox.png"), full_page=True)
+        group.locator("input").fill("quarantine.pets_during_isolation")
+        group.locator(".kb-inbox-add").click()
+        expect(page.locator("#kb-state")).to_contain_text("草稿")
+        page.click("#kb-publish")
+        expect(page.locator("#kb-state")).to_contain_text("已发布", timeout=180_000)
+    finally:
+        context.close()
+    after = citizen_answer(browser, server, question, shot="kb_inbox_citizen_answered.png")
+    assert after != first and "宠物" in after, after

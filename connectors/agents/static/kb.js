@@ -33,8 +33,11 @@
       el("ul", { class: "kb-list", id: "kb-list" })]);
     var main = el("main", { class: "kb-main", id: "kb-main" }, [
       el("div", { class: "kb-bar" }, [
-        el("strong", { id: "kb-version" }), el("span", { class: "spacer" }),
+        el("strong", { id: "kb-version" }),
+        el("button", { type: "button", id: "kb-inbox-open", text: "未答问题 · Inbox", onclick: openInbox }),
+        el("span", { class: "spacer" }),
         el("button", { type: "button", class: "primary", id: "kb-publish", text: "发布 · Publish", onclick: publish })]),
+      el("div", { class: "kb-card", id: "kb-inbox", hidden: "hidden" }),
       el("div", { class: "kb-card", id: "kb-editor" }, [el("p", { class: "muted", text: "选择左侧的条目 · Pick an entry." })]),
       el("div", { class: "kb-card" }, [
         el("h3", { text: "测试 · Test box (草稿 vs 线上 · draft vs live)" }),
@@ -199,6 +202,37 @@
       ctx.flash(e.message + (problems ? ": " + problems.map(function (p) { return p.entry + " " + p.field + " " + p.message; }).join("; ") : ""));
       loadStatus();
     });
+  }
+
+  // -- unanswered-question inbox ---------------------------------------------------------------
+  function openInbox() {
+    var box = q("#kb-inbox"); box.hidden = false; box.textContent = "…";
+    kbApi("GET", "/inbox").then(function (data) {
+      var el = ctx.el; box.textContent = "";
+      box.appendChild(el("div", { class: "kb-bar" }, [el("h3", { text: "未答问题 · Unanswered questions (" + data.groups.length + ")" }),
+        el("span", { class: "spacer" }), el("button", { type: "button", text: "关闭 · Close", onclick: function () { box.hidden = true; } })]));
+      if (!data.groups.length) box.appendChild(el("p", { class: "muted", text: "没有未答问题 · Nothing the bot failed on." }));
+      data.groups.forEach(function (g, i) {
+        var target = el("input", { id: "kb-inbox-entry-" + i, value: g.guess ? g.guess.entry_id : "", "aria-label": "Entry id" });
+        box.appendChild(el("div", { class: "kb-inbox-group", id: "kb-inbox-group-" + i }, [
+          el("div", {}, [el("strong", { text: g.citizens + " 位市民 · citizens" }), " · " + g.count + " × · " +
+            Object.keys(g.reasons).join(", ") + " · " + g.last_at.replace("T", " ").slice(0, 16)]),
+          el("ul", {}, g.questions.map(function (t) { return el("li", { text: t }); })),
+          g.guess ? el("div", { class: "muted", text: "最佳猜测 · Best guess: " + g.guess.title + " (" + g.guess.entry_id + ")" +
+            (g.guess.evidence === "picked" ? " — 市民选择 · picked by citizens" : " " + g.guess.score) }) : null,
+          el("div", { class: "kb-bar" }, [target,
+            el("button", { type: "button", class: "primary kb-inbox-add", text: "加为问法 · Add as paraphrases", onclick: function () {
+              kbApi("POST", "/inbox/paraphrase", { entry_id: target.value.trim(), questions: g.questions }).then(function (view) {
+                ctx.flash("已加入草稿 · Added to the draft of " + view.id); loadStatus(); loadList(); openEntry(view.id); openInbox();
+              }).catch(function (e) { ctx.flash(e.message); });
+            } }),
+            el("button", { type: "button", text: "新条目 · New entry", onclick: function () {
+              newEntry(); setValue("questions.zh", g.questions.join("\n")); } }),
+            el("button", { type: "button", text: "忽略 · Dismiss", onclick: function () {
+              kbApi("POST", "/inbox/dismiss", { questions: g.questions }).then(openInbox).catch(function (e) { ctx.flash(e.message); });
+            } })])]));
+      });
+    }).catch(function (e) { box.textContent = e.message; });
   }
 
   function renderResult(title, r, id) {
