@@ -270,6 +270,9 @@ class KbSettings(BaseModel):
     # A request that finds a newer published version waits at most this long for its process to
     # swap to it (the swap is a load from disk when another process already built the index).
     reload_wait: float = Field(default=30.0, ge=0)
+    # Contacts (contacts.yml) not verified for this many days are flagged to editors and
+    # listed by `kb validate` as warnings.
+    contact_stale_days: int = Field(default=30, ge=1)
 
 
 class DatabaseSettings(BaseModel):

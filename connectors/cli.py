@@ -25,7 +25,7 @@ def _cmd_kb_validate(args: argparse.Namespace, settings: Settings) -> int:
     from bot.kb import load_knowledge_base
     from bot.kb.loader import validate_knowledge_base
 
-    problems = validate_knowledge_base(settings.knowledge_dir)
+    problems = validate_knowledge_base(settings.knowledge_dir, settings.kb.contact_stale_days)
     for problem in problems:
         print(f"{problem.severity.upper()}: {problem}", file=sys.stderr)
     errors = [p for p in problems if p.severity != "warning"]

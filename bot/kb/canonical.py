@@ -141,3 +141,29 @@ def entry_dict(entry, order: list[str] | None = None) -> dict:
     for key in [*(order or []), *ENTRY_KEYS]:
         rank.setdefault(key, len(rank))
     return {key: data[key] for key in sorted(data, key=lambda k: rank.get(k, len(rank)))}
+
+
+CONTACT_KEYS = ("id", "kind", "name", "name_en", "region", "phone", "hours", "hours_en", "address", "address_en",
+                "source", "last_verified")
+
+
+def contacts_file(contacts: list[dict]) -> str:
+    """``contacts.yml`` in canonical form (the shipped file is written in it)."""
+    blocks = []
+    for contact in contacts:
+        lines = []
+        for key, value in contact.items():
+            if value is None:
+                continue
+            head = "  - " if not lines else "    "
+            lines.append(f"{head}{key}: {_date(value) if key == 'last_verified' else scalar(value)}")
+        blocks.append("\n".join(lines))
+    return "contacts:\n" + "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def contact_dict(contact, order: list[str] | None = None) -> dict:
+    data = contact.model_dump(mode="json", exclude_none=True)
+    rank: dict[str, int] = {}
+    for key in [*(order or []), *CONTACT_KEYS]:
+        rank.setdefault(key, len(rank))
+    return {key: data[key] for key in sorted(data, key=lambda k: rank.get(k, len(rank)))}

@@ -26,11 +26,13 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from bot.db import Database
-from bot.kb.canonical import entry_dict, entry_lines, faq_file
-from bot.kb.loader import (FAQ_DIR, KnowledgeBase, KnowledgeBaseError, Problem, load_knowledge_base,
+from bot.kb.canonical import contact_dict, contacts_file, entry_dict, entry_lines, faq_file
+from bot.kb.loader import (CONTACTS_FILE, FAQ_DIR, KnowledgeBase, KnowledgeBaseError, Problem, load_knowledge_base,
                            validate_knowledge_base)
-from bot.kb.schema import Entry
-from bot.models import AuditEntry, KbEntry, KbPublication, KbRevision, utcnow
+from bot.kb.schema import Contact, Entry
+from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision, utcnow
+
+CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
 
 
 class KbEditError(Exception):
@@ -151,8 +153,23 @@ class KnowledgeStore:
 
     # -- the KB as files ----------------------------------------------------------------
 
-    def _files(self, rows: list[KbEntry], draft: bool) -> dict[str, str]:
-        """``faq/<category>.yml`` texts from the live content (or live + drafts)."""
+    def _ignore(self, directory, names):
+        """What the database replaces when copying ``knowledge_dir``: the FAQ files and the contacts."""
+        if Path(directory) != self.knowledge_dir:
+            return [n for n in names if n == "__pycache__"]
+        return [n for n in names if n in (FAQ_DIR, CONTACTS_FILE, "__pycache__")]
+
+    @staticmethod
+    def _contact_rows(session) -> list[KbContact]:
+        return [KbContact(contact_id=r.contact_id, position=r.position, published=r.published, draft=r.draft,
+                          draft_by=r.draft_by) for r in
+                session.execute(select(KbContact).order_by(KbContact.position, KbContact.contact_id)).scalars()]
+
+    def _files(self, rows: list[KbEntry], draft: bool, contacts: list[KbContact] = ()) -> dict[str, str]:
+        """``faq/<category>.yml`` and ``contacts.yml`` texts from the live content (or live + drafts)."""
+        live_contacts = [(c.draft if draft and c.draft is not None else c.published) for c in contacts]
+        live_contacts = [c for c in live_contacts if c is not None]
+        extra = {CONTACTS_FILE: contacts_file(live_contacts)} if live_contacts else {}
         by_category: dict[str, list[dict]] = {}
         for row in rows:
             content = row.published
@@ -162,18 +179,16 @@ class KnowledgeStore:
             if content is not None:
                 by_category[row.category].append(content)
         return {f"{FAQ_DIR}/{category}.yml": faq_file(category, entries)
-                for category, entries in by_category.items() if entries}
+                for category, entries in by_category.items() if entries} | extra
 
     def export(self, target: Path, draft: bool = False, faq_only: bool = False) -> Path:
         """The live KB (or live + drafts) as a KB directory: ``kb export``. Everything but the FAQ
         files is copied from ``knowledge_dir``."""
         target = Path(target)
         with self.db.read() as session:
-            files = self._files(self._rows(session), draft)
+            files = self._files(self._rows(session), draft, self._contact_rows(session))
         if not faq_only:
-            shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True,
-                            ignore=lambda d, names: [n for n in names if n in (FAQ_DIR, "__pycache__")
-                                                     and Path(d) == self.knowledge_dir])
+            shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True, ignore=self._ignore)
         faq = target / FAQ_DIR
         if faq.exists():
             for old in faq.glob("*.yml"):
@@ -222,10 +237,29 @@ class KnowledgeStore:
             for position, raw in enumerate(data["entries"]):
                 entry = kb.entries[raw["id"]]
                 imported.append((entry.id, entry.category, position, entry_dict(entry, list(raw))))
+        contacts_in: list[tuple[str, dict]] = []
+        if (source / CONTACTS_FILE).exists():
+            data = yaml.safe_load((source / CONTACTS_FILE).read_text(encoding="utf-8")) or {}
+            for raw in data.get("contacts") or []:
+                contacts_in.append((raw["id"], contact_dict(kb.contacts[raw["id"]], list(raw))))
         now = self.clock()
         with self.db.transaction() as session:
             rows = {r.entry_id: r for r in self._rows(session)}
             changed: list[str] = []
+            old_contacts = {c.contact_id: c for c in session.execute(select(KbContact)).scalars()}
+            contact_changes: list[tuple[str, dict | None]] = []
+            for position, (contact_id, content) in enumerate(contacts_in):
+                row = old_contacts.pop(contact_id, None)
+                if row is None:
+                    row = KbContact(contact_id=contact_id, published=None)
+                    session.add(row)
+                if row.published != content:
+                    contact_changes.append((CONTACT_PREFIX + contact_id, content))
+                row.position, row.published, row.draft, row.draft_by, row.draft_at = position, content, None, None, None
+                row.updated_at = now
+            for contact_id, row in old_contacts.items():
+                contact_changes.append((CONTACT_PREFIX + contact_id, None))
+                session.delete(row)
             seen = set()
             for entry_id, category, position, content in imported:
                 seen.add(entry_id)
@@ -244,9 +278,10 @@ class KnowledgeStore:
                     if row.published is not None:
                         changed.append(entry_id)
                     session.delete(row)
+            session.flush()
             publication = self._publish_rows(session, [(e, c) for e, _, _, c in imported if e in changed]
-                                             + [(e, None) for e in rows if e not in seen and e in changed],
-                                             actor, note, now, version=None)
+                                             + [(e, None) for e in rows if e not in seen and e in changed]
+                                             + contact_changes, actor, note, now, version=None)
             _audit(session, actor, "kb.import", str(source), {"entries": len(imported), "changed": len(changed),
                                                                "publication": publication.id}, now)
         return publication
@@ -265,10 +300,18 @@ class KnowledgeStore:
 
     # -- drafts -------------------------------------------------------------------------
 
-    def validate_draft(self, extra: dict[str, dict] | None = None) -> list[Problem]:
+    def validate_draft(self, extra: dict[str, dict] | None = None,
+                       extra_contacts: dict[str, dict] | None = None) -> list[Problem]:
         """``kb validate`` over live + drafts (+ ``extra``: an unsaved draft being typed)."""
         with self.db.read() as session:
             rows = self._rows(session)
+            contacts = self._contact_rows(session)
+        for contact_id, content in (extra_contacts or {}).items():
+            row = next((c for c in contacts if c.contact_id == contact_id), None)
+            if row is None:
+                row = KbContact(contact_id=contact_id, position=len(contacts), published=None)
+                contacts.append(row)
+            row.draft = content
         if extra:
             rows = [self._detached(r) for r in rows]
             known = {r.entry_id: r for r in rows}
@@ -281,19 +324,20 @@ class KnowledgeStore:
                 row.draft, row.draft_retire = content, False
         with tempfile.TemporaryDirectory(prefix=".validate-", dir=self._tmp_root()) as tmp:
             target = Path(tmp) / "kb"
-            self._write_dir(target, rows)
+            self._write_dir(target, rows, contacts)
             return validate_knowledge_base(target)
 
     def _tmp_root(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir
 
-    def _write_dir(self, target: Path, rows: list[KbEntry]) -> None:
-        shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True,
-                        ignore=lambda d, names: [n for n in names if n in (FAQ_DIR, "__pycache__")
-                                                 and Path(d) == self.knowledge_dir])
+    def _write_dir(self, target: Path, rows: list[KbEntry], contacts: list[KbContact] | None = None) -> None:
+        if contacts is None:
+            with self.db.read() as session:
+                contacts = self._contact_rows(session)
+        shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True, ignore=self._ignore)
         (target / FAQ_DIR).mkdir(parents=True, exist_ok=True)
-        for rel, text in self._files(rows, draft=True).items():
+        for rel, text in self._files(rows, draft=True, contacts=contacts).items():
             (target / rel).write_text(text, encoding="utf-8")
 
     @staticmethod
@@ -375,9 +419,65 @@ class KnowledgeStore:
         return self.save_draft(entry_id, content, actor)
 
     def pending(self) -> list[str]:
+        """Ids with a draft; contacts as ``contact:<id>``."""
         with self.db.read() as session:
-            return [r.entry_id for r in session.execute(
+            entries = [r.entry_id for r in session.execute(
                 select(KbEntry).where((KbEntry.draft.is_not(None)) | KbEntry.draft_retire)).scalars()]
+            contacts = [CONTACT_PREFIX + c for (c,) in session.execute(
+                select(KbContact.contact_id).where(KbContact.draft.is_not(None)))]
+        return entries + contacts
+
+    # -- contact directory --------------------------------------------------------------
+
+    def contacts(self, stale_days: int = 30) -> list[dict]:
+        today = self.clock().date()
+        with self.db.read() as session:
+            rows = self._contact_rows(session)
+        out = []
+        for row in rows:
+            content = row.draft or row.published or {}
+            verified = content.get("last_verified")
+            age = (today - dt.date.fromisoformat(verified)).days if verified else None
+            out.append({"id": row.contact_id, "published": row.published, "draft": row.draft,
+                        "status": "draft" if row.draft is not None else "live", "draft_by": row.draft_by,
+                        "days_since_verified": age, "stale": age is not None and age > stale_days})
+        return out
+
+    def save_contact_draft(self, contact_id: str | None, content: Any, actor: str) -> dict:
+        """A contact change as a draft (published with the next publish); refused by field when invalid."""
+        if not isinstance(content, dict):
+            raise KbEditError(422, "a contact must be a JSON object")
+        try:
+            contact = Contact.model_validate(content)
+        except ValidationError as exc:
+            raise KbEditError(422, "the contact is not valid", [
+                Problem(CONTACTS_FILE, str(content.get("id") or ""), ".".join(str(p) for p in e["loc"]), e["msg"])
+                for e in exc.errors()]) from None
+        if contact_id is not None and contact.id != contact_id:
+            raise KbEditError(422, "id: a contact's id never changes (answers refer to it)", field="id")
+        with self.db.read() as session:
+            row = session.get(KbContact, contact.id)
+            if contact_id is None and row is not None:
+                raise KbEditError(409, f"id: contact {contact.id!r} already exists", field="id")
+            if contact_id is not None and row is None:
+                raise KbEditError(404, f"no contact {contact_id!r}")
+            order = list((row.draft or row.published or {}) if row else {}) or list(content)
+        stored = contact_dict(contact, order)
+        problems = [p for p in self.validate_draft(extra_contacts={contact.id: stored})
+                    if p.severity == "error" and p.file == CONTACTS_FILE and p.entry == contact.id]
+        if problems:
+            raise KbEditError(422, "the contact is not valid", problems)
+        now = self.clock()
+        with self.db.transaction() as session:
+            row = session.get(KbContact, contact.id)
+            if row is None:
+                count = session.execute(select(func.count()).select_from(KbContact)).scalar() or 0
+                row = KbContact(contact_id=contact.id, position=count, published=None)
+                session.add(row)
+            row.draft = None if stored == row.published else stored
+            row.draft_by, row.draft_at, row.updated_at = actor, now, now
+            _audit(session, actor, "kb.contact_draft", contact.id, {}, now)
+        return next(c for c in self.contacts() if c["id"] == contact.id)
 
     # -- publish ------------------------------------------------------------------------
 
@@ -391,8 +491,18 @@ class KnowledgeStore:
         time other processes see the row, the KB it names exists and is valid."""
         with self.db.read() as session:
             rows = [self._detached(r) for r in self._rows(session)]
+            contacts = self._contact_rows(session)
         pending = [r for r in rows if r.draft is not None or r.draft_retire]
+        pending_contacts = [c for c in contacts if c.draft is not None]
         if entry_ids is not None:
+            wanted_contacts = {e[len(CONTACT_PREFIX):] for e in entry_ids if e.startswith(CONTACT_PREFIX)}
+            for contact in contacts:
+                if contact.contact_id not in wanted_contacts:
+                    contact.draft = None
+            pending_contacts = [c for c in pending_contacts if c.contact_id in wanted_contacts]
+            entry_ids = [e for e in entry_ids if not e.startswith(CONTACT_PREFIX)] + \
+                [e for e in entry_ids if e.startswith(CONTACT_PREFIX) and e[len(CONTACT_PREFIX):] not in
+                 {c.contact_id for c in pending_contacts}]
             unknown = sorted(set(entry_ids) - {r.entry_id for r in pending})
             if unknown:
                 raise KbEditError(422, f"entries: no draft for {', '.join(unknown)}", field="entries")
@@ -400,11 +510,11 @@ class KnowledgeStore:
             for row in rows:
                 if row not in pending:
                     row.draft, row.draft_retire = None, False
-        if not pending:
+        if not pending and not pending_contacts:
             raise KbEditError(409, "nothing to publish: no drafts")
         tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=self._tmp_root()))
         try:
-            self._write_dir(tmp, rows)
+            self._write_dir(tmp, rows, contacts)
             from bot.kb.loader import knowledge_version
 
             final = self.work_dir / knowledge_version(tmp)
@@ -429,9 +539,13 @@ class KnowledgeStore:
                 changes.append((row.entry_id, content))
                 row.published, row.draft, row.draft_retire, row.draft_by, row.draft_at = content, None, False, None, None
                 row.updated_at = now
+            for contact in pending_contacts:
+                row = session.get(KbContact, contact.contact_id)
+                changes.append((CONTACT_PREFIX + row.contact_id, contact.draft))
+                row.published, row.draft, row.draft_by, row.draft_at, row.updated_at = contact.draft, None, None, None, now
             publication = self._publish_rows(session, changes, actor, note, now, version)
             _audit(session, actor, "kb.publish", version, {"publication": publication.id,
-                                                           "entries": sorted(ids)}, now)
+                                                           "entries": sorted(e for e, _ in changes)}, now)
         return publication, kb
 
     def _publish_rows(self, session, changes: list[tuple[str, dict | None]], actor: str, note: str,
@@ -446,7 +560,7 @@ class KnowledgeStore:
         session.flush()
         if version is None:  # import: the version is the hash of what was just written
             with tempfile.TemporaryDirectory(prefix=".import-", dir=self._tmp_root()) as tmp:
-                self._write_dir(Path(tmp) / "kb", self._rows(session))
+                self._write_dir(Path(tmp) / "kb", self._rows(session), self._contact_rows(session))
                 from bot.kb.loader import knowledge_version
 
                 row.version = knowledge_version(Path(tmp) / "kb")

@@ -67,3 +67,17 @@ class KbInboxDismissal(Base):
     text: Mapped[str] = mapped_column(String(500))  # masked
     dismissed_by: Mapped[str] = mapped_column(String(64))
     dismissed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class KbContact(Base):
+    """One contact of the directory: live content and at most one pending draft (published with the KB)."""
+
+    __tablename__ = "kb_contacts"
+
+    contact_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    published: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    draft: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    draft_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    draft_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -183,7 +183,9 @@ def _would_answer(bot, text: str, language: str) -> dict:
     entry = bot.kb.get(decision.entry_id) if decision.entry_id else None
     answer = None
     if entry is not None and decision.action == "answer":
-        answer = entry.answer.en if language == "en" else entry.answer.zh
+        from bot.kb.schema import expand_contacts
+
+        answer = expand_contacts(entry.answer.en if language == "en" else entry.answer.zh, bot.kb.contacts, language)
     return {"version": bot.kb.version, "action": decision.action, "entry_id": decision.entry_id, "answer": answer,
             "top": [{"entry_id": c.entry_id, "score": round(c.score, 4),
                      "title": bot.kb.entries[c.entry_id].title(language)}
@@ -255,3 +257,32 @@ def inbox_dismiss():
     body = parse_json_body(InboxQuestionsIn)
     _live()
     return jsonify({"dismissed": _inbox().dismiss(body.questions, g.member.username)})
+
+
+# -- contact directory -----------------------------------------------------------------------------
+
+class ContactIn(BaseModel):
+    contact: dict
+
+
+@kb_editor.get("/contacts")
+@staff_required("kb")
+def contacts():
+    """The directory, each contact flagged when not verified for ``kb.contact_stale_days``."""
+    svc = services()
+    return jsonify({"contacts": _live().store.contacts(svc.settings.kb.contact_stale_days),
+                    "stale_days": svc.settings.kb.contact_stale_days})
+
+
+@kb_editor.post("/contacts/<contact_id>")
+@staff_required("kb")
+def contact_save(contact_id: str):
+    body = parse_json_body(ContactIn)
+    return jsonify(_edit(lambda: _live().store.save_contact_draft(contact_id, body.contact, g.member.username)))
+
+
+@kb_editor.post("/contacts")
+@staff_required("kb")
+def contact_create():
+    body = parse_json_body(ContactIn)
+    return jsonify(_edit(lambda: _live().store.save_contact_draft(None, body.contact, g.member.username))), 201
