@@ -273,6 +273,9 @@ class KbSettings(BaseModel):
     # Contacts (contacts.yml) not verified for this many days are flagged to editors and
     # listed by `kb validate` as warnings.
     contact_stale_days: int = Field(default=30, ge=1)
+    # Four-eyes rule: a draft is published only by an editor other than the one who wrote it
+    # (publishing is the second editor's approval).
+    four_eyes: bool = False
 
 
 class DatabaseSettings(BaseModel):

@@ -128,3 +128,14 @@ def test_new_entry_and_retire(store):
     store.discard("testing.pcr_hours", actor="ed")
     _, kb = store.publish("ed")
     assert "testing.pcr_new_rule" in kb.entries
+
+
+def test_four_eyes_rule(store):
+    """With the rule on, the author of a draft cannot publish it; a second editor can."""
+    store.import_dir(SHIPPED)
+    store.save_draft("testing.pcr_fee", _edited(store), actor="ed")
+    with pytest.raises(KbEditError) as refused:
+        store.publish("ed", four_eyes=True)
+    assert refused.value.status == 403 and "testing.pcr_fee" in refused.value.message
+    publication, _ = store.publish("rev", four_eyes=True)
+    assert publication.published_by == "rev" and store.pending() == []

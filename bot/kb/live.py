@@ -138,10 +138,13 @@ class LiveKnowledge:
 
     # -- publishing ---------------------------------------------------------------------
 
-    def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "") -> Publication:
-        """Publish the drafts; this process swaps before the version row commits, others follow."""
+    def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
+                review: bool = True) -> Publication:
+        """Publish the drafts; this process swaps before the version row commits, others follow.
+        ``review=False``: a rollback (the restored content was published, hence approved, before)."""
         with self._lock:
-            publication, _ = self.store.publish(actor, entry_ids, note, before_commit=self.swap)
+            publication, _ = self.store.publish(actor, entry_ids, note, before_commit=self.swap,
+                                                four_eyes=self.settings.kb.four_eyes and review)
             self.publication_id = publication.id
         self.bump(publication)
         return publication

@@ -343,7 +343,8 @@ class KnowledgeStore:
     @staticmethod
     def _detached(row: KbEntry) -> KbEntry:
         return KbEntry(entry_id=row.entry_id, category=row.category, position=row.position,
-                       published=row.published, draft=row.draft, draft_retire=row.draft_retire)
+                       published=row.published, draft=row.draft, draft_retire=row.draft_retire,
+                       draft_by=row.draft_by)
 
     def save_draft(self, entry_id: str | None, content: Any, actor: str) -> dict:
         """Store a draft (new entry when ``entry_id`` is None). Refused with every problem of the
@@ -482,7 +483,8 @@ class KnowledgeStore:
     # -- publish ------------------------------------------------------------------------
 
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
-                before_commit: Callable[[KnowledgeBase], None] | None = None) -> tuple[Publication, KnowledgeBase]:
+                before_commit: Callable[[KnowledgeBase], None] | None = None,
+                four_eyes: bool = False) -> tuple[Publication, KnowledgeBase]:
         """Make the drafts (all, or only ``entry_ids``) live as a new KB version.
 
         The resulting KB must pass ``kb validate`` (else 422 with every problem).
@@ -512,6 +514,12 @@ class KnowledgeStore:
                     row.draft, row.draft_retire = None, False
         if not pending and not pending_contacts:
             raise KbEditError(409, "nothing to publish: no drafts")
+        if four_eyes:
+            own = sorted([r.entry_id for r in pending if r.draft_by == actor]
+                         + [CONTACT_PREFIX + c.contact_id for c in pending_contacts if c.draft_by == actor])
+            if own:
+                raise KbEditError(403, "four-eyes rule: another editor must review and publish your drafts ("
+                                  + ", ".join(own) + ")", field="entries")
         tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=self._tmp_root()))
         try:
             self._write_dir(tmp, rows, contacts)

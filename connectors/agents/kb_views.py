@@ -154,7 +154,8 @@ def rollback(entry_id: str):
     body = parse_json_body(RollbackIn)
     live = _live()
     _edit(lambda: live.store.rollback(entry_id, body.revision, g.member.username))
-    publication = _edit(lambda: live.publish(g.member.username, [entry_id], f"rollback to revision {body.revision}"))
+    publication = _edit(lambda: live.publish(g.member.username, [entry_id], f"rollback to revision {body.revision}",
+                                             review=False))
     return jsonify({"publication": publication.to_dict(), "entry": live.store.entry(entry_id)})
 
 
