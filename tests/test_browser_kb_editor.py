@@ -142,3 +142,30 @@ def test_inbox_in_the_console_turns_a_failure_into_an_answer(server, browser):
         context.close()
     after = citizen_answer(browser, server, question, shot="kb_inbox_citizen_answered.png")
     assert after != first and "宠物" in after, after
+
+
+def test_contact_directory_edit_reaches_citizens(server, browser):
+    """An editor changes a hotline number once in the directory; after publish the citizen asking
+    for Beijing's hotline gets the new number."""
+    assert "12345" in citizen_answer(browser, server, "北京防疫热线是多少")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/agents/")
+        page.fill("#username", "edna")
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.click("#kb-contacts-open")
+        page.locator(".kb-contacts tr", has_text="beijing_12345").locator("button").click()
+        page.fill("#kb-contact-phone", "")
+        page.click("#kb-contact-save")
+        expect(page.locator('[data-for="contact.phone"] .error')).not_to_be_empty()
+        page.fill("#kb-contact-phone", "010-12345")
+        page.click("#kb-contact-save")
+        expect(page.locator(".kb-contacts tr", has_text="beijing_12345")).to_contain_text("draft")
+        page.screenshot(path=str(ARTIFACTS / "kb_contacts.png"), full_page=True)
+        page.click("#kb-publish")
+        expect(page.locator(".kb-contacts tr", has_text="beijing_12345")).not_to_contain_text("draft", timeout=60_000)
+    finally:
+        context.close()
+    assert "010-12345" in citizen_answer(browser, server, "北京防疫热线是多少", shot="kb_contact_citizen.png")

@@ -35,9 +35,11 @@
       el("div", { class: "kb-bar" }, [
         el("strong", { id: "kb-version" }),
         el("button", { type: "button", id: "kb-inbox-open", text: "未答问题 · Inbox", onclick: openInbox }),
+        el("button", { type: "button", id: "kb-contacts-open", text: "联系人 · Contacts", onclick: openContacts }),
         el("span", { class: "spacer" }),
         el("button", { type: "button", class: "primary", id: "kb-publish", text: "发布 · Publish", onclick: publish })]),
       el("div", { class: "kb-card", id: "kb-inbox", hidden: "hidden" }),
+      el("div", { class: "kb-card", id: "kb-contacts", hidden: "hidden" }),
       el("div", { class: "kb-card", id: "kb-editor" }, [el("p", { class: "muted", text: "选择左侧的条目 · Pick an entry." })]),
       el("div", { class: "kb-card" }, [
         el("h3", { text: "测试 · Test box (草稿 vs 线上 · draft vs live)" }),
@@ -197,6 +199,7 @@
     kbApi("POST", "/publish", {}).then(function (r) {
       ctx.flash("已发布 · Published version " + r.publication.version);
       loadList(); loadStatus(); if (S.current) openEntry(S.current);
+      if (!q("#kb-contacts").hidden) openContacts();
     }).catch(function (e) {
       var problems = e.data && e.data.error && e.data.error.problems;
       ctx.flash(e.message + (problems ? ": " + problems.map(function (p) { return p.entry + " " + p.field + " " + p.message; }).join("; ") : ""));
@@ -233,6 +236,54 @@
             } })])]));
       });
     }).catch(function (e) { box.textContent = e.message; });
+  }
+
+  // -- contact directory ----------------------------------------------------------------------------
+  var CONTACT_FIELDS = ["name", "name_en", "kind", "region", "phone", "hours", "hours_en", "address", "source", "last_verified"];
+  function openContacts() {
+    var box = q("#kb-contacts"); box.hidden = false; box.textContent = "…";
+    kbApi("GET", "/contacts").then(function (data) {
+      var el = ctx.el; box.textContent = "";
+      box.appendChild(el("div", { class: "kb-bar" }, [el("h3", { text: "联系人目录 · Contact directory" }),
+        el("span", { class: "muted", text: "答案中引用 · in answers: {{contact:id}}" }), el("span", { class: "spacer" }),
+        el("button", { type: "button", text: "关闭 · Close", onclick: function () { box.hidden = true; } })]));
+      var table = el("table", { class: "kb-contacts" }, [el("tr", {}, ["id", "名称 · Name", "电话 · Phone", "地区 · Region",
+        "核实 · Verified", ""].map(function (h) { return el("th", { text: h }); }))]);
+      data.contacts.forEach(function (c) {
+        var v = c.draft || c.published || {};
+        table.appendChild(el("tr", { class: c.stale ? "stale" : "" }, [el("td", { text: c.id }), el("td", { text: v.name }),
+          el("td", { text: v.phone }), el("td", { text: v.region || "全国" }),
+          el("td", { text: v.last_verified + (c.stale ? " ⚠ " + c.days_since_verified + "d" : "") + (c.status === "draft" ? " (draft)" : "") }),
+          el("td", {}, [el("button", { type: "button", text: "编辑 · Edit", onclick: function () { editContact(c.id, v); } })])]));
+      });
+      box.appendChild(table);
+      box.appendChild(el("div", { id: "kb-contact-form" }));
+    }).catch(function (e) { box.textContent = e.message; });
+  }
+  function editContact(id, v) {
+    var el = ctx.el, form = q("#kb-contact-form"); form.textContent = "";
+    var inputs = {};
+    var row = el("div", { class: "kb-row" }, CONTACT_FIELDS.map(function (f) {
+      inputs[f] = el("input", { id: "kb-contact-" + f, value: v[f] || "", "aria-label": f });
+      return el("div", { class: "kb-field", "data-for": "contact." + f }, [el("label", { for: inputs[f].id, text: f }), inputs[f],
+        el("div", { class: "error" })]);
+    }));
+    form.appendChild(el("h3", { text: id }));
+    form.appendChild(row);
+    form.appendChild(el("button", { type: "button", class: "primary", id: "kb-contact-save", text: "保存草稿 · Save draft", onclick: function () {
+      var c = { id: id };
+      CONTACT_FIELDS.forEach(function (f) { var x = inputs[f].value.trim(); if (x) c[f] = x; });
+      kbApi("POST", "/contacts/" + encodeURIComponent(id), { contact: c }).then(function () {
+        ctx.flash("草稿已保存 · Draft saved"); loadStatus(); openContacts();
+      }).catch(function (e) {
+        var problems = (e.data && e.data.error && e.data.error.problems) || [{ field: "", message: e.message }];
+        form.querySelectorAll(".error").forEach(function (n) { n.textContent = ""; });
+        problems.forEach(function (p) {
+          var wrap = form.querySelector('[data-for="contact.' + (p.field || "").split(".")[0] + '"]');
+          if (wrap) wrap.querySelector(".error").textContent = p.message; else ctx.flash(p.message);
+        });
+      });
+    } }));
   }
 
   function renderResult(title, r, id) {
