@@ -113,9 +113,15 @@ class LiveKnowledge:
             except Exception as exc:  # noqa: BLE001 - a corrupt artifact is rebuilt
                 log.warning("index at %s unreadable (%s); rebuilding", directory, exc)
         index = update_index(kb, bot.tokenizer, bot.encoder, bot.index, bot.kb, self.memo, self.tokens)
-        # Saved after the swap, in the background: other processes load it instead of rebuilding
-        # (a process that looks before it is written rebuilds incrementally itself).
-        threading.Thread(target=self._save, args=(index, directory), name="kb-index-save", daemon=True).start()
+        if index.entries is not bot.index.entries:
+            # Retrained (questions changed): save before the version row commits, so the other
+            # processes load it (~1 s) instead of each retraining for half a minute.
+            self._save(index, directory)
+        else:
+            # Only lexical + vocabulary rebuilt: a process that looks before this is written
+            # rebuilds them itself in well under a second, so the swap need not wait for the disk.
+            threading.Thread(target=self._save, args=(index, directory), name="kb-index-save",
+                             daemon=True).start()
         return index
 
     @staticmethod
