@@ -86,7 +86,7 @@ class VectorMemo:
 
 
 def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
-                memo: VectorMemo | None = None) -> SearchIndex:
+                memo: VectorMemo | None = None, previous: SearchIndex | None = None) -> SearchIndex:
     """Every question paraphrase of both languages is one document of its entry.
 
     Answers are indexed lexically as well: they hold the words citizens type
@@ -112,23 +112,28 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     doc_vectors, intent_vectors = vectors[:n_docs], vectors[n_docs:n_docs + n_intents]
     lexical, dense = build_retrievers(doc_texts, doc_vectors, tokenizer, answer_texts)
     intents = IntentClassifier.train(
-        doc_texts + intent_texts, [FAQ_INTENT] * len(doc_texts) + intent_labels, vectors[:n_docs + n_intents]
-    )
+        doc_texts + intent_texts, [FAQ_INTENT] * len(doc_texts) + intent_labels, vectors[:n_docs + n_intents],
+        previous=previous.intents if previous else None)
     doc_tokens = [tokenizer.tokens(text) for text in doc_texts]
-    entries = EntryClassifier.train(doc_texts, doc_tokens, doc_entry_ids, doc_vectors)
+    entries = EntryClassifier.train(doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
+                                    previous=previous.entries if previous else None)
     emergency = train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
-                                         emergency_texts, calm_texts, vectors[n_docs + n_intents:])
+                                         emergency_texts, calm_texts, vectors[n_docs + n_intents:],
+                                         previous=previous.emergency if previous else None)
     aspect_rows = [(text, kb.entries[e].aspect, i) for i, (text, e) in enumerate(zip(doc_texts, doc_entry_ids))
                    if kb.entries[e].aspect]
     aspects = None
     if len({a for _, a, _ in aspect_rows}) >= 2:
         aspects = IntentClassifier.train([r[0] for r in aspect_rows], [r[1] for r in aspect_rows],
-                                         doc_vectors[[r[2] for r in aspect_rows]])
+                                         doc_vectors[[r[2] for r in aspect_rows]],
+                                         previous=previous.aspects if previous else None)
     crisis_kinds = None
     if len(set(kinds)) >= 2:
         example_vectors = vectors[n_docs + n_intents:n_docs + n_intents + len(emergency_texts)]
-        crisis_kinds = IntentClassifier.train(emergency_texts, kinds, example_vectors)
-    topic = train_topic_classifier(doc_texts, doc_vectors, out_of_kb, out_of_kb_vectors) if out_of_kb else None
+        crisis_kinds = IntentClassifier.train(emergency_texts, kinds, example_vectors,
+                                              previous=previous.crisis_kinds if previous else None)
+    topic = train_topic_classifier(doc_texts, doc_vectors, out_of_kb, out_of_kb_vectors,
+                                   previous=previous.topic if previous else None) if out_of_kb else None
     return SearchIndex(kb.version, doc_entry_ids, doc_texts, doc_entry_ids + answer_entry_ids,
                        lexical, dense, intents, entries, emergency, build_vocabulary(kb, tokenizer), aspects,
                        crisis_kinds, topic)
@@ -151,8 +156,8 @@ def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder
                  and previous.doc_entry_ids == doc_entry_ids
                  and all(kb.entries[e].aspect == previous_kb.entries[e].aspect for e in kb.entries
                          if e in previous_kb.entries) and kb.entries.keys() == previous_kb.entries.keys())
-    if not same_docs:
-        return build_index(kb, tokenizer, encoder, memo)
+    if not same_docs:  # retrain, each model warm-started from the previous fit
+        return build_index(kb, tokenizer, encoder, memo, previous=previous)
     token_memo = {} if token_memo is None else token_memo
 
     def tokens(text: str) -> list[str]:
@@ -183,10 +188,11 @@ def _documents(kb: KnowledgeBase) -> tuple[list[str], list[str], list[str], list
     return doc_entry_ids, doc_texts, answer_entry_ids, answer_texts
 
 
-def train_topic_classifier(doc_texts, doc_vectors, out_of_kb_texts, out_of_kb_vectors) -> BinaryTextClassifier:
+def train_topic_classifier(doc_texts, doc_vectors, out_of_kb_texts, out_of_kb_vectors,
+                           previous: BinaryTextClassifier | None = None) -> BinaryTextClassifier:
     """In the KB (every paraphrase) vs in the domain but not in the KB (the out-of-KB training questions)."""
     return BinaryTextClassifier.train([*doc_texts, *out_of_kb_texts], [1] * len(doc_texts) + [0] * len(out_of_kb_texts),
-                                      np.vstack([doc_vectors, out_of_kb_vectors]))
+                                      np.vstack([doc_vectors, out_of_kb_vectors]), previous=previous)
 
 
 def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer, previous: Vocabulary | None = None,
@@ -207,14 +213,15 @@ def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer, previous: Vo
 
 
 def train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
-                             emergency_texts, calm_texts, example_vectors) -> LearnedEmergencyDetector:
+                             emergency_texts, calm_texts, example_vectors,
+                             previous: LearnedEmergencyDetector | None = None) -> LearnedEmergencyDetector:
     """Positives: the red-flag examples and the ``emergency`` intent; negatives: every KB paraphrase,
     the other intents and the hard non-emergency examples (questions ABOUT symptoms and rules)."""
     texts = [*emergency_texts, *calm_texts, *doc_texts, *intent_texts]
     labels = ([1] * len(emergency_texts) + [0] * len(calm_texts) + [0] * len(doc_texts)
               + [int(label == "emergency") for label in intent_labels])
     vectors = np.vstack([example_vectors, doc_vectors, intent_vectors])
-    return LearnedEmergencyDetector.train(texts, labels, vectors)
+    return LearnedEmergencyDetector.train(texts, labels, vectors, previous=previous)
 
 
 def save_index(index: SearchIndex, directory: Path) -> None:

@@ -34,7 +34,7 @@ class EntryClassifier:
 
     @classmethod
     def train(cls, texts: list[str], tokens: list[list[str]], labels: list[str], vectors: np.ndarray,
-              C: float = 4.0) -> "EntryClassifier":
+              C: float = 4.0, previous: "EntryClassifier | None" = None) -> "EntryClassifier":
         if len(set(labels)) < 2:
             raise ValueError("need at least two entries to train the entry classifier")
         if not (len(texts) == len(tokens) == len(labels) == len(vectors)):
@@ -44,6 +44,12 @@ class EntryClassifier:
         features = sparse.hstack([sparse.csr_matrix(vectors), char.fit_transform(texts),
                                   token.fit_transform(tokens)]).tocsr()
         model = LogisticRegression(C=C, max_iter=3000)
+        if previous is not None:  # a publish: start from the previous fit (see intents.warm_model)
+            from bot.intents import warm_model
+
+            dim = vectors.shape[1]
+            warm_model(model, labels, previous._model, [dim, previous._char.vocabulary_, previous._tokens.vocabulary_],
+                       [dim, char.vocabulary_, token.vocabulary_])
         model.fit(features, labels)
         return cls(char, token, model)
 
