@@ -85,8 +85,26 @@ class VectorMemo:
             self._vectors.setdefault(text, vector)
 
 
+class _MemoTokenizer:
+    """``tokenizer.tokens`` remembered per text (a publish re-tokenises only what changed)."""
+
+    def __init__(self, tokenizer: DomainTokenizer, memo: dict[str, list[str]]):
+        self._tokenizer, self._memo = tokenizer, memo
+
+    def tokens(self, text: str, words: list[str] | None = None) -> list[str]:
+        found = self._memo.get(text)
+        if found is None:
+            found = self._memo[text] = self._tokenizer.tokens(text, words)
+        return found
+
+    def words(self, text: str) -> list[str]:
+        return self._tokenizer.words(text)
+
+
 def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
-                memo: VectorMemo | None = None, previous: SearchIndex | None = None) -> SearchIndex:
+                memo: VectorMemo | None = None, previous: SearchIndex | None = None,
+                previous_kb: KnowledgeBase | None = None, token_memo: dict[str, list[str]] | None = None
+                ) -> SearchIndex:
     """Every question paraphrase of both languages is one document of its entry.
 
     Answers are indexed lexically as well: they hold the words citizens type
@@ -110,6 +128,9 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     vectors = vectors[:len(vectors) - len(out_of_kb)]
     n_docs, n_intents = len(doc_texts), len(intent_texts)
     doc_vectors, intent_vectors = vectors[:n_docs], vectors[n_docs:n_docs + n_intents]
+    full_tokenizer = tokenizer
+    if token_memo is not None:
+        tokenizer = _MemoTokenizer(tokenizer, token_memo)
     lexical, dense = build_retrievers(doc_texts, doc_vectors, tokenizer, answer_texts)
     intents = IntentClassifier.train(
         doc_texts + intent_texts, [FAQ_INTENT] * len(doc_texts) + intent_labels, vectors[:n_docs + n_intents],
@@ -135,7 +156,9 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     topic = train_topic_classifier(doc_texts, doc_vectors, out_of_kb, out_of_kb_vectors,
                                    previous=previous.topic if previous else None) if out_of_kb else None
     return SearchIndex(kb.version, doc_entry_ids, doc_texts, doc_entry_ids + answer_entry_ids,
-                       lexical, dense, intents, entries, emergency, build_vocabulary(kb, tokenizer), aspects,
+                       lexical, dense, intents, entries, emergency,
+                       build_vocabulary(kb, full_tokenizer, previous.vocabulary if previous else None,
+                                        _unchanged(kb, previous_kb)), aspects,
                        crisis_kinds, topic)
 
 
@@ -157,7 +180,8 @@ def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder
                  and all(kb.entries[e].aspect == previous_kb.entries[e].aspect for e in kb.entries
                          if e in previous_kb.entries) and kb.entries.keys() == previous_kb.entries.keys())
     if not same_docs:  # retrain, each model warm-started from the previous fit
-        return build_index(kb, tokenizer, encoder, memo, previous=previous)
+        return build_index(kb, tokenizer, encoder, memo, previous=previous, previous_kb=previous_kb,
+                           token_memo=token_memo)
     token_memo = {} if token_memo is None else token_memo
 
     def tokens(text: str) -> list[str]:
@@ -167,10 +191,16 @@ def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder
         return found
 
     lexical = LexicalRetriever.build([tokens(text) for text in [*doc_texts, *answer_texts]])
-    unchanged = {e for e in kb.entries if e in previous_kb.entries and kb.entries[e] == previous_kb.entries[e]}
+    unchanged = _unchanged(kb, previous_kb)
     return dataclasses.replace(previous, kb_version=kb.version, lexical=lexical,
                                lexical_entry_ids=doc_entry_ids + answer_entry_ids,
                                vocabulary=build_vocabulary(kb, tokenizer, previous.vocabulary, unchanged))
+
+
+def _unchanged(kb: KnowledgeBase, previous_kb: KnowledgeBase | None) -> set[str]:
+    if previous_kb is None:
+        return set()
+    return {e for e in kb.entries if e in previous_kb.entries and kb.entries[e] == previous_kb.entries[e]}
 
 
 def _documents(kb: KnowledgeBase) -> tuple[list[str], list[str], list[str], list[str]]:
