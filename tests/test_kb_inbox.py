@@ -56,3 +56,26 @@ def test_inbox_groups_failures_and_paraphrase_fixes_them(editing):
     parcel = next(g for g in groups if any("快递" in q for q in g["questions"]))
     assert editor.post("/agents/api/kb/inbox/dismiss", json={"questions": parcel["questions"]}).status_code == 200
     assert not any("快递" in q for g in editor.get("/agents/api/kb/inbox").json["groups"] for q in g["questions"])
+
+
+def test_entry_list_sorts_by_most_asked_worst_rated_and_expiring(editing):
+    """The editor's list answers "what do citizens ask most", "what do they dislike", "what expires"."""
+    from connectors.app import create_app
+
+    app = create_app(editing)
+    citizen, editor = app.test_client(), _login(app)
+    for i in range(3):
+        reply = _ask(citizen, f"s{i}", "核酸检测多少钱")
+    assert reply["entry_id"] == "testing.pcr_fee"
+    from bot.messages import Message
+
+    rated = editing.bot.handle(Message(user_id="s9", text="健康码怎么申领", channel="api"))
+    editing.desk.feedback(rated.conversation_id, rated.turn_ids[0], "down", "outdated")
+    asked = editor.get("/agents/api/kb/entries?sort=asked").json["entries"]
+    assert asked[0]["id"] == "testing.pcr_fee" and asked[0]["asked"] == 3
+    worst = editor.get("/agents/api/kb/entries?sort=worst").json["entries"]
+    assert rated.entry_id and worst[0]["id"] == rated.entry_id and worst[0]["down"] == 1
+    expiring = editor.get("/agents/api/kb/entries?sort=expiring").json["entries"]
+    assert expiring and all(e["valid_until"] for e in expiring)
+    assert [e["days_left"] for e in expiring] == sorted(e["days_left"] for e in expiring)
+    assert editor.get("/agents/api/kb/entries?sort=nope").status_code == 400

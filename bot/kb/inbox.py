@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot import commands
 from bot.conversations.privacy import mask
@@ -172,6 +172,23 @@ class Inbox:
         top = candidates[0]
         return {"entry_id": top.entry_id, "title": bot.kb.entries[top.entry_id].title("zh"),
                 "score": round(top.score, 4), "evidence": "retrieval"}
+
+    def usage(self, days: int = 30) -> dict[str, dict[str, int]]:
+        """Per entry: how often it was answered and how many 👎 it got in ``days`` (the editor's
+        "most asked" and "worst rated" sorts)."""
+        since = self.clock() - dt.timedelta(days=days)
+        out: dict[str, dict[str, int]] = {}
+        with self.db.read() as session:
+            for entry_id, count in session.execute(
+                    select(Turn.entry_id, func.count()).where(Turn.role == "bot", Turn.entry_id.is_not(None),
+                                                              Turn.created_at >= since).group_by(Turn.entry_id)):
+                out.setdefault(entry_id, {"asked": 0, "down": 0})["asked"] = count
+            for entry_id, count in session.execute(
+                    select(Feedback.entry_id, func.count()).where(Feedback.value == "down", Feedback.entry_id.is_not(None),
+                                                                  Feedback.created_at >= since)
+                    .group_by(Feedback.entry_id)):
+                out.setdefault(entry_id, {"asked": 0, "down": 0})["down"] = count
+        return out
 
     def dismiss(self, questions: list[str], actor: str) -> int:
         now = self.clock()

@@ -7,6 +7,8 @@ the console shows them next to the input they concern.
 """
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, Field, StrictStr
 
@@ -77,6 +79,11 @@ def entries():
     category = request.args.get("category") or None
     wanted = request.args.get("status") or None
     kb = services().bot.kb
+    sort = request.args.get("sort") or ""
+    if sort not in ("", "asked", "worst", "expiring"):
+        raise ApiError(400, "sort: must be one of asked, worst, expiring", "sort")
+    usage = _inbox().usage() if sort in ("asked", "worst") else {}
+    today = services().clock().date()
     out = []
     for view in live.store.entries():
         if category and view["category"] != category:
@@ -90,7 +97,18 @@ def entries():
                                  *content.get("answer", {}).values()]).lower()
             if q not in haystack:
                 continue
-        out.append(_summary(view, kb))
+        item = _summary(view, kb) | usage.get(view["id"], {"asked": 0, "down": 0} if usage else {})
+        if sort == "expiring":
+            if not item["valid_until"]:
+                continue
+            item["days_left"] = (dt.date.fromisoformat(item["valid_until"]) - today).days
+        out.append(item)
+    if sort == "asked":
+        out.sort(key=lambda e: -e["asked"])
+    elif sort == "worst":
+        out.sort(key=lambda e: (-e["down"], -e["asked"]))
+    elif sort == "expiring":
+        out.sort(key=lambda e: e["days_left"])
     return jsonify({"entries": out, "categories": sorted({v["category"] for v in out} | set()),
                     "version": kb.version})
 

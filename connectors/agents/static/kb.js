@@ -29,6 +29,9 @@
         el("select", { id: "kb-status", "aria-label": "Status", onchange: loadList }, [
           el("option", { value: "", text: "全部 · All" }), el("option", { value: "draft", text: "草稿 · Drafts" }),
           el("option", { value: "live", text: "已发布 · Live" }), el("option", { value: "retire", text: "待下线 · Retiring" })]),
+        el("select", { id: "kb-sort", "aria-label": "Sort", onchange: loadList }, [
+          el("option", { value: "", text: "按分类 · By category" }), el("option", { value: "asked", text: "最常问 · Most asked" }),
+          el("option", { value: "worst", text: "差评最多 · Worst rated" }), el("option", { value: "expiring", text: "即将过期 · Expiring" })]),
         el("button", { type: "button", id: "kb-new", text: "新建 · New", onclick: newEntry })]),
       el("ul", { class: "kb-list", id: "kb-list" })]);
     var main = el("main", { class: "kb-main", id: "kb-main" }, [
@@ -61,7 +64,8 @@
   }
 
   function loadList() {
-    var params = "?q=" + encodeURIComponent(q("#kb-search").value) + "&status=" + encodeURIComponent(q("#kb-status").value);
+    var params = "?q=" + encodeURIComponent(q("#kb-search").value) + "&status=" + encodeURIComponent(q("#kb-status").value) +
+      "&sort=" + encodeURIComponent(q("#kb-sort").value);
     return kbApi("GET", "/entries" + params).then(function (data) {
       S.entries = data.entries;
       var list = q("#kb-list"); list.textContent = "";
@@ -69,7 +73,8 @@
         list.appendChild(ctx.el("li", {}, [ctx.el("button", { type: "button", id: "kb-item-" + e.id.replace(/\./g, "-"),
           "aria-current": S.current === e.id ? "true" : "false", onclick: function () { openEntry(e.id); } }, [
           ctx.el("span", {}, [e.title.zh, e.status !== "live" ? ctx.el("span", { class: "badge " + e.status, text: e.status }) : null]),
-          ctx.el("span", { class: "kb-id", text: e.id })])]));
+          ctx.el("span", { class: "kb-id", text: e.id + (e.asked !== undefined ? " · " + e.asked + "× · 👎" + e.down : "") +
+            (e.days_left !== undefined ? " · " + e.days_left + "d" : "") })])]));
       });
     }).catch(function (e) { ctx.flash(e.message); });
   }
