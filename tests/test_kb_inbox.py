@@ -79,3 +79,24 @@ def test_entry_list_sorts_by_most_asked_worst_rated_and_expiring(editing):
     assert expiring and all(e["valid_until"] for e in expiring)
     assert [e["days_left"] for e in expiring] == sorted(e["days_left"] for e in expiring)
     assert editor.get("/agents/api/kb/entries?sort=nope").status_code == 400
+
+
+def test_agent_inserted_answer_is_evidence(editing):
+    """A question that ended in a handoff where the agent inserted a KB answer: the inbox's best
+    guess is that entry (the agent showed where the question belongs)."""
+    from bot.messages import Message
+    from connectors.app import create_app
+
+    reply = None
+    for text in ("狗狗出门要不要做核酸", "宠物狗需要核酸证明吗", "我家狗要做核酸检测吗"):
+        reply = editing.bot.handle(Message(user_id="h1", text=text, channel="api"))
+        if reply.handoff_opened:
+            break
+    assert reply.handoff_opened and reply.handoff is not None, reply
+    agent = editing.staff.get("alice")
+    editing.desk.claim(reply.handoff.id, agent)
+    answer = editing.bot.kb.entries[TARGET].answer.zh
+    editing.desk.reply(reply.handoff.id, agent, answer + "\n来源：中国疾病预防控制中心")
+    groups = _login(create_app(editing)).get("/agents/api/kb/inbox").json["groups"]
+    handed = [g for g in groups if "handoff" in g["reasons"]]
+    assert handed and handed[0]["guess"]["entry_id"] == TARGET and handed[0]["guess"]["evidence"] == "picked"

@@ -81,7 +81,9 @@ class Inbox:
         self.db = db
         self.clock = clock
 
-    def failures(self, days: int = 30, limit: int = 20000) -> list[Failure]:
+    def failures(self, days: int = 30, limit: int = 20000, answers: dict[str, str] | None = None) -> list[Failure]:
+        """``answers``: answer text -> entry id; an agent reply after a handoff that contains one (the
+        console's "insert answer") is evidence the question belongs to that entry."""
         since = self.clock() - dt.timedelta(days=days)
         with self.db.read() as session:
             bots = session.execute(
@@ -112,7 +114,12 @@ class Inbox:
                                          .where(Conversation.id.in_(conversations))).all())
             rows = session.execute(select(Turn.conversation_id, Turn.seq, Turn.text, Turn.payload)
                                    .where(Turn.conversation_id.in_(conversations), Turn.role == "user")).all()
+            agent_rows = session.execute(select(Turn.conversation_id, Turn.seq, Turn.text).where(
+                Turn.conversation_id.in_(conversations), Turn.role == "agent")).all() if answers else []
         by_seq = {(r.conversation_id, r.seq): r for r in rows}
+        agent_by_conversation: dict[str, list] = {}
+        for row in agent_rows:
+            agent_by_conversation.setdefault(row.conversation_id, []).append(row)
         out: list[Failure] = []
         for (conversation_id, seq), (reason, at) in wanted.items():
             user_turn = by_seq.get((conversation_id, seq))
@@ -127,6 +134,12 @@ class Inbox:
                         if command is not None and command.name == commands.FAQ:
                             picked = str(command.args.get("entry") or "") or None
                         break
+            if reason == "handoff" and answers:  # the agent inserted a KB answer after this question
+                for row in sorted(agent_by_conversation.get(conversation_id, []), key=lambda r: r.seq):
+                    if row.seq > seq:
+                        picked = next((e for text, e in answers.items() if text in (row.text or "")), None)
+                        if picked:
+                            break
             out.append(Failure(mask_names(user_turn.text), conversation_id, users.get(conversation_id, ""), at,
                                reason, picked))
         return out
@@ -138,7 +151,8 @@ class Inbox:
             dismissed = {k for (k,) in session.execute(select(KbInboxDismissal.key))}
         known = {question_key(q) for e in bot.kb.entries.values() for q in [*e.questions.zh, *e.questions.en]}
         groups: list[Group] = []
-        for failure in sorted(self.failures(days), key=lambda f: f.at, reverse=True):
+        answers = {text: e.id for e in bot.kb.entries.values() for text in (e.answer.zh, e.answer.en)}
+        for failure in sorted(self.failures(days, answers=answers), key=lambda f: f.at, reverse=True):
             key = question_key(failure.text)
             if key in dismissed or key in known or not normalise(failure.text).strip():
                 continue
@@ -165,7 +179,7 @@ class Inbox:
         if picked:
             entry_id = max(set(picked), key=picked.count)
             return {"entry_id": entry_id, "title": bot.kb.entries[entry_id].title("zh"), "score": None,
-                    "evidence": "picked"}
+                    "evidence": "picked"}  # by the citizen after a did-you-mean, or inserted by an agent
         candidates = bot.understand(group.examples[0].text, top_k=3).candidates
         if not candidates:
             return None
