@@ -4,7 +4,7 @@ Why: editors change answers in the console while git-based teams keep the YAML f
 describe the same KB, and the version hash must stay the one the files have."""
 from __future__ import annotations
 
-import filecmp
+import shutil
 from pathlib import Path
 
 import pytest
@@ -139,3 +139,32 @@ def test_four_eyes_rule(store):
     assert refused.value.status == 403 and "testing.pcr_fee" in refused.value.message
     publication, _ = store.publish("rev", four_eyes=True)
     assert publication.published_by == "rev" and store.pending() == []
+
+
+def test_cli_import_export_round_trip(tmp_path):
+    """`hotline-bot kb import DIR` then `hotline-bot kb export OUT`: OUT is byte-identical to DIR."""
+    import subprocess
+    import sys
+
+    from bot.config import PROJECT_ROOT
+
+    env = {"HOTLINE_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "HOTLINE_DATA_DIR": str(tmp_path / "var"),
+           "PATH": "/usr/bin:/bin"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "connectors.cli", "kb", *args], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    empty = cli("export", str(tmp_path / "nothing"))
+    assert empty.returncode == 1 and "no KB yet" in empty.stderr
+    imported = cli("import", str(SHIPPED), "--actor", "git")
+    assert imported.returncode == 0, imported.stderr
+    assert knowledge_version(SHIPPED) in imported.stdout
+    exported = cli("export", str(tmp_path / "out"))
+    assert exported.returncode == 0, exported.stderr
+    assert _tree(tmp_path / "out") == _tree(SHIPPED)
+    broken = tmp_path / "broken"
+    shutil.copytree(SHIPPED, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "faq" / "testing.yml").write_text("category: testing\nentries:\n  - id: testing.x\n", encoding="utf-8")
+    refused = cli("import", str(broken))
+    assert refused.returncode == 2 and "faq/testing.yml" in refused.stderr
