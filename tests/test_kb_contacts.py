@@ -13,7 +13,7 @@ import yaml
 
 from bot.config import PROJECT_ROOT, default_knowledge_dir
 from bot.kb.loader import validate_knowledge_base
-from tests.test_kb_live import _login, editing  # noqa: F401  (fixture)
+from tests.test_kb_live import _login
 
 
 def _kb_copy(tmp_path):

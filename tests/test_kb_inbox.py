@@ -5,7 +5,7 @@ Why: the questions a bot fails on are the list of what its KB lacks; without an 
 from __future__ import annotations
 
 from bot.kb.inbox import mask_names
-from tests.test_kb_live import _login, editing  # noqa: F401  (fixture)
+from tests.test_kb_live import _login
 
 DOG = "宠物狗需要做核酸吗"
 TARGET = "quarantine.pets_during_isolation"

@@ -10,24 +10,13 @@ import sys
 import time
 
 import httpx
-import pytest
 
-from bot.config import KbSettings, PROJECT_ROOT
-from tests.conftest import build_services
+from bot.config import PROJECT_ROOT
 from tests.live_server import start_server, stop_server
 
 QUESTION = "核酸检测多少钱"
 ENTRY = "testing.pcr_fee"
 NEW_ANSWER = "【测试】自2026年12月起，单人单检每次收费10元，混检每人3元。"
-
-
-@pytest.fixture()
-def editing(settings, engine, clock, tmp_path):
-    svc = build_services(settings, engine, f"sqlite:///{tmp_path / 'kb.db'}", clock, kb=KbSettings(editing=True))
-    svc.staff.create("edna", "correct horse 1", role="editor")
-    svc.staff.create("alice", "correct horse 1", role="agent")
-    yield svc
-    svc.close()
 
 
 def _login(app, username="edna"):
