@@ -5,6 +5,7 @@ Why: a hotline's rules change every few days; an answer that is right in the edi
 stale on the phone line is the failure this feature exists to prevent."""
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import time
@@ -113,3 +114,39 @@ def test_real_server_serves_the_published_answer_without_restart(session_dir, en
         print(f"publish -> 8 answers from the new version: {elapsed:.2f} s")
     finally:
         stop_server(server)
+
+
+def test_scheduled_publish_takes_effect_at_its_time(editing):
+    """A publish with ``effective_from`` in the future changes nothing until then; the first request
+    after that moment is answered by the new version (the injected clock moves, nothing restarts)."""
+    from connectors.app import create_app
+
+    app = create_app(editing)
+    editor, citizen = _login(app), app.test_client()
+    before = _ask(citizen, "t0")[1]
+    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json
+    assert editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": _edited(entry)}).status_code == 200
+    at = editing.clock() + dt.timedelta(hours=1)
+    published = editor.post("/agents/api/kb/publish", json={"effective_from": at.isoformat() + "Z"})
+    assert published.status_code == 200, published.json
+    assert published.json["publication"]["effective_from"] == at.isoformat() + "Z"
+    assert _ask(citizen, "t1")[1] == before  # scheduled: not yet
+    editing.clock.advance(minutes=59)
+    assert _ask(citizen, "t2")[1] == before
+    editing.clock.advance(minutes=2)
+    assert NEW_ANSWER in _ask(citizen, "t3")[1]
+
+
+def test_a_process_that_missed_a_publication_rebuilds_it_from_history(editing, tmp_path):
+    """Another host has no materialised copy of the version: it is rebuilt from the revision history,
+    exactly (same version hash)."""
+    store = editing.kb_live.store
+    first = store.latest()
+    store.save_draft(ENTRY, _edited(store.entry(ENTRY)), "edna")
+    second, _ = store.publish("edna")
+    from bot.kb.loader import load_knowledge_base
+    from bot.kb.store import KnowledgeStore
+
+    elsewhere = KnowledgeStore(store.db, store.knowledge_dir, tmp_path / "other-host", store.clock)
+    assert load_knowledge_base(elsewhere.materialise_publication(first.id)).version == first.version
+    assert load_knowledge_base(elsewhere.materialise_publication(second.id)).version == second.version

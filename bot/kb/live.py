@@ -86,7 +86,7 @@ class LiveKnowledge:
         bot = self.services.bot
         if publication.version != bot.kb.version:
             root = self.store.work_dir / publication.version
-            kb = load_knowledge_base(root if root.exists() else self.store.materialise())
+            kb = load_knowledge_base(root if root.exists() else self.store.materialise_publication(publication.id))
             if kb.version != publication.version:  # a newer publication landed meanwhile; take what is there
                 log.info("KB %s published while loading %s", kb.version, publication.version)
             self.swap(kb)
@@ -145,13 +145,15 @@ class LiveKnowledge:
     # -- publishing ---------------------------------------------------------------------
 
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
-                review: bool = True) -> Publication:
+                review: bool = True, effective_from=None) -> Publication:
         """Publish the drafts; this process swaps before the version row commits, others follow.
         ``review=False``: a rollback (the restored content was published, hence approved, before)."""
         with self._lock:
             publication, _ = self.store.publish(actor, entry_ids, note, before_commit=self.swap,
-                                                four_eyes=self.settings.kb.four_eyes and review)
-            self.publication_id = publication.id
+                                                four_eyes=self.settings.kb.four_eyes and review,
+                                                effective_from=effective_from)
+            if publication.effective_from is None:
+                self.publication_id = publication.id
         self.bump(publication)
         return publication
 

@@ -54,14 +54,17 @@ class Publication:
     published_at: dt.datetime
     entries: list[str]
     note: str = ""
+    effective_from: dt.datetime | None = None
 
     def to_dict(self) -> dict:
         return {"id": self.id, "version": self.version, "published_by": self.published_by,
-                "published_at": self.published_at.isoformat() + "Z", "entries": self.entries, "note": self.note}
+                "published_at": self.published_at.isoformat() + "Z", "entries": self.entries, "note": self.note,
+                "effective_from": self.effective_from.isoformat() + "Z" if self.effective_from else None}
 
 
 def _publication(row: KbPublication) -> Publication:
-    return Publication(row.id, row.version, row.published_by, row.published_at, list(row.entries or []), row.note)
+    return Publication(row.id, row.version, row.published_by, row.published_at, list(row.entries or []), row.note,
+                       row.effective_from)
 
 
 def _audit(session, actor: str, action: str, target: str = "", detail: dict | None = None, at=None) -> None:
@@ -98,10 +101,15 @@ class KnowledgeStore:
 
     # -- reading ------------------------------------------------------------------------
 
-    def latest(self) -> Publication | None:
-        """The newest publication: what every process compares its served version with (one indexed read)."""
+    def latest(self, effective: bool = True) -> Publication | None:
+        """The newest publication in effect now (scheduled ones once their time came): what every
+        process compares its served version with (one indexed read). ``effective=False``: the newest,
+        scheduled or not."""
+        query = select(KbPublication).order_by(KbPublication.id.desc()).limit(1)
+        if effective:
+            query = query.where((KbPublication.effective_from.is_(None)) | (KbPublication.effective_from <= self.clock()))
         with self.db.read() as session:
-            row = session.execute(select(KbPublication).order_by(KbPublication.id.desc()).limit(1)).scalar_one_or_none()
+            row = session.execute(query).scalar_one_or_none()
             return _publication(row) if row else None
 
     def latest_id(self) -> int:
@@ -220,6 +228,39 @@ class KnowledgeStore:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def materialise_publication(self, publication_id: int) -> Path:
+        """The KB exactly as publication ``publication_id`` made it (from the revision history): what a
+        process serves while a later, scheduled publication is not in effect yet."""
+        with self.db.read() as session:
+            entries = [self._detached(r) for r in self._rows(session)]
+            contacts = self._contact_rows(session)
+            latest: dict[str, dict | None] = {}
+            for entry_id, content in session.execute(
+                    select(KbRevision.entry_id, KbRevision.content).where(KbRevision.publication_id <= publication_id)
+                    .order_by(KbRevision.id)):
+                latest[entry_id] = content
+        for row in entries:
+            row.published, row.draft, row.draft_retire = latest.get(row.entry_id), None, False
+        for contact in contacts:
+            contact.published, contact.draft = latest.get(CONTACT_PREFIX + contact.contact_id), None
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".kb-", dir=self.work_dir))
+        try:
+            self._write_dir(tmp, entries, contacts)
+            from bot.kb.loader import knowledge_version
+
+            final = self.work_dir / knowledge_version(tmp)
+            if not final.exists():
+                try:
+                    tmp.rename(final)
+                except OSError:
+                    if not final.exists():
+                        raise
+            return final
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
     def load(self, draft: bool = False) -> KnowledgeBase:
         return load_knowledge_base(self.materialise(draft=draft))
 
@@ -289,12 +330,12 @@ class KnowledgeStore:
     def seed(self, actor: str = "system") -> Publication | None:
         """First start with editing on: the database KB starts as the shipped files. Only one
         process seeds (the others find the publication and do nothing)."""
-        if self.latest() is not None:
+        if self.latest(effective=False) is not None:
             return None
         try:
             return self.import_dir(self.knowledge_dir, actor=actor, note="initial import")
         except Exception:
-            if self.latest() is not None:  # a concurrent process seeded first
+            if self.latest(effective=False) is not None:  # a concurrent process seeded first
                 return None
             raise
 
@@ -484,7 +525,8 @@ class KnowledgeStore:
 
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
                 before_commit: Callable[[KnowledgeBase], None] | None = None,
-                four_eyes: bool = False) -> tuple[Publication, KnowledgeBase]:
+                four_eyes: bool = False, effective_from: dt.datetime | None = None
+                ) -> tuple[Publication, KnowledgeBase]:
         """Make the drafts (all, or only ``entry_ids``) live as a new KB version.
 
         The resulting KB must pass ``kb validate`` (else 422 with every problem).
@@ -536,7 +578,8 @@ class KnowledgeStore:
         except KnowledgeBaseError as exc:
             raise KbEditError(422, "the KB would not be valid", exc.problems) from None
         version = kb.version
-        if before_commit is not None:
+        scheduled = effective_from is not None and effective_from > self.clock()
+        if before_commit is not None and not scheduled:
             before_commit(kb)
         now = self.clock()
         ids = {r.entry_id for r in pending}
@@ -551,15 +594,16 @@ class KnowledgeStore:
                 row = session.get(KbContact, contact.contact_id)
                 changes.append((CONTACT_PREFIX + row.contact_id, contact.draft))
                 row.published, row.draft, row.draft_by, row.draft_at, row.updated_at = contact.draft, None, None, None, now
-            publication = self._publish_rows(session, changes, actor, note, now, version)
+            publication = self._publish_rows(session, changes, actor, note, now, version,
+                                             effective_from if scheduled else None)
             _audit(session, actor, "kb.publish", version, {"publication": publication.id,
                                                            "entries": sorted(e for e, _ in changes)}, now)
         return publication, kb
 
     def _publish_rows(self, session, changes: list[tuple[str, dict | None]], actor: str, note: str,
-                      now: dt.datetime, version: str | None) -> Publication:
+                      now: dt.datetime, version: str | None, effective_from: dt.datetime | None = None) -> Publication:
         row = KbPublication(version=version or "pending", published_by=actor, published_at=now, note=note[:200],
-                            entries=sorted(e for e, _ in changes))
+                            entries=sorted(e for e, _ in changes), effective_from=effective_from)
         session.add(row)
         session.flush()
         for entry_id, content in changes:

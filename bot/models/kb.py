@@ -27,6 +27,9 @@ class KbPublication(Base):
     published_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     note: Mapped[str] = mapped_column(String(200), default="")
     entries: Mapped[list[str]] = mapped_column(JSON, default=list)  # ids whose content changed
+    # Scheduled publish: served from this moment on (None: at once). Until then the previous
+    # publication stays live; every process switches on its first request after it.
+    effective_from: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class KbEntry(Base):

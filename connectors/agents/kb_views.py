@@ -30,6 +30,7 @@ class RollbackIn(BaseModel):
 class PublishIn(BaseModel):
     entries: list[StrictStr] | None = None  # None: every draft
     note: StrictStr = Field(default="", max_length=200)
+    effective_from: dt.datetime | None = None  # scheduled publish (UTC); None: now
 
 
 class TestIn(BaseModel):
@@ -182,7 +183,10 @@ def rollback(entry_id: str):
 def publish():
     body = parse_json_body(PublishIn)
     live = _live()
-    publication = _edit(lambda: live.publish(g.member.username, body.entries, body.note))
+    when = body.effective_from
+    if when is not None and when.tzinfo is not None:
+        when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    publication = _edit(lambda: live.publish(g.member.username, body.entries, body.note, effective_from=when))
     return jsonify({"publication": publication.to_dict(), "serving": services().bot.kb.version,
                     "swap_seconds": live.last_swap_seconds})
 

@@ -57,6 +57,7 @@ def upgrade() -> None:
     sa.Column('published_at', sa.DateTime(), nullable=False),
     sa.Column('note', sa.String(length=200), nullable=False),
     sa.Column('entries', sa.JSON(), nullable=False),
+    sa.Column('effective_from', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_kb_publications'))
     )
     op.create_table('kb_revisions',
