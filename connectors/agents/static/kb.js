@@ -40,6 +40,8 @@
         el("button", { type: "button", id: "kb-inbox-open", text: "未答问题 · Inbox", onclick: openInbox }),
         el("button", { type: "button", id: "kb-contacts-open", text: "联系人 · Contacts", onclick: openContacts }),
         el("span", { class: "spacer" }),
+        el("label", { for: "kb-publish-at", class: "muted", text: "定时 · At (optional)" }),
+        el("input", { id: "kb-publish-at", type: "datetime-local", "aria-label": "Publish at (local time)" }),
         el("button", { type: "button", class: "primary", id: "kb-publish", text: "发布 · Publish", onclick: publish })]),
       el("div", { class: "kb-card", id: "kb-inbox", hidden: "hidden" }),
       el("div", { class: "kb-card", id: "kb-contacts", hidden: "hidden" }),
@@ -201,8 +203,12 @@
   }
   function publish() {
     q("#kb-publish").disabled = true;
-    kbApi("POST", "/publish", {}).then(function (r) {
-      ctx.flash("已发布 · Published version " + r.publication.version);
+    var at = q("#kb-publish-at").value, body = {};
+    if (at) body.effective_from = new Date(at).toISOString();
+    kbApi("POST", "/publish", body).then(function (r) {
+      q("#kb-publish-at").value = "";
+      ctx.flash(r.publication.effective_from ? "已定时发布 · Scheduled version " + r.publication.version + " for " + r.publication.effective_from
+        : "已发布 · Published version " + r.publication.version);
       loadList(); loadStatus(); if (S.current) openEntry(S.current);
       if (!q("#kb-contacts").hidden) openContacts();
     }).catch(function (e) {
