@@ -151,7 +151,7 @@ def contacts_file(contacts: list[dict]) -> str:
     """``contacts.yml`` in canonical form (the shipped file is written in it)."""
     blocks = []
     for contact in contacts:
-        lines = []
+        lines: list[str] = []
         for key, value in contact.items():
             if value is None:
                 continue

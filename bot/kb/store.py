@@ -173,10 +173,13 @@ class KnowledgeStore:
                           draft_by=r.draft_by) for r in
                 session.execute(select(KbContact).order_by(KbContact.position, KbContact.contact_id)).scalars()]
 
-    def _files(self, rows: list[KbEntry], draft: bool, contacts: list[KbContact] = ()) -> dict[str, str]:
+    def _files(self, rows: list[KbEntry], draft: bool, contacts: list[KbContact] | None = None) -> dict[str, str]:
         """``faq/<category>.yml`` and ``contacts.yml`` texts from the live content (or live + drafts)."""
-        live_contacts = [(c.draft if draft and c.draft is not None else c.published) for c in contacts]
-        live_contacts = [c for c in live_contacts if c is not None]
+        live_contacts: list[dict] = []
+        for c in contacts or []:
+            content = c.draft if draft and c.draft is not None else c.published
+            if content is not None:
+                live_contacts.append(content)
         extra = {CONTACTS_FILE: contacts_file(live_contacts)} if live_contacts else {}
         by_category: dict[str, list[dict]] = {}
         for row in rows:
@@ -235,10 +238,10 @@ class KnowledgeStore:
             entries = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
             latest: dict[str, dict | None] = {}
-            for entry_id, content in session.execute(
-                    select(KbRevision.entry_id, KbRevision.content).where(KbRevision.publication_id <= publication_id)
-                    .order_by(KbRevision.id)):
-                latest[entry_id] = content
+            for revision in session.execute(
+                    select(KbRevision).where(KbRevision.publication_id <= publication_id)
+                    .order_by(KbRevision.id)).scalars():
+                latest[revision.entry_id] = revision.content
         for row in entries:
             row.published, row.draft, row.draft_retire = latest.get(row.entry_id), None, False
         for contact in contacts:
@@ -290,17 +293,17 @@ class KnowledgeStore:
             old_contacts = {c.contact_id: c for c in session.execute(select(KbContact)).scalars()}
             contact_changes: list[tuple[str, dict | None]] = []
             for position, (contact_id, content) in enumerate(contacts_in):
-                row = old_contacts.pop(contact_id, None)
-                if row is None:
-                    row = KbContact(contact_id=contact_id, published=None)
-                    session.add(row)
-                if row.published != content:
+                contact_row = old_contacts.pop(contact_id, None)
+                if contact_row is None:
+                    contact_row = KbContact(contact_id=contact_id, published=None)
+                    session.add(contact_row)
+                if contact_row.published != content:
                     contact_changes.append((CONTACT_PREFIX + contact_id, content))
-                row.position, row.published, row.draft, row.draft_by, row.draft_at = position, content, None, None, None
-                row.updated_at = now
-            for contact_id, row in old_contacts.items():
+                contact_row.position, contact_row.published, contact_row.draft = position, content, None
+                contact_row.draft_by, contact_row.draft_at, contact_row.updated_at = None, None, now
+            for contact_id, gone in old_contacts.items():
                 contact_changes.append((CONTACT_PREFIX + contact_id, None))
-                session.delete(row)
+                session.delete(gone)
             seen = set()
             for entry_id, category, position, content in imported:
                 seen.add(entry_id)
@@ -348,11 +351,11 @@ class KnowledgeStore:
             rows = self._rows(session)
             contacts = self._contact_rows(session)
         for contact_id, content in (extra_contacts or {}).items():
-            row = next((c for c in contacts if c.contact_id == contact_id), None)
-            if row is None:
-                row = KbContact(contact_id=contact_id, position=len(contacts), published=None)
-                contacts.append(row)
-            row.draft = content
+            found = next((c for c in contacts if c.contact_id == contact_id), None)
+            if found is None:
+                found = KbContact(contact_id=contact_id, position=len(contacts), published=None)
+                contacts.append(found)
+            found.draft = content
         if extra:
             rows = [self._detached(r) for r in rows]
             known = {r.entry_id: r for r in rows}
@@ -591,9 +594,11 @@ class KnowledgeStore:
                 row.published, row.draft, row.draft_retire, row.draft_by, row.draft_at = content, None, False, None, None
                 row.updated_at = now
             for contact in pending_contacts:
-                row = session.get(KbContact, contact.contact_id)
-                changes.append((CONTACT_PREFIX + row.contact_id, contact.draft))
-                row.published, row.draft, row.draft_by, row.draft_at, row.updated_at = contact.draft, None, None, None, now
+                stored = session.get(KbContact, contact.contact_id)
+                assert stored is not None  # contacts are never deleted outside import
+                changes.append((CONTACT_PREFIX + stored.contact_id, contact.draft))
+                stored.published, stored.draft, stored.draft_by, stored.draft_at = contact.draft, None, None, None
+                stored.updated_at = now
             publication = self._publish_rows(session, changes, actor, note, now, version,
                                              effective_from if scheduled else None)
             _audit(session, actor, "kb.publish", version, {"publication": publication.id,
