@@ -4,7 +4,7 @@ masked; "add as paraphrase" + publish makes the next citizen's identical questio
 Why: the questions a bot fails on are the list of what its KB lacks; without an inbox nobody sees them."""
 from __future__ import annotations
 
-from bot.kb.inbox import mask_names
+from bot.kb.inbox import mask_names, paraphrase_text
 from tests.test_kb_live import _login
 
 DOG = "宠物狗需要做核酸吗"
@@ -20,6 +20,9 @@ def _ask(client, user, text):
 def test_mask_names_and_numbers():
     assert mask_names("我叫张三，电话13812345678") == "我叫**，电话138****5678"
     assert "Smith" not in mask_names("Hello, my name is John Smith")
+    # a paraphrase keeps the question, not the masked personal clauses
+    assert paraphrase_text(mask_names("我叫王小明，宠物狗需要做核酸吗？电话13912345678")) == "宠物狗需要做核酸吗？"
+    assert paraphrase_text("我叫***") == "我叫***"
 
 
 def test_inbox_groups_failures_and_paraphrase_fixes_them(editing):

@@ -154,7 +154,8 @@ class Inbox:
         answers = {text: e.id for e in bot.kb.entries.values() for text in (e.answer.zh, e.answer.en)}
         for failure in sorted(self.failures(days, answers=answers), key=lambda f: f.at, reverse=True):
             key = question_key(failure.text)
-            if key in dismissed or key in known or not normalise(failure.text).strip():
+            if key in dismissed or key in known or question_key(paraphrase_text(failure.text)) in known \
+                    or not normalise(failure.text).strip():
                 continue
             vector = bot.vector(normalise(failure.text))
             best, best_score = None, threshold
@@ -218,13 +219,25 @@ class Inbox:
         return len(questions)
 
 
+_CLAUSE = re.compile(r"[^，,。；;！!？?]+[，,。；;！!？?]*")
+
+
+def paraphrase_text(question: str) -> str:
+    """A masked question made fit to be a paraphrase: clauses holding masked personal data
+    ("我叫***，", "电话139****5678") are dropped; kept whole when nothing else would remain."""
+    clauses = _CLAUSE.findall(question)
+    kept = "".join(c for c in clauses if "*" not in c).strip()
+    kept = kept.rstrip("，,；;")
+    return kept if kept and re.search(r"\w", kept) else question.strip()
+
+
 def add_paraphrases(content: dict, questions: list[str]) -> dict:
     """The entry with ``questions`` appended to the zh or en paraphrases (by script), duplicates skipped."""
     out = dict(content)
     current = {"zh": list(content["questions"]["zh"]), "en": list(content["questions"]["en"])}
     seen = {question_key(q) for q in current["zh"] + current["en"]}
     for text in questions:
-        text = text.strip()
+        text = paraphrase_text(text)
         if not text or question_key(text) in seen:
             continue
         lang = "zh" if re.search(r"[\u4e00-\u9fff]", text) else "en"
