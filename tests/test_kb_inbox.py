@@ -103,3 +103,24 @@ def test_agent_inserted_answer_is_evidence(editing):
     groups = _login(create_app(editing)).get("/agents/api/kb/inbox").json["groups"]
     handed = [g for g in groups if "handoff" in g["reasons"]]
     assert handed and handed[0]["guess"]["entry_id"] == TARGET and handed[0]["guess"]["evidence"] == "picked"
+
+
+def test_did_you_mean_then_picked_option_is_evidence(editing):
+    """A did-you-mean reply and the option the citizen then tapped: the inbox shows the question with
+    that entry as its best guess (implicit evidence), whatever retrieval ranked first."""
+    from connectors.app import create_app
+
+    app = create_app(editing)
+    citizen = app.test_client()
+    reply = _ask(citizen, "p1", "我家猫咪要不要测核酸")
+    buttons = [b for r in reply["replies"] for b in r.get("buttons", []) if b["payload"].startswith("/faq")]
+    assert buttons, reply  # a did-you-mean with entry buttons
+    chosen = buttons[-1]["payload"]
+    picked = chosen.split('"entry": "')[1].split('"')[0]
+    follow = citizen.post("/api/v1/messages", json={"user_id": "p1", "text": chosen,
+                                                     "conversation_id": reply["conversation_id"]})
+    assert follow.status_code == 200 and follow.json["entry_id"] == picked
+    groups = _login(app).get("/agents/api/kb/inbox").json["groups"]
+    group = next(g for g in groups if "我家猫咪要不要测核酸" in g["questions"])
+    assert group["reasons"] == {"did_you_mean": 1} and group["picked"] == {picked: 1}
+    assert group["guess"]["entry_id"] == picked and group["guess"]["evidence"] == "picked"
