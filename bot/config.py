@@ -8,16 +8,18 @@ as deploy tooling usually sets it. Nothing else in the code reads the environmen
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import base64
 import binascii
 import datetime as dt
 import os
 import re
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -60,9 +62,9 @@ class Thresholds(BaseModel):
 
     @classmethod
     def load(cls, path: Path, overrides: dict[str, float] | None = None) -> "Thresholds":
-        values: dict = {}
+        values: dict[str, object] = {}
         if path.exists():
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = load_yaml(path) or {}
         unknown = set(overrides or {}) - set(cls.model_fields)
         if unknown:
             raise ValueError(f"thresholds: unknown override(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}")
@@ -95,7 +97,7 @@ class WebSettings(BaseModel):
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
-    def _split(cls, value):
+    def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
@@ -278,6 +280,22 @@ class KbSettings(BaseModel):
     four_eyes: bool = False
 
 
+class SimulationSettings(BaseModel):
+    """A warped clock, for replaying a day (bench/simulate.py) only: the server's time is
+    ``start + (time.time() - anchor) * speed``, the same in every worker process. Unset (the
+    default): real time. Never set this on a server citizens use."""
+
+    start: dt.datetime | None = None  # naive UTC: the simulated moment at ``anchor``
+    anchor: float | None = None  # unix seconds (real) at which the simulated clock read ``start``
+    speed: float = Field(default=1.0, gt=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "SimulationSettings":
+        if (self.start is None) != (self.anchor is None):
+            raise ValueError("simulation: start and anchor go together")
+        return self
+
+
 class DatabaseSettings(BaseModel):
     connect_timeout: float = Field(default=2.0, gt=0)  # a frozen database answers 503 within this
     statement_timeout: float = Field(default=2.0, gt=0)
@@ -291,6 +309,10 @@ class Settings(BaseSettings):
 
     knowledge_dir: Path = Field(default_factory=default_knowledge_dir)
     data_dir: Path = Path("var")
+    # Derived, rebuildable files (the index per KB version, fast-loading model copies); default
+    # <data_dir>. Several data dirs may share one, as the test servers do: each new data dir would
+    # otherwise re-encode the KB and re-unpack the model (about 8 s per server on 2 cores).
+    cache_dir: Path | None = None
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("HOTLINE_DATABASE_URL", "DATABASE_URL"))
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: wake-ups and limits across processes/hosts
@@ -321,6 +343,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     desk: DeskSettings = Field(default_factory=DeskSettings)
     kb: KbSettings = Field(default_factory=KbSettings)
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -339,7 +362,11 @@ class Settings(BaseSettings):
 
     @property
     def index_dir(self) -> Path:
-        return self.data_dir / "index"
+        return (self.cache_dir or self.data_dir) / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.cache_dir or self.data_dir) / "models"
 
     @cached_property
     def thresholds(self) -> Thresholds:
@@ -357,7 +384,7 @@ class Settings(BaseSettings):
         return self.data_dir / name
 
 
-def keep_secret(path: Path, make: "callable[[], str]") -> str:
+def keep_secret(path: Path, make: Callable[[], str]) -> str:
     """A secret generated once and kept in ``path`` (0600), shared by every process on this machine."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():

@@ -19,13 +19,13 @@ import numpy as np
 
 from bot import commands
 from bot.config import Settings
+from bot.conversations.service import ConversationError, ConversationRecord, MessageScope, StoredTurn
+from bot.conversations.status import ENDED, WITH_PERSON
 from bot.encoders import Encoder, build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
-from bot.kb import KnowledgeBase, load_knowledge_base
+from bot.kb import Entry, KnowledgeBase, load_knowledge_base
 from bot.kb.schema import expand_contacts
-from bot.conversations.service import ConversationError, MessageScope, StoredTurn
-from bot.conversations.status import ENDED, WITH_PERSON
 from bot.messages import Button, HandoffInfo, Message, Reply, ReplyMessage
 from bot.models import utcnow
 from bot.policy import MENTAL_HEALTH, Decision, DecisionPolicy
@@ -34,7 +34,16 @@ from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
 from bot.safety import EmergencyDetector, crisis_kind
 from bot.scope import ScopeEvidence, ScopeModel, scope_evidence
-from bot.text import DomainTokenizer, SynonymMap, detect_language, detect_script, normalise, reply_language, to_script
+from bot.text import (
+    DomainTokenizer,
+    Language,
+    SynonymMap,
+    detect_language,
+    detect_script,
+    normalise,
+    reply_language,
+    to_script,
+)
 
 if TYPE_CHECKING:
     from bot.conversations.service import ConversationService
@@ -51,7 +60,7 @@ class Understanding:
     """Everything the bot learned from one text, before any decision."""
 
     normalised: str
-    language: str
+    language: Language
     emergency: str | None
     intent: IntentPrediction
     candidates: list[Candidate]
@@ -136,7 +145,7 @@ class Bot:
         settings = settings or Settings()
         kb = load_knowledge_base(settings.knowledge_dir)
         tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
-        encoder = build_encoder(settings.encoder, settings.encoder_threads, settings.data_dir / "models")
+        encoder = build_encoder(settings.encoder, settings.encoder_threads, settings.models_dir)
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder_key)
         return cls(settings, kb, tokenizer, encoder, index)
 
@@ -282,12 +291,12 @@ class Bot:
         conv = scope.conversation
         first = turns[0] if turns else None
         return Reply(conversation_id=conv.id, replies=[ReplyMessage.from_dict(t.payload, t.text) for t in turns],
-                     intent=first.intent if first else "replay", confidence=first.score or 0.0 if first else 0.0,
+                     intent=(first.intent or "replay") if first else "replay", confidence=first.score or 0.0 if first else 0.0,
                      language=conv.language, entry_id=first.entry_id if first else None,
                      candidates=list(conv.last_candidates or []), handoff=scope.handoff_info(),
                      status=str(conv.status), turn_ids=[t.id for t in turns], replayed=True, region=conv.region)
 
-    def _resume_pending(self, conv, command: commands.Command | None,
+    def _resume_pending(self, conv: ConversationRecord, command: commands.Command | None,
                         understanding: Understanding | None, today: dt.date) -> Decision | None:
         """The bot asked "which city?" for an entry with regional variants: a region button, or a
         text naming a place, answers that entry now. Anything else is a new question."""
@@ -309,7 +318,7 @@ class Bot:
         found = self.gazetteer.get(str(command.args.get("name") or ""))
         return found.name if found else NATIONWIDE
 
-    def _decide(self, conv, command: commands.Command | None,
+    def _decide(self, conv: ConversationRecord, command: commands.Command | None,
                 understanding: Understanding | None, today: dt.date) -> Decision:
         if command is not None:
             if command.name == commands.FAQ and self.kb.get(str(command.args.get("entry"))):
@@ -374,7 +383,7 @@ class Bot:
         return Reply(conversation_id=conv.id, replies=replies, intent=intent, confidence=confidence,
                      language=language, entry_id=entry_id, candidates=list(conv.last_candidates or []),
                      handoff=handoff_info, status=str(conv.status),
-                     turn_ids=[t.id for t in scope.turns if t.role == "bot"], region=region)
+                     turn_ids=[t.id for t in scope.turns if t.role == "bot"], region=region, action=action)
 
     def _while_handed_off(self, scope: MessageScope, understanding: Understanding | None, language: str) -> Reply:
         """A person owns the conversation: record, never answer over the agent — except a red
@@ -382,7 +391,7 @@ class Bot:
         handoff = scope.handoff_info()
         emergency = understanding is not None and self._is_emergency(understanding)
         replies: list[ReplyMessage] = []
-        if emergency:
+        if emergency and understanding is not None:
             handoff = scope.escalate()
             replies.append(self._emergency_reply(understanding.crisis_kind, language, scope.conversation.script))
         elif handoff is not None and handoff.status == "waiting":
@@ -425,10 +434,15 @@ class Bot:
     def _render(self, decision: Decision, language: str, script: str | None = None) -> list[ReplyMessage]:
         return [_in_script(m, language, script) for m in self._render_simplified(decision, language)]
 
+    def _entry_of(self, decision: Decision) -> Entry:
+        if decision.entry_id is None:
+            raise ValueError(f"a {decision.action!r} decision without an entry")
+        return self.kb.entries[decision.entry_id]
+
     def _render_simplified(self, decision: Decision, language: str) -> list[ReplyMessage]:
         talk = commands.simple_button(self.responses("talk_to_person", language), commands.ASK_HUMAN)
         if decision.action == "answer":
-            entry = self.kb.entries[decision.entry_id]
+            entry = self._entry_of(decision)
             variant = entry.variant(decision.variant)
             answer, source = (variant.answer, variant.source or entry.source) if variant else (entry.answer, entry.source)
             updated = (variant.updated if variant and variant.updated else entry.updated)
@@ -451,7 +465,7 @@ class Bot:
                                          "url": str(contact.source)} if contact.source else None,
                                  updated=contact.last_verified.isoformat())]
         if decision.action == "ask_region":
-            entry = self.kb.entries[decision.entry_id]
+            entry = self._entry_of(decision)
             buttons = [commands.region_button(self._region_title(r, language), r) for r in decision.options]
             buttons.append(commands.region_button(self.responses("region_elsewhere", language), NATIONWIDE))
             return [ReplyMessage(self.responses("ask_region", language, title=entry.title(language)),
@@ -464,7 +478,7 @@ class Bot:
             buttons.append(commands.simple_button(self.responses("none_of_these", language), commands.NONE_OF_THESE))
             return [ReplyMessage(self.responses("did_you_mean", language), buttons=buttons)]
         if decision.action == "policy_changed":
-            entry = self.kb.entries[decision.entry_id]
+            entry = self._entry_of(decision)
             text = self.responses("policy_changed", language, title=entry.title(language),
                                   valid_until=entry.valid_until.isoformat() if entry.valid_until else "")
             return [ReplyMessage(text, buttons=[talk], entry_id=entry.id)]

@@ -11,8 +11,10 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,10 +29,11 @@ from bot.scope import Vocabulary, load_out_of_kb
 from bot.text import DomainTokenizer, normalise
 
 log = logging.getLogger(__name__)
+_Loadable = TypeVar("_Loadable", IntentClassifier, BinaryTextClassifier)
 
 # Bump when what is stored changes shape or meaning (tokeniser, document set),
 # so old artifacts are rebuilt instead of loaded.
-INDEX_FORMAT = 4
+INDEX_FORMAT = 6  # 6: models as plain arrays (bot/linear.py), no sklearn objects
 
 
 @dataclass
@@ -55,7 +58,7 @@ def artifact_dir(index_root: Path, kb_version: str, encoder_key: str) -> Path:
 
 
 def build_retrievers(doc_texts: list[str], doc_vectors: np.ndarray, tokenizer: DomainTokenizer,
-                     extra_lexical_texts: list[str] = ()) -> tuple[LexicalRetriever, DenseRetriever]:
+                     extra_lexical_texts: Sequence[str] = ()) -> tuple[LexicalRetriever, DenseRetriever]:
     """Dense over the question documents; lexical over those plus any extra texts."""
     lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in [*doc_texts, *extra_lexical_texts]])
     return lexical, DenseRetriever.build(doc_vectors)
@@ -141,7 +144,7 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     emergency = train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
                                          emergency_texts, calm_texts, vectors[n_docs + n_intents:],
                                          previous=previous.emergency if previous else None)
-    aspect_rows = [(text, kb.entries[e].aspect, i) for i, (text, e) in enumerate(zip(doc_texts, doc_entry_ids))
+    aspect_rows: list[tuple[str, str, int]] = [(text, str(kb.entries[e].aspect), i) for i, (text, e) in enumerate(zip(doc_texts, doc_entry_ids))
                    if kb.entries[e].aspect]
     aspects = None
     if len({a for _, a, _ in aspect_rows}) >= 2:
@@ -218,7 +221,8 @@ def _documents(kb: KnowledgeBase) -> tuple[list[str], list[str], list[str], list
     return doc_entry_ids, doc_texts, answer_entry_ids, answer_texts
 
 
-def train_topic_classifier(doc_texts, doc_vectors, out_of_kb_texts, out_of_kb_vectors,
+def train_topic_classifier(doc_texts: list[str], doc_vectors: np.ndarray, out_of_kb_texts: list[str],
+                           out_of_kb_vectors: np.ndarray,
                            previous: BinaryTextClassifier | None = None) -> BinaryTextClassifier:
     """In the KB (every paraphrase) vs in the domain but not in the KB (the out-of-KB training questions)."""
     return BinaryTextClassifier.train([*doc_texts, *out_of_kb_texts], [1] * len(doc_texts) + [0] * len(out_of_kb_texts),
@@ -239,11 +243,12 @@ def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer, previous: Vo
         for variant in entry.variants:
             texts += [variant.answer.zh, variant.answer.en]
         words[entry.id] = {w for text in texts for w in tokenizer.words(normalise(text))}
-    return Vocabulary(words)
+    return Vocabulary(dict(words))
 
 
-def train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
-                             emergency_texts, calm_texts, example_vectors,
+def train_emergency_detector(doc_texts: list[str], doc_vectors: np.ndarray, intent_texts: list[str],
+                             intent_labels: list[str], intent_vectors: np.ndarray, emergency_texts: list[str],
+                             calm_texts: list[str], example_vectors: np.ndarray,
                              previous: LearnedEmergencyDetector | None = None) -> LearnedEmergencyDetector:
     """Positives: the red-flag examples and the ``emergency`` intent; negatives: every KB paraphrase,
     the other intents and the hard non-emergency examples (questions ABOUT symptoms and rules)."""
@@ -265,15 +270,15 @@ def save_index(index: SearchIndex, directory: Path) -> None:
             ensure_ascii=False), encoding="utf-8")
         index.dense.save(tmp / "dense.faiss")
         index.lexical.save(tmp / "lexical")
-        index.intents.save(tmp / "intents.joblib")
-        index.entries.save(tmp / "entries.joblib")
+        index.intents.save(tmp / "intents.pickle")
+        index.entries.save(tmp / "entries.pickle")
         if index.aspects is not None:
-            index.aspects.save(tmp / "aspects.joblib")
+            index.aspects.save(tmp / "aspects.pickle")
         if index.crisis_kinds is not None:
-            index.crisis_kinds.save(tmp / "crisis_kinds.joblib")
+            index.crisis_kinds.save(tmp / "crisis_kinds.pickle")
         if index.topic is not None:
-            index.topic.save(tmp / "topic.joblib")
-        index.emergency.save(tmp / "emergency.joblib")
+            index.topic.save(tmp / "topic.pickle")
+        index.emergency.save(tmp / "emergency.pickle")
         (tmp / "vocabulary.json").write_text(json.dumps(index.vocabulary.to_dict(), ensure_ascii=False),
                                              encoding="utf-8")
         if directory.exists():
@@ -291,17 +296,17 @@ def load_index(directory: Path) -> SearchIndex:
         lexical_entry_ids=docs["lexical_entry_ids"],
         lexical=LexicalRetriever.load(directory / "lexical"),
         dense=DenseRetriever.load(directory / "dense.faiss"),
-        intents=IntentClassifier.load(directory / "intents.joblib"),
-        entries=EntryClassifier.load(directory / "entries.joblib"),
-        emergency=LearnedEmergencyDetector.load(directory / "emergency.joblib"),
+        intents=IntentClassifier.load(directory / "intents.pickle"),
+        entries=EntryClassifier.load(directory / "entries.pickle"),
+        emergency=LearnedEmergencyDetector.load(directory / "emergency.pickle"),
         vocabulary=Vocabulary(json.loads((directory / "vocabulary.json").read_text(encoding="utf-8"))),
-        aspects=_optional(IntentClassifier, directory / "aspects.joblib"),
-        crisis_kinds=_optional(IntentClassifier, directory / "crisis_kinds.joblib"),
-        topic=_optional(BinaryTextClassifier, directory / "topic.joblib"),
+        aspects=_optional(IntentClassifier, directory / "aspects.pickle"),
+        crisis_kinds=_optional(IntentClassifier, directory / "crisis_kinds.pickle"),
+        topic=_optional(BinaryTextClassifier, directory / "topic.pickle"),
     )
 
 
-def _optional(cls, path: Path):
+def _optional(cls: type[_Loadable], path: Path) -> _Loadable | None:
     return cls.load(path) if path.exists() else None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bot.config import Thresholds
 from bot.intents import FAQ_INTENT, IntentPrediction
@@ -179,7 +179,7 @@ class DecisionPolicy:
         return Decision(action, FAQ_INTENT, confidence, counts_as_failure=True, region=region)
 
 
-def _replace(decision: Decision, **changes) -> Decision:
+def _replace(decision: Decision, **changes: Any) -> Decision:
     from dataclasses import replace
 
     return replace(decision, **changes)

@@ -14,10 +14,11 @@ test split is ``bench/data/emergency_test.yml``.
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import re
 from pathlib import Path
 
-import yaml
 
 from bot.intents import BinaryTextClassifier
 
@@ -47,7 +48,7 @@ class EmergencyDetector:
 
     @classmethod
     def from_file(cls, path: Path) -> "EmergencyDetector":
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path) or {}
         return cls([str(p) for p in data.get("emergency_patterns") or []])
 
     def run(self, normalised_text: str) -> str | None:
@@ -59,11 +60,11 @@ class EmergencyDetector:
         return None
 
 
-def load_emergency_examples(knowledge_dir: Path, with_kinds: bool = False):
+def load_emergency_examples(knowledge_dir: Path, with_kinds: bool = False) -> tuple[list[str], ...]:
     """(emergency texts, non-emergency texts[, kinds of the emergency texts]) from the training split;
     empty lists when absent."""
     path = Path(knowledge_dir) / EMERGENCY_EXAMPLES_FILE
-    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+    data = (load_yaml(path) or {}) if path.exists() else {}
     emergency = data.get("emergency") or []
     out = ([str(r["text"]) for r in emergency], [str(r["text"]) for r in data.get("not_emergency") or []])
     if with_kinds:

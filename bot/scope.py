@@ -23,11 +23,14 @@ The out-of-KB TEST split (``bench/data/out_of_kb_test.yml``) is only reported.
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -68,16 +71,15 @@ class ScopeEvidence:
         return dict(zip(FEATURES, self.features))
 
 
-def load_out_of_kb(knowledge_dir) -> list[str]:
+def load_out_of_kb(knowledge_dir: Path | str) -> list[str]:
     """The TRAIN split of the out-of-KB questions (empty when the KB ships none)."""
     from pathlib import Path
 
-    import yaml
 
     path = Path(knowledge_dir) / OUT_OF_KB_FILE
     if not path.exists():
         return []
-    return [str(r["text"]) for r in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
+    return [str(r["text"]) for r in load_yaml(path) or []]
 
 
 def scope_evidence(candidates: Sequence[Candidate], words: Sequence[str], vocabulary: Vocabulary,

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings, keep_secret
 from bot.conversations.desk import Desk
@@ -24,7 +24,26 @@ from bot.conversations.staff import StaffDirectory
 from bot.db import Database, StoreUnavailable
 from bot.models import utcnow
 
+if TYPE_CHECKING:
+    from bot.engine import Bot
+
 log = logging.getLogger(__name__)
+
+
+def clock_for(settings: Settings) -> Callable[[], dt.datetime]:
+    """Real UTC time, unless ``settings.simulation`` warps it (bench/simulate.py replaying a day)."""
+    sim = settings.simulation
+    if sim.start is None or sim.anchor is None:
+        return utcnow
+    import time
+
+    start, anchor, speed = sim.start.replace(tzinfo=None), sim.anchor, sim.speed
+    log.warning("simulated clock: %s at unix %.3f, x%g (never on a real service)", start, anchor, speed)
+
+    def simulated() -> dt.datetime:
+        return start + dt.timedelta(seconds=(time.time() - anchor) * speed)
+
+    return simulated
 
 
 @dataclass
@@ -47,10 +66,13 @@ class Services:
     _schema_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings, *, bot=None, db: Database | None = None, notifier: Notifier | None = None,
-              clock: Callable[[], dt.datetime] = utcnow, upgrade: bool = True) -> "Services":
+    def build(cls, settings: Settings, *, bot: Bot | None = None, db: Database | None = None,
+              notifier: Notifier | None = None, clock: Callable[[], dt.datetime] | None = None,
+              upgrade: bool = True) -> "Services":
         """``bot``: an already loaded engine to reuse (its models and index); ``db``: a database
-        to use instead of ``settings.sqlalchemy_url``."""
+        to use instead of ``settings.sqlalchemy_url``; ``clock``: default real time, or the
+        simulation's warped clock when ``settings.simulation`` sets one."""
+        clock = clock or clock_for(settings)
         db = db or Database(settings.sqlalchemy_url, connect_timeout=settings.db.connect_timeout,
                             statement_timeout=settings.db.statement_timeout, pool_size=settings.db.pool_size)
         notifier = notifier or build_notifier(settings.redis_url, db, settings.outbox.tail_interval)

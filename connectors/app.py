@@ -37,12 +37,15 @@ def create_app(services: Services) -> Flask:
                                 x_proto=settings.server.trusted_proxies)
 
     from connectors.agents import agents
+    from connectors.agents.dashboard import dashboard
     from connectors.api import api
     from connectors.limits import apply_limits, init_limits
+    from connectors.metrics import init_metrics
     from connectors.rasa_rest import rasa_rest
     from connectors.web import web
     from connectors.wechat import init_wechat
 
+    init_metrics(app, services)
     init_limits(app, services)
     app.register_blueprint(api)
     app.register_blueprint(rasa_rest)
@@ -51,6 +54,7 @@ def create_app(services: Services) -> Flask:
     from connectors.agents.kb_views import kb_editor
 
     app.register_blueprint(kb_editor)
+    app.register_blueprint(dashboard)
     init_wechat(app, services)
     apply_limits(app)
     register_error_handlers(app)

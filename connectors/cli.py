@@ -7,6 +7,7 @@ one Settings; nothing below this module reads the environment.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import json
 import logging
@@ -17,22 +18,27 @@ import time
 from pathlib import Path
 
 from bot.config import Settings
-from bot.conversations.service import ConversationError
-from bot.db import SchemaError, StoreUnavailable
+from bot.errors import ConversationError, SchemaError, StoreUnavailable
+
+
+def _iso_date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
 def _cmd_kb_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.kb import load_knowledge_base
-    from bot.kb.loader import validate_knowledge_base
+    from bot.kb.loader import inspect_knowledge_base
 
-    problems = validate_knowledge_base(settings.knowledge_dir, settings.kb.contact_stale_days)
+    kb, problems = inspect_knowledge_base(settings.knowledge_dir, args.today, settings.kb.contact_stale_days)
     for problem in problems:
         print(f"{problem.severity.upper()}: {problem}", file=sys.stderr)
     errors = [p for p in problems if p.severity != "warning"]
     if errors:
         print(f"{len(errors)} problem(s) in {settings.knowledge_dir}", file=sys.stderr)
         return 1
-    kb = load_knowledge_base(settings.knowledge_dir)
+    assert kb is not None  # no error-severity problem
     print(f"OK: {len(kb.entries)} entries, {len(kb.intent_examples)} intents, KB version {kb.version}"
           + (f" ({len(problems)} warning(s))" if problems else ""))
     return 0
@@ -85,7 +91,7 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     kb = load_knowledge_base(settings.knowledge_dir)
     tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
     index = build_index(kb, tokenizer, build_encoder(settings.encoder, args.threads or os.cpu_count() or 1,
-                                                     settings.data_dir / "models"))
+                                                     settings.models_dir))
     directory = artifact_dir(settings.index_dir, kb.version, settings.encoder_key)
     save_index(index, directory)
     print(f"indexed {len(kb.entries)} entries / {len(index.doc_texts)} questions "
@@ -287,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     kb = sub.add_parser("kb", help="knowledge base tools")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True)
     validate = kb_sub.add_parser("validate", help="check every KB file; non-zero exit on problems")
+    validate.add_argument("--today", type=_iso_date, default=None, metavar="YYYY-MM-DD",
+                          help="check expiry as of this date (default: today), e.g. what expires by Friday")
     validate.set_defaults(func=_cmd_kb_validate)
     export = kb_sub.add_parser("export", help="write the database KB to DIRECTORY as YAML (canonical form)")
     export.add_argument("directory")

@@ -5,12 +5,13 @@ editor can fix it without reading Python tracebacks.
 """
 from __future__ import annotations
 
+from bot.yaml_files import YAMLError, load_yaml
+
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from bot.kb.schema import CONTACT_REF, Contact, Entry
@@ -102,23 +103,21 @@ def knowledge_version(root: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: a publish re-reads every file
-
-
 def _read_yaml(path: Path, root: Path, problems: list[Problem]) -> object | None:
     rel = str(path.relative_to(root))
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        data: object = load_yaml(path)
+        return data
+    except (YAMLError, UnicodeDecodeError) as exc:
         problems.append(Problem(rel, "", "", f"cannot parse: {exc}"))
         return None
 
 
-def _field_name(loc: tuple) -> str:
+def _field_name(loc: tuple[object, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _load_entries(root: Path, problems: list[Problem]) -> dict[str, Entry]:
+def _load_entries(root: Path, problems: list[Problem], today: dt.date) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     entry_files: dict[str, str] = {}
     faq_dir = root / FAQ_DIR
@@ -153,7 +152,7 @@ def _load_entries(root: Path, problems: list[Problem]) -> dict[str, Entry]:
                 continue
             entries[entry.id] = entry
             entry_files[entry.id] = rel
-    _check_cross_entry(entries, entry_files, problems)
+    _check_cross_entry(entries, entry_files, problems, today)
     _check_regions(root, entries, entry_files, problems)
     return entries
 
@@ -168,7 +167,7 @@ def _check_regions(root: Path, entries: dict[str, Entry], files: dict[str, str],
         return
     try:
         gazetteer = Gazetteer.from_file(path)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+    except (YAMLError, KeyError, TypeError, AttributeError) as exc:
         problems.append(Problem(REGIONS_FILE, "", "provinces", f"cannot read the gazetteer: {exc}"))
         return
     for entry_id, entry in entries.items():
@@ -191,8 +190,8 @@ def _check_regions(root: Path, entries: dict[str, Entry], files: dict[str, str],
             seen.add(variant.region)
 
 
-def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem]) -> None:
-    today = dt.date.today()
+def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem],
+                       today: dt.date) -> None:
     seen_questions: dict[str, str] = {}
     for entry_id, entry in entries.items():
         rel = files[entry_id]
@@ -241,7 +240,7 @@ def _load_intents(root: Path, problems: list[Problem]) -> dict[str, list[str]]:
     return intents
 
 
-def _load_contacts(root: Path, entries: dict[str, Entry], problems: list[Problem],
+def _load_contacts(root: Path, entries: dict[str, Entry], problems: list[Problem], today: dt.date,
                    stale_days: int = CONTACT_STALE_DAYS) -> dict[str, Contact]:
     """The contact directory: schema, unique ids, known regions; every ``{{contact:id}}`` in an
     answer must name one; contacts not verified for ``stale_days`` are warnings."""
@@ -259,7 +258,6 @@ def _load_contacts(root: Path, entries: dict[str, Entry], problems: list[Problem
                 gazetteer = Gazetteer.from_file(root / REGIONS_FILE)
             except Exception:  # noqa: BLE001 - reported by the entry checks
                 gazetteer = None
-        today = dt.date.today()
         for position, raw in enumerate(raw_list or []):
             label = str(raw.get("id")) if isinstance(raw, dict) and raw.get("id") else f"#{position + 1}"
             try:
@@ -291,30 +289,41 @@ def _load_contacts(root: Path, entries: dict[str, Entry], problems: list[Problem
     return contacts
 
 
-def _collect(root: Path, stale_days: int = CONTACT_STALE_DAYS
+def _collect(root: Path, today: dt.date | None, stale_days: int = CONTACT_STALE_DAYS
              ) -> tuple[dict[str, Entry], dict[str, list[str]], list[Problem], dict[str, Contact]]:
     problems: list[Problem] = []
-    entries = _load_entries(root, problems)
+    entries = _load_entries(root, problems, today or dt.date.today())
     intents = _load_intents(root, problems)
-    contacts = _load_contacts(root, entries, problems, stale_days)
+    contacts = _load_contacts(root, entries, problems, today or dt.date.today(), stale_days)
     return entries, intents, problems, contacts
 
 
-def load_knowledge_base(root: Path) -> KnowledgeBase:
+def load_knowledge_base(root: Path, today: dt.date | None = None) -> KnowledgeBase:
     """Load the KB; raise KnowledgeBaseError on anything that makes it unservable.
 
     Expired entries are not fatal (time passes while a server runs): they are
-    kept, flagged in ``problems``, and the policy refuses to serve them.
+    kept, flagged in ``problems``, and the policy refuses to serve them. ``today`` (default: the
+    calendar's) decides what counts as expired, so tests and "what expires by Friday" need no clock.
     """
+    kb, problems = inspect_knowledge_base(root, today)
+    if kb is None:
+        raise KnowledgeBaseError([p for p in problems if p.severity == "error"])
+    return kb
+
+
+def inspect_knowledge_base(root: Path, today: dt.date | None = None, contact_stale_days: int = CONTACT_STALE_DAYS
+                           ) -> tuple[KnowledgeBase | None, list[Problem]]:
+    """Every problem, and the KB when none is an error: ``kb validate`` parses each file once."""
     root = Path(root)
-    entries, intents, problems, contacts = _collect(root)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise KnowledgeBaseError(errors)
+    entries, intents, problems, contacts = _collect(root, today, contact_stale_days)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
     return KnowledgeBase(root=root, entries=entries, intent_examples=intents,
-                         version=knowledge_version(root), problems=problems, contacts=contacts)
+                         version=knowledge_version(root), problems=problems, contacts=contacts), problems
 
 
-def validate_knowledge_base(root: Path, contact_stale_days: int = CONTACT_STALE_DAYS) -> list[Problem]:
-    """Every problem, expired entries and stale contacts (warnings) included: what ``kb validate`` reports."""
-    return _collect(Path(root), contact_stale_days)[2]
+def validate_knowledge_base(root: Path, today: dt.date | None = None,
+                            contact_stale_days: int = CONTACT_STALE_DAYS) -> list[Problem]:
+    """Every problem, expired entries and stale contacts (warnings) included (as of ``today``):
+    what ``kb validate`` reports."""
+    return _collect(Path(root), today, contact_stale_days)[2]

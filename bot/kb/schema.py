@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator

@@ -13,28 +13,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import joblib
 import numpy as np
-from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+
+from bot.intents import load_model, save_model
+from bot.linear import FastLinear, TfidfRows
 
 
-def _identity(tokens):
+def _identity(tokens: list[str]) -> list[str]:
     return tokens
 
 
 class EntryClassifier:
-    def __init__(self, char_vectorizer: TfidfVectorizer, token_vectorizer: TfidfVectorizer,
-                 model: LogisticRegression):
-        self._char = char_vectorizer
-        self._tokens = token_vectorizer
-        self._model = model
-        self.classes: list[str] = [str(c) for c in model.classes_]
+    def __init__(self, char: TfidfRows, tokens: TfidfRows, linear: FastLinear):
+        self._char = char
+        self._tokens = tokens
+        self._linear = linear
+        self.classes: list[str] = [str(c) for c in linear.classes]
 
     @classmethod
     def train(cls, texts: list[str], tokens: list[list[str]], labels: list[str], vectors: np.ndarray,
               C: float = 4.0, previous: "EntryClassifier | None" = None) -> "EntryClassifier":
+        from scipy import sparse
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
         if len(set(labels)) < 2:
             raise ValueError("need at least two entries to train the entry classifier")
         if not (len(texts) == len(tokens) == len(labels) == len(vectors)):
@@ -47,26 +49,20 @@ class EntryClassifier:
         if previous is not None:  # a publish: start from the previous fit (see intents.warm_model)
             from bot.intents import warm_model
 
-            dim = vectors.shape[1]
-            warm_model(model, labels, previous._model, [dim, previous._char.vocabulary_, previous._tokens.vocabulary_],
-                       [dim, char.vocabulary_, token.vocabulary_])
+            warm_model(model, labels, previous._linear, True, [previous._char.vocabulary, previous._tokens.vocabulary],
+                       [char.vocabulary_, token.vocabulary_], vectors.shape[1])
         model.fit(features, labels)
-        return cls(char, token, model)
+        return cls(TfidfRows.from_sklearn(char), TfidfRows.from_sklearn(token),
+                   FastLinear.from_sklearn(model, vectors.shape[1], [len(char.vocabulary_), len(token.vocabulary_)]))
 
     def probabilities(self, text: str, tokens: list[str], vector: np.ndarray) -> np.ndarray:
         """P(entry | text) in the order of ``classes``."""
-        from bot.intents import FastLinear, tfidf_row
-
-        fast = self.__dict__.get("_fast")
-        if fast is None:
-            fast = self._fast = FastLinear(self._model, len(vector),
-                                           [len(self._char.vocabulary_), len(self._tokens.vocabulary_)])
-        return fast.probabilities(vector, tfidf_row(self._char, text), tfidf_row(self._tokens, tokens))
+        return self._linear.probabilities(vector, self._char.row(text), self._tokens.row(tokens))
 
     def save(self, path: Path) -> None:
-        joblib.dump({"char": self._char, "tokens": self._tokens, "model": self._model}, path)
+        save_model({"char": self._char, "tokens": self._tokens, "linear": self._linear}, path)
 
     @classmethod
     def load(cls, path: Path) -> "EntryClassifier":
-        data = joblib.load(path)
-        return cls(data["char"], data["tokens"], data["model"])
+        data = load_model(path)
+        return cls(data["char"], data["tokens"], data["linear"])
