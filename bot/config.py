@@ -262,6 +262,25 @@ class DeskSettings(BaseModel):
         return value
 
 
+class KbSettings(BaseModel):
+    """Editing the knowledge base in the console (issue 9)."""
+
+    # On: the database is the live source of the FAQ entries (seeded from knowledge_dir on first
+    # start; `hotline-bot kb import|export` move them to and from YAML). Off: the files, as before.
+    editing: bool = False
+    # Seconds between two reads of the version row in one process (0: before every request).
+    check_interval: float = Field(default=0.0, ge=0)
+    # A request that finds a newer published version waits at most this long for its process to
+    # swap to it (the swap is a load from disk when another process already built the index).
+    reload_wait: float = Field(default=30.0, ge=0)
+    # Contacts (contacts.yml) not verified for this many days are flagged to editors and
+    # listed by `kb validate` as warnings.
+    contact_stale_days: int = Field(default=30, ge=1)
+    # Four-eyes rule: a draft is published only by an editor other than the one who wrote it
+    # (publishing is the second editor's approval).
+    four_eyes: bool = False
+
+
 class SimulationSettings(BaseModel):
     """A warped clock, for replaying a day (bench/simulate.py) only: the server's time is
     ``start + (time.time() - anchor) * speed``, the same in every worker process. Unset (the
@@ -324,6 +343,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     desk: DeskSettings = Field(default_factory=DeskSettings)
+    kb: KbSettings = Field(default_factory=KbSettings)
     simulation: SimulationSettings = Field(default_factory=SimulationSettings)
 
     @property
@@ -335,6 +355,11 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{(self.data_dir / 'hotline.db').resolve()}"
+
+    @property
+    def kb_work_dir(self) -> Path:
+        """Published KB versions materialised as KB directories (``<data_dir>/kb/<version>``)."""
+        return self.data_dir / "kb"
 
     @property
     def index_dir(self) -> Path:

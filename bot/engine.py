@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import datetime as dt
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from bot.encoders import Encoder, build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import Entry, KnowledgeBase, load_knowledge_base
+from bot.kb.schema import expand_contacts
 from bot.messages import Button, HandoffInfo, Message, Reply, ReplyMessage
 from bot.models import utcnow
 from bot.policy import MENTAL_HEALTH, Decision, DecisionPolicy
@@ -47,6 +49,10 @@ if TYPE_CHECKING:
     from bot.conversations.service import ConversationService
 
 log = logging.getLogger(__name__)
+
+# A question for a phone number of the epidemic hotline (answered from the contact directory).
+_ASKS_NUMBER = re.compile(r"(热线|hotline|(电话|号码|phone number|telephone).*(防疫|疫情|卫健|12345|12320|epidemic|covid)"
+                          r"|(防疫|疫情|卫健|epidemic|covid).*(电话|号码|phone number|telephone))")
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,27 @@ class Bot:
         encoder = build_encoder(settings.encoder, settings.encoder_threads, settings.models_dir)
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder_key)
         return cls(settings, kb, tokenizer, encoder, index)
+
+    def with_knowledge(self, kb: KnowledgeBase, index: SearchIndex) -> "Bot":
+        """A new Bot serving another KB version over the same models and conversation store.
+
+        Why a new object: a request holds one Bot from start to end, so swapping
+        ``services.bot`` (one reference assignment) never mixes two versions in one answer."""
+        if kb.root.joinpath("responses.yml").read_bytes() != self.kb.root.joinpath("responses.yml").read_bytes():
+            bot = Bot(self.settings, kb, self.tokenizer, self.encoder, index, self.conversations, self.clock)
+            bot._vectors, bot._warm = self._vectors, self._warm
+            return bot
+        # Safety patterns, gazetteer and fixed replies come from files a publish does not change
+        # (only FAQ entries are edited): reuse them (the gazetteer alone takes ~0.9 s to parse).
+        bot = copy.copy(self)  # shares the query-vector cache: vectors do not depend on the KB
+        thresholds = self.settings.thresholds
+        bot.kb, bot.index = kb, index
+        bot.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
+                                        thresholds.dense_weight, thresholds.lexical_saturation,
+                                        lexical_entry_ids=index.lexical_entry_ids,
+                                        classifier=index.entries, classifier_weight=thresholds.classifier_weight)
+        bot.policy = DecisionPolicy(kb, thresholds, self.settings.max_failures_before_handoff, self.gazetteer)
+        return bot
 
     def with_conversations(self, conversations: "ConversationService") -> "Bot":
         """The same loaded models over another conversation store (no reload)."""
@@ -245,6 +272,21 @@ class Bot:
                 conv.last_candidates = self._top3(understanding.candidates, language)
             return self._act(scope, decision, language)
 
+    def _directory_contact(self, understanding: Understanding, region: str | None):
+        """"北京防疫热线是多少": the hotline of the region named in the text (or the conversation's),
+        from the contact directory, so a number changed there is right everywhere at once."""
+        if understanding.emergency or not self.kb.contacts or not _ASKS_NUMBER.search(understanding.normalised):
+            return None
+        place = self.gazetteer.get(understanding.region or region)
+        if place is None:
+            return None
+        hotlines = [c for c in self.kb.contacts.values() if c.kind == "hotline" and c.region]
+        for wanted in (place.name, place.province):
+            found = next((c for c in hotlines if c.region == wanted), None)
+            if found is not None:
+                return found
+        return None
+
     def _replayed(self, scope: MessageScope, turns: list[StoredTurn]) -> Reply:
         conv = scope.conversation
         first = turns[0] if turns else None
@@ -295,6 +337,9 @@ class Bot:
                 return Decision("smalltalk", command.name, 1.0)
             return self.policy.failure(0.0, conv.failures)  # none_of_these, unknown payloads
         assert understanding is not None
+        contact = self._directory_contact(understanding, conv.region)
+        if contact is not None:
+            return Decision("contact", "contact", 1.0, options=[contact.id], region=contact.region)
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
                                candidates=understanding.candidates, failures=conv.failures, today=today,
                                scope=understanding.scope, aspect=understanding.aspect, region=conv.region,
@@ -403,7 +448,7 @@ class Bot:
             updated = (variant.updated if variant and variant.updated else entry.updated)
             follow = [f for f in [*decision.also, *entry.follow_ups] if f in self.kb.entries and f != entry.id]
             buttons = [commands.faq_button(self.kb.entries[f].title(language), f) for f in dict.fromkeys(follow)]
-            text = answer.en if language == "en" else answer.zh
+            text = expand_contacts(answer.en if language == "en" else answer.zh, self.kb.contacts, language)
             if entry.variants and not variant:
                 where = self.responses("variant_default", language)
                 buttons += [commands.region_button(self._region_title(r, language), r, entry.id)
@@ -413,6 +458,12 @@ class Bot:
                 text=text, buttons=buttons,
                 source={"name": source.title(language), "url": str(source.url)},
                 updated=updated.isoformat(), entry_id=entry.id)]
+        if decision.action == "contact":
+            contact = self.kb.contacts[decision.options[0]]
+            return [ReplyMessage(text=contact.render(language),
+                                 source={"name": contact.name_en if language == "en" else contact.name,
+                                         "url": str(contact.source)} if contact.source else None,
+                                 updated=contact.last_verified.isoformat())]
         if decision.action == "ask_region":
             entry = self._entry_of(decision)
             buttons = [commands.region_button(self._region_title(r, language), r) for r in decision.options]

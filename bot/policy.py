@@ -19,7 +19,7 @@ from bot.regions import NATIONWIDE, Gazetteer
 from bot.retrieval import Candidate
 
 Action = Literal["answer", "did_you_mean", "rephrase", "not_covered", "handoff", "smalltalk", "policy_changed",
-                 "menu", "ask_region"]
+                 "menu", "ask_region", "contact"]
 
 SMALLTALK_INTENTS = frozenset({"greet", "goodbye", "thanks", "out_of_scope"})
 VAGUE_INTENT = "vague"

@@ -60,6 +60,7 @@ class Services:
     clock: Callable[[], dt.datetime] = utcnow
     workers: dict[str, OutboxWorker] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)  # channel runtimes (e.g. WeChat clients) to close
+    kb_live: Any = None  # bot.kb.live.LiveKnowledge when the KB is edited in the console (settings.kb.editing)
     started: bool = False
     schema_ready: bool = False
     _schema_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -89,8 +90,17 @@ class Services:
         services = cls(settings, db, notifier, outbox, vault, conversations, staff, desk, bot, clock)
         services.extras["stale_waits"] = StaleWaitSweeper(
             conversations, dt.timedelta(minutes=settings.desk.abandon_after_minutes), settings.desk.abandon_sweep_seconds)
+        desk._kb = lambda: services.bot.kb  # the live KB: publishing swaps services.bot
         if upgrade:
             services.ensure_schema()
+        if settings.kb.editing:
+            from bot.kb.live import LiveKnowledge
+            from bot.kb.store import KnowledgeStore
+
+            services.kb_live = LiveKnowledge(services, KnowledgeStore(db, settings.knowledge_dir,
+                                                                      settings.kb_work_dir, clock))
+            if services.schema_ready:
+                services.kb_live.start_up()
         if settings.webhook.enabled:
             from bot.conversations.webhooks import WebhookConsumer
 
@@ -114,6 +124,8 @@ class Services:
                 log.error("database not reachable, schema not checked yet: %s", exc)
                 return False
             self.schema_ready = True
+            if self.kb_live is not None and self.kb_live.publication_id == 0:
+                self.kb_live.start_up()
             return True
         finally:
             self._schema_lock.release()
@@ -130,6 +142,8 @@ class Services:
     def start(self) -> None:
         """Background threads: in each server process, after any fork."""
         self.notifier.start()
+        if self.kb_live is not None:
+            self.kb_live.start()
         for worker in self.workers.values():
             worker.start()
         for extra in self.extras.values():
@@ -139,6 +153,8 @@ class Services:
         self.started = True
 
     def close(self) -> None:
+        if self.kb_live is not None:
+            self.kb_live.close()
         for worker in self.workers.values():
             worker.stop()
         for consumer in self.outbox.consumers.values():

@@ -51,6 +51,9 @@ def create_app(services: Services) -> Flask:
     app.register_blueprint(rasa_rest)
     app.register_blueprint(web)
     app.register_blueprint(agents)
+    from connectors.agents.kb_views import kb_editor
+
+    app.register_blueprint(kb_editor)
     app.register_blueprint(dashboard)
     init_wechat(app, services)
     apply_limits(app)
@@ -62,6 +65,9 @@ def create_app(services: Services) -> Flask:
                                                                   "agents.static", "web.widget_js"):
             if not services.ensure_schema():
                 raise StoreUnavailable("database schema not ready (database unreachable)")
+        if services.kb_live is not None and request.endpoint not in ("static", "web.static", "agents.static",
+                                                                     "web.widget_js", "healthz"):
+            services.kb_live.sync()  # a newer published KB version: swap before answering
 
     @app.after_request
     def _security_headers(response):

@@ -1,6 +1,6 @@
 """``hotline-bot``: the command line, and the application's composition root.
 
-serve · ask · index · kb validate · eval · db upgrade · agent create|disable|enable|
+serve · ask · index · kb validate|export|import · eval · db upgrade · agent create|disable|enable|
 reset-password|list · purge · forget · init. Each command builds what it needs from
 one Settings; nothing below this module reads the environment.
 """
@@ -31,7 +31,7 @@ def _iso_date(value: str) -> dt.date:
 def _cmd_kb_validate(args: argparse.Namespace, settings: Settings) -> int:
     from bot.kb.loader import inspect_knowledge_base
 
-    kb, problems = inspect_knowledge_base(settings.knowledge_dir, args.today)
+    kb, problems = inspect_knowledge_base(settings.knowledge_dir, args.today, settings.kb.contact_stale_days)
     for problem in problems:
         print(f"{problem.severity.upper()}: {problem}", file=sys.stderr)
     errors = [p for p in problems if p.severity != "warning"]
@@ -41,6 +41,43 @@ def _cmd_kb_validate(args: argparse.Namespace, settings: Settings) -> int:
     assert kb is not None  # no error-severity problem
     print(f"OK: {len(kb.entries)} entries, {len(kb.intent_examples)} intents, KB version {kb.version}"
           + (f" ({len(problems)} warning(s))" if problems else ""))
+    return 0
+
+
+def _kb_store(settings: Settings):
+    from bot.kb.store import KnowledgeStore
+
+    db = _database(settings)
+    db.upgrade()
+    return KnowledgeStore(db, settings.knowledge_dir, settings.kb_work_dir)
+
+
+def _cmd_kb_export(args: argparse.Namespace, settings: Settings) -> int:
+    """The database KB as a KB directory (canonical YAML): git-based teams keep their workflow."""
+    store = _kb_store(settings)
+    if store.latest() is None:
+        print("the database holds no KB yet (run `hotline-bot kb import DIR` or serve with HOTLINE_KB__EDITING=1)",
+              file=sys.stderr)
+        return 1
+    target = store.export(Path(args.directory), draft=args.drafts)
+    print(f"exported {'live + drafts' if args.drafts else 'live'} KB version {store.latest().version} to {target}")
+    return 0
+
+
+def _cmd_kb_import(args: argparse.Namespace, settings: Settings) -> int:
+    """A KB directory into the database as a new published version (running servers follow)."""
+    from bot.kb.live import CHANNEL
+
+    store = _kb_store(settings)
+    publication = store.import_dir(Path(args.directory), actor=args.actor)
+    if settings.redis_url:
+        try:
+            import redis
+
+            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1).publish(CHANNEL, str(publication.id))
+        except Exception as exc:  # noqa: BLE001 - servers still catch up on their next request
+            print(f"warning: no Redis bump ({exc})", file=sys.stderr)
+    print(f"imported {args.directory}: KB version {publication.version}, {len(publication.entries)} entries changed")
     return 0
 
 
@@ -259,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--today", type=_iso_date, default=None, metavar="YYYY-MM-DD",
                           help="check expiry as of this date (default: today), e.g. what expires by Friday")
     validate.set_defaults(func=_cmd_kb_validate)
+    export = kb_sub.add_parser("export", help="write the database KB to DIRECTORY as YAML (canonical form)")
+    export.add_argument("directory")
+    export.add_argument("--drafts", action="store_true", help="live entries with the pending drafts applied")
+    export.set_defaults(func=_cmd_kb_export)
+    kb_import = kb_sub.add_parser("import", help="publish the KB directory DIRECTORY into the database")
+    kb_import.add_argument("directory")
+    kb_import.add_argument("--actor", default="cli", help="name written to the audit log")
+    kb_import.set_defaults(func=_cmd_kb_import)
 
     evaluate = sub.add_parser("eval", help="retrieval quality on held-out and external sets", add_help=False)
     evaluate.set_defaults(func=_cmd_eval)

@@ -185,3 +185,15 @@ def live_server(session_dir, settings, engine):
     server = start_server(session_dir / "var", {"HOTLINE_OPEN_READ_API": "1"})
     yield server
     stop_server(server)
+
+
+@pytest.fixture()
+def editing(settings, engine, clock, tmp_path):
+    """Services with KB editing on (issue 9) over SQLite, an editor ``edna`` and an agent ``alice``."""
+    from bot.config import KbSettings
+
+    svc = build_services(settings, engine, f"sqlite:///{tmp_path / 'kb.db'}", clock, kb=KbSettings(editing=True))
+    svc.staff.create("edna", "correct horse 1", role="editor")
+    svc.staff.create("alice", "correct horse 1", role="agent")
+    yield svc
+    svc.close()

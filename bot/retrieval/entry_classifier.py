@@ -32,7 +32,7 @@ class EntryClassifier:
 
     @classmethod
     def train(cls, texts: list[str], tokens: list[list[str]], labels: list[str], vectors: np.ndarray,
-              C: float = 4.0) -> "EntryClassifier":
+              C: float = 4.0, previous: "EntryClassifier | None" = None) -> "EntryClassifier":
         from scipy import sparse
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -46,6 +46,11 @@ class EntryClassifier:
         features = sparse.hstack([sparse.csr_matrix(vectors), char.fit_transform(texts),
                                   token.fit_transform(tokens)]).tocsr()
         model = LogisticRegression(C=C, max_iter=3000)
+        if previous is not None:  # a publish: start from the previous fit (see intents.warm_model)
+            from bot.intents import warm_model
+
+            warm_model(model, labels, previous._linear, True, [previous._char.vocabulary, previous._tokens.vocabulary],
+                       [char.vocabulary_, token.vocabulary_], vectors.shape[1])
         model.fit(features, labels)
         return cls(TfidfRows.from_sklearn(char), TfidfRows.from_sklearn(token),
                    FastLinear.from_sklearn(model, vectors.shape[1], [len(char.vocabulary_), len(token.vocabulary_)]))
