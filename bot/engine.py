@@ -30,7 +30,7 @@ from bot.policy import MENTAL_HEALTH, Decision, DecisionPolicy
 from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
-from bot.safety import EmergencyDetector, crisis_kind
+from bot.safety import EmergencyDetector, crisis_kind, learned_alarm
 from bot.scope import ScopeEvidence, ScopeModel, scope_evidence
 from bot.text import DomainTokenizer, SynonymMap, detect_language, detect_script, normalise, reply_language, to_script
 
@@ -157,15 +157,16 @@ class Bot:
         tokens = self.tokenizer.tokens(normalised, words)
         candidates = self.retriever.run(tokens, vector, top_k=top_k, text=normalised)
         language = detect_language(normalised)
-        emergency = self.safety.run(normalised)
-        probability = self.index.emergency.probability(normalised, vector)
-        if emergency is None and probability >= self.settings.thresholds.emergency:
-            emergency = f"learned:{probability:.2f}"
         evidence = scope = None
         if self.scope_model is not None:
             in_kb = self.index.topic.probability(normalised, vector) if self.index.topic is not None else 1.0
             evidence = scope_evidence(candidates, words, self.index.vocabulary, language, in_kb)
             scope = self.scope_model.probability(evidence)
+        t = self.settings.thresholds
+        emergency = self.safety.run(normalised)
+        probability = self.index.emergency.probability(normalised, vector)
+        if emergency is None and learned_alarm(probability, scope, t.emergency, t.emergency_sure, t.scope_answer):
+            emergency = f"learned:{probability:.2f}"
         aspect = None
         if self.index.aspects is not None:
             prediction = self.index.aspects.run(normalised, vector)

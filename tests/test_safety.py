@@ -1,0 +1,62 @@
+"""The emergency decision's parts that do not need a model: the learned detector's scope veto (a pure
+function of hand-made numbers) and the regex floor in knowledge/safety.yml (questions ABOUT a symptom
+must not match, a person in danger must)."""
+from __future__ import annotations
+
+import pytest
+
+from bot.config import PROJECT_ROOT
+from bot.safety import EmergencyDetector, learned_alarm
+from bot.text import normalise
+
+
+def test_below_the_threshold_is_never_an_alarm():
+    assert not learned_alarm(0.40, None, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert not learned_alarm(0.40, 0.0, threshold=0.41, sure=0.54, scope_answer=0.51)
+
+
+def test_unsure_alarm_on_a_question_the_kb_answers_is_vetoed():
+    # "我爸在家隔离，降压药只剩三天的量了": P(emergency) 0.50, the KB answers it (scope 0.8)
+    assert not learned_alarm(0.50, 0.80, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert not learned_alarm(0.50, 0.51, threshold=0.41, sure=0.54, scope_answer=0.51)  # boundary: answered
+
+
+def test_unsure_alarm_on_a_question_the_kb_does_not_answer_stands():
+    assert learned_alarm(0.50, 0.50, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert learned_alarm(0.42, 0.05, threshold=0.41, sure=0.54, scope_answer=0.51)
+
+
+def test_a_sure_detector_alarms_whatever_the_kb_says():
+    # "打完疫苗全身起疹子，喉咙发紧说不出话": about a KB topic (scope 0.94) and a red flag (P 0.87)
+    assert learned_alarm(0.87, 0.94, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert learned_alarm(0.54, 0.99, threshold=0.41, sure=0.54, scope_answer=0.51)  # boundary: sure
+
+
+def test_no_scope_model_or_no_veto_means_the_threshold_alone_decides():
+    assert learned_alarm(0.45, None, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert learned_alarm(0.45, 0.99, threshold=0.41, sure=0.0, scope_answer=0.51)
+
+
+@pytest.fixture(scope="module")
+def floor():
+    return EmergencyDetector.from_file(PROJECT_ROOT / "knowledge" / "safety.yml")
+
+
+@pytest.mark.parametrize("text", [
+    "隔离憋得慌，想找个专业的人聊聊",        # stir-crazy, not breathless
+    "封控在家一个月，心里憋得慌",
+    "家里有血氧仪，血氧低到多少要去医院",      # a question about the threshold
+    "血氧低于几要去医院",
+])
+def test_floor_ignores_questions_and_idioms(floor, text):
+    assert floor.run(normalise(text)) is None
+
+
+@pytest.mark.parametrize("text", [
+    "胸口憋得慌，喘不上气",
+    "我爸憋得慌，一直大口喘气",
+    "我妈血氧88了",
+    "血氧低到90，嘴唇有点紫",
+])
+def test_floor_still_catches_people_in_danger(floor, text):
+    assert floor.run(normalise(text)) is not None
