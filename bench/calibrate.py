@@ -36,7 +36,7 @@ from bot.intents import FAQ_INTENT, IntentClassifier
 from bot.retrieval import HybridRetriever
 from bot.retrieval.entry_classifier import EntryClassifier
 from bot.safety import learned_alarm, load_emergency_examples
-from bot.scope import FEATURES, Vocabulary, load_out_of_kb, scope_evidence
+from bot.scope import FEATURES, ScopeModel, Vocabulary, load_out_of_kb, scope_evidence
 from bot.text import detect_language, normalise
 
 MAX_WRONG_ANSWERS = 0.015      # wrong direct answers, share of answerable dev questions (target <= 2%)
@@ -193,7 +193,7 @@ def scope_thresholds(dev_p, dev_right, dev_answerable, negative_p):
     return best, min(suggest, best[0])
 
 
-def emergency_threshold(bot, dev_queries):
+def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
     """CV recall on the emergency examples; false alarms on the dev half's questions."""
     emergency_texts, calm_texts = load_emergency_examples(bot.kb.root)
     emergency_texts = [normalise(t) for t in emergency_texts]
@@ -230,7 +230,7 @@ def emergency_threshold(bot, dev_queries):
     # learned detector's false alarms on the dev questions to their minimum while losing none of the
     # cross-validated red flags. Narrow on purpose: a red flag about a KB topic ("打完疫苗全身起疹子，喉咙发紧")
     # has a high scope too, and must keep its alarm when the detector is fairly sure.
-    scope_answer = bot.settings.thresholds.scope_answer
+    scope_answer = bot.settings.thresholds.scope_answer if scope_answer is None else scope_answer
     scopes = np.array([bot.understand(t).scope if bot.scope_model is not None else None for t in texts],
                       dtype=float)
     dev_scopes = np.array([bot.understand(q.text).scope if bot.scope_model is not None else None
@@ -351,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     answerable = int(dev_answerable.sum())
     dev_unanswerable = dev_p[~dev_answerable]
 
-    emergency, emergency_sure, e_recall, e_false, e_hard = emergency_threshold(bot, dev_queries)
+    # The emergency veto needs the scope model just fitted (the loaded one may be older or absent).
+    bot.scope_model = ScopeModel(coef, intercept)
+    emergency, emergency_sure, e_recall, e_false, e_hard = emergency_threshold(bot, dev_queries, scope_answer)
     intent, intent_precision = intent_threshold(bot)
     values = {"answer": settings.thresholds.answer, "suggest": settings.thresholds.suggest, "margin": 0.04,
               "dense_weight": weight, "lexical_saturation": saturation, "intent": intent,
