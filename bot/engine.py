@@ -31,7 +31,7 @@ from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
 from bot.safety import EmergencyDetector, crisis_kind, learned_alarm
-from bot.scope import ScopeEvidence, ScopeModel, scope_evidence
+from bot.scope import OtherSubjects, ScopeEvidence, ScopeModel, scope_evidence
 from bot.text import DomainTokenizer, SynonymMap, detect_language, detect_script, normalise, reply_language, to_script
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class Understanding:
     emergency_probability: float = 0.0  # the learned detector's
     crisis_kind: str | None = None  # medical | mental_health, when an emergency
     aspect: str | None = None  # cause, remedy, cost, where...
+    other_subjects: tuple[str, ...] = ()  # other vaccines/diseases named in the text that the top entry never mentions
 
 
 class _VectorCache:
@@ -110,6 +111,8 @@ class Bot:
             except ValueError as exc:  # thresholds from an older calibration: decide on plain scores
                 log.warning("scope model disabled: %s; run python -m bench.calibrate", exc)
         self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff, self.gazetteer)
+        self.other_subjects = OtherSubjects.from_dir(kb.root)
+        self.entry_texts = entry_texts(kb)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
         self._warm = False
@@ -172,6 +175,7 @@ class Bot:
             prediction = self.index.aspects.run(normalised, vector)
             aspect = prediction.intent if prediction.confidence >= 0.5 else None
         region = self.gazetteer.relevant(normalised)
+        other = self.other_subjects.find(normalised, self.entry_texts.get(candidates[0].entry_id, "")) if candidates else ()
         return Understanding(
             normalised=normalised,
             language=language,
@@ -185,6 +189,7 @@ class Bot:
             emergency_probability=probability,
             crisis_kind=self._crisis_kind(normalised, vector) if emergency else None,
             aspect=aspect,
+            other_subjects=other,
         )
 
     def _crisis_kind(self, normalised: str, vector: np.ndarray) -> str:
@@ -290,7 +295,7 @@ class Bot:
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
                                candidates=understanding.candidates, failures=conv.failures, today=today,
                                scope=understanding.scope, aspect=understanding.aspect, region=conv.region,
-                               crisis_kind=understanding.crisis_kind)
+                               crisis_kind=understanding.crisis_kind, other_subjects=understanding.other_subjects)
 
     def _act(self, scope: MessageScope, decision: Decision, language: str) -> Reply:
         conv = scope.conversation
@@ -427,6 +432,17 @@ class Bot:
     def _region_title(self, name: str, language: str) -> str:
         region = self.gazetteer.get(name)
         return region.title(language) if region else name
+
+
+def entry_texts(kb: KnowledgeBase) -> dict[str, str]:
+    """Each entry's own words (questions, answers, regional variants), normalised: what an entry talks about."""
+    out = {}
+    for e in kb.entries.values():
+        parts = [*e.questions.zh, *e.questions.en, e.answer.zh, e.answer.en]
+        for v in e.variants:
+            parts += [v.answer.zh, v.answer.en]
+        out[e.id] = normalise("\n".join(parts))
+    return out
 
 
 def _in_script(message: ReplyMessage, language: str, script: str | None) -> ReplyMessage:

@@ -36,6 +36,7 @@ from bot.retrieval import Candidate
 FEATURES = ("score", "margin", "prob", "dense", "lexical", "agree", "uncovered_top", "unknown_kb",
             "n_unknown", "english", "in_kb")
 OUT_OF_KB_FILE = "scope/out_of_kb.yml"
+OTHER_SUBJECTS_FILE = "scope/other_subjects.yml"
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
@@ -111,3 +112,34 @@ class ScopeModel:
     def probability(self, evidence: ScopeEvidence) -> float:
         z = float(np.dot(self.coef, evidence.features) + self.intercept)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+class OtherSubjects:
+    """Other vaccines and diseases (``knowledge/scope/other_subjects.yml``): the entity mismatch a score
+    cannot see. "打完HPV疫苗多久可以怀孕" matches the COVID-vaccine pregnancy entry on every word but one,
+    and that one word changes the subject. ``find`` names the subjects the question mentions that the
+    matched entry's own text (questions, answers, variants) never mentions."""
+
+    def __init__(self, subjects: dict[str, Sequence[str]]):
+        self._patterns: dict[str, re.Pattern] = {}
+        for name, aliases in subjects.items():
+            # ASCII aliases as whole words among ASCII letters (a CJK neighbour is a boundary: "打完hpv疫苗").
+            parts = [r"(?<![a-z0-9])" + re.escape(a.lower()) + r"(?![a-z0-9])" if a.isascii() else re.escape(a)
+                     for a in aliases if a]
+            if parts:
+                self._patterns[name] = re.compile("|".join(parts))
+
+    @classmethod
+    def from_dir(cls, knowledge_dir) -> "OtherSubjects":
+        """The KB's list, or an empty one when the KB ships none."""
+        from pathlib import Path
+
+        import yaml
+
+        path = Path(knowledge_dir) / OTHER_SUBJECTS_FILE
+        data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+        return cls({str(k): [str(a) for a in v or []] for k, v in (data.get("subjects") or {}).items()})
+
+    def find(self, normalised_question: str, entry_text: str) -> tuple[str, ...]:
+        return tuple(name for name, pattern in self._patterns.items()
+                     if pattern.search(normalised_question) and not pattern.search(entry_text))

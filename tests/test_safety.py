@@ -60,3 +60,26 @@ def test_floor_ignores_questions_and_idioms(floor, text):
 ])
 def test_floor_still_catches_people_in_danger(floor, text):
     assert floor.run(normalise(text)) is not None
+
+
+# -- other vaccines and diseases (bot.scope.OtherSubjects, knowledge/scope/other_subjects.yml) --------------
+
+def test_other_subjects_are_found_only_when_the_entry_never_mentions_them():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects({"hpv": ["hpv", "宫颈癌疫苗"], "influenza": ["流感疫苗", "flu shot"]})
+    entry = "新冠疫苗在哪里打 where can i get a covid-19 vaccine"
+    assert subjects.find(normalise("打完HPV疫苗多久可以怀孕"), entry) == ("hpv",)
+    assert subjects.find(normalise("Where can I get a flu shot?"), entry) == ("influenza",)
+    assert subjects.find(normalise("新冠疫苗在哪里打"), entry) == ()
+    assert subjects.find(normalise("流感疫苗和新冠疫苗能一起打吗"), entry + " 流感疫苗可以同时接种") == ()
+    assert subjects.find(normalise("I have flu-like symptoms"), entry) == ()  # not a named vaccine
+
+
+def test_the_shipped_list_loads_and_reads_traditional_text():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    assert subjects.find(normalise("帶狀皰疹疫苗副作用大嗎"), "新冠疫苗的副作用") == ("shingles",)
+    assert subjects.find(normalise("How much is the chickenpox vaccine?"), "vaccine cost") == ("chickenpox",)
+    assert subjects.find(normalise("阳了以后得了肺炎要去医院吗"), "阳了什么情况需要去医院") == ()

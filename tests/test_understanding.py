@@ -138,3 +138,12 @@ def test_a_red_flag_about_a_kb_topic_still_alarms(fresh_bot):
     reply = ask(fresh_bot, "打完疫苗全身起疹子，喉咙发紧说不出话")
     assert reply.intent == "emergency" and reply.handoff is not None
     assert reply.replies[0].buttons[0].payload == "tel:120"
+
+
+def test_a_question_about_another_vaccine_is_not_answered_with_the_covid_entry(fresh_bot):
+    # Scores like vaccination.how_to_book (scope 0.95), but names a vaccine that entry never mentions.
+    other = ask(fresh_bot, "Where can I get a shingles vaccine near me?")
+    assert other.entry_id is None and other.intent == "faq"
+    assert "vaccination.how_to_book" in other.replies[0].buttons[0].payload  # offered, not asserted
+    covid = ask(fresh_bot, "Where can I get a covid vaccine near me?", user="u2")
+    assert covid.entry_id == "vaccination.how_to_book"
