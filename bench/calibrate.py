@@ -94,6 +94,8 @@ def kb_cross_validation(bot, weight, saturation, classifier_weight, negatives: l
     texts, entry_ids = index.doc_texts, index.doc_entry_ids
     vectors = encode(bot.encoder, texts)
     answers = [(e, normalise(a)) for e in bot.kb.entries.values() for a in (e.answer.zh, e.answer.en)]
+    answer_examples = ([a for _, a in answers], [bot.tokenizer.tokens(a) for _, a in answers],
+                       [e.id for e, _ in answers], encode(bot.encoder, [a for _, a in answers]))
     negative_vectors = np.array([q.vector for q in negatives])
     negative_folds = list(KFold(folds, shuffle=True, random_state=1).split(negatives))
     full = retriever_for(bot, weight, saturation, classifier_weight)
@@ -104,7 +106,7 @@ def kb_cross_validation(bot, weight, saturation, classifier_weight, negatives: l
         train_ids = [entry_ids[i] for i in train]
         lexical, dense = build_retrievers(train_texts, vectors[train], bot.tokenizer, [a for _, a in answers])
         classifier = EntryClassifier.train(train_texts, [bot.tokenizer.tokens(t) for t in train_texts], train_ids,
-                                           vectors[train])
+                                           vectors[train], answers=answer_examples)
         retriever = retriever_for(bot, weight, saturation, classifier_weight, classifier, lexical, dense, train_ids,
                                   train_ids + [e.id for e, _ in answers])
         topic = train_topic_classifier(train_texts, vectors[train], [negatives[i].text for i in neg_train],

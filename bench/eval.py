@@ -58,7 +58,11 @@ class ForeignFAQ:
         vectors = encode(bot.encoder, texts)
         lexical, dense = build_retrievers(texts, vectors, bot.tokenizer, list(answers.values()))
         tokens = [bot.tokenizer.tokens(t) for t in texts]
-        classifier = EntryClassifier.train(texts, tokens, ids, vectors) if len(set(ids)) > 1 else None
+        answer_ids = list(answers)
+        answer_examples = ([answers[k] for k in answer_ids], [bot.tokenizer.tokens(answers[k]) for k in answer_ids],
+                           answer_ids, encode(bot.encoder, [answers[k] for k in answer_ids])) if answers else None
+        classifier = (EntryClassifier.train(texts, tokens, ids, vectors, answers=answer_examples)
+                      if len(set(ids)) > 1 else None)
         t = bot.settings.thresholds
         self.retriever = HybridRetriever(ids, lexical, dense, t.dense_weight, t.lexical_saturation,
                                          lexical_entry_ids=ids + list(answers), classifier=classifier,

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # Bump when what is stored changes shape or meaning (tokeniser, document set),
 # so old artifacts are rebuilt instead of loaded.
-INDEX_FORMAT = 5  # 5: emergency detector C=16
+INDEX_FORMAT = 6  # 5: emergency detector C=16; 6: entry classifier learns from answers too, C=16
 EMERGENCY_C = 16.0
 
 
@@ -89,7 +89,9 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder)
     emergency_texts = [normalise(t) for t in emergency_texts]
     calm_texts = [normalise(t) for t in calm_texts]
     out_of_kb = [normalise(t) for t in load_out_of_kb(kb.root)]
-    vectors = encode(encoder, doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb)
+    vectors = encode(encoder, doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb + answer_texts)
+    answer_vectors = vectors[len(vectors) - len(answer_texts):]
+    vectors = vectors[:len(vectors) - len(answer_texts)]
     out_of_kb_vectors = vectors[len(vectors) - len(out_of_kb):]
     vectors = vectors[:len(vectors) - len(out_of_kb)]
     n_docs, n_intents = len(doc_texts), len(intent_texts)
@@ -99,7 +101,9 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder)
         doc_texts + intent_texts, [FAQ_INTENT] * len(doc_texts) + intent_labels, vectors[:n_docs + n_intents]
     )
     doc_tokens = [tokenizer.tokens(text) for text in doc_texts]
-    entries = EntryClassifier.train(doc_texts, doc_tokens, doc_entry_ids, doc_vectors)
+    entries = EntryClassifier.train(doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
+                                    answers=(answer_texts, [tokenizer.tokens(t) for t in answer_texts],
+                                             answer_entry_ids, answer_vectors))
     emergency = train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
                                          emergency_texts, calm_texts, vectors[n_docs + n_intents:])
     aspect_rows = [(text, kb.entries[e].aspect, i) for i, (text, e) in enumerate(zip(doc_texts, doc_entry_ids))
