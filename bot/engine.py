@@ -31,7 +31,7 @@ from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
 from bot.safety import EmergencyDetector, crisis_kind, learned_alarm
-from bot.scope import OtherSubjects, ScopeEvidence, ScopeModel, scope_evidence
+from bot.scope import RULE_CATEGORIES, OtherSubjects, ScopeEvidence, ScopeModel, scope_evidence
 from bot.text import DomainTokenizer, SynonymMap, detect_language, detect_script, normalise, reply_language, to_script
 
 if TYPE_CHECKING:
@@ -175,7 +175,11 @@ class Bot:
             prediction = self.index.aspects.run(normalised, vector)
             aspect = prediction.intent if prediction.confidence >= 0.5 else None
         region = self.gazetteer.relevant(normalised)
-        other = self.other_subjects.find(normalised, self.entry_texts.get(candidates[0].entry_id, "")) if candidates else ()
+        other = ()
+        if candidates:
+            top = self.kb.entries.get(candidates[0].entry_id)
+            other = self.other_subjects.find(normalised, self.entry_texts.get(candidates[0].entry_id, ""),
+                                             rules_entry=top is not None and top.category in RULE_CATEGORIES)
         return Understanding(
             normalised=normalised,
             language=language,

@@ -114,20 +114,24 @@ class ScopeModel:
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
 
-class OtherSubjects:
-    """Other vaccines and diseases (``knowledge/scope/other_subjects.yml``): the entity mismatch a score
-    cannot see. "打完HPV疫苗多久可以怀孕" matches the COVID-vaccine pregnancy entry on every word but one,
-    and that one word changes the subject. ``find`` names the subjects the question mentions that the
-    matched entry's own text (questions, answers, variants) never mentions."""
+# A country named as where the citizen comes from, or as a nationality, is not "another country's rules".
+_ORIGIN_BEFORE = re.compile(r"(从|自|由|离开).?$|\b(from|leaving)\s+(the\s+)?$")
+_ORIGIN_AFTER = re.compile(r"^(人|籍|同事|朋友|护照|公民|留学生|客户|员工|老公|老婆|回|来华|来中国|飞回|返)")
+RULE_CATEGORIES = frozenset({"policy", "travel"})
 
-    def __init__(self, subjects: dict[str, Sequence[str]]):
-        self._patterns: dict[str, re.Pattern] = {}
-        for name, aliases in subjects.items():
-            # ASCII aliases as whole words among ASCII letters (a CJK neighbour is a boundary: "打完hpv疫苗").
-            parts = [r"(?<![a-z0-9])" + re.escape(a.lower()) + r"(?![a-z0-9])" if a.isascii() else re.escape(a)
-                     for a in aliases if a]
-            if parts:
-                self._patterns[name] = re.compile("|".join(parts))
+
+class OtherSubjects:
+    """Other vaccines, diseases and countries (``knowledge/scope/other_subjects.yml``): the entity mismatch
+    a score cannot see. "打完HPV疫苗多久可以怀孕" matches the COVID-vaccine pregnancy entry on every word but
+    one, and that one word changes the subject; so does "英国" in "英国现在还戴口罩吗" against our mask rules.
+    ``find`` names the subjects the question mentions that the matched entry's own text (questions,
+    answers, variants) never mentions. Countries count only against a rules entry and only when the
+    country is not where the citizen comes from nor a nationality."""
+
+    def __init__(self, subjects: dict[str, Sequence[str]], countries: dict[str, Sequence[str]] | None = None):
+        self._patterns = {name: p for name, p in ((n, _alias_pattern(a)) for n, a in subjects.items()) if p}
+        self._countries = {name: p for name, p in ((n, _alias_pattern(a)) for n, a in (countries or {}).items())
+                           if p}
 
     @classmethod
     def from_dir(cls, knowledge_dir) -> "OtherSubjects":
@@ -138,8 +142,26 @@ class OtherSubjects:
 
         path = Path(knowledge_dir) / OTHER_SUBJECTS_FILE
         data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
-        return cls({str(k): [str(a) for a in v or []] for k, v in (data.get("subjects") or {}).items()})
 
-    def find(self, normalised_question: str, entry_text: str) -> tuple[str, ...]:
-        return tuple(name for name, pattern in self._patterns.items()
-                     if pattern.search(normalised_question) and not pattern.search(entry_text))
+        def lists(key):
+            return {str(k): [str(a) for a in v or []] for k, v in (data.get(key) or {}).items()}
+
+        return cls(lists("subjects"), lists("countries"))
+
+    def find(self, normalised_question: str, entry_text: str, rules_entry: bool = True) -> tuple[str, ...]:
+        found = [name for name, pattern in self._patterns.items()
+                 if pattern.search(normalised_question) and not pattern.search(entry_text)]
+        if rules_entry:
+            found += [name for name, pattern in self._countries.items()
+                      if not pattern.search(entry_text) and any(
+                          not _ORIGIN_BEFORE.search(normalised_question[max(0, m.start() - 12):m.start()])
+                          and not _ORIGIN_AFTER.match(normalised_question[m.end():])
+                          for m in pattern.finditer(normalised_question))]
+        return tuple(found)
+
+
+def _alias_pattern(aliases: Sequence[str]) -> re.Pattern | None:
+    # ASCII aliases as whole words among ASCII letters (a CJK neighbour is a boundary: "打完hpv疫苗").
+    parts = [r"(?<![a-z0-9])" + re.escape(a.lower()) + r"(?![a-z0-9])" if a.isascii() else re.escape(a)
+             for a in aliases if a]
+    return re.compile("|".join(parts)) if parts else None

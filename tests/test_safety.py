@@ -83,3 +83,36 @@ def test_the_shipped_list_loads_and_reads_traditional_text():
     assert subjects.find(normalise("帶狀皰疹疫苗副作用大嗎"), "新冠疫苗的副作用") == ("shingles",)
     assert subjects.find(normalise("How much is the chickenpox vaccine?"), "vaccine cost") == ("chickenpox",)
     assert subjects.find(normalise("阳了以后得了肺炎要去医院吗"), "阳了什么情况需要去医院") == ()
+
+
+def test_common_words_are_not_other_subjects():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    entry = "打热线之前要准备什么 what information should i have ready before calling"
+    assert subjects.find(normalise("what info should I have on hand when I call the hotline"), entry) == ()
+    assert subjects.find(normalise("my mum uses hearing aids, how can she reach the hotline"), entry) == ()
+
+
+@pytest.mark.parametrize("text,found", [
+    ("英国现在还戴口罩吗", ("united_kingdom",)),              # another country's rules
+    ("韓國入境需要隔離嗎", ("south_korea",)),
+    ("Does Canada still require masks on planes?", ("canada",)),
+    ("下个月从美国回国，落地后要隔离吗", ()),                   # where the citizen comes FROM: an arrival question
+    ("arriving from Japan next week, do I need a test", ()),
+    ("我们公司有个德国同事，他的健康码怎么弄", ()),              # a nationality
+    ("I'm on a work visa with a US passport, how do I get a health code", ()),
+])
+def test_other_countries_count_only_as_the_place_whose_rules_are_asked(text, found):
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    assert subjects.find(normalise(text), "公共场所还要戴口罩吗 入境 隔离") == found
+
+
+def test_other_countries_do_not_count_against_an_entry_that_is_not_about_rules():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    assert subjects.find(normalise("英国现在还戴口罩吗"), "口罩", rules_entry=False) == ()
+    assert subjects.find(normalise("英国现在还戴口罩吗"), "英国的口罩规定") == ()  # the entry talks about it
