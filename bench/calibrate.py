@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from bench.eval import load_bot
-from bench.heldout import DATA_DIR, load_heldout
+from bench.heldout import load_heldout
 from bench.metrics import mean, precision_at_1, reciprocal_rank
 from bot.config import Settings
 from bot.encoders import encode
@@ -329,8 +329,6 @@ def main(argv: list[str] | None = None) -> int:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, kb=np.array([f for f, _ in cv]), kb_labels=np.array([y for _, y in cv]),
                  negatives=np.array(negative_features))
-    features = np.array([f for f, _ in cv] + negative_features)
-    labels = np.array([y for _, y in cv] + [0] * len(negative_features))
     kb_rows = np.array([f for f, _ in cv])
     kb_labels = np.array([y for _, y in cv], dtype=float)
     negative_rows = np.array(negative_features)
