@@ -175,7 +175,7 @@ class Bot:
             prediction = self.index.aspects.run(normalised, vector)
             aspect = prediction.intent if prediction.confidence >= 0.5 else None
         region = self.gazetteer.relevant(normalised)
-        other = ()
+        other: tuple[str, ...] = ()
         if candidates:
             top = self.kb.entries.get(candidates[0].entry_id)
             other = self.other_subjects.find(normalised, self.entry_texts.get(candidates[0].entry_id, ""),
