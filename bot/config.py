@@ -59,6 +59,10 @@ class Thresholds(BaseModel):
     scope_suggest: float = 0.2
     # Learned emergency detector: P(emergency) at or above this is a red flag (the regex floor always is).
     emergency: float = 0.5
+    # ...unless the detector is unsure (P < emergency_sure) and the scope model would answer the question
+    # directly from the KB (scope >= scope_answer): a question the KB answers ("刚吃完饭做核酸会不会吐") is
+    # not a person in danger. 0 = no such veto. The regex floor is never vetoed.
+    emergency_sure: float = 0.0
 
     @classmethod
     def load(cls, path: Path, overrides: dict[str, float] | None = None) -> "Thresholds":

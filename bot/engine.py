@@ -25,6 +25,7 @@ from bot.encoders import Encoder, build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import Entry, KnowledgeBase, load_knowledge_base
+from bot.kb.schema import Contact
 from bot.kb.schema import expand_contacts
 from bot.messages import Button, HandoffInfo, Message, Reply, ReplyMessage
 from bot.models import utcnow
@@ -32,8 +33,8 @@ from bot.policy import MENTAL_HEALTH, Decision, DecisionPolicy
 from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
-from bot.safety import EmergencyDetector, crisis_kind
-from bot.scope import ScopeEvidence, ScopeModel, scope_evidence
+from bot.safety import EmergencyDetector, crisis_kind, learned_alarm
+from bot.scope import RULE_CATEGORIES, OtherSubjects, ScopeEvidence, ScopeModel, scope_evidence
 from bot.text import (
     DomainTokenizer,
     Language,
@@ -71,6 +72,7 @@ class Understanding:
     emergency_probability: float = 0.0  # the learned detector's
     crisis_kind: str | None = None  # medical | mental_health, when an emergency
     aspect: str | None = None  # cause, remedy, cost, where...
+    other_subjects: tuple[str, ...] = ()  # other vaccines/diseases named in the text that the top entry never mentions
 
 
 class _VectorCache:
@@ -125,6 +127,8 @@ class Bot:
             except ValueError as exc:  # thresholds from an older calibration: decide on plain scores
                 log.warning("scope model disabled: %s; run python -m bench.calibrate", exc)
         self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff, self.gazetteer)
+        self.other_subjects = OtherSubjects.from_dir(kb.root)
+        self.entry_texts = entry_texts(kb)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
         self._warm = False
@@ -193,20 +197,26 @@ class Bot:
         tokens = self.tokenizer.tokens(normalised, words)
         candidates = self.retriever.run(tokens, vector, top_k=top_k, text=normalised)
         language = detect_language(normalised)
-        emergency = self.safety.run(normalised)
-        probability = self.index.emergency.probability(normalised, vector)
-        if emergency is None and probability >= self.settings.thresholds.emergency:
-            emergency = f"learned:{probability:.2f}"
         evidence = scope = None
         if self.scope_model is not None:
             in_kb = self.index.topic.probability(normalised, vector) if self.index.topic is not None else 1.0
             evidence = scope_evidence(candidates, words, self.index.vocabulary, language, in_kb)
             scope = self.scope_model.probability(evidence)
+        t = self.settings.thresholds
+        emergency = self.safety.run(normalised)
+        probability = self.index.emergency.probability(normalised, vector)
+        if emergency is None and learned_alarm(probability, scope, t.emergency, t.emergency_sure, t.scope_answer):
+            emergency = f"learned:{probability:.2f}"
         aspect = None
         if self.index.aspects is not None:
             prediction = self.index.aspects.run(normalised, vector)
             aspect = prediction.intent if prediction.confidence >= 0.5 else None
         region = self.gazetteer.relevant(normalised)
+        other: tuple[str, ...] = ()
+        if candidates:
+            top = self.kb.entries.get(candidates[0].entry_id)
+            other = self.other_subjects.find(normalised, self.entry_texts.get(candidates[0].entry_id, ""),
+                                             rules_entry=top is not None and top.category in RULE_CATEGORIES)
         return Understanding(
             normalised=normalised,
             language=language,
@@ -220,6 +230,7 @@ class Bot:
             emergency_probability=probability,
             crisis_kind=self._crisis_kind(normalised, vector) if emergency else None,
             aspect=aspect,
+            other_subjects=other,
         )
 
     def _crisis_kind(self, normalised: str, vector: np.ndarray) -> str:
@@ -272,7 +283,7 @@ class Bot:
                 conv.last_candidates = self._top3(understanding.candidates, language)
             return self._act(scope, decision, language)
 
-    def _directory_contact(self, understanding: Understanding, region: str | None):
+    def _directory_contact(self, understanding: Understanding, region: str | None) -> Contact | None:
         """"北京防疫热线是多少": the hotline of the region named in the text (or the conversation's),
         from the contact directory, so a number changed there is right everywhere at once."""
         if understanding.emergency or not self.kb.contacts or not _ASKS_NUMBER.search(understanding.normalised):
@@ -343,7 +354,7 @@ class Bot:
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
                                candidates=understanding.candidates, failures=conv.failures, today=today,
                                scope=understanding.scope, aspect=understanding.aspect, region=conv.region,
-                               crisis_kind=understanding.crisis_kind)
+                               crisis_kind=understanding.crisis_kind, other_subjects=understanding.other_subjects)
 
     def _act(self, scope: MessageScope, decision: Decision, language: str) -> Reply:
         conv = scope.conversation
@@ -491,6 +502,17 @@ class Bot:
     def _region_title(self, name: str, language: str) -> str:
         region = self.gazetteer.get(name)
         return region.title(language) if region else name
+
+
+def entry_texts(kb: KnowledgeBase) -> dict[str, str]:
+    """Each entry's own words (questions, answers, regional variants), normalised: what an entry talks about."""
+    out = {}
+    for e in kb.entries.values():
+        parts = [*e.questions.zh, *e.questions.en, e.answer.zh, e.answer.en]
+        for v in e.variants:
+            parts += [v.answer.zh, v.answer.en]
+        out[e.id] = normalise("\n".join(parts))
+    return out
 
 
 def _in_script(message: ReplyMessage, language: str, script: str | None) -> ReplyMessage:

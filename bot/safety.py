@@ -40,6 +40,21 @@ def crisis_kind(normalised_text: str, learned: str | None = None) -> str:
     return "medical"
 
 
+def learned_alarm(probability: float, scope: float | None, threshold: float, sure: float,
+                  scope_answer: float) -> bool:
+    """Does the learned detector's P(emergency) raise a red flag?
+
+    At or above ``threshold`` it does, except in the unsure band below ``sure`` when the scope model
+    rates the question as one the KB answers directly (``scope >= scope_answer``): questions ABOUT a
+    symptom, a medicine or a bedridden relative share words with red flags ("会不会吐", "降压药只剩三天"),
+    and those are exactly the questions the KB answers. Calibrated (``bench/calibrate.py``) so that the
+    veto loses none of the cross-validated red flags; a sure detector, or no scope model, always alarms.
+    """
+    if probability < threshold:
+        return False
+    return probability >= sure or scope is None or scope < scope_answer
+
+
 class EmergencyDetector:
     def __init__(self, patterns: list[str]):
         if not patterns:
