@@ -15,9 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from bot.kb.schema import Contact, Entry
 
 ENTRY_KEYS = ("id", "aspect", "category", "questions", "answer", "source", "updated", "valid_until", "region",
               "variants", "follow_ups")
@@ -34,7 +37,7 @@ def _date(value: Any) -> str:
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster on a publish's 3,000 scalars
 
 
-def _load(text: str):
+def _load(text: str) -> object:
     return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
 
 
@@ -72,15 +75,15 @@ def _block(text: str, indent: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _answer(answer: dict, indent: str) -> list[str]:
+def _answer(answer: dict[str, Any], indent: str) -> list[str]:
     return [f"{indent}{lang}: {_block(answer[lang], indent)}" for lang in ("zh", "en") if lang in answer]
 
 
-def _source(source: dict, indent: str) -> list[str]:
+def _source(source: dict[str, Any], indent: str) -> list[str]:
     return [f"{indent}{key}: {scalar(source[key])}" for key in SOURCE_KEYS if key in source]
 
 
-def entry_lines(entry: dict) -> list[str]:
+def entry_lines(entry: dict[str, Any]) -> list[str]:
     """One entry (a plain dict as the schema dumps it, None fields left out) as YAML lines."""
     lines: list[str] = []
     for key in entry:
@@ -127,13 +130,13 @@ def entry_lines(entry: dict) -> list[str]:
     return lines
 
 
-def faq_file(category: str, entries: list[dict]) -> str:
+def faq_file(category: str, entries: list[dict[str, Any]]) -> str:
     """A whole ``faq/<category>.yml`` in canonical form."""
     blocks = ["\n".join(entry_lines(e)) for e in entries]
     return f"category: {scalar(category)}\nentries:\n" + "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
-def entry_dict(entry, order: list[str] | None = None) -> dict:
+def entry_dict(entry: Entry, order: list[str] | None = None) -> dict[str, Any]:
     """A validated ``Entry`` as the plain JSON-able dict stored in the database, keys in
     ``order`` (the order the imported file had them; schema order for the rest)."""
     data = entry.model_dump(mode="json", exclude_none=True)
@@ -147,7 +150,7 @@ CONTACT_KEYS = ("id", "kind", "name", "name_en", "region", "phone", "hours", "ho
                 "source", "last_verified")
 
 
-def contacts_file(contacts: list[dict]) -> str:
+def contacts_file(contacts: list[dict[str, Any]]) -> str:
     """``contacts.yml`` in canonical form (the shipped file is written in it)."""
     blocks = []
     for contact in contacts:
@@ -161,7 +164,7 @@ def contacts_file(contacts: list[dict]) -> str:
     return "contacts:\n" + "\n\n".join(blocks) + ("\n" if blocks else "")
 
 
-def contact_dict(contact, order: list[str] | None = None) -> dict:
+def contact_dict(contact: Contact, order: list[str] | None = None) -> dict[str, Any]:
     data = contact.model_dump(mode="json", exclude_none=True)
     rank: dict[str, int] = {}
     for key in [*(order or []), *CONTACT_KEYS]:

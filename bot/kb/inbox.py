@@ -20,15 +20,19 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 
 from bot import commands
 from bot.conversations.privacy import mask
 from bot.db import Database
 from bot.models import Conversation, Feedback, KbInboxDismissal, Turn, utcnow
 from bot.text import normalise
+
+if TYPE_CHECKING:
+    from bot.engine import Bot
 
 FAILED_ACTIONS = {"rephrase", "not_covered", "did_you_mean"}
 _NAME_ZH = re.compile(r"(我叫|我的名字是|我名字叫|本人姓名|我姓名是)\s*([\u4e00-\u9fff·]{1,4})")
@@ -61,7 +65,7 @@ class Group:
     examples: list[Failure] = field(default_factory=list)
     vector: np.ndarray | None = None
 
-    def to_dict(self, guess: dict | None) -> dict:
+    def to_dict(self, guess: dict[str, Any] | None) -> dict[str, Any]:
         citizens = {f.user for f in self.examples}
         texts = list(dict.fromkeys(f.text for f in self.examples))
         reasons: dict[str, int] = {}
@@ -117,7 +121,7 @@ class Inbox:
             agent_rows = session.execute(select(Turn.conversation_id, Turn.seq, Turn.text).where(
                 Turn.conversation_id.in_(conversations), Turn.role == "agent")).all() if answers else []
         by_seq = {(r.conversation_id, r.seq): r for r in rows}
-        agent_by_conversation: dict[str, list] = {}
+        agent_by_conversation: dict[str, list[Row[str, int, str]]] = {}
         for row in agent_rows:
             agent_by_conversation.setdefault(row.conversation_id, []).append(row)
         out: list[Failure] = []
@@ -144,7 +148,7 @@ class Inbox:
                                reason, picked))
         return out
 
-    def groups(self, bot, days: int = 30, threshold: float = 0.8, limit: int = 50) -> list[dict]:
+    def groups(self, bot: Bot, days: int = 30, threshold: float = 0.8, limit: int = 50) -> list[dict[str, Any]]:
         """Failures grouped by meaning, most citizens first, then most recent; questions that are
         now paraphrases of a live entry, or dismissed, are left out."""
         with self.db.read() as session:
@@ -174,7 +178,7 @@ class Inbox:
         return out
 
     @staticmethod
-    def _guess(bot, group: Group) -> dict | None:
+    def _guess(bot: Bot, group: Group) -> dict[str, Any] | None:
         """The entry the citizens picked after a did-you-mean, else the bot's best candidate."""
         picked = [f.picked for f in group.examples if f.picked and f.picked in bot.kb.entries]
         if picked:
@@ -197,11 +201,15 @@ class Inbox:
             for entry_id, count in session.execute(
                     select(Turn.entry_id, func.count()).where(Turn.role == "bot", Turn.entry_id.is_not(None),
                                                               Turn.created_at >= since).group_by(Turn.entry_id)):
+                if entry_id is None:  # excluded by the query; narrows the column's type
+                    continue
                 out.setdefault(entry_id, {"asked": 0, "down": 0})["asked"] = count
             for entry_id, count in session.execute(
                     select(Feedback.entry_id, func.count()).where(Feedback.value == "down", Feedback.entry_id.is_not(None),
                                                                   Feedback.created_at >= since)
                     .group_by(Feedback.entry_id)):
+                if entry_id is None:  # excluded by the query; narrows the column's type
+                    continue
                 out.setdefault(entry_id, {"asked": 0, "down": 0})["down"] = count
         return out
 
@@ -231,7 +239,7 @@ def paraphrase_text(question: str) -> str:
     return kept if kept and re.search(r"\w", kept) else question.strip()
 
 
-def add_paraphrases(content: dict, questions: list[str]) -> dict:
+def add_paraphrases(content: dict[str, Any], questions: list[str]) -> dict[str, Any]:
     """The entry with ``questions`` appended to the zh or en paraphrases (by script), duplicates skipped."""
     out = dict(content)
     current = {"zh": list(content["questions"]["zh"]), "en": list(content["questions"]["en"])}

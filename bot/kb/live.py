@@ -11,16 +11,19 @@ swap before their next request arrives.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.index import VectorMemo, artifact_dir, load_index, save_index, update_index
+from bot.index import SearchIndex, VectorMemo, artifact_dir, load_index, save_index, update_index
 from bot.kb.loader import KnowledgeBase, load_knowledge_base
 from bot.kb.store import KnowledgeStore, Publication
 
 if TYPE_CHECKING:
+    from bot.engine import Bot
     from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ class LiveKnowledge:
         self._redis_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.last_swap_seconds: float | None = None
-        self._draft = None
+        self._draft: Bot | None = None
         self._draft_lock = threading.Lock()
 
     # -- keeping up ---------------------------------------------------------------------
@@ -104,7 +107,7 @@ class LiveKnowledge:
         log.info("serving KB version %s (%d entries), swapped in %.2f s", kb.version, len(kb.entries),
                  self.last_swap_seconds)
 
-    def index_for(self, kb: KnowledgeBase, bot=None):
+    def index_for(self, kb: KnowledgeBase, bot: Bot | None = None) -> SearchIndex:
         bot = bot or self.services.bot
         directory = artifact_dir(self.settings.index_dir, kb.version, self.settings.encoder_key)
         if (directory / "docs.json").exists():
@@ -125,16 +128,16 @@ class LiveKnowledge:
         return index
 
     @staticmethod
-    def _save(index, directory) -> None:
+    def _save(index: SearchIndex, directory: Path) -> None:
         try:
             save_index(index, directory)
         except OSError as exc:
             log.warning("could not save index to %s: %s", directory, exc)
 
-    def draft_bot(self):
+    def draft_bot(self) -> Bot:
         """A Bot over live + drafts, for the editors' test box (cached per draft version; never served)."""
         kb = load_knowledge_base(self.store.materialise(draft=True))
-        live = self.services.bot
+        live: Bot = self.services.bot
         if kb.version == live.kb.version:
             return live
         with self._draft_lock:
@@ -145,7 +148,7 @@ class LiveKnowledge:
     # -- publishing ---------------------------------------------------------------------
 
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
-                review: bool = True, effective_from=None) -> Publication:
+                review: bool = True, effective_from: dt.datetime | None = None) -> Publication:
         """Publish the drafts; this process swaps before the version row commits, others follow.
         ``review=False``: a rollback (the restored content was published, hence approved, before)."""
         with self._lock:
@@ -157,7 +160,7 @@ class LiveKnowledge:
         self.bump(publication)
         return publication
 
-    def import_dir(self, source, actor: str) -> Publication:
+    def import_dir(self, source: Path, actor: str) -> Publication:
         with self._lock:
             publication = self.store.import_dir(source, actor)
             self.swap(load_knowledge_base(self.store.materialise()))
@@ -189,10 +192,13 @@ class LiveKnowledge:
     def _listen(self) -> None:
         import redis
 
+        url = self.settings.redis_url
+        if not url:  # start() only listens when it is set
+            return
         while not self._stop.is_set():
             try:
-                client = redis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=2)
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                client = redis.Redis.from_url(url, socket_connect_timeout=2)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(CHANNEL)
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=1.0)

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from bot.db import Database
 from bot.kb.canonical import contact_dict, contacts_file, entry_dict, entry_lines, faq_file
@@ -56,7 +57,7 @@ class Publication:
     note: str = ""
     effective_from: dt.datetime | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "published_by": self.published_by,
                 "published_at": self.published_at.isoformat() + "Z", "entries": self.entries, "note": self.note,
                 "effective_from": self.effective_from.isoformat() + "Z" if self.effective_from else None}
@@ -67,12 +68,13 @@ def _publication(row: KbPublication) -> Publication:
                        row.effective_from)
 
 
-def _audit(session, actor: str, action: str, target: str = "", detail: dict | None = None, at=None) -> None:
+def _audit(session: Session, actor: str, action: str, target: str = "", detail: dict[str, Any] | None = None,
+           at: dt.datetime | None = None) -> None:
     session.add(AuditEntry(actor=actor, action=action, target=target[:160], detail=detail or {},
                            at=at or utcnow()))
 
 
-def problem_dict(problem: Problem) -> dict:
+def problem_dict(problem: Problem) -> dict[str, Any]:
     return {"file": problem.file, "entry": problem.entry, "field": problem.field, "message": problem.message,
             "severity": problem.severity}
 
@@ -121,34 +123,34 @@ class KnowledgeStore:
             rows = session.execute(select(KbPublication).order_by(KbPublication.id.desc()).limit(limit)).scalars()
             return [_publication(r) for r in rows]
 
-    def _rows(self, session) -> list[KbEntry]:
+    def _rows(self, session: Session) -> list[KbEntry]:
         return list(session.execute(select(KbEntry).order_by(KbEntry.category, KbEntry.position)).scalars())
 
-    def entries(self) -> list[dict]:
+    def entries(self) -> list[dict[str, Any]]:
         """Every entry with its live content and pending draft (the editor's list)."""
         with self.db.read() as session:
             return [self._view(r) for r in self._rows(session)]
 
-    def entry(self, entry_id: str) -> dict | None:
+    def entry(self, entry_id: str) -> dict[str, Any] | None:
         with self.db.read() as session:
             row = session.get(KbEntry, entry_id)
             return self._view(row) if row else None
 
     @staticmethod
-    def _view(row: KbEntry) -> dict:
+    def _view(row: KbEntry) -> dict[str, Any]:
         return {"id": row.entry_id, "category": row.category, "published": row.published, "draft": row.draft,
                 "draft_retire": row.draft_retire, "draft_by": row.draft_by,
                 "draft_at": row.draft_at.isoformat() + "Z" if row.draft_at else None,
                 "status": ("retire" if row.draft_retire else "draft" if row.draft is not None
                            else "retired" if row.published is None else "live")}
 
-    def history(self, entry_id: str) -> list[dict]:
+    def history(self, entry_id: str) -> list[dict[str, Any]]:
         """Every published revision of an entry, newest first, each with a diff to the one before."""
         with self.db.read() as session:
             rows = list(session.execute(
                 select(KbRevision, KbPublication).join(KbPublication, KbPublication.id == KbRevision.publication_id)
                 .where(KbRevision.entry_id == entry_id).order_by(KbRevision.id)).all())
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         previous: list[str] = []
         for revision, publication in rows:
             lines = entry_lines(revision.content) if revision.content else []
@@ -161,27 +163,27 @@ class KnowledgeStore:
 
     # -- the KB as files ----------------------------------------------------------------
 
-    def _ignore(self, directory, names):
+    def _ignore(self, directory: str, names: list[str]) -> list[str]:
         """What the database replaces when copying ``knowledge_dir``: the FAQ files and the contacts."""
         if Path(directory) != self.knowledge_dir:
             return [n for n in names if n == "__pycache__"]
         return [n for n in names if n in (FAQ_DIR, CONTACTS_FILE, "__pycache__")]
 
     @staticmethod
-    def _contact_rows(session) -> list[KbContact]:
+    def _contact_rows(session: Session) -> list[KbContact]:
         return [KbContact(contact_id=r.contact_id, position=r.position, published=r.published, draft=r.draft,
                           draft_by=r.draft_by) for r in
                 session.execute(select(KbContact).order_by(KbContact.position, KbContact.contact_id)).scalars()]
 
     def _files(self, rows: list[KbEntry], draft: bool, contacts: list[KbContact] | None = None) -> dict[str, str]:
         """``faq/<category>.yml`` and ``contacts.yml`` texts from the live content (or live + drafts)."""
-        live_contacts: list[dict] = []
+        live_contacts: list[dict[str, Any]] = []
         for c in contacts or []:
             content = c.draft if draft and c.draft is not None else c.published
             if content is not None:
                 live_contacts.append(content)
         extra = {CONTACTS_FILE: contacts_file(live_contacts)} if live_contacts else {}
-        by_category: dict[str, list[dict]] = {}
+        by_category: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             content = row.published
             if draft:
@@ -237,7 +239,7 @@ class KnowledgeStore:
         with self.db.read() as session:
             entries = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
-            latest: dict[str, dict | None] = {}
+            latest: dict[str, dict[str, Any] | None] = {}
             for revision in session.execute(
                     select(KbRevision).where(KbRevision.publication_id <= publication_id)
                     .order_by(KbRevision.id)).scalars():
@@ -275,13 +277,13 @@ class KnowledgeStore:
         Key order of each entry is kept, so export reproduces canonical files byte for byte."""
         source = Path(source)
         kb = load_knowledge_base(source)  # raises KnowledgeBaseError naming file/entry/field
-        imported: list[tuple[str, str, int, dict]] = []
+        imported: list[tuple[str, str, int, dict[str, Any]]] = []
         for path in sorted((source / FAQ_DIR).glob("*.yml")):
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
             for position, raw in enumerate(data["entries"]):
                 entry = kb.entries[raw["id"]]
                 imported.append((entry.id, entry.category, position, entry_dict(entry, list(raw))))
-        contacts_in: list[tuple[str, dict]] = []
+        contacts_in: list[tuple[str, dict[str, Any]]] = []
         if (source / CONTACTS_FILE).exists():
             data = yaml.safe_load((source / CONTACTS_FILE).read_text(encoding="utf-8")) or {}
             for raw in data.get("contacts") or []:
@@ -291,7 +293,7 @@ class KnowledgeStore:
             rows = {r.entry_id: r for r in self._rows(session)}
             changed: list[str] = []
             old_contacts = {c.contact_id: c for c in session.execute(select(KbContact)).scalars()}
-            contact_changes: list[tuple[str, dict | None]] = []
+            contact_changes: list[tuple[str, dict[str, Any] | None]] = []
             for position, (contact_id, content) in enumerate(contacts_in):
                 contact_row = old_contacts.pop(contact_id, None)
                 if contact_row is None:
@@ -344,8 +346,8 @@ class KnowledgeStore:
 
     # -- drafts -------------------------------------------------------------------------
 
-    def validate_draft(self, extra: dict[str, dict] | None = None,
-                       extra_contacts: dict[str, dict] | None = None) -> list[Problem]:
+    def validate_draft(self, extra: dict[str, dict[str, Any]] | None = None,
+                       extra_contacts: dict[str, dict[str, Any]] | None = None) -> list[Problem]:
         """``kb validate`` over live + drafts (+ ``extra``: an unsaved draft being typed)."""
         with self.db.read() as session:
             rows = self._rows(session)
@@ -390,7 +392,7 @@ class KnowledgeStore:
                        published=row.published, draft=row.draft, draft_retire=row.draft_retire,
                        draft_by=row.draft_by)
 
-    def save_draft(self, entry_id: str | None, content: Any, actor: str) -> dict:
+    def save_draft(self, entry_id: str | None, content: Any, actor: str) -> dict[str, Any] | None:
         """Store a draft (new entry when ``entry_id`` is None). Refused with every problem of the
         entry, by field, when it would not pass ``kb validate``; problems elsewhere do not block."""
         entry, problems = check_entry(content)
@@ -427,7 +429,7 @@ class KnowledgeStore:
             _audit(session, actor, "kb.draft", entry.id, {"new": row.published is None}, now)
         return self.entry(entry.id)
 
-    def retire(self, entry_id: str, actor: str) -> dict:
+    def retire(self, entry_id: str, actor: str) -> dict[str, Any] | None:
         """Draft that removes the entry from the live KB at the next publish."""
         now = self.clock()
         with self.db.transaction() as session:
@@ -438,7 +440,7 @@ class KnowledgeStore:
             _audit(session, actor, "kb.retire", entry_id, {}, now)
         return self.entry(entry_id)
 
-    def discard(self, entry_id: str, actor: str) -> dict | None:
+    def discard(self, entry_id: str, actor: str) -> dict[str, Any] | None:
         now = self.clock()
         with self.db.transaction() as session:
             row = session.get(KbEntry, entry_id)
@@ -452,7 +454,7 @@ class KnowledgeStore:
             _audit(session, actor, "kb.discard", entry_id, {}, now)
         return self.entry(entry_id)
 
-    def rollback(self, entry_id: str, revision_id: int, actor: str) -> dict:
+    def rollback(self, entry_id: str, revision_id: int, actor: str) -> dict[str, Any] | None:
         """A draft restoring an earlier published revision (publish it to make it live)."""
         with self.db.read() as session:
             revision = session.get(KbRevision, revision_id)
@@ -474,7 +476,7 @@ class KnowledgeStore:
 
     # -- contact directory --------------------------------------------------------------
 
-    def contacts(self, stale_days: int = 30) -> list[dict]:
+    def contacts(self, stale_days: int = 30) -> list[dict[str, Any]]:
         today = self.clock().date()
         with self.db.read() as session:
             rows = self._contact_rows(session)
@@ -488,7 +490,7 @@ class KnowledgeStore:
                         "days_since_verified": age, "stale": age is not None and age > stale_days})
         return out
 
-    def save_contact_draft(self, contact_id: str | None, content: Any, actor: str) -> dict:
+    def save_contact_draft(self, contact_id: str | None, content: Any, actor: str) -> dict[str, Any]:
         """A contact change as a draft (published with the next publish); refused by field when invalid."""
         if not isinstance(content, dict):
             raise KbEditError(422, "a contact must be a JSON object")
@@ -587,7 +589,7 @@ class KnowledgeStore:
         now = self.clock()
         ids = {r.entry_id for r in pending}
         with self.db.transaction() as session:
-            changes: list[tuple[str, dict | None]] = []
+            changes: list[tuple[str, dict[str, Any] | None]] = []
             for row in session.execute(select(KbEntry).where(KbEntry.entry_id.in_(ids))).scalars():
                 content = None if row.draft_retire else row.draft
                 changes.append((row.entry_id, content))
@@ -605,7 +607,7 @@ class KnowledgeStore:
                                                            "entries": sorted(e for e, _ in changes)}, now)
         return publication, kb
 
-    def _publish_rows(self, session, changes: list[tuple[str, dict | None]], actor: str, note: str,
+    def _publish_rows(self, session: Session, changes: list[tuple[str, dict[str, Any] | None]], actor: str, note: str,
                       now: dt.datetime, version: str | None, effective_from: dt.datetime | None = None) -> Publication:
         row = KbPublication(version=version or "pending", published_by=actor, published_at=now, note=note[:200],
                             entries=sorted(e for e, _ in changes), effective_from=effective_from)
