@@ -75,3 +75,68 @@ def test_nul_bytes_are_400s_naming_the_field(probe):
     assert staff.get("/api/v1/conversations/ab%00cd").status_code == 404
     turns = citizen.get(f"/web/api/conversations/{conversation}%00/turns", query_string={"user_id": CITIZEN})
     assert 400 <= turns.status_code < 500
+
+
+def test_password_checks_never_run_under_the_sqlite_writer_lock(services, monkeypatch):
+    """Row 9: scrypt ran inside the write transaction, so 16 parallel wrong logins queued every
+    citizen's message behind them (p50 18 ms -> 3.4 s). The hash must run with the lock free."""
+    import bot.conversations.staff as staff_module
+
+    real = staff_module._HASHER
+    held = []
+
+    class Watching:
+        def verify(self, *args):
+            held.append(services.db._writer.locked())
+            return real.verify(*args)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    services.staff.create("hasher", "password123")
+    monkeypatch.setattr(staff_module, "_HASHER", Watching())
+    client = create_app(services).test_client()
+    for password in ("wrong-password", "password123"):
+        client.post("/agents/api/login", json={"username": "hasher", "password": password})
+    client.post("/agents/api/login", json={"username": "nobody", "password": "whatever1"})
+    assert held == [False, False, False], "a password hash ran while holding the writer lock"
+
+
+def test_readiness_is_separate_from_liveness(services, monkeypatch):
+    """Row 18: /healthz said 200 while the first message still took 5.9 s; /readyz waits for the models."""
+    monkeypatch.setattr(services.bot, "_warm", False)
+    client = create_app(services).test_client()
+    assert client.get("/healthz").status_code == 200  # alive
+    cold = client.get("/readyz")
+    assert cold.status_code == 503 and cold.json["models"] is False and cold.json["database"] is True
+    services.bot.warm_up()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_a_retried_post_with_the_same_idempotency_key_is_stored_once(services, client):
+    """Row 18: a client retrying after a timeout stored its message twice."""
+    from bot.models import Turn
+    from sqlalchemy import func, select
+
+    def post(text="核酸多少钱", **headers):
+        return client.post("/api/v1/messages", json={"user_id": "retrying-client", "text": text}, headers=headers)
+
+    first, again = post(**{"Idempotency-Key": "k-1"}), post(**{"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 200
+    assert again.json["replayed"] is True and again.json["replies"] == first.json["replies"]
+    assert post(**{"Idempotency-Key": "k-2"}).json["replayed"] is False
+    with services.db.read() as session:
+        stored = session.execute(select(func.count(Turn.id)).where(Turn.role == "user")).scalar()
+    assert stored == 2
+    body = {"user_id": "web-idempotent-widget-01", "text": "你好", "client_message_id": "w-1"}
+    web = [client.post("/web/api/messages", json=body).json for _ in range(2)]
+    assert web[1]["reply"]["replayed"] is True and web[0]["conversation_id"] == web[1]["conversation_id"]
+
+
+def test_widget_transcripts_are_never_cached(client):
+    """Row 17: transcripts went out without Cache-Control: no-store."""
+    first = client.post("/web/api/messages", json={"user_id": "web-no-store-citizen-1", "text": "你好"})
+    assert first.headers["Cache-Control"] == "no-store"
+    turns = client.get(f"/web/api/conversations/{first.json['conversation_id']}/turns",
+                       query_string={"user_id": "web-no-store-citizen-1"})
+    assert turns.status_code == 200 and turns.headers["Cache-Control"] == "no-store"
