@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import start_server, stop_server
-from tests.tcp_proxy import TcpProxy
+from bench.tcp_proxy import TcpProxy
 
 
 @pytest.fixture()
