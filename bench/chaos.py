@@ -9,6 +9,10 @@ fault per scenario while they do:
 - ``worker-kill`` ``kill -9`` of a server worker process every 2 s while the fault lasts (the
                   master starts another each time)
 - ``server-kill`` ``kill -9`` of the whole server, then a restart on the same port
+- ``wechat-api``  WeChat messages whose answers all go out through the customer-service API
+                  (reply budget ~0), against a fake WeChat API that fails most sends: HTTP 500
+                  without ``errcode``, ``errcode -1`` (busy), replies slower than the connector's
+                  timeout, slow-but-successful replies. Every answer must arrive exactly once.
 
 Every message carries its own ``Idempotency-Key`` and is retried like a careful
 client would (on 503, 5xx, a refused or reset connection, a timeout; backoff
@@ -46,7 +50,7 @@ import numpy as np
 from bench.live import LiveServer, free_port, process_tree, start_server, stop_server
 from bench.tcp_proxy import TcpProxy
 
-SCENARIOS = ("db-freeze", "db-kill", "worker-kill", "server-kill")
+SCENARIOS = ("db-freeze", "db-kill", "worker-kill", "server-kill", "wechat-api")
 QUESTIONS = ["核酸检测多少钱", "健康码变黄了怎么办", "how long does a PCR result take", "疫苗在哪里打",
              "去北京要隔离吗", "抗原阳性怎么办", "what does a red health code mean", "核酸结果多久出来"]
 CLIENT_TIMEOUT = 10.0
@@ -250,12 +254,158 @@ def _summary(name, messages, health, stored, fault_window, restart_seconds, fast
     }
 
 
+# -- WeChat API failures ------------------------------------------------------------------------------
+
+WECHAT_TOKEN = "tok_chaos"
+WECHAT_TIMEOUT = 2.0  # the connector's HTTP timeout in this scenario (default 15 s)
+# Outcome of each send attempt, drawn per attempt: most fail. "slow_ok" answers after half the
+# timeout and accepts (must not be sent again); "too_slow" answers after the timeout and refuses.
+WECHAT_OUTCOMES = [("http500", 0.25), ("busy", 0.15), ("too_slow", 0.10), ("slow_ok", 0.10), ("ok", 0.40)]
+
+
+class FakeWeChatApi:
+    """cgi-bin/token and cgi-bin/message/custom/send on 127.0.0.1, failing on purpose."""
+
+    def __init__(self, seed: int = 0):
+        import random
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.accepted: list[tuple[str, str]] = []  # (openid, content)
+        self.attempts: dict[str, int] = {name: 0 for name, _ in WECHAT_OUTCOMES}
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                self._json(200, {"access_token": "AT-chaos", "expires_in": 7200})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with fake.lock:
+                    outcome = fake.random.choices([n for n, _ in WECHAT_OUTCOMES],
+                                                  [w for _, w in WECHAT_OUTCOMES])[0]
+                    fake.attempts[outcome] += 1
+                if outcome == "http500":
+                    return self._json(500, {"message": "upstream exploded"})
+                if outcome == "busy":
+                    return self._json(200, {"errcode": -1, "errmsg": "system error"})
+                if outcome == "too_slow":
+                    time.sleep(WECHAT_TIMEOUT + 1)
+                    return self._json(200, {"errcode": -1, "errmsg": "too late"})
+                if outcome == "slow_ok":
+                    time.sleep(WECHAT_TIMEOUT / 2)
+                with fake.lock:
+                    fake.accepted.append((body.get("touser", ""), body.get("text", {}).get("content", "")))
+                return self._json(200, {"errcode": 0, "errmsg": "ok"})
+
+            def _json(self, status, body):
+                raw = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                except OSError:
+                    pass  # the client gave up first
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _wechat_post(client: httpx.Client, url: str, openid: str, msg_id: int, text: str) -> tuple[bool, bool]:
+    """One message as WeChat's servers push it, retried as they retry (3 tries, 5 s each):
+    (acknowledged, answered in the HTTP reply itself, i.e. passively)."""
+    from connectors.wechat.crypto import signature
+
+    body = (f"<xml><ToUserName><![CDATA[gh_chaos]]></ToUserName><FromUserName><![CDATA[{openid}]]>"
+            f"</FromUserName><CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>").encode()
+    for attempt in range(3):
+        timestamp, nonce = str(int(time.time())), f"{msg_id}{attempt}"
+        params = {"timestamp": timestamp, "nonce": nonce, "signature": signature(WECHAT_TOKEN, timestamp, nonce)}
+        try:
+            response = client.post(url + "/wechat/chaos", params=params, content=body,
+                                   headers={"Content-Type": "text/xml"}, timeout=5)
+            if response.status_code == 200:
+                return True, b"<Content>" in response.content
+        except httpx.HTTPError:
+            pass
+    return False, False
+
+
+def run_wechat(*, data_dir: Path, rate: float, seconds: float, settle: float) -> dict:
+    """WeChat messages while the send API fails: every answer delivered, once."""
+    fake = FakeWeChatApi()
+    account = {"name": "chaos", "token": WECHAT_TOKEN, "app_id": "wxchaos000000001", "app_secret": "sec_chaos",
+               "reply_budget": 0.001}
+    database = data_dir / f"chaos-wechat-{uuid.uuid4().hex[:8]}.db"
+    env = {"DATABASE_URL": f"sqlite:///{database}", "HOTLINE_LIMITS__ENABLED": "0",
+           "HOTLINE_WECHAT__ACCOUNTS": json.dumps([account]), "HOTLINE_WECHAT__API_BASE": fake.url,
+           "HOTLINE_WECHAT__HTTP_TIMEOUT": str(WECHAT_TIMEOUT), "HOTLINE_OUTBOX__POLL_INTERVAL": "0.1",
+           "HOTLINE_OUTBOX__BACKOFF_BASE": "0.2", "HOTLINE_OUTBOX__BACKOFF_MAX": "1"}
+    server = start_server(data_dir, env, timeout=240)
+    run_id = int(time.time() * 1000) % 10**9
+    openids = [f"ochaos{run_id}{i:05d}" for i in range(int(rate * seconds))]
+    acked: dict[str, bool] = {}
+    passive: dict[str, bool] = {}
+    started = time.monotonic()
+    try:
+        with httpx.Client() as client, ThreadPoolExecutor(max_workers=50) as pool:
+            futures = {}
+            for i, openid in enumerate(openids):
+                time.sleep(max(0.0, started + i / rate - time.monotonic()))
+                futures[openid] = pool.submit(_wechat_post, client, server.url, openid, run_id * 100000 + i,
+                                              QUESTIONS[i % len(QUESTIONS)])
+            for openid, future in futures.items():
+                acked[openid], passive[openid] = future.result()
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            with fake.lock:
+                delivered = {o for o, _ in fake.accepted}
+            if all(o in delivered or passive[o] for o in openids if acked[o]):
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # a late duplicate would show up now
+    finally:
+        stop_server(server)
+        fake.close()
+    with fake.lock:
+        accepted = list(fake.accepted)
+        attempts = dict(fake.attempts)
+    per_user: dict[str, list[str]] = {}
+    for openid, content in accepted:
+        per_user.setdefault(openid, []).append(content)
+    for openid in openids:
+        if passive[openid]:
+            per_user.setdefault(openid, []).append("(passive reply)")
+    return {"scenario": "wechat-api", "rate": rate, "messages": len(openids),
+            "acknowledged": sum(acked.values()), "answered_passively": sum(passive.values()),
+            "lost": sum(1 for o in openids if acked[o] and not per_user.get(o)),
+            # the same piece twice, or a passive reply and a pushed one for the same question
+            "duplicated": sum(1 for o in openids if len(per_user.get(o, [])) != len(set(per_user.get(o, [])))
+                              or (passive[o] and len(per_user[o]) > 1)),
+            "send_attempts": sum(attempts.values()), "send_outcomes": attempts,
+            "delivered_within_s": round(time.monotonic() - started - seconds, 1)}
+
+
 def print_table(results: list[dict], fast_503: float) -> None:
     head = ["scenario", "fault", "msgs", "lost", "dup", "unanswered", "200", f"503 ≤{fast_503:g}s", "503 slow",
             "503 p50/max ms", "other 5xx", "conn err", "timeouts", "healthz in fault", "first 200 after"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
-    for r in results:
+    for r in (r for r in results if r["scenario"] != "wechat-api"):
         fault = f"{r['fault_seconds']} s" + (f" (restart {r['restart_seconds']} s)" if r["restart_seconds"] else "") \
             + (f" ({r['workers_killed']} workers killed)" if r.get("workers_killed") else "")
         h = r["healthz_in_fault"]
@@ -265,6 +415,14 @@ def print_table(results: list[dict], fast_503: float) -> None:
             r["fast_503"], r["slow_503"], f"{r['p50_503_ms']} / {r['max_503_ms']}", r["other_5xx"],
             r["connection_errors"], r["client_timeouts"], healthz,
             f"{r['recovered_after_s']} s" if r["recovered_after_s"] is not None else "-"]) + " |")
+    for r in (r for r in results if r["scenario"] == "wechat-api"):
+        print()
+        print("| WeChat messages | acknowledged | answered passively | lost | duplicated | send attempts "
+              "| outcomes of the attempts |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        outcomes = ", ".join(f"{k} {v}" for k, v in r["send_outcomes"].items())
+        print(f"| {r['messages']} | {r['acknowledged']} | {r['answered_passively']} | {r['lost']} | {r['duplicated']} "
+              f"| {r['send_attempts']} | {outcomes} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {name!r}; one of {', '.join(SCENARIOS)}")
         print(f"-- {name}", flush=True)
+        if name == "wechat-api":
+            results.append(run_wechat(data_dir=data_dir, rate=args.rate, seconds=args.warmup + args.fault + args.after,
+                                      settle=args.settle + 30))
+            print(json.dumps(results[-1], ensure_ascii=False), flush=True)
+            continue
         results.append(run_scenario(name, admin_url=admin_url, data_dir=data_dir, rate=args.rate,
                                     warmup=args.warmup, fault=args.fault, after=args.after, settle=args.settle,
                                     fast_503=args.fast_503))
