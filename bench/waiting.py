@@ -213,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
     print()
-    print(f"| offered msg/s | waiting citizens | achieved msg/s | message p50 ms | message p99 ms | errors "
-          f"| /healthz p50 / p99 / max ms | polls answered (errors) |")
+    print("| offered msg/s | waiting citizens | achieved msg/s | message p50 ms | message p99 ms | errors "
+          "| /healthz p50 / p99 / max ms | polls answered (errors) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         for label, r in (("0", row["baseline"]), (str(args.waiting), row["waiting"])):
