@@ -56,6 +56,12 @@ class SchemaError(RuntimeError):
     """The database schema is not what this release expects (run ``hotline-bot db upgrade``)."""
 
 
+def _statement_cancelled(exc: Exception) -> bool:
+    """PostgreSQL cancelled a statement (``statement_timeout``, SQLSTATE 57014): a slow query, not a
+    dead link, so it must not make every other request fail fast."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "57014"
+
+
 class _Breaker:
     """Fail fast while the database is known to be down; one probe at a time finds it back.
 
@@ -193,7 +199,10 @@ class Database:
                     key = self._watch(session, timeout or self.statement_timeout * 2)
                 yield session
         except (OperationalError, PoolTimeout) as exc:
-            self._unreachable()
+            if _statement_cancelled(exc):
+                self._reachable()  # one slow statement hit statement_timeout: the database itself answers
+            else:
+                self._unreachable()
             raise StoreUnavailable(f"database unavailable: {getattr(exc, 'orig', exc)!r}") from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:

@@ -110,3 +110,21 @@ def test_after_a_failure_the_database_fails_fast_then_finds_its_way_back(proxied
         assert db.ping()
     finally:
         db.dispose()
+
+
+def test_one_slow_statement_does_not_trip_the_breaker(postgres_url):
+    """A query cancelled by statement_timeout is the caller's problem, not a dead database: the
+    next transaction must run normally instead of failing fast."""
+    from bot.config import Settings
+    from bot.db import Database, StoreUnavailable
+
+    db = Database(Settings(database_url=postgres_url).sqlalchemy_url, statement_timeout=0.5)
+    try:
+        with pytest.raises(StoreUnavailable):
+            with db.transaction(timeout=5) as session:
+                session.execute(sqlalchemy.text("SELECT pg_sleep(2)"))
+        started = time.monotonic()
+        assert db.ping()
+        assert time.monotonic() - started < 1
+    finally:
+        db.dispose()
