@@ -30,6 +30,10 @@ def test_server_survives_database_outage(tmp_path, proxied_postgres):
             assert down.status_code == 503
             assert "database" in down.json()["error"]["message"]
             proxy.start()
+            deadline = time.monotonic() + 5  # the breaker lets a probe through every 0.5 s
+            while client.get("/healthz").status_code != 200:
+                assert time.monotonic() < deadline, "the database is back: the server must notice by itself"
+                time.sleep(0.1)
             first = client.post("/api/v1/messages", json={"user_id": "outage", "text": "核酸多少钱"})
             assert first.status_code == 200, first.text
             conversation_id = first.json()["conversation_id"]
