@@ -50,13 +50,14 @@ class LiveServer:
 
 
 def start_server(data_dir: Path, extra_env: dict[str, str] | None = None, healthy: bool = True,
-                 timeout: float = 120) -> LiveServer:
+                 timeout: float = 120, port: int | None = None) -> LiveServer:
     """``hotline-bot serve`` as a real subprocess, waiting for /readyz (200: models warm, schema
     current), or for /healthz to answer 503 when ``healthy`` is False (a server whose database is down).
 
     The server gets its own session (process group), so ``stop_server`` can also
-    stop worker processes a multi-process server may leave behind."""
-    port = free_port()
+    stop worker processes a multi-process server may leave behind. ``port``: a fixed one (a
+    restart after a crash keeps its address); a free one by default."""
+    port = port or free_port()
     env = os.environ.copy()
     env.pop("DATABASE_URL", None)
     env.update({"HOTLINE_DATA_DIR": str(data_dir), "HOTLINE_SERVER__PORT": str(port),

@@ -10,11 +10,12 @@ import time
 
 from flask import Flask, jsonify, request
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from bot.db import StoreUnavailable
 from bot.services import Services
 from connectors.context import EXTENSION
-from connectors.errors import register_error_handlers
+from connectors.errors import MAX_ID, register_error_handlers
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,18 @@ STAFF_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src '
              "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 
+class RowId(IntegerConverter):
+    """``<int:...>`` in every route: a row id, so at most ``MAX_ID``; a larger one matches no
+    route (404) instead of reaching PostgreSQL, which rejects it with an error (it was a 500)."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
 def create_app(services: Services) -> Flask:
     app = Flask(__name__)
+    app.url_map.converters["int"] = RowId  # before any blueprint adds its routes
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.ensure_ascii = False
     app.json.sort_keys = False

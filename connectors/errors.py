@@ -24,7 +24,9 @@ from bot.messages import InvalidMessage
 log = logging.getLogger(__name__)
 
 KIND_STATUS = {"invalid": 400, "forbidden": 403, "not_found": 404, "conflict": 409, "limited": 429}
-MAX_QUERY_INT = 2**53  # ids and cursors: beyond this a client is fuzzing, not paging
+# Row ids and cursors: the range of an INTEGER column on PostgreSQL. A larger number can name no row,
+# and PostgreSQL answers a comparison with one by an error (an id of 2^31 was a 500 on every id route).
+MAX_ID = 2**31 - 1
 MAX_JSON_DEPTH = 32
 
 TOO_MANY = {"zh": "您发送消息太频繁了，请稍等片刻再发送。如情况紧急，请直接拨打 120。",
@@ -97,8 +99,9 @@ def query_int(name: str, default: int | None) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_QUERY_INT:
-        raise ApiError(400, f"{name}: must be a non-negative integer", name)
+    # length first: int() of more than 4,300 digits raises ValueError (a 500)
+    if len(raw) > 10 or not raw.isascii() or not raw.isdigit() or int(raw) > MAX_ID:
+        raise ApiError(400, f"{name}: must be an integer from 0 to {MAX_ID}", name)
     return int(raw)
 
 

@@ -141,3 +141,75 @@ def test_big_kb_generator_writes_a_valid_kb_of_the_asked_size(tmp_path):
     assert len(kb.entries) == 300
     questions = [q for e in kb.entries.values() for q in e.questions.zh]
     assert len(questions) == len(set(questions))
+
+
+def test_chaos_ledger_counts_lost_duplicated_unanswered_and_slow_503s():
+    """bench/chaos.py's verdict: lost = answered 200 but not stored; duplicated = stored twice."""
+    from bench.chaos import Attempt, Sent, _summary
+
+    def sent(key, *attempts, acknowledged=True):
+        return Sent(key=key, user=key, attempts=list(attempts), acknowledged=acknowledged)
+
+    messages = [sent("ok", Attempt(1, 0.01, 200)),
+                sent("retried", Attempt(6, 0.005, 503), Attempt(7, 4.0, 503), Attempt(30, 0.02, 200)),
+                sent("lost", Attempt(2, 0.01, 200)),
+                sent("twice", Attempt(8, 10.0, None, "timeout:ReadTimeout"), Attempt(29, 0.02, 200)),
+                sent("never", Attempt(9, 0.001, None, "connection:ConnectError"), acknowledged=False)]
+    stored = {"ok": 1, "retried": 1, "twice": 2}
+    result = _summary("db-freeze", messages, [Attempt(6, 2.0, 503)], stored, [5.0, 25.0], None, 2.5, 10)
+    assert (result["lost"], result["duplicated"], result["unanswered"]) == (1, 1, 1)
+    assert (result["fast_503"], result["slow_503"], result["client_timeouts"], result["connection_errors"]) == \
+        (1, 1, 1, 1)
+    assert result["recovered_after_s"] == 4.0 and result["healthz_in_fault"]["status"] == ["503"]
+
+
+def test_tcp_proxy_freezes_cuts_and_restores_a_link():
+    import socket
+    import threading
+
+    from bench.tcp_proxy import TcpProxy
+
+    echo = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            try:
+                conn, _ = echo.accept()
+            except OSError:
+                return
+            threading.Thread(target=lambda c=conn: [c.sendall(d) for d in iter(lambda: c.recv(1024), b"")],
+                             daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    proxy = TcpProxy("127.0.0.1", echo.getsockname()[1])
+    proxy.start()
+    try:
+        link = socket.create_connection(("127.0.0.1", proxy.port), timeout=2)
+        link.sendall(b"ping")
+        assert link.recv(4) == b"ping"
+        proxy.freeze()
+        link.sendall(b"held")
+        link.settimeout(0.3)
+        try:
+            link.recv(4)
+            raise AssertionError("bytes crossed a frozen link")
+        except socket.timeout:
+            pass
+        proxy.thaw()
+        link.settimeout(2)
+        assert link.recv(4) == b"held"
+        proxy.stop()
+        assert link.recv(4) == b""  # cut
+        try:
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
+            raise AssertionError("a stopped proxy accepted a connection")
+        except OSError:
+            pass
+        proxy.start()
+        again = socket.create_connection(("127.0.0.1", proxy.port), timeout=2)
+        again.sendall(b"back")
+        assert again.recv(4) == b"back"
+        again.close()
+    finally:
+        proxy.stop()
+        echo.close()

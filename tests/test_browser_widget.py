@@ -192,3 +192,39 @@ def test_keyboard_only_use(server, browser):
             assert page.locator(selector).first.get_attribute("aria-label")
     finally:
         context.close()
+
+
+XSS = 'xss-probe <img src=x onerror="window.__xss=1"><script>window.__xss=2</script><b>bold</b>'
+
+
+def test_markup_in_a_message_stays_text_in_the_widget_and_the_console(server, browser):
+    """The probe's XSS attempts, kept: markup a citizen types is shown as text to the citizen and to
+    the agent reading the ticket and transcript; nothing runs, no element is created."""
+    citizen_ctx = browser.new_context(viewport={"width": 375, "height": 740}, locale="zh-CN")
+    agent_ctx = browser.new_context(viewport={"width": 1280, "height": 860}, locale="zh-CN")
+    try:
+        citizen = citizen_ctx.new_page()
+        citizen.goto(server.url + "/")
+        citizen.locator(".hl-launcher").click()
+        ask(citizen, XSS)
+        citizen.wait_for_function(
+            "t => [...document.querySelectorAll('.hl-user p')].some(p => p.textContent === t)", arg=XSS)
+        citizen.click(".hl-human")
+        citizen.wait_for_selector(".hl-status:not([hidden]) .hl-queue")
+        agent = agent_ctx.new_page()
+        agent.goto(server.url + "/agents/")
+        agent.fill("#username", "wang")
+        agent.fill("#password", PASSWORD)
+        agent.click("#login-form button[type=submit]")
+        ticket = agent.locator(".ticket", has_text="xss-probe").first
+        ticket.wait_for()
+        ticket.click()
+        agent.wait_for_selector(".transcript .turn.user:has-text('xss-probe')")
+        assert "<img src=x" in agent.locator(".transcript").inner_text()
+        for page in (citizen, agent):
+            assert page.evaluate("window.__xss") is None
+            assert page.locator("img[src='x']").count() == 0 and page.locator("b:text('bold')").count() == 0
+        agent.screenshot(path=str(ARTIFACTS / "console-xss.png"))
+    finally:
+        citizen_ctx.close()
+        agent_ctx.close()

@@ -91,7 +91,9 @@ def test_agent_inserted_answer_is_evidence(editing):
     from connectors.app import create_app
 
     reply = None
-    for text in ("狗狗出门要不要做核酸", "宠物狗需要核酸证明吗", "我家狗要做核酸检测吗"):
+    # Two failures in a row hand over (a did-you-mean in between resets the count): the same
+    # uncovered question twice is the dependable way there.
+    for text in ("我家狗要做核酸检测吗", "我家狗要做核酸检测吗", "狗狗出门要不要做核酸", "宠物狗需要核酸证明吗"):
         reply = editing.bot.handle(Message(user_id="h1", text=text, channel="api"))
         if reply.handoff_opened:
             break

@@ -116,3 +116,52 @@ def test_poll_refuses_a_deadline_that_never_passes():
     notifier = LocalNotifier()
     with pytest.raises(ValueError):
         notifier.poll("c1", lambda: None, lambda _: False, float("nan"))
+
+
+def test_a_parked_long_poll_reads_the_view_once_unless_something_changes():
+    """Regression (row 4 at 2,000 waiting citizens): every parked poll re-read its view every 5 s
+    and once more at the deadline: 400 view calls a second that queued everyone else's messages
+    (p99 2.7 s, bench/waiting.py). Now one read per poll, plus one per change."""
+    import asyncio
+
+    from connectors.asgi import LongPollFront
+
+    notifier = LocalNotifier()
+    calls = []
+
+    def view(environ, start_response):  # what a long-poll view answers when nothing is new yet
+        calls.append(time.monotonic())
+        seen = notifier.version("c1")
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("X-Hotline-Wait", f"c1 {seen[0]} {seen[1]}")])
+        return [b'{"turns": [], "read": %d}' % len(calls)]
+
+    front = LongPollFront(view, notifier, threads=2)
+
+    async def poll(wait: float, publish_after: float | None = None) -> tuple[int, bytes]:
+        sent = []
+        scope = {"type": "http", "method": "GET", "path": "/web/api/conversations/c1/turns",
+                 "query_string": f"wait={wait}".encode(), "headers": [], "http_version": "1.1",
+                 "scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "root_path": ""}
+
+        async def receive():
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            sent.append(message)
+
+        if publish_after is not None:
+            threading.Timer(publish_after, notifier.publish, args=({"c1"},)).start()
+        await front(scope, receive, send)
+        start = sent[0]
+        assert all(k.lower() != b"x-hotline-wait" for k, _ in start["headers"])  # never shown to clients
+        return start["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    started = time.monotonic()
+    status, body = asyncio.run(poll(1.5))
+    assert status == 200 and body == b'{"turns": [], "read": 1}'
+    assert len(calls) == 1, f"{len(calls)} reads for one unchanged poll"
+    assert 1.5 * 0.8 - 0.05 <= time.monotonic() - started < 1.5 + 0.5
+    calls.clear()
+    status, body = asyncio.run(poll(3, publish_after=0.3))
+    assert len(calls) == 2 and body == b'{"turns": [], "read": 2}'  # a change: read again, still nothing new

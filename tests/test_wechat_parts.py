@@ -259,3 +259,61 @@ def test_concurrent_deliveries_of_one_message_claim_once(any_services):
         claims = list(pool.map(lambda _: channel.claim("main", inbound, deferred=False), range(8)))
     assert sorted(c.status for c in claims) == ["new"] + ["received"] * 7
     assert channel.claim("other", inbound, deferred=False).status == "new"  # keys are per account
+
+
+def test_a_send_slower_than_five_seconds_is_delivered_exactly_once(services, clock):
+    """Regression (row 5): a send slower than 5 s was timed out and sent again although WeChat had
+    accepted it (3/9 delivered twice). With the default timeout a 6 s send is one delivery, and
+    while it is in flight its lease keeps every other pass of the worker off it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bot.config import Settings
+
+    sends: list[bytes] = []
+
+    class SlowWeChat(BaseHTTPRequestHandler):
+        def do_GET(self):  # /cgi-bin/token
+            self._json({"access_token": "T-slow", "expires_in": 7200})
+
+        def do_POST(self):  # /cgi-bin/message/custom/send: accepted, but answered after 6 s
+            sends.append(self.rfile.read(int(self.headers["Content-Length"])))
+            time.sleep(6)
+            self._json({"errcode": 0, "errmsg": "ok"})
+
+        def _json(self, body):
+            raw = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowWeChat)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    timeout = Settings().wechat.http_timeout  # the shipped default
+    client = WeChatClient(ACCOUNT, f"http://127.0.0.1:{server.server_port}", services.db, timeout=timeout)
+    worker = services.add_consumer(WeChatSender(services.db, {"main": client}, Windows(services.db), clock=clock))
+    user_writes(services, "o-slow")
+    push(services, "o-slow", "一个慢的回答")
+    worker.start()
+    try:
+        deadline = time.monotonic() + 3
+        while not sends:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        clock.advance(seconds=60)  # past any backoff, inside the lease
+        for _ in range(10):
+            worker.run_once()
+            time.sleep(0.1)
+        deadline = time.monotonic() + 15
+        while worker.backlog():
+            assert time.monotonic() < deadline, "the slow send never completed"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert len(sends) == 1, f"sent {len(sends)} times"
+    finally:
+        worker.stop()
+        server.shutdown()

@@ -23,12 +23,11 @@ from bot import commands
 from bot.messages import Message
 from connectors.api import handle_message
 from connectors.context import services
-from connectors.errors import ApiError, parse_json_body, query_int, query_seconds, query_text
+from connectors.errors import MAX_ID, ApiError, parse_json_body, query_int, query_seconds, query_text
 from connectors.waits import long_poll
 
 STATIC = Path(__file__).parent / "static"
 ANONYMOUS_ID = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-MAX_ID = 2**53
 
 web = Blueprint("web", __name__, static_folder="static", static_url_path="/web/static")
 

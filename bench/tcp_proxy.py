@@ -1,4 +1,9 @@
-"""A switchable TCP proxy on 127.0.0.1: lets a test take a real database away and bring it back."""
+"""A switchable TCP proxy on 127.0.0.1: takes a real database away and brings it back.
+
+Used by ``bench/chaos.py`` (faults under load) and by tests (``tests/test_db_down.py``):
+``freeze`` stops forwarding bytes but keeps every socket open (a hung link: the case
+timeouts must catch), ``stop`` refuses new connections and cuts the open ones (a
+crashed or unreachable database), ``thaw``/``start`` bring it back."""
 from __future__ import annotations
 
 import socket
@@ -23,6 +28,10 @@ class TcpProxy:
 
     def thaw(self) -> None:
         self._flowing.set()
+
+    @property
+    def running(self) -> bool:
+        return self._listener is not None
 
     def start(self) -> None:
         listener = socket.socket()
