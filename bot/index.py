@@ -6,12 +6,14 @@ edited KB can never be served with a stale index.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Sequence, Set
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -321,17 +323,49 @@ def _optional(cls: type[_Loadable], path: Path) -> _Loadable | None:
 
 def load_or_build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
                         index_root: Path, encoder_key: str) -> SearchIndex:
+    """The saved index of this KB version, or a new one built and saved. Processes that start together
+    on one machine build it once: the first takes a lock, the others wait and then load what it saved
+    (two test workers each built the same index at once: ~45 s of two cores instead of ~25 s of one)."""
     directory = artifact_dir(index_root, kb.version, encoder_key)
-    if (directory / "docs.json").exists():
+    found = _load_saved(directory)
+    if found is not None:
+        return found
+    with _build_lock(directory):
+        found = _load_saved(directory)  # built by another process while this one waited
+        if found is not None:
+            return found
+        index = build_index(kb, tokenizer, encoder)
         try:
-            return load_index(directory)
-        except Exception as exc:  # a corrupt artifact must not keep the bot down
-            log.warning("index at %s unreadable (%s); rebuilding", directory, exc)
-    index = build_index(kb, tokenizer, encoder)
+            save_index(index, directory)
+        except OSError as exc:
+            log.warning("could not save index to %s: %s (serving from memory)", directory, exc)
+        return index
+
+
+def _load_saved(directory: Path) -> SearchIndex | None:
+    if not (directory / "docs.json").exists():
+        return None
     try:
-        save_index(index, directory)
-    except OSError as exc:
-        log.warning("could not save index to %s: %s (serving from memory)", directory, exc)
-    return index
+        return load_index(directory)
+    except Exception as exc:  # a corrupt artifact must not keep the bot down
+        log.warning("index at %s unreadable (%s); rebuilding", directory, exc)
+        return None
+
+
+@contextlib.contextmanager
+def _build_lock(directory: Path) -> Iterator[None]:
+    """An advisory lock beside the artifact folder; no lock (just build) where the folder is not writable."""
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(directory.parent / f".{directory.name}.lock", "w")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 

@@ -27,8 +27,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    """A simulated day (150 conversations, one day in ~60 s of real time); the server stays up."""
-    summary = simulate(tmp_path_factory.mktemp("sim"), DAY, conversations=150, speed=1440, keep=True)
+    """A simulated day (150 conversations, one day in ~30 s of real time); the server stays up."""
+    summary = simulate(tmp_path_factory.mktemp("sim"), DAY, conversations=150, speed=2880, keep=True)
     yield summary
     stop_server(summary.pop("server"))
 

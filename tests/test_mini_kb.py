@@ -93,3 +93,33 @@ def test_a_named_city_in_the_question_skips_the_region_question(mini):
     reply = ask(bot, "我在上海，哪里可以做核酸检测", user="m-sh")
     assert reply.entry_id == "testing.mini_sites" and reply.region == "上海市"
     assert reply.replies[0].text == "迷你知识库：上海的采样点在街道服务中心。"
+
+
+def test_processes_starting_together_build_the_index_once(mini_engine, mini_settings, tmp_path, monkeypatch):
+    """Regression: two processes starting on one machine each built the same index at once (the two
+    test workers spent ~45 s of both cores on it); now one builds and the other loads what it saved."""
+    import threading
+
+    import bot.index as index_module
+
+    built = []
+    real_build = index_module.build_index
+
+    def counting_build(*args, **kwargs):
+        built.append(threading.get_ident())
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "build_index", counting_build)
+    results = []
+
+    def start():
+        results.append(index_module.load_or_build_index(mini_engine.kb, mini_engine.tokenizer, mini_engine.encoder,
+                                                        tmp_path / "index", "use"))
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(built) == 1 and len(results) == 2
+    assert results[0].doc_texts == results[1].doc_texts and results[0].kb_version == results[1].kb_version
