@@ -30,13 +30,15 @@
       log: "对话记录", input: "请输入您的问题", send: "发送", human: "转人工", topics: "常见问题",
       topicsAria: "常见问题主题", welcome: "您好！我是疫情防控热线智能助手。请直接输入问题，或从下面的常见问题中选择。",
       source: "来源", updated: "更新于", helpful: "有帮助", notHelpful: "没有帮助", thanks: "感谢您的反馈",
-      you: "我", bot: "智能助手", agent: "人工客服", queue: "正在为您转接人工客服：排队第 {n} 位，预计等待约 {m} 分钟。",
+      you: "我", bot: "智能助手", agent: "人工客服", queue: "正在为您转接人工客服：排队第 {n} 位。", eta: "预计等待约 {m} 分钟。",
       serving: "人工客服 {a} 正在为您服务。", noAgent: "现在没有人工客服在线。您可以留下电话号码，我们会尽快回电。",
       leave: "留言回电", phone: "手机或座机号码", phoneHint: "例如 13812345678 或 010-12345678",
       name: "称呼（选填）", note: "留言内容（选填）", submit: "提交留言", cancel: "取消",
       badPhone: "请输入有效的手机号（1 开头的 11 位数字）或带区号的座机号。",
       left: "已收到您的留言（编号 {id}），工作人员会尽快回电 {p}。", error: "网络不稳定，消息未发送，请重试。",
-      typing: "正在输入…", back: "返回"
+      typing: "正在输入…", back: "返回",
+      emergency: "紧急情况", dismiss: "我知道了，关闭提示", priority: "已为您优先转接人工客服，请保持对话打开。",
+      noAgentNow: "现在没有人工客服在线。"
     },
     en: {
       open: "Open the hotline chat", launcher: "Ask us", title: "Epidemic hotline", close: "Close the chat",
@@ -44,13 +46,15 @@
       log: "Conversation", input: "Type your question", send: "Send", human: "Talk to a person", topics: "Topics",
       topicsAria: "Common topics", welcome: "Hello! I am the epidemic-prevention hotline assistant. Type a question or pick a topic below.",
       source: "Source", updated: "updated", helpful: "Helpful", notHelpful: "Not helpful", thanks: "Thanks for your feedback",
-      you: "You", bot: "Assistant", agent: "Agent", queue: "Connecting you to a person: you are number {n} in the queue, about {m} min wait.",
+      you: "You", bot: "Assistant", agent: "Agent", queue: "Connecting you to a person: you are number {n} in the queue.", eta: "About {m} min wait.",
       serving: "{a} (human agent) is with you now.", noAgent: "No agent is on duty right now. Leave your phone number and we will call you back.",
       leave: "Request a call back", phone: "Mobile or landline number", phoneHint: "e.g. 13812345678 or 010-12345678",
       name: "Your name (optional)", note: "Message (optional)", submit: "Send request", cancel: "Cancel",
       badPhone: "Enter a valid mainland mobile number (11 digits starting with 1) or a landline with area code.",
       left: "We received your request (no. {id}) and will call {p} back soon.", error: "Network problem: the message was not sent, please retry.",
-      typing: "Typing…", back: "Back"
+      typing: "Typing…", back: "Back",
+      emergency: "Emergency", dismiss: "I understand, close this notice", priority: "You are first in line for a human agent; keep this conversation open.",
+      noAgentNow: "No agent is on duty right now."
     }
   };
 
@@ -109,6 +113,8 @@
   var closeBtn = el("button", { "class": "hl-tool hl-close", type: "button", onclick: closePanel, text: "×" });
   var header = el("header", { "class": "hl-header" }, [titleEl, el("div", { "class": "hl-tools" }, [langBtn, largeBtn, closeBtn])]);
   var statusEl = el("div", { "class": "hl-status", role: "status", "aria-live": "polite", hidden: "" });
+  // The emergency screen: pinned above the conversation until the citizen dismisses it.
+  var emergencyEl = el("div", { "class": "hl-emergency", role: "alert", hidden: "" });
   var logEl = el("div", { "class": "hl-log", role: "log", "aria-live": "polite", "aria-relevant": "additions", tabindex: "0" });
   var topicsEl = el("nav", { "class": "hl-topics", hidden: "" });
   var topicsBtn = el("button", { "class": "hl-chip hl-topics-btn", type: "button", "aria-expanded": "false", onclick: function () { showTopics(topicsEl.hidden); } });
@@ -118,7 +124,7 @@
   var inputLabel = el("label", { "class": "hl-sr", "for": "hl-input" });
   var sendBtn = el("button", { "class": "hl-send", type: "submit" });
   var form = el("form", { "class": "hl-form", onsubmit: function (e) { e.preventDefault(); submitInput(); } }, [inputLabel, input, sendBtn]);
-  panel.appendChild(header); panel.appendChild(statusEl); panel.appendChild(logEl); panel.appendChild(topicsEl);
+  panel.appendChild(header); panel.appendChild(emergencyEl); panel.appendChild(statusEl); panel.appendChild(logEl); panel.appendChild(topicsEl);
   panel.appendChild(actions); panel.appendChild(form);
   root.appendChild(launcher); root.appendChild(panel);
 
@@ -137,6 +143,7 @@
     launcher.appendChild(el("span", { text: t("launcher") }));
     panel.setAttribute("aria-labelledby", "hl-title");
     titleEl.textContent = t("title");
+    renderEmergency();
     langBtn.textContent = t("other"); langBtn.setAttribute("aria-label", t("otherAria"));
     largeBtn.textContent = t("large"); largeBtn.setAttribute("aria-label", t("largeAria"));
     largeBtn.setAttribute("aria-pressed", state.large ? "true" : "false");
@@ -208,6 +215,12 @@
       ]);
       return;
     }
+    if (payload.kind === "emergency") {
+      bubble("bot", t("bot"), [el("p", { text: turn.text }), callLinks(payload.buttons)], "hl-emergency-msg");
+      state.emergency = turn;
+      renderEmergency();
+      return;
+    }
     var parts = [el("p", { text: turn.text })];
     if (payload.source) {
       var url = safeUrl(payload.source.url);
@@ -218,12 +231,35 @@
     }
     if (payload.buttons && payload.buttons.length) {
       parts.push(el("div", { "class": "hl-quick", role: "group" }, payload.buttons.map(function (b) {
+        if (/^tel:\d+$/.test(b.payload)) return el("a", { "class": "hl-call", href: b.payload, text: "📞 " + b.title });
         return el("button", { "class": "hl-chip", type: "button", text: b.title,
           onclick: function () { send(b.payload, b.title); } });
       })));
     }
     if (payload.source || turn.entry_id) parts.push(feedbackBar(turn));
     bubble("bot", t("bot"), parts, payload.action === "handoff_claimed" ? "hl-notice" : "");
+  }
+
+  // tel: buttons are links a phone can dial with one tap
+  function callLinks(buttons) {
+    return el("div", { "class": "hl-calls" }, (buttons || []).filter(function (b) { return /^tel:\d+$/.test(b.payload); })
+      .map(function (b) { return el("a", { "class": "hl-call", href: b.payload, text: "📞 " + b.title }); }));
+  }
+  function emergencyActive() {
+    var h = state.handoff;
+    return !!(state.emergency || (h && (h.reason === "emergency" || h.priority === 0)));
+  }
+  function renderEmergency() {
+    var turn = state.emergency;
+    emergencyEl.textContent = "";
+    if (!turn || load("emergency-dismissed", "") === String(turn.id)) { emergencyEl.hidden = true; return; }
+    emergencyEl.hidden = false;
+    emergencyEl.appendChild(el("strong", { "class": "hl-emergency-title", text: "⚠️ " + t("emergency") }));
+    emergencyEl.appendChild(el("p", { text: turn.text }));
+    emergencyEl.appendChild(callLinks((turn.payload || {}).buttons));
+    emergencyEl.appendChild(el("button", { "class": "hl-dismiss", type: "button", text: t("dismiss"), onclick: function () {
+      save("emergency-dismissed", String(turn.id)); emergencyEl.hidden = true; input.focus();
+    } }));
   }
 
   function feedbackBar(turn) {
@@ -254,8 +290,16 @@
       statusEl.appendChild(el("span", { text: fmt(t("serving"), { a: h.agent || t("agent") }) }));
       return;
     }
-    var minutes = Math.max(1, Math.round((h.estimated_wait_seconds || 60) / 60));
-    statusEl.appendChild(el("span", { "class": "hl-queue", text: fmt(t("queue"), { n: h.queue_position || 1, m: minutes }) }));
+    if (emergencyActive()) {
+      // an emergency: what to do now is on the red panel; no wait estimate, no callback offer
+      statusEl.appendChild(el("span", { "class": "hl-queue", text: t("priority") }));
+      return;
+    }
+    var text = fmt(t("queue"), { n: h.queue_position || 1 });
+    // an estimate only when the server measured one (agents on duty, open, history): never a constant
+    if (typeof h.estimated_wait_seconds === "number") text += " " + fmt(t("eta"), { m: Math.max(1, Math.round(h.estimated_wait_seconds / 60)) });
+    else if (state.agentsOnDuty === 0) text += " " + t("noAgentNow");
+    statusEl.appendChild(el("span", { "class": "hl-queue", text: text }));
     statusEl.appendChild(el("button", { "class": "hl-link", type: "button", text: t("leave"), onclick: showCallbackForm }));
   }
 
@@ -270,7 +314,7 @@
     state.agentsOnDuty = data.agents_on_duty || 0;
     if (data.state) state.stateKey = data.state;
     renderStatus();
-    if (withPerson() && state.handoff && state.handoff.status === "waiting" && state.agentsOnDuty === 0) {
+    if (withPerson() && state.handoff && state.handoff.status === "waiting" && state.agentsOnDuty === 0 && !emergencyActive()) {
       if (!state.callbackOffered) { state.callbackOffered = true; offerCallback(); }
     }
     if (withPerson()) poll();
@@ -308,6 +352,7 @@
 
   function resetTranscript() {
     logEl.textContent = ""; state.rendered = {}; state.lastId = 0; state.callbackOffered = false;
+    state.emergency = null; renderEmergency();
   }
 
   // -- live updates while a person has the conversation --------------------------------------
