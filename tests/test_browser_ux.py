@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.config import PROJECT_ROOT
@@ -240,3 +241,171 @@ def test_mental_health_crisis_offers_12356(server, page_at):
     page.locator(".hl-emergency a[href='tel:12356']").wait_for()
     assert page.locator(".hl-emergency a[href='tel:120']").count() == 1
     shot(page, "ux-emergency-mental-390.png")
+
+
+def stored_copies(server, conversation_id, text):
+    turns = httpx.get(f"{server.url}/api/v1/conversations/{conversation_id}").json()["turns"]
+    return sum(1 for turn in turns if turn["role"] == "user" and turn["text"] == text)
+
+
+CONVERSATION_JS = ("Object.keys(localStorage).filter(k => k.endsWith(':conversation'))"
+                   ".map(k => localStorage.getItem(k))[0]")
+OUTBOX_JS = "JSON.parse(Object.keys(localStorage).filter(k => k.endsWith(':outbox')).map(k => localStorage.getItem(k))[0] || '[]')"
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_no_message_is_lost_or_stored_twice(server, page_at, size):
+    """Offline: the message waits in a retry bubble (and in localStorage) and goes out by itself
+    when the network is back. A send whose response is lost after the server stored it is
+    retried after a reload with the same idempotency key: exactly one stored copy."""
+    page = page_at(size)
+    page.goto(server.url + "/")
+    page.click(".hl-launcher")
+    ask(page, "核酸检测多少钱")
+    conversation_id = page.evaluate(CONVERSATION_JS)
+
+    offline_text = f"离线时发的消息 {size[0]}"
+    page.context.set_offline(True)
+    page.fill("#hl-input", offline_text)
+    page.keyboard.press("Enter")
+    failed = page.locator(".hl-user.hl-failed", has_text=offline_text)
+    failed.wait_for()
+    assert "未送达" in failed.locator(".hl-retry").inner_text()
+    assert page.locator(".hl-conn").is_visible()
+    assert [m["text"] for m in page.evaluate(OUTBOX_JS)] == [offline_text]
+    assert page.input_value("#hl-input") == ""
+    assert low_contrast(page, 4.5) == []
+    shot(page, f"ux-offline-{size[0]}.png")
+    page.context.set_offline(False)  # the browser's "online" event resends it
+    page.wait_for_function(f"() => !document.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
+    page.locator(".hl-conn").wait_for(state="hidden")
+    page.locator(".hl-user:not(.hl-pending)", has_text=offline_text).wait_for()
+    assert stored_copies(server, conversation_id, offline_text) == 1
+
+    # the server stores it, the response never arrives
+    lost_text = f"回复丢失的消息 {size[0]}"
+    reached = []
+
+    def store_then_drop(route):
+        reached.append(route.request.post_data_json["client_message_id"])
+        route.fetch()  # the server handles it...
+        route.abort("connectionreset")  # ...and the browser sees a dropped connection
+
+    page.route("**/web/api/messages", store_then_drop)
+    page.fill("#hl-input", lost_text)
+    page.keyboard.press("Enter")
+    page.locator(".hl-user.hl-failed", has_text=lost_text).wait_for()
+    assert stored_copies(server, conversation_id, lost_text) == 1
+    page.unroute("**/web/api/messages")
+    page.click(".hl-retry")
+    page.wait_for_function(f"() => !document.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
+    assert stored_copies(server, conversation_id, lost_text) == 1  # the retry was recognised, not stored again
+    assert len(reached) == 1
+    page.wait_for_function("t => [...document.querySelectorAll('.hl-user p')].filter(p => p.textContent === t)"
+                           ".length === 1", arg=lost_text)
+
+    # never reached the server, and the page is reloaded before the network is back
+    kept_text = f"重新加载后仍在的消息 {size[0]}"
+    page.route("**/web/api/messages", lambda route: route.abort("internetdisconnected"))
+    page.fill("#hl-input", kept_text)
+    page.keyboard.press("Enter")
+    page.locator(".hl-user.hl-failed", has_text=kept_text).wait_for()
+    page.reload()
+    page.locator(".hl-user.hl-failed .hl-retry", has_text="未送达").wait_for()  # from localStorage
+    assert page.locator(".hl-user.hl-failed", has_text=kept_text).count() == 1
+    assert page.locator(".hl-retry").is_visible()
+    shot(page, f"ux-retry-after-reload-{size[0]}.png")
+    assert stored_copies(server, conversation_id, kept_text) == 0
+    page.unroute("**/web/api/messages")
+    page.click(".hl-retry")
+    page.wait_for_function(f"() => !document.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
+    assert stored_copies(server, conversation_id, kept_text) == 1
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_long_text_is_counted_not_cut(server, page_at, size):
+    page = page_at(size)
+    page.goto(server.url + "/")
+    page.click(".hl-launcher")
+    empty = page.locator("#hl-input").bounding_box()["height"]
+    page.fill("#hl-input", "第一行\n第二行\n第三行")
+    assert page.locator("#hl-input").bounding_box()["height"] > empty * 1.5  # grows with its text
+    page.fill("#hl-input", "测" * 2500)  # a long paste is kept whole
+    assert len(page.input_value("#hl-input")) == 2500
+    assert "超出 500 字" in page.locator(".hl-count").inner_text()
+    assert page.locator(".hl-send").is_disabled()
+    assert low_contrast(page, 4.5) == []
+    shot(page, f"ux-counter-{size[0]}.png")
+    page.fill("#hl-input", "测" * 1900)
+    assert page.locator(".hl-count").inner_text() == "1900/2000"
+    assert page.locator(".hl-send").is_enabled()
+
+
+TARGETS_JS = r"""
+() => {
+  const host = document.querySelector("#hotline-widget"), root = host.shadowRoot || host;
+  return [...root.querySelectorAll("button, a[href], input, textarea")].filter(e => e.getClientRects().length)
+    .map(e => { const r = e.getBoundingClientRect(); return { cls: String(e.className), text: e.textContent.slice(0, 20),
+                                                                  w: Math.round(r.width), h: Math.round(r.height) }; });
+}
+"""
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_elder_mode(server, page_at, size):
+    """长辈模式: 30 px body text, 60 px tap targets, >= 7:1 everywhere, topic tiles with icons,
+    read-aloud through the browser's speechSynthesis, remembered on the device."""
+    page = page_at(size)
+    page.add_init_script("""
+        window.__spoken = [];
+        if (window.speechSynthesis) {
+          const speak = window.speechSynthesis.speak.bind(window.speechSynthesis);
+          window.speechSynthesis.speak = u => { window.__spoken.push({ text: u.text, lang: u.lang }); speak(u); };
+        }""")
+    page.goto(server.url + "/")
+    page.click(".hl-launcher")
+    page.click(".hl-large-btn")
+    assert page.get_attribute(".hl-large-btn", "aria-pressed") == "true"
+    assert page.locator(".hl-topic .hl-topic-icon").count() >= 5  # the topic menu as tiles with icons
+    shot(page, f"ux-elder-topics-{size[0]}.png")
+    answer = ask(page, "核酸检测多少钱")
+    answer.locator(".hl-source").wait_for()
+    page.reload()  # remembered on this device
+    page.locator(BOT_ANSWERS).first.wait_for()
+    assert "hl-elder" in page.get_attribute("#hotline-widget", "class")
+
+    body = page.evaluate("() => [...document.querySelectorAll('.hl-bubble p')].map(p => parseFloat(getComputedStyle(p).fontSize))")
+    assert body and min(body) >= 30
+    checked = page.evaluate(CONTRAST_JS, "#hotline-widget")
+    assert min(r["size"] for r in checked) >= 24, [r for r in checked if r["size"] < 24]
+    assert [r for r in checked if r["ratio"] < 7] == [], [r for r in checked if r["ratio"] < 7]
+    small = [t for t in page.evaluate(TARGETS_JS) if t["h"] < 60 or t["w"] < 60]
+    assert small == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= size[0]
+    header = page.locator(".hl-title").bounding_box()
+    assert page.evaluate("() => { const t = document.querySelector('.hl-title'); return t.scrollWidth <= t.clientWidth; }")
+    assert header["width"] > 0
+
+    speak = page.locator(".hl-speak").last
+    speak.click()
+    spoken = page.evaluate("window.__spoken")
+    assert spoken and spoken[-1]["lang"] == "zh-CN"
+    assert spoken[-1]["text"] == page.locator(BOT_ANSWERS).last.locator("p").first.inner_text()
+    shot(page, f"ux-elder-{size[0]}.png")
+
+    page.click(".hl-large-btn")  # and back
+    assert "hl-elder" not in page.get_attribute("#hotline-widget", "class")
+    assert page.locator(".hl-speak").first.is_hidden()
+    assert page.errors == []
+
+
+def test_read_aloud_is_hidden_without_speech_synthesis(server, page_at):
+    page = page_at((390, 844))
+    page.add_init_script("delete window.speechSynthesis; delete window.SpeechSynthesisUtterance;")
+    page.goto(server.url + "/")
+    page.click(".hl-launcher")
+    page.click(".hl-large-btn")
+    ask(page, "核酸检测多少钱").locator(".hl-source").wait_for()
+    assert page.locator(".hl-speak").count() == 0
+    assert page.errors == []

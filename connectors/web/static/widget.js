@@ -21,12 +21,13 @@
   var server = ((script && script.getAttribute("data-server")) || new URL(script.src, location.href).origin)
     .replace(/\/+$/, "");
   var KEY = "hotline:" + server + ":";
+  var MAX_CHARS = 2000;  // the server's limits.max_message_chars
   var PHONE = /^(?:\+86|0086)?-?(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8}(?:-\d{1,6})?)$/;
 
   var T = {
     zh: {
       open: "打开在线咨询", launcher: "在线咨询", title: "疫情防控热线", close: "关闭咨询窗口",
-      other: "English", otherAria: "Switch to English", large: "大字", largeAria: "大字模式",
+      other: "English", otherAria: "Switch to English", large: "长辈模式", largeAria: "长辈模式：大字、大按钮、朗读回答",
       log: "对话记录", input: "请输入您的问题", send: "发送", human: "转人工", topics: "常见问题",
       topicsAria: "常见问题主题", welcome: "您好！我是疫情防控热线智能助手。请直接输入问题，或从下面的常见问题中选择。",
       source: "来源", updated: "更新于", helpful: "有帮助", notHelpful: "没有帮助", thanks: "感谢您的反馈",
@@ -38,11 +39,14 @@
       left: "已收到您的留言（编号 {id}），工作人员会尽快回电 {p}。", error: "网络不稳定，消息未发送，请重试。",
       typing: "正在输入…", back: "返回",
       emergency: "紧急情况", dismiss: "我知道了，关闭提示", priority: "已为您优先转接人工客服，请保持对话打开。",
-      noAgentNow: "现在没有人工客服在线。"
+      noAgentNow: "现在没有人工客服在线。",
+      speak: "朗读", stopSpeaking: "停止朗读",
+      notSent: "未送达 · 点按重试", retryAria: "重新发送这条消息", reconnecting: "网络连接中断，正在重新连接…消息会在恢复后自动发送。",
+      refused: "消息未被接收：", over: "超出 {n} 字，请删减或分段发送", count: "{n}/{max}"
     },
     en: {
       open: "Open the hotline chat", launcher: "Ask us", title: "Epidemic hotline", close: "Close the chat",
-      other: "中文", otherAria: "切换到中文", large: "A+", largeAria: "Large text",
+      other: "中文", otherAria: "切换到中文", large: "Elder mode", largeAria: "Elder mode: large text, large buttons, answers read aloud",
       log: "Conversation", input: "Type your question", send: "Send", human: "Talk to a person", topics: "Topics",
       topicsAria: "Common topics", welcome: "Hello! I am the epidemic-prevention hotline assistant. Type a question or pick a topic below.",
       source: "Source", updated: "updated", helpful: "Helpful", notHelpful: "Not helpful", thanks: "Thanks for your feedback",
@@ -54,7 +58,10 @@
       left: "We received your request (no. {id}) and will call {p} back soon.", error: "Network problem: the message was not sent, please retry.",
       typing: "Typing…", back: "Back",
       emergency: "Emergency", dismiss: "I understand, close this notice", priority: "You are first in line for a human agent; keep this conversation open.",
-      noAgentNow: "No agent is on duty right now."
+      noAgentNow: "No agent is on duty right now.",
+      speak: "Read aloud", stopSpeaking: "Stop reading",
+      notSent: "Not delivered · tap to retry", retryAria: "Send this message again", reconnecting: "Connection lost, reconnecting… Your messages will be sent automatically.",
+      refused: "Message not accepted: ", over: "{n} characters too long: shorten it or send it in parts", count: "{n}/{max}"
     }
   };
 
@@ -75,10 +82,11 @@
   var browserLang = (navigator.language || "zh").toLowerCase().indexOf("zh") === 0 ? "zh" : "en";
   var state = {
     lang: load("lang", (script && script.getAttribute("data-lang")) || browserLang),
-    large: load("large", "0") === "1",
+    // 长辈模式 (elder mode), remembered on this device
+    large: load("elder", load("large", "0")) === "1",
     userId: load("user", null),
     conversationId: load("conversation", null),
-    lastId: 0, status: "bot", handoff: null, agentsOnDuty: 0, stateKey: null,
+    lastId: 0, status: "bot", online: true, freshConversation: false, handoff: null, agentsOnDuty: 0, stateKey: null,
     polling: false, sending: false, rendered: {}, callbackOffered: false, topics: null
   };
   if (!state.userId) { state.userId = "web-" + uid(); save("user", state.userId); }
@@ -120,14 +128,19 @@
   var topicsBtn = el("button", { "class": "hl-chip hl-topics-btn", type: "button", "aria-expanded": "false", onclick: function () { showTopics(topicsEl.hidden); } });
   var humanBtn = el("button", { "class": "hl-chip hl-human", type: "button", onclick: function () { send("/ask_human", t("human"), true); } });
   var actions = el("div", { "class": "hl-actions" }, [topicsBtn, humanBtn]);
-  var input = el("textarea", { "class": "hl-input", id: "hl-input", rows: "1", maxlength: "2000" });
+  // no maxlength: a long paste is kept whole and the counter says how much is too much
+  var input = el("textarea", { "class": "hl-input", id: "hl-input", rows: "1", "aria-describedby": "hl-count" });
+  var counter = el("div", { "class": "hl-count", id: "hl-count", "aria-live": "polite" });
+  var connEl = el("div", { "class": "hl-conn", role: "status", hidden: "" });
   var inputLabel = el("label", { "class": "hl-sr", "for": "hl-input" });
   var sendBtn = el("button", { "class": "hl-send", type: "submit" });
   var form = el("form", { "class": "hl-form", onsubmit: function (e) { e.preventDefault(); submitInput(); } }, [inputLabel, input, sendBtn]);
+  var formWrap = el("div", { "class": "hl-compose" }, [counter, form]);
   panel.appendChild(header); panel.appendChild(emergencyEl); panel.appendChild(statusEl); panel.appendChild(logEl); panel.appendChild(topicsEl);
-  panel.appendChild(actions); panel.appendChild(form);
+  panel.appendChild(connEl); panel.appendChild(actions); panel.appendChild(formWrap);
   root.appendChild(launcher); root.appendChild(panel);
 
+  input.addEventListener("input", inputChanged);
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); submitInput(); }
   });
@@ -137,6 +150,7 @@
   function applyLabels() {
     root.setAttribute("lang", state.lang === "zh" ? "zh-CN" : "en");
     root.classList.toggle("hl-large", state.large);
+    root.classList.toggle("hl-elder", state.large);
     launcher.setAttribute("aria-label", t("open"));
     launcher.textContent = "";
     launcher.appendChild(el("span", { "class": "hl-launcher-icon", "aria-hidden": "true", text: "💬" }));
@@ -155,6 +169,7 @@
     input.setAttribute("placeholder", t("input"));
     inputLabel.textContent = t("input");
     sendBtn.textContent = t("send");
+    inputChanged();
     renderStatus();
   }
 
@@ -171,14 +186,17 @@
     applyLabels(); loadTopics();
   }
   function toggleLarge() {
-    state.large = !state.large; save("large", state.large ? "1" : "0"); applyLabels();
+    state.large = !state.large; save("elder", state.large ? "1" : "0"); applyLabels();
+    inputChanged(); scrollDown();
   }
   function scrollDown() { logEl.scrollTop = logEl.scrollHeight; }
 
   // -- HTTP ------------------------------------------------------------------------------
-  function api(method, path, body) {
+  function api(method, path, body, extraHeaders) {
+    var headers = body ? { "Content-Type": "application/json" } : {};
+    Object.keys(extraHeaders || {}).forEach(function (k) { headers[k] = extraHeaders[k]; });
     return fetch(server + path, {
-      method: method, headers: body ? { "Content-Type": "application/json" } : {},
+      method: method, headers: headers,
       body: body ? JSON.stringify(body) : undefined
     }).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (data) {
@@ -205,6 +223,7 @@
     state.rendered[turn.id] = true;
     var payload = turn.payload || {};
     if (turn.role === "user") {
+      if (turn.client_message_id) delivered(turn.client_message_id);
       bubble("user", t("you"), [el("p", { text: turn.display || turn.text })]);
       return;
     }
@@ -236,7 +255,9 @@
           onclick: function () { send(b.payload, b.title); } });
       })));
     }
-    if (payload.source || turn.entry_id) parts.push(feedbackBar(turn));
+    var speak = speakButton(turn.text);
+    if (payload.source || turn.entry_id) parts.push(feedbackBar(turn, speak));
+    else if (speak) parts.push(el("div", { "class": "hl-feedback" }, [speak]));
     bubble("bot", t("bot"), parts, payload.action === "handoff_claimed" ? "hl-notice" : "");
   }
 
@@ -262,7 +283,29 @@
     } }));
   }
 
-  function feedbackBar(turn) {
+  // Read-aloud (Web Speech API), only where the browser has it; shown in elder mode.
+  var speech = window.speechSynthesis && window.SpeechSynthesisUtterance ? window.speechSynthesis : null;
+  function speakButton(text) {
+    if (!speech) return null;
+    var button = el("button", { "class": "hl-speak", type: "button", text: "🔊 " + t("speak") });
+    button.addEventListener("click", function () {
+      var speaking = button.getAttribute("aria-pressed") === "true";
+      speech.cancel();
+      Array.prototype.forEach.call(logEl.querySelectorAll(".hl-speak[aria-pressed='true']"), function (b) {
+        b.setAttribute("aria-pressed", "false"); b.textContent = "🔊 " + t("speak");
+      });
+      if (speaking) return;
+      var utterance = new SpeechSynthesisUtterance(text);
+      utterance.lang = /[\u4e00-\u9fff]/.test(text) ? "zh-CN" : "en-US";
+      utterance.rate = 0.9;
+      utterance.onend = function () { button.setAttribute("aria-pressed", "false"); button.textContent = "🔊 " + t("speak"); };
+      button.setAttribute("aria-pressed", "true"); button.textContent = "⏹ " + t("stopSpeaking");
+      speech.speak(utterance);
+    });
+    return button;
+  }
+
+  function feedbackBar(turn, speak) {
     var up = el("button", { "class": "hl-thumb", type: "button", "aria-label": t("helpful"), title: t("helpful"), text: "👍" });
     var down = el("button", { "class": "hl-thumb", type: "button", "aria-label": t("notHelpful"), title: t("notHelpful"), text: "👎" });
     var note = el("span", { "class": "hl-thanks", "aria-live": "polite" });
@@ -278,7 +321,7 @@
     up.addEventListener("click", function () { vote("up"); });
     down.addEventListener("click", function () { vote("down"); });
     mark(turn.feedback || null);
-    return el("div", { "class": "hl-feedback", "data-turn-id": String(turn.id) }, [up, down, note]);
+    return el("div", { "class": "hl-feedback", "data-turn-id": String(turn.id) }, [speak, up, down, note]);
   }
 
   function renderStatus() {
@@ -324,31 +367,113 @@
   // -- sending ----------------------------------------------------------------------------
   function submitInput() {
     var text = input.value.trim();
-    if (!text || state.sending) return;
-    input.value = "";
+    if (!text || text.length > MAX_CHARS) { inputChanged(); return; }
+    input.value = ""; inputChanged();
     send(text, text);
   }
+
+  // The input grows with its text (up to a few lines) and counts characters.
+  function inputChanged() {
+    var n = input.value.length;
+    input.style.height = "auto";
+    input.style.height = Math.min(input.scrollHeight + 2, Math.round(parseFloat(getComputedStyle(input).fontSize) * 9)) + "px";
+    var over = n - MAX_CHARS;
+    counter.textContent = over > 0 ? fmt(t("over"), { n: over }) : (n > MAX_CHARS * 0.8 ? fmt(t("count"), { n: n, max: MAX_CHARS }) : "");
+    counter.classList.toggle("hl-over", over > 0);
+    counter.hidden = !counter.textContent;
+    input.setAttribute("aria-invalid", over > 0 ? "true" : "false");
+    sendBtn.disabled = over > 0;
+  }
+
+  // -- the outbox: nothing typed is lost --------------------------------------------------
+  // Every message goes to a localStorage outbox first, with a client id the server uses as
+  // its idempotency key (a retry of a message that did arrive is answered, not stored twice).
+  // It leaves the outbox only when the server accepted it. Failed sends stay as a
+  // "not delivered · tap to retry" bubble, also after a reload, and are resent by themselves
+  // when the network comes back.
+  var outbox = (function () { try { return JSON.parse(load("outbox", "[]")) || []; } catch (e) { return []; } })();
+  var flushing = false, retryTimer = null, failures = 0;
+  function saveOutbox() { save("outbox", outbox.length ? JSON.stringify(outbox) : null); }
 
   // ``pin``: buttons of the widget itself (topics, talk to a person) are labelled in the UI
   // language, so the answer follows it; quick replies under an answer keep the conversation's.
   function send(text, shown, pin) {
-    if (state.sending) return;
-    state.sending = true; showTopics(false);
-    var pending = bubble("user", t("you"), [el("p", { text: shown })], "hl-pending");
+    var item = { id: "w" + uid().slice(0, 40), text: text, shown: shown, language: pin ? state.lang : null,
+                 fresh: !!state.freshConversation };
+    state.freshConversation = false;
+    outbox.push(item); saveOutbox(); showTopics(false);
+    outboxBubble(item, false);
+    flush();
+  }
+  function delivered(clientId) {
+    var before = outbox.length;
+    outbox = outbox.filter(function (item) { return item.id !== clientId; });
+    if (outbox.length !== before) saveOutbox();
+    var node = logEl.querySelector('[data-client-id="' + clientId + '"]');
+    if (node) node.remove();
+  }
+  function outboxBubble(item, failed) {
+    var node = logEl.querySelector('[data-client-id="' + item.id + '"]');
+    if (!node) {
+      node = bubble("user", t("you"), [el("p", { text: item.shown })], "hl-pending");
+      node.setAttribute("data-client-id", item.id);
+    }
+    node.classList.toggle("hl-failed", failed);
+    var retry = node.querySelector(".hl-retry");
+    if (failed && !retry) {
+      node.querySelector(".hl-bubble").appendChild(el("button", { "class": "hl-retry", type: "button", text: "⟳ " + t("notSent"),
+        "aria-label": t("retryAria") + ": " + item.shown, onclick: function () { failures = 0; flush(); } }));
+    } else if (!failed && retry) retry.remove();
+    scrollDown();
+    return node;
+  }
+  function flush() {
+    if (flushing || !outbox.length) return;
+    clearTimeout(retryTimer);
+    flushing = true; state.sending = true;
+    var item = outbox[0];
+    var node = outboxBubble(item, false);
     var typing = bubble("bot", t("bot"), [el("p", { text: t("typing") })], "hl-typing");
     scrollDown();
     api("POST", "/web/api/messages", {
-      conversation_id: state.conversationId, user_id: state.userId, text: text,
-      language: pin ? state.lang : null, after: state.lastId
-    }).then(function (data) {
-      pending.remove(); typing.remove();
+      conversation_id: item.fresh ? null : state.conversationId, user_id: state.userId, text: item.text,
+      client_message_id: item.id, new_conversation: item.fresh, language: item.language, after: state.lastId
+    }, { "Idempotency-Key": item.id }).then(function (data) {
+      delivered(item.id); typing.remove();
+      connected(true);
       if (data.new_conversation && state.conversationId && data.conversation_id !== state.conversationId) resetTranscript();
       apply(data);
-    }).catch(function (e) {
-      typing.remove(); pending.classList.add("hl-failed");
-      pending.appendChild(el("div", { "class": "hl-error", role: "alert", text: e.status === 400 ? e.message : t("error") }));
-    }).then(function () { state.sending = false; });
+    }, function (e) {
+      typing.remove();
+      if (e.status && e.status !== 408 && e.status !== 429 && e.status < 500) {
+        // refused (too long, bad input): resending cannot help; say why and keep the text
+        outbox = outbox.filter(function (other) { return other.id !== item.id; }); saveOutbox();
+        node.removeAttribute("data-client-id");
+        node.classList.add("hl-failed");
+        node.querySelector(".hl-bubble").appendChild(el("div", { "class": "hl-error", role: "alert", text: t("refused") + e.message }));
+      } else {
+        outbox.forEach(function (other) { outboxBubble(other, true); });
+        connected(false);
+      }
+    }).then(function () {
+      flushing = false; state.sending = false;
+      if (state.online) flush();
+    });
   }
+  // The reconnecting state: shown while sends or updates fail; retries back off to 30 s and
+  // start at once when the browser says the network is back.
+  function connected(ok) {
+    state.online = ok;
+    connEl.hidden = ok;
+    connEl.textContent = ok ? "" : t("reconnecting");
+    scrollDown();
+    if (ok) { failures = 0; clearTimeout(retryTimer); return; }
+    failures += 1;
+    clearTimeout(retryTimer);
+    if (outbox.length) retryTimer = setTimeout(flush, Math.min(30000, 1000 * Math.pow(2, failures)));
+  }
+  window.addEventListener("online", function () { failures = 0; flush(); if (withPerson()) poll(); });
+  window.addEventListener("offline", function () { connected(false); });
 
   function resetTranscript() {
     logEl.textContent = ""; state.rendered = {}; state.lastId = 0; state.callbackOffered = false;
@@ -364,8 +489,12 @@
       var q = "?user_id=" + encodeURIComponent(state.userId) + "&after=" + state.lastId + "&wait=20" +
         (state.stateKey ? "&state=" + encodeURIComponent(state.stateKey) : "");
       api("GET", "/web/api/conversations/" + encodeURIComponent(state.conversationId) + "/turns" + q)
-        .then(function (data) { apply(data); loop(0); })
-        .catch(function () { return sleep(Math.min(30000, 1000 * Math.pow(2, failures))).then(function () { loop(failures + 1); }); });
+        .then(function (data) { if (!state.online) { connected(true); flush(); } apply(data); loop(0); })
+        .catch(function (e) {
+          if (e.status === 404) { state.polling = false; return; }
+          connected(false);
+          return sleep(Math.min(30000, 1000 * Math.pow(2, failures))).then(function () { loop(failures + 1); });
+        });
     })(0);
   }
 
@@ -409,6 +538,7 @@
   }
 
   // -- topic menu ---------------------------------------------------------------------------------
+  var TOPIC_ICONS = { testing: "🧪", health_code: "📱", quarantine: "🏠", vaccination: "💉", travel: "🚆", human: "👤" };
   function loadTopics() {
     api("GET", "/web/api/topics?lang=" + state.lang).then(function (data) { state.topics = data.topics; renderTopics(null); })
       .catch(function () { /* the menu is optional */ });
@@ -429,11 +559,12 @@
       return;
     }
     state.topics.forEach(function (topic) {
-      topicsEl.appendChild(el("button", { "class": "hl-chip hl-topic", type: "button", text: topic.title, onclick: function () {
+      topicsEl.appendChild(el("button", { "class": "hl-chip hl-topic", type: "button", "data-topic": topic.key, onclick: function () {
         if (topic.payload) send(topic.payload, topic.title, true);
         else if (topic.entries.length) renderTopics(topic);
         else send(topic.title, topic.title);
-      } }));
+      } }, [el("span", { "class": "hl-topic-icon", "aria-hidden": "true", text: TOPIC_ICONS[topic.key] || "❓" }),
+            el("span", { text: topic.title })]));
     });
   }
 
@@ -448,11 +579,17 @@
         .catch(function (e) {
           if (e.status === 404) { state.conversationId = null; save("conversation", null); }
           welcome();
-        });
+        })
+        .then(restoreOutbox);
     } else {
-      welcome();
+      welcome(); restoreOutbox();
     }
     if (load("open", null) === "1") openPanel();
+  }
+  // messages that did not get through before the reload: shown, then resent
+  function restoreOutbox() {
+    outbox.forEach(function (item) { outboxBubble(item, true); });
+    flush(); scrollDown();
   }
   function welcome() {
     bubble("bot", t("bot"), [el("p", { text: t("welcome") })], "hl-welcome");
