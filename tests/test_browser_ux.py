@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import http.server
+import threading
+
 import httpx
 import pytest
 
@@ -84,22 +87,63 @@ FOCUS_JS = r"""
   for (let n = up(e); n; n = up(n)) { const c = getComputedStyle(n).backgroundColor; if (!/rgba\(.*, 0\)$/.test(c) && c !== "transparent") { bg = parse(c); break; } }
   bg = bg || { r: 255, g: 255, b: 255 };
   const x = lum(parse(s.outlineColor)), y = lum(bg);
-  return { inside: !!document.querySelector("#hotline-widget").contains(e) ||
-             document.querySelector("#hotline-widget").shadowRoot?.contains(e) || false,
+  return { inside: !!document.querySelector("#hotline-bot").contains(e) ||
+             document.querySelector("#hotline-bot").shadowRoot?.contains(e) || false,
            cls: String(e.className), style: s.outlineStyle, width: parseFloat(s.outlineWidth),
            ratio: (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05) };
 }
 """
 
 
+class HostPages:
+    """Two host sites on other ports: one the server allows (CORS), one it does not."""
+
+    def __init__(self):
+        self.pages: dict[str, str] = {}
+        pages = self.pages
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = pages.get(self.path.split("?")[0], "").encode()
+                self.send_response(200 if body else 404)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.allowed = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.refused = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        for httpd in (self.allowed, self.refused):
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    def url(self, httpd) -> str:
+        return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    def close(self):
+        for httpd in (self.allowed, self.refused):
+            httpd.shutdown()
+            httpd.server_close()
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, session_dir, engine):
+def hosts():
+    pages = HostPages()
+    yield pages
+    pages.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, session_dir, engine, hosts):
     db_url = f"sqlite:///{tmp_path_factory.mktemp('ux') / 'ux.db'}"
     db = Database(db_url)
     db.upgrade()
     StaffDirectory(db).create("wang", PASSWORD, "小王")
     db.dispose()
-    live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_OPEN_READ_API": "1"})
+    live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_OPEN_READ_API": "1",
+                                              "HOTLINE_WEB__ALLOWED_ORIGINS": hosts.url(hosts.allowed)})
     yield live
     stop_server(live)
 
@@ -148,7 +192,7 @@ def shot(page, name):
 
 
 def low_contrast(page, minimum):
-    return [r for r in page.evaluate(CONTRAST_JS, "#hotline-widget") if r["ratio"] < minimum]
+    return [r for r in page.evaluate(CONTRAST_JS, "#hotline-bot") if r["ratio"] < minimum]
 
 
 @pytest.mark.parametrize("size", VIEWPORTS)
@@ -164,7 +208,7 @@ def test_every_text_and_focus_ring_has_contrast(server, page_at, size):
     page.click(".hl-human")
     page.wait_for_selector(".hl-status:not([hidden]) .hl-queue")
     page.fill("#hl-input", "还有问题")  # the send button with text in the box
-    checked = page.evaluate(CONTRAST_JS, "#hotline-widget")
+    checked = page.evaluate(CONTRAST_JS, "#hotline-bot")
     classes = " ".join(r["cls"] for r in checked)
     for part in ("hl-send", "hl-chip", "hl-human", "hl-title", "hl-source", "hl-link", "hl-queue"):
         assert part in classes, part  # the check really looked at these
@@ -212,8 +256,7 @@ def test_emergency_screen_is_pinned_until_dismissed(server, page_at, size):
     assert "留言回电" not in page.locator(".hl-log").inner_text()
     assert low_contrast(page, 4.5) == []
     # red panel, white text
-    colours = page.evaluate("() => { const s = getComputedStyle(document.querySelector('.hl-emergency'));"
-                            " return [s.backgroundColor, s.color]; }")
+    colours = panel.evaluate("e => [getComputedStyle(e).backgroundColor, getComputedStyle(e).color]")
     assert colours == ["rgb(179, 38, 30)", "rgb(255, 255, 255)"]
     shot(page, f"ux-emergency-{size[0]}.png")
 
@@ -250,6 +293,7 @@ def stored_copies(server, conversation_id, text):
 
 CONVERSATION_JS = ("Object.keys(localStorage).filter(k => k.endsWith(':conversation'))"
                    ".map(k => localStorage.getItem(k))[0]")
+W_JS = "document.querySelector('#hotline-bot').shadowRoot"
 OUTBOX_JS = "JSON.parse(Object.keys(localStorage).filter(k => k.endsWith(':outbox')).map(k => localStorage.getItem(k))[0] || '[]')"
 
 
@@ -277,7 +321,7 @@ def test_no_message_is_lost_or_stored_twice(server, page_at, size):
     assert low_contrast(page, 4.5) == []
     shot(page, f"ux-offline-{size[0]}.png")
     page.context.set_offline(False)  # the browser's "online" event resends it
-    page.wait_for_function(f"() => !document.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
+    page.wait_for_function(f"() => !{W_JS}.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
     page.locator(".hl-conn").wait_for(state="hidden")
     page.locator(".hl-user:not(.hl-pending)", has_text=offline_text).wait_for()
     assert stored_copies(server, conversation_id, offline_text) == 1
@@ -298,10 +342,10 @@ def test_no_message_is_lost_or_stored_twice(server, page_at, size):
     assert stored_copies(server, conversation_id, lost_text) == 1
     page.unroute("**/web/api/messages")
     page.click(".hl-retry")
-    page.wait_for_function(f"() => !document.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
+    page.wait_for_function(f"() => !{W_JS}.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
     assert stored_copies(server, conversation_id, lost_text) == 1  # the retry was recognised, not stored again
     assert len(reached) == 1
-    page.wait_for_function("t => [...document.querySelectorAll('.hl-user p')].filter(p => p.textContent === t)"
+    page.wait_for_function(f"t => [...{W_JS}.querySelectorAll('.hl-user p')].filter(p => p.textContent === t)"
                            ".length === 1", arg=lost_text)
 
     # never reached the server, and the page is reloaded before the network is back
@@ -318,7 +362,7 @@ def test_no_message_is_lost_or_stored_twice(server, page_at, size):
     assert stored_copies(server, conversation_id, kept_text) == 0
     page.unroute("**/web/api/messages")
     page.click(".hl-retry")
-    page.wait_for_function(f"() => !document.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
+    page.wait_for_function(f"() => !{W_JS}.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
     assert stored_copies(server, conversation_id, kept_text) == 1
     assert page.errors == []
 
@@ -344,7 +388,7 @@ def test_long_text_is_counted_not_cut(server, page_at, size):
 
 TARGETS_JS = r"""
 () => {
-  const host = document.querySelector("#hotline-widget"), root = host.shadowRoot || host;
+  const host = document.querySelector("#hotline-bot"), root = host.shadowRoot || host;
   return [...root.querySelectorAll("button, a[href], input, textarea")].filter(e => e.getClientRects().length)
     .map(e => { const r = e.getBoundingClientRect(); return { cls: String(e.className), text: e.textContent.slice(0, 20),
                                                                   w: Math.round(r.width), h: Math.round(r.height) }; });
@@ -375,16 +419,16 @@ def test_elder_mode(server, page_at, size):
     page.locator(BOT_ANSWERS).first.wait_for()
     assert "hl-elder" in page.get_attribute("#hotline-widget", "class")
 
-    body = page.evaluate("() => [...document.querySelectorAll('.hl-bubble p')].map(p => parseFloat(getComputedStyle(p).fontSize))")
+    body = page.locator(".hl-bubble p").evaluate_all("ps => ps.map(p => parseFloat(getComputedStyle(p).fontSize))")
     assert body and min(body) >= 30
-    checked = page.evaluate(CONTRAST_JS, "#hotline-widget")
+    checked = page.evaluate(CONTRAST_JS, "#hotline-bot")
     assert min(r["size"] for r in checked) >= 24, [r for r in checked if r["size"] < 24]
     assert [r for r in checked if r["ratio"] < 7] == [], [r for r in checked if r["ratio"] < 7]
     small = [t for t in page.evaluate(TARGETS_JS) if t["h"] < 60 or t["w"] < 60]
     assert small == []
     assert page.evaluate("document.documentElement.scrollWidth") <= size[0]
     header = page.locator(".hl-title").bounding_box()
-    assert page.evaluate("() => { const t = document.querySelector('.hl-title'); return t.scrollWidth <= t.clientWidth; }")
+    assert page.locator(".hl-title").evaluate("t => t.scrollWidth <= t.clientWidth")  # not truncated
     assert header["width"] > 0
 
     speak = page.locator(".hl-speak").last
@@ -409,3 +453,74 @@ def test_read_aloud_is_hidden_without_speech_synthesis(server, page_at):
     ask(page, "核酸检测多少钱").locator(".hl-source").wait_for()
     assert page.locator(".hl-speak").count() == 0
     assert page.errors == []
+
+
+HOSTILE_CSS = """
+* { color: #aaa !important; text-transform: uppercase !important; letter-spacing: 3px !important;
+    font-family: serif !important; line-height: 3 !important; }
+button { background: #ff0 !important; color: #f0f !important; border-radius: 0 !important; padding: 25px !important; }
+h2 { color: red !important; font-size: 48px !important; }
+div, section, header, form, nav { padding: 20px !important; background: #eee !important; border: 4px dotted red !important; }
+p { display: none !important; }
+"""
+
+
+def host_page(server, extra=""):
+    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Host</title>"
+            f"<style>{HOSTILE_CSS}</style></head><body><h2>A host site</h2><div>Its own content</div>"
+            f"<script src='{server.url}/web/static/widget.js' data-server='{server.url}' {extra}></script>"
+            f"</body></html>")
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_embedded_on_a_hostile_page(server, hosts, page_at, size):
+    """Another origin, CSS written to break everything: the shadow tree keeps the widget as designed;
+    the data-* options and the JS API work across origins."""
+    hosts.pages["/hostile.html"] = host_page(
+        server, "data-title='市卫健委在线咨询' data-color='#7a1f5c' data-position='left' data-open='true'")
+    page = page_at(size)
+    page.goto(hosts.url(hosts.allowed) + "/hostile.html")
+    panel = page.locator("#hl-panel")
+    panel.wait_for()  # data-open
+    page.wait_for_function("() => document.querySelector('#hotline-bot').shadowRoot"
+                           ".querySelector('.hl-root').style.visibility === ''")
+    assert page.locator(".hl-title").inner_text() == "市卫健委在线咨询"
+    style = page.locator(".hl-title").evaluate(
+        "e => { const s = getComputedStyle(e); return [s.color, s.fontSize, s.textTransform, s.letterSpacing]; }")
+    assert style[0] == "rgb(255, 255, 255)" and style[1] != "48px" and style[2] == "none" and style[3] == "normal"
+    send = page.locator(".hl-send").evaluate("e => [getComputedStyle(e).backgroundColor, getComputedStyle(e).paddingTop]")
+    assert send[0] == "rgb(122, 31, 92)" and send[1] != "25px"  # the host's brand colour, not its button rule
+    assert page.locator(".hl-bubble p").first.is_visible()  # the host hides every <p> of its own
+    answer = ask(page, "核酸检测多少钱")  # a cross-origin POST with an Idempotency-Key (preflight)
+    answer.locator(".hl-source").wait_for()
+    assert low_contrast(page, 4.5) == []
+    shot(page, f"ux-embedded-hostile-{size[0]}.png")
+
+    page.evaluate("HotlineBot.close()")
+    assert panel.is_hidden()
+    launcher = page.locator(".hl-launcher").bounding_box()
+    assert launcher["x"] < size[0] / 2  # data-position=left
+    page.evaluate("HotlineBot.setLanguage('en')")
+    page.evaluate("HotlineBot.open()")
+    assert panel.is_visible()
+    assert page.locator(".hl-human").inner_text().endswith("Talk to a person")
+    assert page.evaluate("HotlineBot.isOpen()") is True
+    assert page.locator("h2", has_text="A host site").evaluate("e => getComputedStyle(e).color") == "rgb(255, 0, 0)"
+    assert page.errors == []
+
+
+def test_origin_not_allowed_says_so(server, hosts, page_at):
+    hosts.pages["/refused.html"] = host_page(server)
+    page = page_at((390, 844))
+    page.goto(hosts.url(hosts.refused) + "/refused.html")
+    page.click(".hl-launcher")
+    banner = page.locator(".hl-conn.hl-blocked")
+    banner.wait_for()
+    assert hosts.url(hosts.refused) in banner.inner_text() and "未获准" in banner.inner_text()
+    page.fill("#hl-input", "核酸检测多少钱")
+    page.keyboard.press("Enter")
+    page.locator(".hl-user.hl-failed").wait_for()  # kept, not lost
+    assert "网络不稳定" not in page.locator("#hl-panel").inner_text()
+    assert banner.is_visible()
+    assert low_contrast(page, 4.5) == []
+    shot(page, "ux-origin-refused-390.png")

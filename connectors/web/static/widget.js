@@ -1,7 +1,12 @@
 /* hotline-bot citizen chat widget. Vanilla JS, no dependencies, no CDN.
  *
  * Embed:  <script src="https://HOST/web/static/widget.js" data-server="https://HOST"></script>
- * Optional attributes: data-lang="zh|en", data-title="...".
+ * Optional attributes: data-lang="zh|en", data-title="...", data-color="#0b5cad" (the brand colour;
+ * ignored unless white text on it reaches 4.5:1), data-position="right|left", data-open="true".
+ * JS API: HotlineBot.open(), .close(), .setLanguage("zh"|"en").
+ *
+ * The widget renders inside a Shadow DOM on a <hotline-bot> element whose inherited
+ * properties are reset, so the host page's CSS cannot reach it (and its CSS cannot leak out).
  *
  * Talks only to {server}/web/api (CORS, no cookies). The conversation id and an
  * anonymous user id live in localStorage, so a reload re-renders the transcript
@@ -21,6 +26,7 @@
   var server = ((script && script.getAttribute("data-server")) || new URL(script.src, location.href).origin)
     .replace(/\/+$/, "");
   var KEY = "hotline:" + server + ":";
+  function option(name) { return script ? script.getAttribute("data-" + name) : null; }
   var MAX_CHARS = 2000;  // the server's limits.max_message_chars
   var PHONE = /^(?:\+86|0086)?-?(?:1[3-9]\d{9}|0\d{2,3}-?\d{7,8}(?:-\d{1,6})?)$/;
 
@@ -41,6 +47,7 @@
       emergency: "紧急情况", dismiss: "我知道了，关闭提示", priority: "已为您优先转接人工客服，请保持对话打开。",
       noAgentNow: "现在没有人工客服在线。",
       speak: "朗读", stopSpeaking: "停止朗读",
+      blocked: "本网站（{o}）未获准接入热线在线咨询，消息无法发送。请告知网站管理员，或直接拨打热线电话。",
       notSent: "未送达 · 点按重试", retryAria: "重新发送这条消息", reconnecting: "网络连接中断，正在重新连接…消息会在恢复后自动发送。",
       refused: "消息未被接收：", over: "超出 {n} 字，请删减或分段发送", count: "{n}/{max}"
     },
@@ -60,6 +67,7 @@
       emergency: "Emergency", dismiss: "I understand, close this notice", priority: "You are first in line for a human agent; keep this conversation open.",
       noAgentNow: "No agent is on duty right now.",
       speak: "Read aloud", stopSpeaking: "Stop reading",
+      blocked: "This site ({o}) is not allowed to use the hotline chat, so messages cannot be sent. Please tell the site's administrator, or call the hotline.",
       notSent: "Not delivered · tap to retry", retryAria: "Send this message again", reconnecting: "Connection lost, reconnecting… Your messages will be sent automatically.",
       refused: "Message not accepted: ", over: "{n} characters too long: shorten it or send it in parts", count: "{n}/{max}"
     }
@@ -81,7 +89,7 @@
 
   var browserLang = (navigator.language || "zh").toLowerCase().indexOf("zh") === 0 ? "zh" : "en";
   var state = {
-    lang: load("lang", (script && script.getAttribute("data-lang")) || browserLang),
+    lang: load("lang", option("lang") || browserLang),
     // 长辈模式 (elder mode), remembered on this device
     large: load("elder", load("large", "0")) === "1",
     userId: load("user", null),
@@ -91,14 +99,23 @@
   };
   if (!state.userId) { state.userId = "web-" + uid(); save("user", state.userId); }
   if (state.lang !== "zh" && state.lang !== "en") state.lang = "zh";
-  function t(key) { return T[state.lang][key]; }
+  function t(key) {
+    if (key === "title" && option("title")) return option("title");
+    return T[state.lang][key];
+  }
   function withPerson() { return state.status === "waiting" || state.status === "claimed"; }
 
   // -- DOM -----------------------------------------------------------------------------
+  // A custom element no host stylesheet has rules for; its inline "all: initial !important"
+  // stops inherited properties (colour, font, text-transform...) crossing into the shadow tree.
+  var host = document.createElement("hotline-bot");
+  host.id = "hotline-bot";
+  host.setAttribute("style", "all: initial !important; display: block !important;");
+  var mount = host.attachShadow ? host.attachShadow({ mode: "open" }) : host;
   var link = document.createElement("link");
   link.rel = "stylesheet";
   link.href = server + "/web/static/widget.css";
-  document.head.appendChild(link);
+  mount.appendChild(link);
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -112,7 +129,22 @@
     return node;
   }
 
-  var root = el("div", { "class": "hl-root", id: "hotline-widget" });
+  var root = el("div", { "class": "hl-root" + (option("position") === "left" ? " hl-left" : ""), id: "hotline-widget",
+                          style: "visibility: hidden" });
+  link.addEventListener("load", function () { root.style.visibility = ""; });
+  link.addEventListener("error", function () { root.style.visibility = ""; });
+  (function brand(color) {
+    // a host's colour is used only if white text on it stays readable (>= 4.5:1)
+    var m = /^#([0-9a-f]{6})$/i.exec(color || "");
+    if (!m) return;
+    var c = [0, 2, 4].map(function (i) {
+      var v = parseInt(m[1].slice(i, i + 2), 16) / 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    });
+    var lum = 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+    if (1.05 / (lum + 0.05) < 4.5) { if (window.console) console.warn("hotline widget: data-color " + color + " is too light for white text; ignored"); return; }
+    root.style.setProperty("--hl-brand", color); root.style.setProperty("--hl-brand-dark", color);
+  })(option("color"));
   var launcher = el("button", { "class": "hl-launcher", type: "button", "aria-expanded": "false", "aria-controls": "hl-panel" });
   var panel = el("section", { "class": "hl-panel", id: "hl-panel", role: "dialog", "aria-modal": "false", hidden: "" });
   var titleEl = el("h2", { "class": "hl-title", id: "hl-title" });
@@ -139,6 +171,7 @@
   panel.appendChild(header); panel.appendChild(emergencyEl); panel.appendChild(statusEl); panel.appendChild(logEl); panel.appendChild(topicsEl);
   panel.appendChild(connEl); panel.appendChild(actions); panel.appendChild(formWrap);
   root.appendChild(launcher); root.appendChild(panel);
+  mount.appendChild(root);
 
   input.addEventListener("input", inputChanged);
   input.addEventListener("keydown", function (e) {
@@ -179,12 +212,19 @@
   }
   function closePanel() {
     panel.hidden = true; launcher.setAttribute("aria-expanded", "false"); root.classList.remove("hl-open");
-    save("open", null); launcher.focus();
+    save("open", "0"); launcher.focus();
   }
-  function toggleLanguage() {
-    state.lang = state.lang === "zh" ? "en" : "zh"; save("lang", state.lang);
+  function toggleLanguage() { setLanguage(state.lang === "zh" ? "en" : "zh"); }
+  function setLanguage(lang) {
+    if (lang !== "zh" && lang !== "en") throw new Error("HotlineBot.setLanguage: 'zh' or 'en'");
+    state.lang = lang; save("lang", state.lang);
     applyLabels(); loadTopics();
   }
+  // the small JS API for host pages
+  window.HotlineBot = {
+    open: function () { openPanel(); }, close: function () { closePanel(); }, setLanguage: setLanguage,
+    isOpen: function () { return !panel.hidden; }
+  };
   function toggleLarge() {
     state.large = !state.large; save("elder", state.large ? "1" : "0"); applyLabels();
     inputChanged(); scrollDown();
@@ -464,15 +504,27 @@
   // start at once when the browser says the network is back.
   function connected(ok) {
     state.online = ok;
+    if (!ok) checkBlocked();
     connEl.hidden = ok;
-    connEl.textContent = ok ? "" : t("reconnecting");
+    connEl.classList.toggle("hl-blocked", !ok && !!state.blocked);
+    connEl.textContent = ok ? "" : (state.blocked ? fmt(t("blocked"), { o: location.origin }) : t("reconnecting"));
     scrollDown();
     if (ok) { failures = 0; clearTimeout(retryTimer); return; }
     failures += 1;
     clearTimeout(retryTimer);
     if (outbox.length) retryTimer = setTimeout(flush, Math.min(30000, 1000 * Math.pow(2, failures)));
   }
-  window.addEventListener("online", function () { failures = 0; flush(); if (withPerson()) poll(); });
+  // A cross-origin fetch that fails while a no-cors request to the same server gets through:
+  // the server answers, but not to this origin (HOTLINE_WEB__ALLOWED_ORIGINS). Say so instead
+  // of "network problem".
+  function checkBlocked() {
+    if (state.blocked !== undefined || new URL(server, location.href).origin === location.origin) return;
+    state.blocked = null;
+    fetch(server + "/web/api/status", { mode: "no-cors", cache: "no-store" }).then(function () {
+      state.blocked = true; connected(false);
+    }, function () { state.blocked = undefined; });
+  }
+  window.addEventListener("online", function () { failures = 0; flush(); if (withPerson()) poll(); if (!state.topics) loadTopics(); });
   window.addEventListener("offline", function () { connected(false); });
 
   function resetTranscript() {
@@ -540,8 +592,11 @@
   // -- topic menu ---------------------------------------------------------------------------------
   var TOPIC_ICONS = { testing: "🧪", health_code: "📱", quarantine: "🏠", vaccination: "💉", travel: "🚆", human: "👤" };
   function loadTopics() {
-    api("GET", "/web/api/topics?lang=" + state.lang).then(function (data) { state.topics = data.topics; renderTopics(null); })
-      .catch(function () { /* the menu is optional */ });
+    api("GET", "/web/api/topics?lang=" + state.lang).then(function (data) {
+      state.topics = data.topics; renderTopics(null);
+      if (!state.online && !outbox.length) connected(true);
+    })
+      .catch(function (e) { if (!e.status) connected(false); /* the menu is optional, the banner says why */ });
   }
   function showTopics(show) {
     topicsEl.hidden = !show; topicsBtn.setAttribute("aria-expanded", show ? "true" : "false");
@@ -570,7 +625,7 @@
 
   // -- start ------------------------------------------------------------------------------------------
   function start() {
-    document.body.appendChild(root);
+    document.body.appendChild(host);
     applyLabels(); loadTopics();
     if (state.conversationId) {
       api("GET", "/web/api/conversations/" + encodeURIComponent(state.conversationId) + "/turns?user_id=" +
@@ -584,7 +639,7 @@
     } else {
       welcome(); restoreOutbox();
     }
-    if (load("open", null) === "1") openPanel();
+    if (load("open", null) === "1" || (load("open", null) === null && option("open") === "true")) openPanel();
   }
   // messages that did not get through before the reload: shown, then resent
   function restoreOutbox() {
