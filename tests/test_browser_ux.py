@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import http.server
+import re
 import threading
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 from bot.config import PROJECT_ROOT
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database
+from sqlalchemy import text
 from tests.conftest import start_server, stop_server
 
 CHROMIUM = "/usr/bin/chromium"
@@ -144,6 +146,7 @@ def server(tmp_path_factory, session_dir, engine, hosts):
     db.dispose()
     live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_OPEN_READ_API": "1",
                                               "HOTLINE_WEB__ALLOWED_ORIGINS": hosts.url(hosts.allowed)})
+    live.db_url = db_url
     yield live
     stop_server(live)
 
@@ -524,3 +527,171 @@ def test_origin_not_allowed_says_so(server, hosts, page_at):
     assert banner.is_visible()
     assert low_contrast(page, 4.5) == []
     shot(page, "ux-origin-refused-390.png")
+
+
+def open_handoff(server, user, question):
+    """A citizen (over HTTP) asks a question, then asks for a person."""
+    with server.client() as client:
+        for text in (question, "/ask_human"):
+            r = client.post("/web/api/messages", json={"user_id": user, "text": text})
+            assert r.status_code == 200, r.text
+        return r.json()["conversation_id"]
+
+
+def login(page, server):
+    page.goto(server.url + "/agents/")
+    page.fill("#username", "wang")
+    page.fill("#password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.locator(".ticket").first.wait_for()
+
+
+@pytest.mark.parametrize("size", [pytest.param((390, 844), id="phone"), pytest.param((1366, 900), id="desktop"),
+                                  pytest.param((1366, 768), id="laptop")])
+def test_desk_essentials(server, page_at, size):
+    """Ticking wait timers, the question on the card, human words first (codes in a details line),
+    resolve / hand back disabled before the claim and confirmed after it, no overlaps, and one
+    long poll at a time however often the agent clicks (the old one is aborted)."""
+    tag = f"{size[0]}x{size[1]}"
+    question = f"外地返回需要隔离几天 {tag}"
+    conversation_id = open_handoff(server, f"desk-citizen-{tag}-0001", question)
+    open_handoff(server, f"desk-citizen-{tag}-0002", f"健康码变黄了怎么办 {tag}")
+    page = page_at(size)
+    polls = {"started": 0, "finished": 0, "aborted": 0}
+    is_poll = lambda r: "/agents/api/updates" in r.url  # noqa: E731
+    page.on("request", lambda r: is_poll(r) and polls.__setitem__("started", polls["started"] + 1))
+    page.on("requestfinished", lambda r: is_poll(r) and polls.__setitem__("finished", polls["finished"] + 1))
+    page.on("requestfailed", lambda r: is_poll(r) and polls.__setitem__("aborted", polls["aborted"] + 1))
+    login(page, server)
+
+    card = page.locator(".ticket", has_text=question)
+    card.wait_for()
+    assert card.locator(".question").inner_text() == f"“{question}”"  # the question, not 转人工
+    assert "转人工" in card.locator(".reason").inner_text()
+    timer = card.locator(".badge.wait")
+    first = timer.inner_text()
+    page.wait_for_timeout(2200)
+    assert timer.inner_text() != first  # ticks without a server round trip
+
+    card.click()
+    page.locator(".fact-reason", has_text="市民要求转人工").wait_for()
+    assert page.locator(".ticket-question").inner_text().endswith(question)
+    assert "reason=user_request" in page.locator(".fact-codes").text_content()
+    assert "user_request" not in page.locator(".ticket-head h2").inner_text()
+    assert page.locator("#resolve").is_disabled() and page.locator("#hand-back").is_disabled()
+    assert low_contrast_console(page) == []
+    shot(page, f"ux-desk-ticket-{tag}.png")
+
+    # ten clicks between tickets: at most one long poll left waiting, the others aborted
+    other = page.locator(".ticket").filter(has_not_text=question).first
+    for i in range(10):
+        (other if i % 2 == 0 else card).click()
+        page.wait_for_timeout(150)
+    page.locator(".ticket-question", has_text=question).wait_for()
+    page.wait_for_timeout(1000)
+    waiting = polls["started"] - polls["finished"] - polls["aborted"]
+    assert waiting <= 1, polls
+    assert polls["aborted"] >= 5, polls
+
+    page.click("#claim")
+    page.locator("#reply-text").wait_for()
+    assert page.locator("#resolve").is_enabled()
+    if size[0] > 1000:  # the reply box sits between transcript and candidates, overlapping neither
+        reply, kb = page.locator(".reply").bounding_box(), page.locator(".kb").bounding_box()
+        transcript = page.locator("#transcript").bounding_box()
+        assert transcript["y"] + transcript["height"] <= reply["y"] and reply["y"] + reply["height"] <= kb["y"]
+    page.click("#resolve")
+    page.locator("#confirm-yes").wait_for()
+    shot(page, f"ux-desk-confirm-{tag}.png")
+    page.click("#confirm-no")  # one stray click changes nothing
+    assert httpx.get(f"{server.url}/api/v1/conversations/{conversation_id}").json()["status"] == "claimed"
+    page.click("#resolve")
+    page.click("#confirm-yes")
+    page.locator(".detail .empty", has_text="已关闭").wait_for()
+    assert httpx.get(f"{server.url}/api/v1/conversations/{conversation_id}").json()["status"] == "resolved"
+    assert page.errors == []
+
+
+def low_contrast_console(page):
+    js = CONTRAST_JS.replace("const start = host.shadowRoot || host;", "const start = host;")
+    return [r for r in page.evaluate(js, "#app") if r["ratio"] < 4.5]
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_chat_basics(server, page_at, size):
+    """Timestamps and names, stale quick replies disabled, 👎 asks why (stored with the vote),
+    and a new conversation for the next person on a shared phone."""
+    page = page_at(size)
+    page.goto(server.url + "/")
+    page.click(".hl-launcher")
+    ask(page, "How long does it take to get PCR results?")
+    first = page.locator(BOT_ANSWERS).nth(0)  # (ask returns .last, which moves on)
+    assert re.fullmatch(r"\d{2}:\d{2}", first.locator(".hl-time").inner_text())
+    assert "Assistant" in first.locator(".hl-name").inner_text() or "智能助手" in first.locator(".hl-name").inner_text()
+    assert re.fullmatch(r"\d{2}:\d{2}", page.locator(".hl-user .hl-time").last.inner_text())
+    chips = first.locator(".hl-quick button")
+    assert chips.count() >= 1 and chips.first.is_enabled()
+    title = chips.first.inner_text()
+    chips.first.click()
+    page.locator(".hl-user p", has_text=title).wait_for()
+    second = page.locator(BOT_ANSWERS).nth(1)
+    second.wait_for()
+    for i in range(chips.count()):
+        assert chips.nth(i).is_disabled()  # stale: the conversation has moved on
+    if second.locator(".hl-quick button").count():
+        assert second.locator(".hl-quick button").first.is_enabled()
+
+    second.locator(".hl-thumb").nth(1).click()  # 👎
+    reasons = second.locator(".hl-reasons")
+    reasons.wait_for()
+    assert reasons.locator("button").count() == 4
+    assert low_contrast(page, 4.5) == []
+    shot(page, f"ux-chat-basics-{size[0]}.png")
+    reasons.locator("button[data-reason='outdated']").click()
+    reasons.wait_for(state="hidden")
+    turn_id = int(second.locator(".hl-feedback").get_attribute("data-turn-id"))
+    db = Database(server.db_url)
+    try:
+        with db.read() as session:
+            row = session.execute(text("select value, reason from turn_feedback where turn_id = :t"), {"t": turn_id}).one()
+    finally:
+        db.dispose()
+    assert tuple(row) == ("down", "outdated")
+
+    old = page.evaluate(CONVERSATION_JS)
+    page.click(".hl-new")
+    assert page.locator(BOT_ANSWERS).count() == 0 and page.locator(".hl-user").count() == 0
+    assert page.locator(".hl-welcome").count() == 1
+    ask(page, "核酸检测多少钱")
+    new = page.evaluate(CONVERSATION_JS)
+    assert new and new != old
+    page.reload()
+    page.locator(BOT_ANSWERS).first.wait_for()
+    assert page.locator(".hl-user").count() == 1  # only the new conversation's transcript
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_waiting_is_honest(server, page_at, size):
+    """Nobody on duty: no minutes promised; after a callback request the banner says which number
+    will be called and the offer is gone; the agent sees the callback on the ticket card."""
+    page = page_at(size)
+    page.goto(server.url + "/")
+    page.click(".hl-launcher")
+    ask(page, "核酸检测多少钱")
+    page.click(".hl-human")
+    status = page.locator(".hl-status:not([hidden])")
+    status.wait_for()
+    assert "分钟" not in status.inner_text() and "没有人工客服在线" in status.inner_text()
+    page.locator(".hl-offer button").click()
+    page.fill("#hl-phone", "13812341234")
+    page.click(".hl-callback button[type=submit]")
+    page.locator(".hl-callback-set").wait_for()
+    assert "138****1234" in page.locator(".hl-callback-set").inner_text()
+    assert page.locator(".hl-status .hl-link").count() == 0
+    assert page.locator(".hl-offer button").is_disabled()
+    page.reload()  # the server remembers it, so the banner too
+    page.locator(".hl-callback-set").wait_for()
+    assert page.locator(".hl-status .hl-link").count() == 0
+    assert low_contrast(page, 4.5) == []
+    shot(page, f"ux-callback-set-{size[0]}.png")

@@ -128,9 +128,10 @@ def test_citizen_and_agent_end_to_end(server, browser):
         ticket.wait_for()
         assert agent.locator("#callback-count").inner_text() == "1"
         ticket.click()
-        agent.wait_for_selector(".fact-reason:has-text('user_request')")
-        assert agent.locator(".fact-language").inner_text() == "zh"
-        assert agent.locator(".fact-kb").inner_text()
+        agent.wait_for_selector(".fact-reason:has-text('转人工')")  # human words; the code is in the details line
+        assert "reason=user_request" in agent.locator(".fact-codes").text_content()
+        assert agent.locator(".fact-language").get_attribute("data-code") == "zh"
+        assert agent.locator(".fact-kb").text_content().startswith("kb=")
         assert agent.locator(".transcript .turn").count() >= 8
         agent.click("#claim")
         agent.wait_for_selector("#reply-text")
@@ -158,6 +159,7 @@ def test_citizen_and_agent_end_to_end(server, browser):
         citizen.keyboard.press("Enter")
         agent.wait_for_selector(".transcript .turn.user:has-text('谢谢，明白了')", timeout=30_000)
         agent.click("#resolve")
+        agent.click("#confirm-yes")
         citizen.wait_for_selector(".hl-status[hidden]", state="attached", timeout=30_000)
         conversation_id = citizen.evaluate(
             "Object.keys(localStorage).filter(k => k.endsWith(':conversation')).map(k => localStorage.getItem(k))[0]")

@@ -47,6 +47,9 @@
       emergency: "紧急情况", dismiss: "我知道了，关闭提示", priority: "已为您优先转接人工客服，请保持对话打开。",
       noAgentNow: "现在没有人工客服在线。",
       speak: "朗读", stopSpeaking: "停止朗读",
+      why: "哪里不好？", reasons: { wrong: "答案不对", outdated: "信息过时", unclear: "看不懂", human: "想找人工" },
+      callbackSet: "我们会回电至 {p}，请留意来电。", closed: "现在不是人工服务时间，人工客服 {t} 上班。您可以留下电话，届时回电。",
+      newChat: "新对话", newChatAria: "开始新的对话（清除本机上的对话记录）",
       blocked: "本网站（{o}）未获准接入热线在线咨询，消息无法发送。请告知网站管理员，或直接拨打热线电话。",
       notSent: "未送达 · 点按重试", retryAria: "重新发送这条消息", reconnecting: "网络连接中断，正在重新连接…消息会在恢复后自动发送。",
       refused: "消息未被接收：", over: "超出 {n} 字，请删减或分段发送", count: "{n}/{max}"
@@ -67,6 +70,9 @@
       emergency: "Emergency", dismiss: "I understand, close this notice", priority: "You are first in line for a human agent; keep this conversation open.",
       noAgentNow: "No agent is on duty right now.",
       speak: "Read aloud", stopSpeaking: "Stop reading",
+      why: "What was wrong?", reasons: { wrong: "Wrong answer", outdated: "Out of date", unclear: "Hard to understand", human: "I want a person" },
+      callbackSet: "We will call you back on {p}; please keep your phone nearby.", closed: "Agents are off duty now and back at {t}. Leave your number and we will call you then.",
+      newChat: "New chat", newChatAria: "Start a new conversation (clears the conversation on this device)",
       blocked: "This site ({o}) is not allowed to use the hotline chat, so messages cannot be sent. Please tell the site's administrator, or call the hotline.",
       notSent: "Not delivered · tap to retry", retryAria: "Send this message again", reconnecting: "Connection lost, reconnecting… Your messages will be sent automatically.",
       refused: "Message not accepted: ", over: "{n} characters too long: shorten it or send it in parts", count: "{n}/{max}"
@@ -159,7 +165,8 @@
   var topicsEl = el("nav", { "class": "hl-topics", hidden: "" });
   var topicsBtn = el("button", { "class": "hl-chip hl-topics-btn", type: "button", "aria-expanded": "false", onclick: function () { showTopics(topicsEl.hidden); } });
   var humanBtn = el("button", { "class": "hl-chip hl-human", type: "button", onclick: function () { send("/ask_human", t("human"), true); } });
-  var actions = el("div", { "class": "hl-actions" }, [topicsBtn, humanBtn]);
+  var newBtn = el("button", { "class": "hl-chip hl-new", type: "button", onclick: newConversation });
+  var actions = el("div", { "class": "hl-actions" }, [topicsBtn, humanBtn, newBtn]);
   // no maxlength: a long paste is kept whole and the counter says how much is too much
   var input = el("textarea", { "class": "hl-input", id: "hl-input", rows: "1", "aria-describedby": "hl-count" });
   var counter = el("div", { "class": "hl-count", id: "hl-count", "aria-live": "polite" });
@@ -199,6 +206,7 @@
     topicsEl.setAttribute("aria-label", t("topicsAria"));
     topicsBtn.textContent = "☰ " + t("topics");
     humanBtn.textContent = "👤 " + t("human");
+    newBtn.textContent = "＋ " + t("newChat"); newBtn.setAttribute("aria-label", t("newChatAria"));
     input.setAttribute("placeholder", t("input"));
     inputLabel.textContent = t("input");
     sendBtn.textContent = t("send");
@@ -248,13 +256,32 @@
   function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
 
   // -- rendering ---------------------------------------------------------------------------
-  function bubble(role, who, children, extra) {
+  function clock(iso) {
+    var d = iso ? new Date(iso) : new Date();
+    if (isNaN(d.getTime())) return "";
+    return (d.getHours() < 10 ? "0" : "") + d.getHours() + ":" + (d.getMinutes() < 10 ? "0" : "") + d.getMinutes();
+  }
+  // every message says who wrote it (avatar + name) and when
+  function bubble(role, who, children, extra, time) {
+    var avatar = { bot: "🤖", agent: "🧑‍💼" }[role];
+    var stamp = time === false ? null : el("time", { "class": "hl-time", datetime: time || new Date().toISOString(), text: clock(time) });
     var item = el("div", { "class": "hl-msg hl-" + role + (extra ? " " + extra : "") }, [
-      el("span", { "class": "hl-sr", text: who + ": " }),
-      el("div", { "class": "hl-bubble" }, children)
+      avatar ? el("span", { "class": "hl-avatar", "aria-hidden": "true", text: avatar }) : null,
+      el("div", { "class": "hl-body" }, [
+        el("span", { "class": "hl-sr", text: who + ": " }),
+        el("div", { "class": "hl-bubble" }, children),
+        stamp ? el("div", { "class": "hl-meta" }, [role === "user" ? null : el("span", { "class": "hl-name", text: who + " · " }), stamp]) : null
+      ])
     ]);
     logEl.appendChild(item);
     return item;
+  }
+  // quick replies of older answers are stale: only the newest answer's buttons stay live
+  function retireButtons(keep) {
+    Array.prototype.forEach.call(logEl.querySelectorAll(".hl-quick button:not([disabled])"), function (b) {
+      if (keep && keep.contains(b)) return;
+      b.disabled = true; b.setAttribute("aria-disabled", "true");
+    });
   }
   function safeUrl(url) { return /^https?:\/\//i.test(url || "") ? url : null; }
 
@@ -264,18 +291,19 @@
     var payload = turn.payload || {};
     if (turn.role === "user") {
       if (turn.client_message_id) delivered(turn.client_message_id);
-      bubble("user", t("you"), [el("p", { text: turn.display || turn.text })]);
+      bubble("user", t("you"), [el("p", { text: turn.display || turn.text })], "", turn.time);
+      retireButtons(null);
       return;
     }
     if (turn.role === "agent") {
-      bubble("agent", t("agent"), [
+      bubble("agent", t("agent") + (payload.agent ? " " + payload.agent : ""), [
         el("div", { "class": "hl-who", text: t("agent") + (payload.agent ? " · " + payload.agent : "") }),
         el("p", { text: turn.text })
-      ]);
+      ], "", turn.time);
       return;
     }
     if (payload.kind === "emergency") {
-      bubble("bot", t("bot"), [el("p", { text: turn.text }), callLinks(payload.buttons)], "hl-emergency-msg");
+      bubble("bot", t("bot"), [el("p", { text: turn.text }), callLinks(payload.buttons)], "hl-emergency-msg", turn.time);
       state.emergency = turn;
       renderEmergency();
       return;
@@ -298,7 +326,8 @@
     var speak = speakButton(turn.text);
     if (payload.source || turn.entry_id) parts.push(feedbackBar(turn, speak));
     else if (speak) parts.push(el("div", { "class": "hl-feedback" }, [speak]));
-    bubble("bot", t("bot"), parts, payload.action === "handoff_claimed" ? "hl-notice" : "");
+    var node = bubble("bot", t("bot"), parts, payload.action === "handoff_claimed" ? "hl-notice" : "", turn.time);
+    if (payload.buttons && payload.buttons.length) retireButtons(node);
   }
 
   // tel: buttons are links a phone can dial with one tap
@@ -353,15 +382,34 @@
       up.setAttribute("aria-pressed", value === "up" ? "true" : "false");
       down.setAttribute("aria-pressed", value === "down" ? "true" : "false");
     }
-    function vote(value) {
-      api("POST", "/web/api/feedback", { conversation_id: state.conversationId, user_id: state.userId, turn_id: turn.id, value: value })
-        .then(function () { mark(value); note.textContent = t("thanks"); })
+    var reasons = el("div", { "class": "hl-reasons", role: "group", hidden: "" });
+    function vote(value, reason) {
+      api("POST", "/web/api/feedback", { conversation_id: state.conversationId, user_id: state.userId, turn_id: turn.id,
+                                        value: value, reason: reason || null })
+        .then(function () {
+          mark(value);
+          // 👎 asks why (wrong / outdated / unclear / talk to a person)
+          if (value === "down" && !reason) { note.textContent = ""; showReasons(); return; }
+          reasons.hidden = true; note.textContent = t("thanks");
+          if (reason === "human") send("/ask_human", t("human"), true);
+        })
         .catch(function (e) { note.textContent = e.message; });
+    }
+    function showReasons() {
+      reasons.textContent = ""; reasons.hidden = false;
+      reasons.setAttribute("aria-label", t("why"));
+      reasons.appendChild(el("span", { "class": "hl-why", text: t("why") }));
+      Object.keys(T[state.lang].reasons).forEach(function (key) {
+        reasons.appendChild(el("button", { "class": "hl-chip hl-reason", type: "button", "data-reason": key,
+          text: T[state.lang].reasons[key], onclick: function () { vote("down", key); } }));
+      });
+      var first = reasons.querySelector("button"); if (first) first.focus();
     }
     up.addEventListener("click", function () { vote("up"); });
     down.addEventListener("click", function () { vote("down"); });
     mark(turn.feedback || null);
-    return el("div", { "class": "hl-feedback", "data-turn-id": String(turn.id) }, [speak, up, down, note]);
+    return el("div", { "class": "hl-feedback-wrap" }, [
+      el("div", { "class": "hl-feedback", "data-turn-id": String(turn.id) }, [speak, up, down, note]), reasons]);
   }
 
   function renderStatus() {
@@ -376,6 +424,17 @@
     if (emergencyActive()) {
       // an emergency: what to do now is on the red panel; no wait estimate, no callback offer
       statusEl.appendChild(el("span", { "class": "hl-queue", text: t("priority") }));
+      return;
+    }
+    if (state.callback && state.callback.status === "open") {
+      // asked to be called back: say so, and do not offer it again
+      statusEl.appendChild(el("span", { "class": "hl-queue hl-callback-set", text: fmt(t("callbackSet"), { p: state.callback.phone }) }));
+      return;
+    }
+    if (state.service && state.service.open_now === false) {
+      var next = state.service.next_open || "";  // local time of the hotline (Asia/Shanghai), shown as such
+      statusEl.appendChild(el("span", { "class": "hl-queue", text: fmt(t("closed"), { t: next ? next.slice(5, 10).replace("-", "/") + " " + next.slice(11, 16) : "—" }) }));
+      statusEl.appendChild(el("button", { "class": "hl-link", type: "button", text: t("leave"), onclick: showCallbackForm }));
       return;
     }
     var text = fmt(t("queue"), { n: h.queue_position || 1 });
@@ -395,9 +454,12 @@
     state.status = data.status || state.status;
     state.handoff = data.handoff || null;
     state.agentsOnDuty = data.agents_on_duty || 0;
+    if ("callback" in data) state.callback = data.callback;
+    if (data.service) state.service = data.service;
     if (data.state) state.stateKey = data.state;
     renderStatus();
-    if (withPerson() && state.handoff && state.handoff.status === "waiting" && state.agentsOnDuty === 0 && !emergencyActive()) {
+    if (withPerson() && state.handoff && state.handoff.status === "waiting" && state.agentsOnDuty === 0 && !emergencyActive() &&
+        !state.callback) {
       if (!state.callbackOffered) { state.callbackOffered = true; offerCallback(); }
     }
     if (withPerson()) poll();
@@ -456,6 +518,7 @@
     var node = logEl.querySelector('[data-client-id="' + item.id + '"]');
     if (!node) {
       node = bubble("user", t("you"), [el("p", { text: item.shown })], "hl-pending");
+      retireButtons(null);
       node.setAttribute("data-client-id", item.id);
     }
     node.classList.toggle("hl-failed", failed);
@@ -473,7 +536,7 @@
     flushing = true; state.sending = true;
     var item = outbox[0];
     var node = outboxBubble(item, false);
-    var typing = bubble("bot", t("bot"), [el("p", { text: t("typing") })], "hl-typing");
+    var typing = bubble("bot", t("bot"), [el("p", { text: t("typing") })], "hl-typing", false);
     scrollDown();
     api("POST", "/web/api/messages", {
       conversation_id: item.fresh ? null : state.conversationId, user_id: state.userId, text: item.text,
@@ -527,6 +590,14 @@
   window.addEventListener("online", function () { failures = 0; flush(); if (withPerson()) poll(); if (!state.topics) loadTopics(); });
   window.addEventListener("offline", function () { connected(false); });
 
+  // A shared family phone: the next person starts clean; the old conversation stays on the server.
+  function newConversation() {
+    if (speech) speech.cancel();
+    resetTranscript();
+    state.conversationId = null; save("conversation", null); save("emergency-dismissed", null);
+    state.status = "bot"; state.handoff = null; state.stateKey = null; state.freshConversation = true; state.callback = null;
+    renderStatus(); welcome(); input.focus();
+  }
   function resetTranscript() {
     logEl.textContent = ""; state.rendered = {}; state.lastId = 0; state.callbackOffered = false;
     state.emergency = null; renderEmergency();
@@ -553,7 +624,7 @@
   // -- leave a message ------------------------------------------------------------------------
   function offerCallback() {
     var offer = bubble("bot", t("bot"), [el("p", { text: t("noAgent") }),
-      el("div", { "class": "hl-quick" }, [el("button", { "class": "hl-chip", type: "button", text: t("leave"), onclick: showCallbackForm })])]);
+      el("div", { "class": "hl-quick hl-offer" }, [el("button", { "class": "hl-chip", type: "button", text: t("leave"), onclick: showCallbackForm })])]);
     offer.classList.add("hl-notice");
   }
 
@@ -581,6 +652,9 @@
         name: name.value.trim() || null, note: note.value.trim(), language: state.lang })
         .then(function (ticket) {
           box.remove();
+          state.callback = { id: ticket.id, phone: ticket.phone, status: ticket.status };
+          renderStatus();
+          Array.prototype.forEach.call(logEl.querySelectorAll(".hl-offer button"), function (b) { b.disabled = true; });
           bubble("bot", t("bot"), [el("p", { text: fmt(t("left"), { id: ticket.id, p: ticket.phone }) })], "hl-notice hl-callback-done");
           scrollDown();
         })
@@ -647,7 +721,7 @@
     flush(); scrollDown();
   }
   function welcome() {
-    bubble("bot", t("bot"), [el("p", { text: t("welcome") })], "hl-welcome");
+    bubble("bot", t("bot"), [el("p", { text: t("welcome") })], "hl-welcome", false);
     showTopics(true);
   }
 
