@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import http.server
+import json
 import re
 import threading
 
@@ -194,6 +195,15 @@ def shot(page, name):
     page.screenshot(path=str(ARTIFACTS / name))
 
 
+def record(name, value):
+    """Measured numbers for the README, in tests/artifacts/ux-numbers.json."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / "ux-numbers.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = value
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
+
+
 def low_contrast(page, minimum):
     return [r for r in page.evaluate(CONTRAST_JS, "#hotline-bot") if r["ratio"] < minimum]
 
@@ -218,6 +228,8 @@ def test_every_text_and_focus_ring_has_contrast(server, page_at, size):
     assert [r for r in checked if r["ratio"] < 4.5] == [], [r for r in checked if r["ratio"] < 4.5]
     send = next(r for r in checked if "hl-send" in r["cls"])
     assert send["ratio"] > 6
+    record(f"contrast-min-{size[0]}", min(r["ratio"] for r in checked))
+    record("contrast-send", send["ratio"])
     shot(page, f"ux-contrast-{size[0]}.png")
 
     rings = []
@@ -237,6 +249,7 @@ def test_every_text_and_focus_ring_has_contrast(server, page_at, size):
     for ring in rings:
         assert ring["style"] != "none" and ring["width"] >= 2, ring
         assert ring["ratio"] >= 4.5, ring
+    record(f"focus-ring-min-{size[0]}", round(min(r["ratio"] for r in rings), 2))
     assert page.errors == []
 
 
@@ -427,8 +440,12 @@ def test_elder_mode(server, page_at, size):
     checked = page.evaluate(CONTRAST_JS, "#hotline-bot")
     assert min(r["size"] for r in checked) >= 24, [r for r in checked if r["size"] < 24]
     assert [r for r in checked if r["ratio"] < 7] == [], [r for r in checked if r["ratio"] < 7]
-    small = [t for t in page.evaluate(TARGETS_JS) if t["h"] < 60 or t["w"] < 60]
+    record(f"elder-contrast-min-{size[0]}", min(r["ratio"] for r in checked))
+    record(f"elder-font-min-{size[0]}", min(r["size"] for r in checked))
+    targets = page.evaluate(TARGETS_JS)
+    small = [t for t in targets if t["h"] < 60 or t["w"] < 60]
     assert small == []
+    record(f"elder-target-min-{size[0]}", min(min(t["h"], t["w"]) for t in targets))
     assert page.evaluate("document.documentElement.scrollWidth") <= size[0]
     header = page.locator(".hl-title").bounding_box()
     assert page.locator(".hl-title").evaluate("t => t.scrollWidth <= t.clientWidth")  # not truncated
@@ -592,6 +609,7 @@ def test_desk_essentials(server, page_at, size):
     waiting = polls["started"] - polls["finished"] - polls["aborted"]
     assert waiting <= 1, polls
     assert polls["aborted"] >= 5, polls
+    record(f"desk-polls-{tag}", dict(polls, waiting=waiting))
 
     page.click("#claim")
     page.locator("#reply-text").wait_for()
@@ -695,3 +713,25 @@ def test_waiting_is_honest(server, page_at, size):
     assert page.locator(".hl-status .hl-link").count() == 0
     assert low_contrast(page, 4.5) == []
     shot(page, f"ux-callback-set-{size[0]}.png")
+
+
+def test_urgent_ticket_alarm_repeats_until_claimed(server, page_at):
+    """An emergency ticket rings again and again (not one beep) until an agent claims it."""
+    with server.client() as client:
+        assert client.post("/web/api/messages", json={"user_id": "urgent-citizen-0001", "text": MEDICAL}).status_code == 200
+    page = page_at((1366, 900))
+    login(page, server)
+    bar = page.locator("#urgent-bar")
+    bar.wait_for()
+    page.wait_for_function("() => Number(document.querySelector('#urgent-bar').dataset.rings) >= 2", timeout=10_000)
+    assert "#" in bar.inner_text()
+    shot(page, "ux-desk-urgent-1366.png")
+    while page.locator(".ticket.urgent:not(.mine)").count():
+        page.locator(".ticket.urgent:not(.mine)").first.click()
+        page.locator("#claim").click()
+        page.locator("#reply-text").wait_for()
+    bar.wait_for(state="hidden")
+    rings = int(bar.get_attribute("data-rings"))
+    page.wait_for_timeout(3500)
+    assert int(bar.get_attribute("data-rings")) == rings  # silent once claimed
+    assert page.errors == []

@@ -120,6 +120,7 @@
       .catch(function (err) { $("login-error").textContent = err.message; });
   });
   $("logout").addEventListener("click", function () {
+    urgentAlarm([]);
     api("POST", "/logout").then(function () { S.loop += 1; S.csrf = null; location.reload(); });
   });
   $("duty").addEventListener("change", function () {
@@ -137,7 +138,32 @@
       osc.start(); osc.stop(audio.currentTime + 0.25);
     } catch (e) { /* no sound: the visual alert remains */ }
   }
-  var baseTitle = document.title, titleTimer = null;
+  var baseTitle = document.title, titleTimer = null, alarmTimer = null;
+  // An urgent (emergency) ticket: a siren that repeats every few seconds until someone claims it,
+  // not the one-beep banner of ordinary tickets.
+  function siren() {
+    var bar = $("urgent-bar");
+    bar.setAttribute("data-rings", String(Number(bar.getAttribute("data-rings") || 0) + 1));
+    document.title = document.title.indexOf("🚨") === 0 ? baseTitle : "🚨 紧急 URGENT · " + baseTitle;
+    if (!audio) return;
+    try {
+      [0, 0.3].forEach(function (at, i) {
+        var osc = audio.createOscillator(), gain = audio.createGain();
+        osc.frequency.value = i ? 660 : 990; gain.gain.value = 0.12; osc.connect(gain); gain.connect(audio.destination);
+        osc.start(audio.currentTime + at); osc.stop(audio.currentTime + at + 0.25);
+      });
+    } catch (e) { /* the banner and title remain */ }
+  }
+  function urgentAlarm(urgent) {
+    var bar = $("urgent-bar");
+    if (!urgent.length) {
+      if (alarmTimer) { clearInterval(alarmTimer); alarmTimer = null; document.title = baseTitle; }
+      bar.hidden = true; return;
+    }
+    bar.hidden = false;
+    bar.textContent = "🚨 紧急工单等待接入 · Urgent, unclaimed: " + urgent.map(function (h) { return "#" + h.id; }).join(" ");
+    if (!alarmTimer) { siren(); alarmTimer = setInterval(siren, 3000); }
+  }
   function alertNew(count) {
     beep(); flash("🔔 " + count + " 个新工单 · new ticket(s)");
     clearInterval(titleTimer);
@@ -182,6 +208,7 @@
     S.seen = S.seen || {};
     openIds.forEach(function (id) { S.seen[id] = true; });
     renderQueue(); renderCallbacks();
+    urgentAlarm(data.queue.filter(function (h) { return h.status === "waiting" && h.priority === 0; }));
     if (data.handoff_turns && S.current && data.handoff_turns.conversation_id === S.current.conversation_id) {
       data.handoff_turns.turns.forEach(appendTurn);
       S.lastTurn = Math.max(S.lastTurn, data.handoff_turns.last_id);
