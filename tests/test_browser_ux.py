@@ -735,3 +735,47 @@ def test_urgent_ticket_alarm_repeats_until_claimed(server, page_at):
     page.wait_for_timeout(3500)
     assert int(bar.get_attribute("data-rings")) == rings  # silent once claimed
     assert page.errors == []
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_rating_after_an_agent_resolved(server, page_at, size):
+    citizen = page_at(size)
+    citizen.goto(server.url + "/")
+    citizen.click(".hl-launcher")
+    question = f"我想问一下居家隔离怎么申请 {size[0]}"
+    ask(citizen, question)
+    citizen.click(".hl-human")
+    citizen.locator(".hl-status:not([hidden])").wait_for()
+    agent = page_at((1366, 900))
+    login(agent, server)
+    agent.locator(".ticket", has_text=question).click()
+    agent.click("#claim")
+    agent.fill("#reply-text", "您好，居家隔离请联系所在社区。")
+    agent.click("#send-reply")
+    citizen.locator(".hl-agent", has_text="居家隔离请联系").wait_for(timeout=30_000)
+    assert citizen.locator(".hl-agent .hl-avatar").count() == 1
+    agent.click("#resolve")
+    agent.click("#confirm-yes")
+    rating = citizen.locator(".hl-rating")
+    rating.wait_for(timeout=30_000)
+    assert "小王" in rating.inner_text()
+    assert rating.locator(".hl-send").is_disabled()  # no score yet
+    rating.locator(".hl-star").nth(3).click()
+    rating.locator("textarea").fill("很耐心")
+    assert low_contrast(citizen, 4.5) == []
+    shot(citizen, f"ux-rating-{size[0]}.png")
+    rating.locator(".hl-send").click()
+    citizen.locator(".hl-rated").wait_for()
+    conversation_id = citizen.evaluate(CONVERSATION_JS)
+    db = Database(server.db_url)
+    try:
+        with db.read() as session:
+            row = session.execute(text("select score, comment from ratings where conversation_id = :c"),
+                                  {"c": conversation_id}).one()
+    finally:
+        db.dispose()
+    assert tuple(row) == (4, "很耐心")
+    citizen.reload()
+    citizen.locator(BOT_ANSWERS).first.wait_for()
+    assert citizen.locator(".hl-rating").count() == 0  # asked once
+    assert citizen.errors == [] and agent.errors == []

@@ -49,6 +49,7 @@
       speak: "朗读", stopSpeaking: "停止朗读",
       why: "哪里不好？", reasons: { wrong: "答案不对", outdated: "信息过时", unclear: "看不懂", human: "想找人工" },
       callbackSet: "我们会回电至 {p}，请留意来电。", closed: "现在不是人工服务时间，人工客服 {t} 上班。您可以留下电话，届时回电。",
+      rate: "请为人工客服 {a} 的服务打分", star: "{n} 星", comment: "还有什么想说的（选填）", rateSubmit: "提交评价", rated: "感谢您的评价！",
       newChat: "新对话", newChatAria: "开始新的对话（清除本机上的对话记录）",
       blocked: "本网站（{o}）未获准接入热线在线咨询，消息无法发送。请告知网站管理员，或直接拨打热线电话。",
       notSent: "未送达 · 点按重试", retryAria: "重新发送这条消息", reconnecting: "网络连接中断，正在重新连接…消息会在恢复后自动发送。",
@@ -72,6 +73,7 @@
       speak: "Read aloud", stopSpeaking: "Stop reading",
       why: "What was wrong?", reasons: { wrong: "Wrong answer", outdated: "Out of date", unclear: "Hard to understand", human: "I want a person" },
       callbackSet: "We will call you back on {p}; please keep your phone nearby.", closed: "Agents are off duty now and back at {t}. Leave your number and we will call you then.",
+      rate: "How did {a} (human agent) do?", star: "{n} stars", comment: "Anything else? (optional)", rateSubmit: "Send rating", rated: "Thank you for rating!",
       newChat: "New chat", newChatAria: "Start a new conversation (clears the conversation on this device)",
       blocked: "This site ({o}) is not allowed to use the hotline chat, so messages cannot be sent. Please tell the site's administrator, or call the hotline.",
       notSent: "Not delivered · tap to retry", retryAria: "Send this message again", reconnecting: "Connection lost, reconnecting… Your messages will be sent automatically.",
@@ -455,6 +457,11 @@
     state.handoff = data.handoff || null;
     state.agentsOnDuty = data.agents_on_duty || 0;
     if ("callback" in data) state.callback = data.callback;
+    if (data.rating_due) askRating(data.rating_due);
+    if (!withPerson() || (state.handoff && state.handoff.status === "claimed")) {
+      // a person took over (or it is over): the callback offer is stale
+      Array.prototype.forEach.call(logEl.querySelectorAll(".hl-offer button"), function (b) { b.disabled = true; });
+    }
     if (data.service) state.service = data.service;
     if (data.state) state.stateKey = data.state;
     renderStatus();
@@ -619,6 +626,37 @@
           return sleep(Math.min(30000, 1000 * Math.pow(2, failures))).then(function () { loop(failures + 1); });
         });
     })(0);
+  }
+
+  // -- satisfaction rating after an agent resolved ----------------------------------------------
+  function askRating(due) {
+    if (logEl.querySelector('[data-rating="' + due.handoff_id + '"]')) return;
+    var score = 0;
+    var stars = [1, 2, 3, 4, 5].map(function (n) {
+      return el("button", { "class": "hl-star", type: "button", "aria-pressed": "false", "aria-label": fmt(t("star"), { n: n }),
+        text: "☆", onclick: function () {
+          score = n;
+          stars.forEach(function (b, i) { b.textContent = i < n ? "★" : "☆"; b.setAttribute("aria-pressed", i === n - 1 ? "true" : "false"); });
+          submit.disabled = false;
+        } });
+    });
+    var comment = el("textarea", { "class": "hl-rating-comment", rows: "2", maxlength: "1000", "aria-label": t("comment"), placeholder: t("comment") });
+    var error = el("div", { "class": "hl-error", role: "alert" });
+    var submit = el("button", { "class": "hl-send", type: "submit", text: t("rateSubmit"), disabled: "" });
+    var form = el("form", { "class": "hl-rating", "data-rating": String(due.handoff_id) }, [
+      el("p", { text: fmt(t("rate"), { a: due.agent || t("agent") }) }),
+      el("div", { "class": "hl-stars", role: "group", "aria-label": fmt(t("rate"), { a: due.agent || t("agent") }) }, stars),
+      comment, error, submit]);
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      if (!score) return;
+      submit.disabled = true;
+      api("POST", "/web/api/ratings", { conversation_id: state.conversationId, user_id: state.userId, handoff_id: due.handoff_id,
+                                       score: score, comment: comment.value.trim() })
+        .then(function () { form.textContent = ""; form.appendChild(el("p", { "class": "hl-rated", text: t("rated") })); })
+        .catch(function (err) { error.textContent = err.message; submit.disabled = false; });
+    });
+    logEl.appendChild(form); scrollDown();
   }
 
   // -- leave a message ------------------------------------------------------------------------
