@@ -144,6 +144,7 @@ def server(tmp_path_factory, session_dir, engine, hosts):
     db = Database(db_url)
     db.upgrade()
     StaffDirectory(db).create("wang", PASSWORD, "小王")
+    StaffDirectory(db).create("zhang", PASSWORD, "张主任", "admin")
     db.dispose()
     live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_OPEN_READ_API": "1",
                                               "HOTLINE_WEB__ALLOWED_ORIGINS": hosts.url(hosts.allowed)})
@@ -555,9 +556,9 @@ def open_handoff(server, user, question):
         return r.json()["conversation_id"]
 
 
-def login(page, server):
+def login(page, server, username="wang"):
     page.goto(server.url + "/agents/")
-    page.fill("#username", "wang")
+    page.fill("#username", username)
     page.fill("#password", PASSWORD)
     page.click("#login-form button[type=submit]")
     page.locator(".ticket").first.wait_for()
@@ -779,3 +780,55 @@ def test_rating_after_an_agent_resolved(server, page_at, size):
     citizen.locator(BOT_ANSWERS).first.wait_for()
     assert citizen.locator(".hl-rating").count() == 0  # asked once
     assert citizen.errors == [] and agent.errors == []
+
+
+@pytest.mark.parametrize("size", [pytest.param((390, 844), id="phone"), pytest.param((1366, 900), id="desktop")])
+def test_desk_tools(server, page_at, size):
+    """Canned replies (an admin adds one, it goes out in the ticket's language), a private note the
+    citizen never sees, transfer to a colleague, and the citizen's earlier conversations."""
+    tag = f"{size[0]}"
+    user = f"tools-citizen-{tag}-000001"
+    with server.client() as client:
+        client.post("/web/api/messages", json={"user_id": user, "text": f"上周问过的问题 {tag}"})
+        client.post("/web/api/messages", json={"user_id": user, "text": f"疫苗第三针什么时候打 {tag}",
+                                                "new_conversation": True})
+        r = client.post("/web/api/messages", json={"user_id": user, "text": "/ask_human"})
+        conversation_id = r.json()["conversation_id"]
+    admin = page_at(size)
+    login(admin, server, "zhang")
+    admin.locator(".ticket", has_text=f"疫苗第三针什么时候打 {tag}").click()
+    history = admin.locator(".history")
+    history.wait_for()
+    assert f"上周问过的问题 {tag}" in history.inner_text()
+    admin.click("#claim")
+    admin.locator("#reply-text").wait_for()
+    admin.locator(".canned-admin summary").click()
+    admin.fill("#canned-title", f"第三针 {tag}")
+    admin.fill("#canned-zh", "加强针请以当地接种点通知为准。")
+    admin.fill("#canned-en", "For booster shots, follow your local vaccination site.")
+    admin.click("#canned-save")
+    admin.locator(f"#canned option:has-text('第三针 {tag}')").wait_for(state="attached")
+    admin.select_option("#canned", label=f"第三针 {tag}")
+    assert admin.input_value("#reply-text") == "加强针请以当地接种点通知为准。"  # the ticket is in Chinese
+    admin.click("#send-reply")
+    admin.locator(".transcript .turn.agent", has_text="加强针").wait_for()
+    admin.fill("#reply-text", f"内部：此人上周也问过 {tag}")
+    admin.click("#save-note")
+    admin.locator(".transcript .turn.note", has_text="内部：").wait_for()
+    assert "Private note" in admin.locator(".transcript .turn.note .who").inner_text()
+    shot(admin, f"ux-desk-tools-{tag}.png")
+    with server.client() as client:
+        seen = client.get(f"/web/api/conversations/{conversation_id}/turns",
+                          params={"user_id": user, "after": 0}).json()
+    texts = [t["text"] for t in seen["turns"]]
+    assert any("加强针" in t for t in texts) and not any("内部：" in t for t in texts)  # notes are staff-only
+
+    admin.select_option("#transfer-to", value="wang")
+    admin.click("#transfer")
+    admin.locator(".detail .empty", has_text="已转交").wait_for()
+    agent = page_at(size)
+    login(agent, server)
+    agent.locator(".ticket.mine", has_text=f"疫苗第三针什么时候打 {tag}").click()
+    agent.locator(".transcript .turn.note", has_text="内部：").wait_for()  # the colleague sees the note
+    assert agent.locator("#resolve").is_enabled()
+    assert admin.errors == [] and agent.errors == []

@@ -48,7 +48,7 @@
   var REASONS = { user_request: "市民要求转人工 · asked for a person", emergency: "紧急情况 · emergency",
                   low_confidence: "机器人未能回答 · the bot could not answer", complaint: "投诉 · complaint" };
   var CHANNELS = { web: "网页 · web widget", wechat: "微信 · WeChat", api: "API", rasa: "Rasa" };
-  var STATUSES = { waiting: "等待接入 · waiting", claimed: "处理中 · in progress", resolved: "已解决 · resolved",
+  var STATUSES = { bot: "机器人对话 · with the bot", waiting: "等待接入 · waiting", claimed: "处理中 · in progress", resolved: "已解决 · resolved",
                    returned: "已交回机器人 · handed back", abandoned: "市民已离开 · abandoned" };
   var LANGUAGES = { zh: "中文", en: "English" };
   function human(map, code) { return map[code] || code || "—"; }
@@ -325,9 +325,23 @@
       // right under the transcript, never over the candidates
       var box = el("textarea", { id: "reply-text", rows: "4", maxlength: "4000", "aria-label": "Reply to the citizen" });
       detail.appendChild(el("form", { "class": "reply", onsubmit: function (e) { e.preventDefault(); sendReply(); } }, [
-        box, el("button", { type: "submit", "class": "primary", id: "send-reply", text: "发送 · Send" })
+        box, el("div", { "class": "reply-buttons" }, [
+          el("button", { type: "submit", "class": "primary", id: "send-reply", text: "发送 · Send" }),
+          el("button", { type: "button", id: "save-note", text: "存为内部备注 · Private note", title: "只有工作人员能看到 · staff only",
+            onclick: function () { sendReply(true); } })])
       ]));
       box.addEventListener("keydown", function (e) { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); sendReply(); } });
+      detail.appendChild(deskTools(h));
+    }
+    if (h.previous_conversations && h.previous_conversations.length) {
+      detail.appendChild(el("section", { "class": "history" }, [
+        el("h3", { text: "此市民以前的对话 · Earlier conversations (" + h.previous_conversations.length + ")" }),
+        el("ul", { "class": "history-list" }, h.previous_conversations.map(function (c) {
+          return el("li", {}, [el("span", { "class": "muted", text: when(c.created_at) + " · " + human(STATUSES, c.status) +
+              (c.handoffs ? " · 转人工 " + c.handoffs + " 次" : "") + " · " }),
+            el("span", { text: c.first_question || "（没有提问 · no question）" })]);
+        }))
+      ]));
     }
     detail.appendChild(el("section", { "class": "kb" }, [
       el("h3", { text: "机器人考虑过的答案 · Top candidates" }),
@@ -341,6 +355,60 @@
       el("ul", { "class": "candidates", id: "kb-results" })
     ]));
     renderQueue(); kick();
+  }
+
+  // canned replies (bilingual; admins add them here), transfer to a colleague or back to the queue
+  function deskTools(h) {
+    var canned = el("select", { id: "canned", "aria-label": "快捷回复 · Canned replies" }, [el("option", { value: "", text: "快捷回复 · Canned reply…" })]);
+    var colleagues = el("select", { id: "transfer-to", "aria-label": "转给 · Transfer to" }, [el("option", { value: "", text: "退回队列 · back to the queue" })]);
+    api("GET", "/canned").then(function (data) {
+      S.canned = data.replies;
+      data.replies.forEach(function (r) { canned.appendChild(el("option", { value: String(r.id), text: r.title })); });
+    }).catch(function (e) { flash(e.message); });
+    api("GET", "/colleagues").then(function (data) {
+      data.agents.forEach(function (a) {
+        colleagues.appendChild(el("option", { value: a.username, text: a.display_name + (a.on_duty ? " · 在岗 on duty" : " · 离岗 off duty") }));
+      });
+    }).catch(function (e) { flash(e.message); });
+    canned.addEventListener("change", function () {
+      var reply = (S.canned || []).filter(function (r) { return String(r.id) === canned.value; })[0];
+      if (!reply) return;
+      var box = $("reply-text");
+      box.value = (box.value ? box.value + "\n" : "") + (h.language === "en" ? reply.en : reply.zh);
+      canned.value = ""; box.focus();
+    });
+    var tools = el("div", { "class": "desk-tools" }, [
+      canned,
+      el("span", { "class": "spacer" }),
+      colleagues,
+      el("button", { type: "button", id: "transfer", text: "转交 · Transfer", onclick: function () {
+        var to = colleagues.value || null;
+        api("POST", "/handoffs/" + h.id + "/transfer", { to_agent: to }).then(function () {
+          S.sig = null; S.current = null;
+          $("detail").textContent = "";
+          $("detail").appendChild(el("p", { "class": "empty", text: "工单 #" + h.id + " 已转交 · transferred" + (to ? " → " + to : " → queue") }));
+          kick();
+        }).catch(function (e) { flash(e.message); });
+      } })
+    ]);
+    if (S.me.rights.indexOf("accounts") >= 0) tools.appendChild(cannedEditor(canned));
+    return tools;
+  }
+  function cannedEditor(select) {
+    var title = el("input", { id: "canned-title", placeholder: "标题 · Title", maxlength: "80" });
+    var zh = el("textarea", { id: "canned-zh", rows: "2", placeholder: "中文", maxlength: "4000" });
+    var en = el("textarea", { id: "canned-en", rows: "2", placeholder: "English", maxlength: "4000" });
+    var form = el("form", { "class": "canned-editor" }, [title, zh, en,
+      el("button", { type: "submit", id: "canned-save", text: "保存快捷回复 · Save canned reply" })]);
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      api("POST", "/canned", { title: title.value.trim(), zh: zh.value.trim(), en: en.value.trim() }).then(function (r) {
+        S.canned = (S.canned || []).concat([r]);
+        select.appendChild(el("option", { value: String(r.id), text: r.title }));
+        title.value = zh.value = en.value = ""; flash("已保存 · saved: " + r.title);
+      }).catch(function (err) { flash(err.message); });
+    });
+    return el("details", { "class": "canned-admin" }, [el("summary", { text: "管理快捷回复 · Manage canned replies" }), form]);
   }
 
   // resolve / hand back ask first: one stray click must not end a citizen's conversation
@@ -358,7 +426,8 @@
     if (!list || S.rendered[turn.id]) return;
     S.rendered[turn.id] = true;
     S.lastTurn = Math.max(S.lastTurn, turn.id);
-    var who = { user: "市民 · Citizen", bot: "机器人 · Bot", agent: "客服 · " + ((turn.payload && turn.payload.agent) || "Agent") }[turn.role] || turn.role;
+    var who = { user: "市民 · Citizen", bot: "机器人 · Bot", agent: "客服 · " + ((turn.payload && turn.payload.agent) || "Agent"),
+                note: "内部备注 · Private note (staff only) · " + ((turn.payload && turn.payload.agent) || "") }[turn.role] || turn.role;
     list.appendChild(el("li", { "class": "turn " + turn.role }, [
       el("span", { "class": "who", text: who + " · " + new Date(turn.time).toLocaleTimeString() }),
       el("span", { "class": "text", text: turn.display || turn.text }),
@@ -403,11 +472,11 @@
       else { S.current = null; $("detail").textContent = ""; $("detail").appendChild(el("p", { "class": "empty", text: "工单 #" + id + " 已关闭 · closed" })); kick(); }
     }).catch(function (e) { flash(e.message); if (e.status === 409) openTicket(id); });
   }
-  function sendReply() {
+  function sendReply(note) {
     var box = $("reply-text"), text = box.value.trim();
     if (!text) return;
     $("send-reply").disabled = true;
-    api("POST", "/handoffs/" + S.current.id + "/reply", { text: text }).then(function (data) {
+    api("POST", "/handoffs/" + S.current.id + (note ? "/notes" : "/reply"), { text: text }).then(function (data) {
       box.value = ""; data.turns.forEach(appendTurn);
     }).catch(function (e) { flash(e.message); }).then(function () { $("send-reply").disabled = false; box.focus(); });
   }
