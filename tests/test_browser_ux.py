@@ -24,6 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 PASSWORD = "agent-password-1"
 VIEWPORTS = [pytest.param((390, 844), id="phone"), pytest.param((1366, 900), id="desktop")]
+IDENTIFY_SECRET = "host-site-shared-secret-for-tests"
 MEDICAL = "孩子把奶奶的降压药吃了一大把"
 MENTAL = "我把攒了很久的安眠药都放在床头了，今晚睡下就不用再醒了"
 
@@ -38,7 +39,9 @@ CONTRAST_JS = r"""
 async (selector) => {
   // measure the settled screen, not the fade-in of a new message
   const anims = [...document.getAnimations(), ...(document.querySelector(selector).shadowRoot?.getAnimations() || [])];
-  await Promise.all(anims.map(a => a.finished.catch(() => null)));
+  // (finite ones only: an endless pulse never finishes; and never wait more than 3 s)
+  const finite = anims.filter(a => a.effect && a.effect.getComputedTiming().endTime !== Infinity);
+  await Promise.race([Promise.all(finite.map(a => a.finished.catch(() => null))), new Promise(r => setTimeout(r, 3000))]);
   function parse(c) {
     const m = c.match(/rgba?\(([^)]+)\)/); if (!m) return null;
     const p = m[1].split(/[ ,\/]+/).filter(Boolean).map(Number);
@@ -147,7 +150,8 @@ def server(tmp_path_factory, session_dir, engine, hosts):
     StaffDirectory(db).create("zhang", PASSWORD, "张主任", "admin")
     db.dispose()
     live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_OPEN_READ_API": "1",
-                                              "HOTLINE_WEB__ALLOWED_ORIGINS": hosts.url(hosts.allowed)})
+                                              "HOTLINE_WEB__ALLOWED_ORIGINS": hosts.url(hosts.allowed),
+                                              "HOTLINE_WEB__IDENTIFY_SECRET": IDENTIFY_SECRET})
     live.db_url = db_url
     yield live
     stop_server(live)
@@ -474,6 +478,25 @@ def test_read_aloud_is_hidden_without_speech_synthesis(server, page_at):
     ask(page, "核酸检测多少钱").locator(".hl-source").wait_for()
     assert page.locator(".hl-speak").count() == 0
     assert page.errors == []
+
+
+def test_voice_input_only_where_the_browser_has_it(server, page_at):
+    with_api = page_at((390, 844))
+    with_api.add_init_script("window.SpeechRecognition = window.SpeechRecognition || window.webkitSpeechRecognition;")
+    with_api.goto(server.url + "/")
+    with_api.click(".hl-launcher")
+    has_api = with_api.evaluate("!!window.SpeechRecognition")
+    with_api.click(".hl-large-btn")
+    assert with_api.locator(".hl-mic").count() == (1 if has_api else 0)
+    if has_api:
+        box = with_api.locator(".hl-mic").bounding_box()
+        assert box["height"] >= 60
+    without = page_at((390, 844))
+    without.add_init_script("delete window.SpeechRecognition; delete window.webkitSpeechRecognition;")
+    without.goto(server.url + "/")
+    without.click(".hl-launcher")
+    without.click(".hl-large-btn")
+    assert without.locator(".hl-mic").count() == 0
 
 
 HOSTILE_CSS = """
@@ -832,3 +855,41 @@ def test_desk_tools(server, page_at, size):
     agent.locator(".transcript .turn.note", has_text="内部：").wait_for()  # the colleague sees the note
     assert agent.locator("#resolve").is_enabled()
     assert admin.errors == [] and agent.errors == []
+
+
+def test_identified_user_of_the_host_site(server, hosts, page_at):
+    """HotlineBot.identify with the HMAC the host's server computes: the conversation belongs to
+    the host's user id (u:...), across devices; a forged signature is refused with its reason."""
+    from connectors.web.views import identity_signature
+
+    signature = identity_signature(IDENTIFY_SECRET, "citizen-42")
+    hosts.pages["/account.html"] = host_page(server).replace(
+        "</body>", f"<script>HotlineBot.identify({{userId: 'citizen-42', signature: '{signature}'}});</script></body>")
+    page = page_at((1366, 900))
+    page.goto(hosts.url(hosts.allowed) + "/account.html")
+    page.click(".hl-launcher")
+    ask(page, "核酸检测多少钱").locator(".hl-source").wait_for()
+    conversation_id = page.evaluate("Object.entries(localStorage).filter(([k]) => k.endsWith(':conversation:u:citizen-42'))"
+                                    ".map(([, v]) => v)[0]")
+    db = Database(server.db_url)
+    try:
+        with db.read() as session:
+            owner = session.execute(text("select user_id from conversations where id = :c"), {"c": conversation_id}).scalar()
+    finally:
+        db.dispose()
+    assert owner == "u:citizen-42"
+    other_device = page_at((390, 844))  # the same user on another device sees the same conversation
+    other_device.goto(hosts.url(hosts.allowed) + "/account.html")
+    other_device.click(".hl-launcher")
+    ask(other_device, "健康码变黄了怎么办")
+    assert other_device.evaluate("Object.entries(localStorage).filter(([k]) => k.endsWith(':conversation:u:citizen-42'))"
+                                 ".map(([, v]) => v)[0]") == conversation_id
+    forged = "0" * 64
+    hosts.pages["/forged.html"] = host_page(server).replace(
+        "</body>", f"<script>HotlineBot.identify({{userId: 'citizen-42', signature: '{forged}'}});</script></body>")
+    page.goto(hosts.url(hosts.allowed) + "/forged.html")
+    page.evaluate("HotlineBot.open()")  # (still open from before: the open state is remembered)
+    page.fill("#hl-input", "我是谁")
+    page.keyboard.press("Enter")
+    page.locator(".hl-user.hl-failed .hl-error", has_text="signature").wait_for()
+    assert page.errors == []

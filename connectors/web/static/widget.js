@@ -3,7 +3,9 @@
  * Embed:  <script src="https://HOST/web/static/widget.js" data-server="https://HOST"></script>
  * Optional attributes: data-lang="zh|en", data-title="...", data-color="#0b5cad" (the brand colour;
  * ignored unless white text on it reaches 4.5:1), data-position="right|left", data-open="true".
- * JS API: HotlineBot.open(), .close(), .setLanguage("zh"|"en").
+ * JS API: HotlineBot.open(), .close(), .setLanguage("zh"|"en"), .isOpen(),
+ * .identify({userId, signature}) for a host site's logged-in user (signature: hex HMAC-SHA256 of
+ * userId computed by the host's server with HOTLINE_WEB__IDENTIFY_SECRET).
  *
  * The widget renders inside a Shadow DOM on a <hotline-bot> element whose inherited
  * properties are reset, so the host page's CSS cannot reach it (and its CSS cannot leak out).
@@ -46,7 +48,7 @@
       typing: "正在输入…", back: "返回",
       emergency: "紧急情况", dismiss: "我知道了，关闭提示", priority: "已为您优先转接人工客服，请保持对话打开。",
       noAgentNow: "现在没有人工客服在线。",
-      speak: "朗读", stopSpeaking: "停止朗读",
+      speak: "朗读", stopSpeaking: "停止朗读", voice: "语音输入", listening: "正在听…",
       why: "哪里不好？", reasons: { wrong: "答案不对", outdated: "信息过时", unclear: "看不懂", human: "想找人工" },
       callbackSet: "我们会回电至 {p}，请留意来电。", closed: "现在不是人工服务时间，人工客服 {t} 上班。您可以留下电话，届时回电。",
       rate: "请为人工客服 {a} 的服务打分", star: "{n} 星", comment: "还有什么想说的（选填）", rateSubmit: "提交评价", rated: "感谢您的评价！",
@@ -70,7 +72,7 @@
       typing: "Typing…", back: "Back",
       emergency: "Emergency", dismiss: "I understand, close this notice", priority: "You are first in line for a human agent; keep this conversation open.",
       noAgentNow: "No agent is on duty right now.",
-      speak: "Read aloud", stopSpeaking: "Stop reading",
+      speak: "Read aloud", stopSpeaking: "Stop reading", voice: "Speak", listening: "Listening…",
       why: "What was wrong?", reasons: { wrong: "Wrong answer", outdated: "Out of date", unclear: "Hard to understand", human: "I want a person" },
       callbackSet: "We will call you back on {p}; please keep your phone nearby.", closed: "Agents are off duty now and back at {t}. Leave your number and we will call you then.",
       rate: "How did {a} (human agent) do?", star: "{n} stars", comment: "Anything else? (optional)", rateSubmit: "Send rating", rated: "Thank you for rating!",
@@ -101,12 +103,14 @@
     // 长辈模式 (elder mode), remembered on this device
     large: load("elder", load("large", "0")) === "1",
     userId: load("user", null),
-    conversationId: load("conversation", null),
+    conversationId: load("conversation", null), identity: null,
     lastId: 0, status: "bot", online: true, freshConversation: false, handoff: null, agentsOnDuty: 0, stateKey: null,
     polling: false, sending: false, rendered: {}, callbackOffered: false, topics: null
   };
   if (!state.userId) { state.userId = "web-" + uid(); save("user", state.userId); }
   if (state.lang !== "zh" && state.lang !== "en") state.lang = "zh";
+  // an identified user's conversation is kept apart from the device's anonymous one
+  function convKey() { return state.identity ? "conversation:u:" + state.identity.user_id : "conversation"; }
   function t(key) {
     if (key === "title" && option("title")) return option("title");
     return T[state.lang][key];
@@ -176,7 +180,27 @@
   var inputLabel = el("label", { "class": "hl-sr", "for": "hl-input" });
   var sendBtn = el("button", { "class": "hl-send", type: "submit" });
   var form = el("form", { "class": "hl-form", onsubmit: function (e) { e.preventDefault(); submitInput(); } }, [inputLabel, input, sendBtn]);
+  // voice input (elder mode), only where the browser has speech recognition
+  var Recognition = window.SpeechRecognition || window.webkitSpeechRecognition || null;
+  var micBtn = Recognition ? el("button", { "class": "hl-mic", type: "button", "aria-pressed": "false", onclick: listen }) : null;
+  if (micBtn) form.insertBefore(micBtn, sendBtn);
   var formWrap = el("div", { "class": "hl-compose" }, [counter, form]);
+  var recognition = null;
+  function listen() {
+    if (recognition) { recognition.stop(); return; }
+    try { recognition = new Recognition(); } catch (e) { recognition = null; return; }
+    recognition.lang = state.lang === "en" ? "en-US" : "zh-CN";
+    recognition.interimResults = false;
+    recognition.onresult = function (event) {
+      var heard = Array.prototype.map.call(event.results, function (r) { return r[0].transcript; }).join("");
+      input.value = (input.value ? input.value + " " : "") + heard; inputChanged(); input.focus();
+    };
+    recognition.onend = recognition.onerror = function () {
+      recognition = null; micBtn.setAttribute("aria-pressed", "false"); micBtn.textContent = "🎤 " + t("voice");
+    };
+    micBtn.setAttribute("aria-pressed", "true"); micBtn.textContent = "🎙 " + t("listening");
+    try { recognition.start(); } catch (e) { recognition.onend(); }
+  }
   panel.appendChild(header); panel.appendChild(emergencyEl); panel.appendChild(statusEl); panel.appendChild(logEl); panel.appendChild(topicsEl);
   panel.appendChild(connEl); panel.appendChild(actions); panel.appendChild(formWrap);
   root.appendChild(launcher); root.appendChild(panel);
@@ -212,6 +236,7 @@
     input.setAttribute("placeholder", t("input"));
     inputLabel.textContent = t("input");
     sendBtn.textContent = t("send");
+    if (micBtn) micBtn.textContent = "🎤 " + t("voice");
     inputChanged();
     renderStatus();
   }
@@ -233,7 +258,7 @@
   // the small JS API for host pages
   window.HotlineBot = {
     open: function () { openPanel(); }, close: function () { closePanel(); }, setLanguage: setLanguage,
-    isOpen: function () { return !panel.hidden; }
+    isOpen: function () { return !panel.hidden; }, identify: function (who) { identify(who); }
   };
   function toggleLarge() {
     state.large = !state.large; save("elder", state.large ? "1" : "0"); applyLabels();
@@ -243,6 +268,14 @@
 
   // -- HTTP ------------------------------------------------------------------------------
   function api(method, path, body, extraHeaders) {
+    if (state.identity) {
+      // a logged-in user of the host site: its server signed the id (HotlineBot.identify)
+      if (body) body.identity = state.identity;
+      else if (path.indexOf("/web/api/conversations/") === 0) {
+        path += (path.indexOf("?") < 0 ? "?" : "&") + "uid=" + encodeURIComponent(state.identity.user_id) +
+          "&sig=" + encodeURIComponent(state.identity.signature);
+      }
+    }
     var headers = body ? { "Content-Type": "application/json" } : {};
     Object.keys(extraHeaders || {}).forEach(function (k) { headers[k] = extraHeaders[k]; });
     return fetch(server + path, {
@@ -449,7 +482,7 @@
 
   function apply(data) {
     if (data.conversation_id && data.conversation_id !== state.conversationId) {
-      state.conversationId = data.conversation_id; save("conversation", data.conversation_id);
+      state.conversationId = data.conversation_id; save(convKey(), data.conversation_id);
     }
     (data.turns || []).forEach(renderTurn);
     if (typeof data.last_id === "number") state.lastId = Math.max(state.lastId, data.last_id);
@@ -601,7 +634,7 @@
   function newConversation() {
     if (speech) speech.cancel();
     resetTranscript();
-    state.conversationId = null; save("conversation", null); save("emergency-dismissed", null);
+    state.conversationId = null; save(convKey(), null); save("emergency-dismissed", null);
     state.status = "bot"; state.handoff = null; state.stateKey = null; state.freshConversation = true; state.callback = null;
     renderStatus(); welcome(); input.focus();
   }
@@ -736,22 +769,39 @@
   }
 
   // -- start ------------------------------------------------------------------------------------------
+  var started = false;
   function start() {
+    started = true;
     document.body.appendChild(host);
     applyLabels(); loadTopics();
+    loadTranscript();
+    if (load("open", null) === "1" || (load("open", null) === null && option("open") === "true")) openPanel();
+  }
+  function loadTranscript() {
     if (state.conversationId) {
       api("GET", "/web/api/conversations/" + encodeURIComponent(state.conversationId) + "/turns?user_id=" +
           encodeURIComponent(state.userId) + "&after=0&wait=0")
         .then(function (data) { apply(data); if (!data.turns.length) welcome(); })
         .catch(function (e) {
-          if (e.status === 404) { state.conversationId = null; save("conversation", null); }
+          if (e.status === 404) { state.conversationId = null; save(convKey(), null); }
           welcome();
         })
         .then(restoreOutbox);
     } else {
       welcome(); restoreOutbox();
     }
-    if (load("open", null) === "1" || (load("open", null) === null && option("open") === "true")) openPanel();
+  }
+  // HotlineBot.identify({userId, signature}): signature = hex HMAC-SHA256(userId) computed by the
+  // host site's server with the secret it shares with this server (HOTLINE_WEB__IDENTIFY_SECRET).
+  function identify(who) {
+    if (!who || typeof who.userId !== "string" || !who.userId || who.userId.length > 128 ||
+        !/^[0-9a-f]{64}$/i.test(who.signature || "")) {
+      throw new Error("HotlineBot.identify({userId, signature}): signature is the 64-hex HMAC-SHA256 of userId from your server");
+    }
+    state.identity = { user_id: who.userId, signature: who.signature.toLowerCase() };
+    state.conversationId = load(convKey(), null);
+    state.status = "bot"; state.handoff = null; state.stateKey = null; state.callback = null;
+    if (started) { resetTranscript(); renderStatus(); loadTranscript(); }
   }
   // messages that did not get through before the reload: shown, then resent
   function restoreOutbox() {
