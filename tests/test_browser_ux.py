@@ -743,6 +743,14 @@ def test_waiting_is_honest(server, page_at, size):
     assert page.locator(".hl-status .hl-link").count() == 0
     assert low_contrast(page, 4.5) == []
     shot(page, f"ux-callback-set-{size[0]}.png")
+    if size[0] > 1000:  # the agent sees the callback with the conversation, not as an unrelated item
+        agent = page_at(size)
+        login(agent, server)
+        question = page.locator(".hl-user p").first.inner_text()
+        card = agent.locator(".ticket", has_text=question).filter(has_text="已留电话").first
+        card.click()
+        agent.locator(".fact-callback", has_text="138****1234").wait_for()
+        assert agent.locator(".transcript .turn.user").count() >= 2
 
 
 def test_urgent_ticket_alarm_repeats_until_claimed(server, page_at):
@@ -902,3 +910,44 @@ def test_identified_user_of_the_host_site(server, hosts, page_at):
     page.keyboard.press("Enter")
     page.locator(".hl-user.hl-failed .hl-error", has_text="signature").wait_for()
     assert page.errors == []
+
+
+@pytest.fixture(scope="module")
+def closed_server(tmp_path_factory, session_dir, engine):
+    """A hotline whose agents start three hours from now (Shanghai time), every day."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    start = (dt.datetime.now(ZoneInfo("Asia/Shanghai")) + dt.timedelta(hours=3)).replace(second=0, microsecond=0)
+    end = start + dt.timedelta(minutes=30)
+    if end.date() != start.date():
+        start, end = start.replace(hour=0, minute=1), start.replace(hour=0, minute=31)
+    span = f"{start:%H:%M}-{end:%H:%M}"
+    db_url = f"sqlite:///{tmp_path_factory.mktemp('closed') / 'closed.db'}"
+    db = Database(db_url)
+    db.upgrade()
+    db.dispose()
+    live = start_server(session_dir / "var", {
+        "DATABASE_URL": db_url,
+        "HOTLINE_DESK__HOURS": json.dumps({d: span for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")})})
+    live.opens_at = f"{start:%H:%M}"
+    yield live
+    stop_server(live)
+
+
+@pytest.mark.parametrize("size", VIEWPORTS)
+def test_outside_opening_hours_no_eta_but_when_we_are_back(closed_server, page_at, size):
+    page = page_at(size)
+    page.goto(closed_server.url + "/")
+    page.click(".hl-launcher")
+    ask(page, "核酸检测多少钱")
+    page.click(".hl-human")
+    status = page.locator(".hl-status:not([hidden])")
+    status.wait_for()
+    text = status.inner_text()
+    assert "不是人工服务时间" in text and closed_server.opens_at in text and "分钟" not in text
+    assert status.locator(".hl-link", has_text="留言回电").is_visible()
+    offer = page.locator(".hl-notice", has_text="留言回电").last
+    assert "不是人工服务时间" in offer.inner_text() and "没有人工客服在线" not in offer.inner_text()
+    assert low_contrast(page, 4.5) == []
+    shot(page, f"ux-closed-{size[0]}.png")

@@ -301,6 +301,11 @@
                                              text: minutes(h.waiting_seconds) }) : null,
         h.channel_status ? el("dt", { text: "发送窗口 · Reply window" }) : null,
         h.channel_status ? el("dd", { "class": "fact-window", text: windowText(h.channel_status) }) : null,
+        (h.callbacks || []).length ? el("dt", { text: "回电 · Callback" }) : null,
+        (h.callbacks || []).length ? el("dd", { "class": "fact-callback", text: h.callbacks.map(function (c) {
+          return "☎ " + c.phone + (c.name ? " " + c.name : "") + " · " + (c.status === "open" ? "待回电 · to call back" : "已回电 · done") +
+            (c.due_at ? " · 截止 due " + when(c.due_at) : "") + (c.note ? " · “" + c.note + "”" : "");
+        }).join("\n") }) : null,
         el("dt", { text: "状态 · Status" }), el("dd", { "class": "fact-status", text: human(STATUSES, h.status) + (h.claimed_by ? " (" + h.claimed_by + ")" : "") })
       ]),
       el("details", { "class": "codes" }, [el("summary", { text: "技术信息 · Details" }),

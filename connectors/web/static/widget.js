@@ -467,8 +467,7 @@
       return;
     }
     if (state.service && state.service.open_now === false) {
-      var next = state.service.next_open || "";  // local time of the hotline (Asia/Shanghai), shown as such
-      statusEl.appendChild(el("span", { "class": "hl-queue", text: fmt(t("closed"), { t: next ? next.slice(5, 10).replace("-", "/") + " " + next.slice(11, 16) : "—" }) }));
+      statusEl.appendChild(el("span", { "class": "hl-queue", text: closedText() }));
       statusEl.appendChild(el("button", { "class": "hl-link", type: "button", text: t("leave"), onclick: showCallbackForm }));
       return;
     }
@@ -480,6 +479,10 @@
     statusEl.appendChild(el("button", { "class": "hl-link", type: "button", text: t("leave"), onclick: showCallbackForm }));
   }
 
+  function closedText() {
+    var next = (state.service && state.service.next_open) || "";  // the hotline's local time (Asia/Shanghai), shown as such
+    return fmt(t("closed"), { t: next ? next.slice(5, 10).replace("-", "/") + " " + next.slice(11, 16) : "—" });
+  }
   function apply(data) {
     if (data.conversation_id && data.conversation_id !== state.conversationId) {
       state.conversationId = data.conversation_id; save(convKey(), data.conversation_id);
@@ -694,7 +697,8 @@
 
   // -- leave a message ------------------------------------------------------------------------
   function offerCallback() {
-    var offer = bubble("bot", t("bot"), [el("p", { text: t("noAgent") }),
+    var closed = state.service && state.service.open_now === false;
+    var offer = bubble("bot", t("bot"), [el("p", { text: closed ? closedText() : t("noAgent") }),
       el("div", { "class": "hl-quick hl-offer" }, [el("button", { "class": "hl-chip", type: "button", text: t("leave"), onclick: showCallbackForm })])]);
     offer.classList.add("hl-notice");
   }
