@@ -594,7 +594,7 @@ def login(page, server, username="wang"):
 
 
 @pytest.mark.parametrize("size", [pytest.param((390, 844), id="phone"), pytest.param((1366, 900), id="desktop"),
-                                  pytest.param((1366, 768), id="laptop")])
+                                  pytest.param((1366, 768), id="laptop"), pytest.param((1920, 1080), id="wide")])
 def test_desk_essentials(server, page_at, size):
     """Ticking wait timers, the question on the card, human words first (codes in a details line),
     resolve / hand back disabled before the claim and confirmed after it, no overlaps, and one
