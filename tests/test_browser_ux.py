@@ -439,6 +439,11 @@ def test_elder_mode(server, page_at, size):
     page.click(".hl-large-btn")
     assert page.get_attribute(".hl-large-btn", "aria-pressed") == "true"
     assert page.locator(".hl-topic .hl-topic-icon").count() >= 5  # the topic menu as tiles with icons
+    for selector in (".hl-send", ".hl-human", ".hl-new", ".hl-topic >> nth=0"):  # all on one screen
+        box = page.locator(selector).bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= size[1], selector
+    assert page.locator(".hl-log").bounding_box()["height"] >= 100
+    assert page.locator(".hl-human").evaluate("e => e.getClientRects().length === 1 && e.offsetHeight < 90")  # one line
     shot(page, f"ux-elder-topics-{size[0]}.png")
     answer = ask(page, "核酸检测多少钱")
     answer.locator(".hl-source").wait_for()

@@ -48,7 +48,7 @@
       typing: "正在输入…", back: "返回",
       emergency: "紧急情况", dismiss: "我知道了，关闭提示", priority: "已为您优先转接人工客服，请保持对话打开。",
       noAgentNow: "现在没有人工客服在线。",
-      speak: "朗读", stopSpeaking: "停止朗读", voice: "语音输入", listening: "正在听…",
+      speak: "朗读", stopSpeaking: "停止朗读", voice: "说话", listening: "正在听…",
       why: "哪里不好？", reasons: { wrong: "答案不对", outdated: "信息过时", unclear: "看不懂", human: "想找人工" },
       callbackSet: "我们会回电至 {p}，请留意来电。", closed: "现在不是人工服务时间，人工客服 {t} 上班。您可以留下电话，届时回电。",
       rate: "请为人工客服 {a} 的服务打分", star: "{n} 星", comment: "还有什么想说的（选填）", rateSubmit: "提交评价", rated: "感谢您的评价！",
