@@ -27,7 +27,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from bench.eval import load_bot
-from bench.heldout import DATA_DIR, load_heldout
+from bench.heldout import load_heldout
 from bench.metrics import mean, precision_at_1, reciprocal_rank
 from bot.config import Settings
 from bot.encoders import encode
@@ -35,8 +35,8 @@ from bot.index import build_retrievers, train_emergency_detector, train_topic_cl
 from bot.intents import FAQ_INTENT, IntentClassifier
 from bot.retrieval import HybridRetriever
 from bot.retrieval.entry_classifier import EntryClassifier
-from bot.safety import load_emergency_examples
-from bot.scope import FEATURES, Vocabulary, load_out_of_kb, scope_evidence
+from bot.safety import learned_alarm, load_emergency_examples
+from bot.scope import FEATURES, ScopeModel, Vocabulary, load_out_of_kb, scope_evidence
 from bot.text import detect_language, normalise
 
 MAX_WRONG_ANSWERS = 0.015      # wrong direct answers, share of answerable dev questions (target <= 2%)
@@ -94,6 +94,8 @@ def kb_cross_validation(bot, weight, saturation, classifier_weight, negatives: l
     texts, entry_ids = index.doc_texts, index.doc_entry_ids
     vectors = encode(bot.encoder, texts)
     answers = [(e, normalise(a)) for e in bot.kb.entries.values() for a in (e.answer.zh, e.answer.en)]
+    answer_examples = ([a for _, a in answers], [bot.tokenizer.tokens(a) for _, a in answers],
+                       [e.id for e, _ in answers], encode(bot.encoder, [a for _, a in answers]))
     negative_vectors = np.array([q.vector for q in negatives])
     negative_folds = list(KFold(folds, shuffle=True, random_state=1).split(negatives))
     full = retriever_for(bot, weight, saturation, classifier_weight)
@@ -104,7 +106,7 @@ def kb_cross_validation(bot, weight, saturation, classifier_weight, negatives: l
         train_ids = [entry_ids[i] for i in train]
         lexical, dense = build_retrievers(train_texts, vectors[train], bot.tokenizer, [a for _, a in answers])
         classifier = EntryClassifier.train(train_texts, [bot.tokenizer.tokens(t) for t in train_texts], train_ids,
-                                           vectors[train])
+                                           vectors[train], answers=answer_examples)
         retriever = retriever_for(bot, weight, saturation, classifier_weight, classifier, lexical, dense, train_ids,
                                   train_ids + [e.id for e, _ in answers])
         topic = train_topic_classifier(train_texts, vectors[train], [negatives[i].text for i in neg_train],
@@ -193,7 +195,7 @@ def scope_thresholds(dev_p, dev_right, dev_answerable, negative_p):
     return best, min(suggest, best[0])
 
 
-def emergency_threshold(bot, dev_queries):
+def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
     """CV recall on the emergency examples; false alarms on the dev half's questions."""
     emergency_texts, calm_texts = load_emergency_examples(bot.kb.root)
     emergency_texts = [normalise(t) for t in emergency_texts]
@@ -224,8 +226,33 @@ def emergency_threshold(bot, dev_queries):
     for t in np.arange(0.05, 0.96, 0.01):
         recall = float(np.mean(oof[labels == 1] >= t))
         if recall >= EMERGENCY_RECALL:
-            best = (round(float(t), 2), recall, float(np.mean(dev_p >= t)), float(np.mean(oof[labels == 0] >= t)))
-    return best
+            best = (round(float(t), 2), recall)
+    threshold, recall = best
+    # The scope veto (bot.safety.learned_alarm): the NARROWEST unsure band [threshold, sure) that brings the
+    # learned detector's false alarms on the dev questions to their minimum while losing none of the
+    # cross-validated red flags. Narrow on purpose: a red flag about a KB topic ("打完疫苗全身起疹子，喉咙发紧")
+    # has a high scope too, and must keep its alarm when the detector is fairly sure.
+    scope_answer = bot.settings.thresholds.scope_answer if scope_answer is None else scope_answer
+    scopes = np.array([bot.understand(t).scope if bot.scope_model is not None else None for t in texts],
+                      dtype=float)
+    dev_scopes = np.array([bot.understand(q.text).scope if bot.scope_model is not None else None
+                           for q in dev_queries], dtype=float)
+    positives = labels == 1
+
+    def alarms(p, s, sure):
+        return np.array([learned_alarm(pi, None if si != si else si, threshold, sure, scope_answer)
+                         for pi, si in zip(p, s)])
+
+    base = int(alarms(oof[positives], scopes[positives], 0.0).sum())
+    sure, fewest = 0.0, int(alarms(dev_p, dev_scopes, 0.0).sum())
+    for candidate in np.arange(threshold + 0.01, 0.96, 0.01):
+        if int(alarms(oof[positives], scopes[positives], candidate).sum()) < base:
+            break
+        dev_alarms = int(alarms(dev_p, dev_scopes, candidate).sum())
+        if dev_alarms < fewest:
+            sure, fewest = round(float(candidate), 2), dev_alarms
+    return (threshold, sure, recall, float(np.mean(alarms(dev_p, dev_scopes, sure))),
+            float(np.mean(alarms(oof[~positives], scopes[~positives], sure))))
 
 
 def intent_threshold(bot) -> tuple[float, float]:
@@ -261,11 +288,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep dense_weight, lexical_saturation and classifier_weight (skip the grid)")
     parser.add_argument("--reuse-rows", action="store_true",
                         help="reuse the cross-validated scope rows cached in var/ for this KB and weights")
+    parser.add_argument("--only-emergency", action="store_true",
+                        help="recalibrate only the learned emergency detector's threshold (after editing its "
+                             "examples); every other value in the thresholds file is kept")
     args = parser.parse_args(argv)
     settings = Settings()
     bot = load_bot(settings)
     dev = load_heldout("dev")
     dev_queries = make_queries(bot, [q.text for q in dev])
+    if args.only_emergency:
+        return _recalibrate_emergency(bot, settings, dev_queries, args.dry_run)
 
     if args.keep_retrieval:
         t = settings.thresholds
@@ -297,8 +329,6 @@ def main(argv: list[str] | None = None) -> int:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, kb=np.array([f for f, _ in cv]), kb_labels=np.array([y for _, y in cv]),
                  negatives=np.array(negative_features))
-    features = np.array([f for f, _ in cv] + negative_features)
-    labels = np.array([y for _, y in cv] + [0] * len(negative_features))
     kb_rows = np.array([f for f, _ in cv])
     kb_labels = np.array([y for _, y in cv], dtype=float)
     negative_rows = np.array(negative_features)
@@ -321,12 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     answerable = int(dev_answerable.sum())
     dev_unanswerable = dev_p[~dev_answerable]
 
-    emergency, e_recall, e_false, e_hard = emergency_threshold(bot, dev_queries)
+    # The emergency veto needs the scope model just fitted (the loaded one may be older or absent).
+    bot.scope_model = ScopeModel(coef, intercept)
+    emergency, emergency_sure, e_recall, e_false, e_hard = emergency_threshold(bot, dev_queries, scope_answer)
     intent, intent_precision = intent_threshold(bot)
     values = {"answer": settings.thresholds.answer, "suggest": settings.thresholds.suggest, "margin": 0.04,
               "dense_weight": weight, "lexical_saturation": saturation, "intent": intent,
               "classifier_weight": classifier_weight, "scope_coef": coef, "scope_intercept": intercept,
-              "scope_answer": scope_answer, "scope_suggest": scope_suggest, "emergency": emergency}
+              "scope_answer": scope_answer, "scope_suggest": scope_suggest, "emergency": emergency,
+              "emergency_sure": emergency_sure}
     header = (
         f"# Written by bench/calibrate.py on {dt.date.today()} (encoder {settings.encoder}, KB {bot.kb.version}).\n"
         f"# Dev half of the held-out set: {answerable} answerable, {len(dev_unanswerable)} unanswerable questions.\n"
@@ -343,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# scope_suggest: {TARGET_SUGGEST_RECALL:.0%} of answerable dev questions score above it.\n"
         f"# answer/suggest/margin: score thresholds used only without a scope model; margin also marks the\n"
         f"#   near-tied neighbours offered as follow-ups and the aspect tie-break.\n"
-        f"# emergency: learned detector, cross-validated recall {e_recall:.3f} on the training examples, "
-        f"hard non-emergency examples flagged {e_hard:.1%}, dev-half questions flagged {e_false:.1%}.\n"
+        + emergency_comment(e_recall, e_hard, e_false, emergency_sure) + "\n"
         f"# intent: 5-fold CV on intents.yml + KB questions, precision {intent_precision:.3f} at this threshold.\n"
         f"# Override one value with HOTLINE_THRESHOLD_<NAME>.\n"
     )
@@ -355,6 +387,33 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(exist_ok=True)
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
+    return 0
+
+
+_EMERGENCY_COMMENT = "# emergency: learned detector"
+
+
+def emergency_comment(recall: float, hard: float, dev_false: float, sure: float) -> str:
+    return (f"{_EMERGENCY_COMMENT}, cross-validated recall {recall:.3f} on the training examples; with the "
+            f"scope veto below emergency_sure {sure} (loses none of them) hard non-emergency examples flagged "
+            f"{hard:.1%}, dev-half questions flagged {dev_false:.1%}.")
+
+
+def _recalibrate_emergency(bot, settings: Settings, dev_queries, dry_run: bool) -> int:
+    """Only the emergency threshold: rewrite its value and its comment line, keep everything else."""
+    threshold, sure, recall, dev_false, hard = emergency_threshold(bot, dev_queries)
+    comment = emergency_comment(recall, hard, dev_false, sure)
+    print(f"emergency: {threshold}\nemergency_sure: {sure}\n{comment}")
+    path = settings.knowledge_dir / "thresholds" / f"{settings.encoder_key}.yml"
+    if dry_run or not path.exists():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = [comment if line.startswith(_EMERGENCY_COMMENT) else
+             f"emergency: {threshold}" if line.startswith("emergency:") else line for line in lines
+             if not line.startswith("emergency_sure:")]
+    lines.append(f"emergency_sure: {sure}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
     return 0
 
 

@@ -58,7 +58,11 @@ class ForeignFAQ:
         vectors = encode(bot.encoder, texts)
         lexical, dense = build_retrievers(texts, vectors, bot.tokenizer, list(answers.values()))
         tokens = [bot.tokenizer.tokens(t) for t in texts]
-        classifier = EntryClassifier.train(texts, tokens, ids, vectors) if len(set(ids)) > 1 else None
+        answer_ids = list(answers)
+        answer_examples = ([answers[k] for k in answer_ids], [bot.tokenizer.tokens(answers[k]) for k in answer_ids],
+                           answer_ids, encode(bot.encoder, [answers[k] for k in answer_ids])) if answers else None
+        classifier = (EntryClassifier.train(texts, tokens, ids, vectors, answers=answer_examples)
+                      if len(set(ids)) > 1 else None)
         t = bot.settings.thresholds
         self.retriever = HybridRetriever(ids, lexical, dense, t.dense_weight, t.lexical_saturation,
                                          lexical_entry_ids=ids + list(answers), classifier=classifier,
@@ -67,6 +71,10 @@ class ForeignFAQ:
         for entry_id, text in [*zip(ids, texts), *answers.items()]:
             words.setdefault(entry_id, set()).update(bot.tokenizer.words(text))
         self.vocabulary = Vocabulary(words)
+        texts_by_id: dict[str, list[str]] = {}
+        for entry_id, text in [*zip(ids, texts), *answers.items()]:
+            texts_by_id.setdefault(entry_id, []).append(text)
+        self.entry_texts = {k: "\n".join(v) for k, v in texts_by_id.items()}
         # The default configuration's topic classifier: this FAQ's questions vs our out-of-KB training
         # questions (exactly what index build does for our KB). Some of those may be answered by this
         # FAQ, which only makes the measurement harder for us.
@@ -76,7 +84,7 @@ class ForeignFAQ:
             self.topic = train_topic_classifier(texts, vectors, negatives, encode(bot.encoder, negatives))
 
     def run(self, queries: list[str], k: int = 10):
-        """[(candidates, P(top answers it) or None)] per query."""
+        """[(candidates, P(top answers it) or None, other subjects named)] per query."""
         normalised = [normalise(q) for q in queries]
         vectors = encode(self.bot.encoder, normalised)
         out = []
@@ -87,7 +95,8 @@ class ForeignFAQ:
                 in_kb = self.topic.probability(q, v) if self.topic is not None else 1.0
                 p = self.bot.scope_model.probability(
                     scope_evidence(candidates, self.bot.tokenizer.words(q), self.vocabulary, detect_language(q), in_kb))
-            out.append((candidates, p))
+            other = self.bot.other_subjects.find(q, self.entry_texts.get(candidates[0].entry_id, "")) if candidates else ()
+            out.append((candidates, p, other))
         return out
 
 
@@ -126,7 +135,7 @@ def decide(bot, text: str):
     u = bot.understand(text)
     decision = bot.policy.run(emergency=u.emergency, intent=u.intent, candidates=u.candidates, failures=0,
                               today=EVAL_DAY, scope=u.scope, aspect=u.aspect, region=u.region,
-                              crisis_kind=u.crisis_kind)
+                              crisis_kind=u.crisis_kind, other_subjects=u.other_subjects)
     return u, decision
 
 
@@ -184,18 +193,20 @@ def eval_heldout(bot, split: str | None) -> tuple[dict, dict, list[dict], list[d
 def eval_out_of_kb(bot) -> dict:
     """The project's out-of-KB TEST split: how often the bot answers anyway."""
     rows = yaml.safe_load((DATA_DIR / "out_of_kb_test.yml").read_text(encoding="utf-8")) or []
-    outcomes, by_lang = Counter(), defaultdict(Counter)
+    outcomes, by_lang, by_batch = Counter(), defaultdict(Counter), defaultdict(Counter)
     answered_examples = []
     for r in rows:
         u, decision = decide(bot, r["text"])
         outcomes[decision.action] += 1
         by_lang[r["lang"]][decision.action == "answer"] += 1
+        by_batch[r.get("batch", 1)][decision.action == "answer"] += 1
         if decision.action == "answer":
             answered_examples.append(f"{r['text']} → {decision.entry_id}")
     n = len(rows)
     return {"n": n, "answered": outcomes["answer"], "answered_rate": outcomes["answer"] / max(n, 1),
             "outcomes": dict(outcomes),
             "by_lang": {lang: c[True] / max(sum(c.values()), 1) for lang, c in sorted(by_lang.items())},
+            "by_batch": {b: (c[True], sum(c.values())) for b, c in sorted(by_batch.items())},
             "answered_examples": answered_examples}
 
 
@@ -233,7 +244,7 @@ def eval_covidfaq(bot, root: Path) -> tuple[dict, list[dict]] | None:
     for r in faqs:
         by_answer[r["answer"].strip()].add(r["id"])
     faq = ForeignFAQ(bot, [(r["id"], r["question"]) for r in faqs], {r["id"]: r["answer"] for r in faqs})
-    results = [c for c, _ in faq.run([r["question"] for r in queries])]
+    results = [c for c, _, _ in faq.run([r["question"] for r in queries])]
     ranked = [[c.entry_id for c in res] for res in results]
     relevant = [by_answer[r["answer"].strip()] for r in queries]
     scores = [res[0].score for res in results]
@@ -253,9 +264,9 @@ def eval_stanford(bot, root: Path) -> dict | None:
     results = faq.run([r["Question"] for r in val])
     t = bot.settings.thresholds
     ranked, relevant, wrongly_answered, unanswerable, answered_right, answered_wrong = [], [], 0, 0, 0, 0
-    for r, (res, p) in zip(val, results):
+    for r, (res, p, other) in zip(val, results):
         gold = {x.strip() for x in r["Answer"].split(",") if x.strip()}
-        answers = (p >= t.scope_answer) if p is not None else res[0].score >= t.answer
+        answers = ((p >= t.scope_answer) if p is not None else res[0].score >= t.answer) and not other
         if gold == {"-1"}:
             unanswerable += 1
             wrongly_answered += int(answers)
@@ -403,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nKB held-out decisions:", ", ".join(f"{k}: {v}" for k, v in sorted(decisions.items())))
     print(f"\nout-of-KB test split ({out_of_kb['n']}): {out_of_kb['outcomes']}; answered by language "
           + ", ".join(f"{k} {v:.1%}" for k, v in out_of_kb["by_lang"].items()))
+    print("   answered by batch (1: round-1 test split, 2: round-2 fresh batch): "
+          + ", ".join(f"{b}: {a}/{n} = {a / max(n, 1):.1%}" for b, (a, n) in out_of_kb["by_batch"].items()))
     for example in out_of_kb["answered_examples"]:
         print("   answered:", example)
     print(f"\nemergency test split: {emergency['n']} red flags, recall {emergency['recall']:.1%} "

@@ -4,7 +4,7 @@ from bot.messages import Button, HandoffInfo, InvalidMessage, Message, Reply, Re
 __all__ = ["Bot", "Button", "HandoffInfo", "InvalidMessage", "Message", "Reply", "ReplyMessage"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     # Bot pulls in torch and the encoders; import it only when asked for.
     if name == "Bot":
         from bot.engine import Bot

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from bot.messages import Button
 
@@ -24,7 +25,7 @@ REGION = "region"  # /region{"name": "北京市", "entry": "..."}: the answer to
 @dataclass(frozen=True)
 class Command:
     name: str
-    args: dict = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_command(text: str) -> Command | None:

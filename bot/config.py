@@ -8,16 +8,18 @@ as deploy tooling usually sets it. Nothing else in the code reads the environmen
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import base64
 import binascii
 import datetime as dt
 import os
 import re
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -57,12 +59,16 @@ class Thresholds(BaseModel):
     scope_suggest: float = 0.2
     # Learned emergency detector: P(emergency) at or above this is a red flag (the regex floor always is).
     emergency: float = 0.5
+    # ...unless the detector is unsure (P < emergency_sure) and the scope model would answer the question
+    # directly from the KB (scope >= scope_answer): a question the KB answers ("刚吃完饭做核酸会不会吐") is
+    # not a person in danger. 0 = no such veto. The regex floor is never vetoed.
+    emergency_sure: float = 0.0
 
     @classmethod
     def load(cls, path: Path, overrides: dict[str, float] | None = None) -> "Thresholds":
-        values: dict = {}
+        values: dict[str, object] = {}
         if path.exists():
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            values = load_yaml(path) or {}
         unknown = set(overrides or {}) - set(cls.model_fields)
         if unknown:
             raise ValueError(f"thresholds: unknown override(s) {sorted(unknown)}; known: {sorted(cls.model_fields)}")
@@ -95,7 +101,7 @@ class WebSettings(BaseModel):
 
     @field_validator("allowed_origins", mode="before")
     @classmethod
-    def _split(cls, value):
+    def _split(cls, value: object) -> object:
         if isinstance(value, str):
             return [o.strip() for o in value.split(",") if o.strip()]
         return value
@@ -241,6 +247,7 @@ class DeskSettings(BaseModel):
     presence_seconds: float = Field(default=90.0, gt=0)  # the console polls every ~20 s
     callback_due_hours: float = Field(default=4.0, gt=0)  # open callbacks older than this are overdue
     abandon_after_minutes: float = Field(default=30.0, gt=0)  # a waiting citizen silent this long has left
+    abandon_sweep_seconds: float = Field(default=60.0, gt=0)  # how often each process looks for them
     service_level_target: float = Field(default=0.8, gt=0, lt=1)  # share of citizens claimed within...
     service_level_seconds: float = Field(default=60.0, gt=0)  # ...this many seconds (staffing advice)
 
@@ -259,6 +266,41 @@ class DeskSettings(BaseModel):
         return value
 
 
+class KbSettings(BaseModel):
+    """Editing the knowledge base in the console (issue 9)."""
+
+    # On: the database is the live source of the FAQ entries (seeded from knowledge_dir on first
+    # start; `hotline-bot kb import|export` move them to and from YAML). Off: the files, as before.
+    editing: bool = False
+    # Seconds between two reads of the version row in one process (0: before every request).
+    check_interval: float = Field(default=0.0, ge=0)
+    # A request that finds a newer published version waits at most this long for its process to
+    # swap to it (the swap is a load from disk when another process already built the index).
+    reload_wait: float = Field(default=30.0, ge=0)
+    # Contacts (contacts.yml) not verified for this many days are flagged to editors and
+    # listed by `kb validate` as warnings.
+    contact_stale_days: int = Field(default=30, ge=1)
+    # Four-eyes rule: a draft is published only by an editor other than the one who wrote it
+    # (publishing is the second editor's approval).
+    four_eyes: bool = False
+
+
+class SimulationSettings(BaseModel):
+    """A warped clock, for replaying a day (bench/simulate.py) only: the server's time is
+    ``start + (time.time() - anchor) * speed``, the same in every worker process. Unset (the
+    default): real time. Never set this on a server citizens use."""
+
+    start: dt.datetime | None = None  # naive UTC: the simulated moment at ``anchor``
+    anchor: float | None = None  # unix seconds (real) at which the simulated clock read ``start``
+    speed: float = Field(default=1.0, gt=0, le=100_000)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "SimulationSettings":
+        if (self.start is None) != (self.anchor is None):
+            raise ValueError("simulation: start and anchor go together")
+        return self
+
+
 class DatabaseSettings(BaseModel):
     connect_timeout: float = Field(default=2.0, gt=0)  # a frozen database answers 503 within this
     statement_timeout: float = Field(default=2.0, gt=0)
@@ -272,6 +314,10 @@ class Settings(BaseSettings):
 
     knowledge_dir: Path = Field(default_factory=default_knowledge_dir)
     data_dir: Path = Path("var")
+    # Derived, rebuildable files (the index per KB version, fast-loading model copies); default
+    # <data_dir>. Several data dirs may share one, as the test servers do: each new data dir would
+    # otherwise re-encode the KB and re-unpack the model (about 8 s per server on 2 cores).
+    cache_dir: Path | None = None
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("HOTLINE_DATABASE_URL", "DATABASE_URL"))
     redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0: wake-ups and limits across processes/hosts
@@ -301,6 +347,8 @@ class Settings(BaseSettings):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     desk: DeskSettings = Field(default_factory=DeskSettings)
+    kb: KbSettings = Field(default_factory=KbSettings)
+    simulation: SimulationSettings = Field(default_factory=SimulationSettings)
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -313,8 +361,17 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'hotline.db').resolve()}"
 
     @property
+    def kb_work_dir(self) -> Path:
+        """Published KB versions materialised as KB directories (``<data_dir>/kb/<version>``)."""
+        return self.data_dir / "kb"
+
+    @property
     def index_dir(self) -> Path:
-        return self.data_dir / "index"
+        return (self.cache_dir or self.data_dir) / "index"
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.cache_dir or self.data_dir) / "models"
 
     @cached_property
     def thresholds(self) -> Thresholds:
@@ -332,7 +389,7 @@ class Settings(BaseSettings):
         return self.data_dir / name
 
 
-def keep_secret(path: Path, make: "callable[[], str]") -> str:
+def keep_secret(path: Path, make: Callable[[], str]) -> str:
     """A secret generated once and kept in ``path`` (0600), shared by every process on this machine."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():

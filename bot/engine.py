@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import datetime as dt
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,26 +19,41 @@ import numpy as np
 
 from bot import commands
 from bot.config import Settings
+from bot.conversations.service import ConversationError, ConversationRecord, MessageScope, StoredTurn
+from bot.conversations.status import ENDED, WITH_PERSON
 from bot.encoders import Encoder, build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
-from bot.kb import KnowledgeBase, load_knowledge_base
-from bot.conversations.service import ConversationError, MessageScope, StoredTurn
-from bot.conversations.status import ENDED, WITH_PERSON
+from bot.kb import Entry, KnowledgeBase, load_knowledge_base
+from bot.kb.schema import Contact
+from bot.kb.schema import expand_contacts
 from bot.messages import Button, HandoffInfo, Message, Reply, ReplyMessage
 from bot.models import utcnow
 from bot.policy import MENTAL_HEALTH, Decision, DecisionPolicy
 from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
-from bot.safety import EmergencyDetector, crisis_kind
-from bot.scope import ScopeEvidence, ScopeModel, scope_evidence
-from bot.text import DomainTokenizer, SynonymMap, detect_language, detect_script, normalise, reply_language, to_script
+from bot.safety import EmergencyDetector, crisis_kind, learned_alarm
+from bot.scope import RULE_CATEGORIES, OtherSubjects, ScopeEvidence, ScopeModel, scope_evidence
+from bot.text import (
+    DomainTokenizer,
+    Language,
+    SynonymMap,
+    detect_language,
+    detect_script,
+    normalise,
+    reply_language,
+    to_script,
+)
 
 if TYPE_CHECKING:
     from bot.conversations.service import ConversationService
 
 log = logging.getLogger(__name__)
+
+# A question for a phone number of the epidemic hotline (answered from the contact directory).
+_ASKS_NUMBER = re.compile(r"(热线|hotline|(电话|号码|phone number|telephone).*(防疫|疫情|卫健|12345|12320|epidemic|covid)"
+                          r"|(防疫|疫情|卫健|epidemic|covid).*(电话|号码|phone number|telephone))")
 
 
 @dataclass(frozen=True)
@@ -45,7 +61,7 @@ class Understanding:
     """Everything the bot learned from one text, before any decision."""
 
     normalised: str
-    language: str
+    language: Language
     emergency: str | None
     intent: IntentPrediction
     candidates: list[Candidate]
@@ -56,6 +72,7 @@ class Understanding:
     emergency_probability: float = 0.0  # the learned detector's
     crisis_kind: str | None = None  # medical | mental_health, when an emergency
     aspect: str | None = None  # cause, remedy, cost, where...
+    other_subjects: tuple[str, ...] = ()  # other vaccines/diseases named in the text that the top entry never mentions
 
 
 class _VectorCache:
@@ -110,6 +127,8 @@ class Bot:
             except ValueError as exc:  # thresholds from an older calibration: decide on plain scores
                 log.warning("scope model disabled: %s; run python -m bench.calibrate", exc)
         self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff, self.gazetteer)
+        self.other_subjects = OtherSubjects.from_dir(kb.root)
+        self.entry_texts = entry_texts(kb)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
         self._warm = False
@@ -130,9 +149,30 @@ class Bot:
         settings = settings or Settings()
         kb = load_knowledge_base(settings.knowledge_dir)
         tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
-        encoder = build_encoder(settings.encoder, settings.encoder_threads, settings.data_dir / "models")
+        encoder = build_encoder(settings.encoder, settings.encoder_threads, settings.models_dir)
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder_key)
         return cls(settings, kb, tokenizer, encoder, index)
+
+    def with_knowledge(self, kb: KnowledgeBase, index: SearchIndex) -> "Bot":
+        """A new Bot serving another KB version over the same models and conversation store.
+
+        Why a new object: a request holds one Bot from start to end, so swapping
+        ``services.bot`` (one reference assignment) never mixes two versions in one answer."""
+        if kb.root.joinpath("responses.yml").read_bytes() != self.kb.root.joinpath("responses.yml").read_bytes():
+            bot = Bot(self.settings, kb, self.tokenizer, self.encoder, index, self.conversations, self.clock)
+            bot._vectors, bot._warm = self._vectors, self._warm
+            return bot
+        # Safety patterns, gazetteer and fixed replies come from files a publish does not change
+        # (only FAQ entries are edited): reuse them (the gazetteer alone takes ~0.9 s to parse).
+        bot = copy.copy(self)  # shares the query-vector cache: vectors do not depend on the KB
+        thresholds = self.settings.thresholds
+        bot.kb, bot.index = kb, index
+        bot.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
+                                        thresholds.dense_weight, thresholds.lexical_saturation,
+                                        lexical_entry_ids=index.lexical_entry_ids,
+                                        classifier=index.entries, classifier_weight=thresholds.classifier_weight)
+        bot.policy = DecisionPolicy(kb, thresholds, self.settings.max_failures_before_handoff, self.gazetteer)
+        return bot
 
     def with_conversations(self, conversations: "ConversationService") -> "Bot":
         """The same loaded models over another conversation store (no reload)."""
@@ -157,20 +197,26 @@ class Bot:
         tokens = self.tokenizer.tokens(normalised, words)
         candidates = self.retriever.run(tokens, vector, top_k=top_k, text=normalised)
         language = detect_language(normalised)
-        emergency = self.safety.run(normalised)
-        probability = self.index.emergency.probability(normalised, vector)
-        if emergency is None and probability >= self.settings.thresholds.emergency:
-            emergency = f"learned:{probability:.2f}"
         evidence = scope = None
         if self.scope_model is not None:
             in_kb = self.index.topic.probability(normalised, vector) if self.index.topic is not None else 1.0
             evidence = scope_evidence(candidates, words, self.index.vocabulary, language, in_kb)
             scope = self.scope_model.probability(evidence)
+        t = self.settings.thresholds
+        emergency = self.safety.run(normalised)
+        probability = self.index.emergency.probability(normalised, vector)
+        if emergency is None and learned_alarm(probability, scope, t.emergency, t.emergency_sure, t.scope_answer):
+            emergency = f"learned:{probability:.2f}"
         aspect = None
         if self.index.aspects is not None:
             prediction = self.index.aspects.run(normalised, vector)
             aspect = prediction.intent if prediction.confidence >= 0.5 else None
         region = self.gazetteer.relevant(normalised)
+        other: tuple[str, ...] = ()
+        if candidates:
+            top = self.kb.entries.get(candidates[0].entry_id)
+            other = self.other_subjects.find(normalised, self.entry_texts.get(candidates[0].entry_id, ""),
+                                             rules_entry=top is not None and top.category in RULE_CATEGORIES)
         return Understanding(
             normalised=normalised,
             language=language,
@@ -184,6 +230,7 @@ class Bot:
             emergency_probability=probability,
             crisis_kind=self._crisis_kind(normalised, vector) if emergency else None,
             aspect=aspect,
+            other_subjects=other,
         )
 
     def _crisis_kind(self, normalised: str, vector: np.ndarray) -> str:
@@ -236,16 +283,31 @@ class Bot:
                 conv.last_candidates = self._top3(understanding.candidates, language)
             return self._act(scope, decision, language)
 
+    def _directory_contact(self, understanding: Understanding, region: str | None) -> Contact | None:
+        """"北京防疫热线是多少": the hotline of the region named in the text (or the conversation's),
+        from the contact directory, so a number changed there is right everywhere at once."""
+        if understanding.emergency or not self.kb.contacts or not _ASKS_NUMBER.search(understanding.normalised):
+            return None
+        place = self.gazetteer.get(understanding.region or region)
+        if place is None:
+            return None
+        hotlines = [c for c in self.kb.contacts.values() if c.kind == "hotline" and c.region]
+        for wanted in (place.name, place.province):
+            found = next((c for c in hotlines if c.region == wanted), None)
+            if found is not None:
+                return found
+        return None
+
     def _replayed(self, scope: MessageScope, turns: list[StoredTurn]) -> Reply:
         conv = scope.conversation
         first = turns[0] if turns else None
         return Reply(conversation_id=conv.id, replies=[ReplyMessage.from_dict(t.payload, t.text) for t in turns],
-                     intent=first.intent if first else "replay", confidence=first.score or 0.0 if first else 0.0,
+                     intent=(first.intent or "replay") if first else "replay", confidence=first.score or 0.0 if first else 0.0,
                      language=conv.language, entry_id=first.entry_id if first else None,
                      candidates=list(conv.last_candidates or []), handoff=scope.handoff_info(),
                      status=str(conv.status), turn_ids=[t.id for t in turns], replayed=True, region=conv.region)
 
-    def _resume_pending(self, conv, command: commands.Command | None,
+    def _resume_pending(self, conv: ConversationRecord, command: commands.Command | None,
                         understanding: Understanding | None, today: dt.date) -> Decision | None:
         """The bot asked "which city?" for an entry with regional variants: a region button, or a
         text naming a place, answers that entry now. Anything else is a new question."""
@@ -267,7 +329,7 @@ class Bot:
         found = self.gazetteer.get(str(command.args.get("name") or ""))
         return found.name if found else NATIONWIDE
 
-    def _decide(self, conv, command: commands.Command | None,
+    def _decide(self, conv: ConversationRecord, command: commands.Command | None,
                 understanding: Understanding | None, today: dt.date) -> Decision:
         if command is not None:
             if command.name == commands.FAQ and self.kb.get(str(command.args.get("entry"))):
@@ -286,10 +348,13 @@ class Bot:
                 return Decision("smalltalk", command.name, 1.0)
             return self.policy.failure(0.0, conv.failures)  # none_of_these, unknown payloads
         assert understanding is not None
+        contact = self._directory_contact(understanding, conv.region)
+        if contact is not None:
+            return Decision("contact", "contact", 1.0, options=[contact.id], region=contact.region)
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
                                candidates=understanding.candidates, failures=conv.failures, today=today,
                                scope=understanding.scope, aspect=understanding.aspect, region=conv.region,
-                               crisis_kind=understanding.crisis_kind)
+                               crisis_kind=understanding.crisis_kind, other_subjects=understanding.other_subjects)
 
     def _act(self, scope: MessageScope, decision: Decision, language: str) -> Reply:
         conv = scope.conversation
@@ -329,7 +394,7 @@ class Bot:
         return Reply(conversation_id=conv.id, replies=replies, intent=intent, confidence=confidence,
                      language=language, entry_id=entry_id, candidates=list(conv.last_candidates or []),
                      handoff=handoff_info, status=str(conv.status),
-                     turn_ids=[t.id for t in scope.turns if t.role == "bot"], region=region)
+                     turn_ids=[t.id for t in scope.turns if t.role == "bot"], region=region, action=action)
 
     def _while_handed_off(self, scope: MessageScope, understanding: Understanding | None, language: str) -> Reply:
         """A person owns the conversation: record, never answer over the agent — except a red
@@ -337,7 +402,7 @@ class Bot:
         handoff = scope.handoff_info()
         emergency = understanding is not None and self._is_emergency(understanding)
         replies: list[ReplyMessage] = []
-        if emergency:
+        if emergency and understanding is not None:
             handoff = scope.escalate()
             replies.append(self._emergency_reply(understanding.crisis_kind, language, scope.conversation.script))
         elif handoff is not None and handoff.status == "waiting":
@@ -380,16 +445,21 @@ class Bot:
     def _render(self, decision: Decision, language: str, script: str | None = None) -> list[ReplyMessage]:
         return [_in_script(m, language, script) for m in self._render_simplified(decision, language)]
 
+    def _entry_of(self, decision: Decision) -> Entry:
+        if decision.entry_id is None:
+            raise ValueError(f"a {decision.action!r} decision without an entry")
+        return self.kb.entries[decision.entry_id]
+
     def _render_simplified(self, decision: Decision, language: str) -> list[ReplyMessage]:
         talk = commands.simple_button(self.responses("talk_to_person", language), commands.ASK_HUMAN)
         if decision.action == "answer":
-            entry = self.kb.entries[decision.entry_id]
+            entry = self._entry_of(decision)
             variant = entry.variant(decision.variant)
             answer, source = (variant.answer, variant.source or entry.source) if variant else (entry.answer, entry.source)
             updated = (variant.updated if variant and variant.updated else entry.updated)
             follow = [f for f in [*decision.also, *entry.follow_ups] if f in self.kb.entries and f != entry.id]
             buttons = [commands.faq_button(self.kb.entries[f].title(language), f) for f in dict.fromkeys(follow)]
-            text = answer.en if language == "en" else answer.zh
+            text = expand_contacts(answer.en if language == "en" else answer.zh, self.kb.contacts, language)
             if entry.variants and not variant:
                 where = self.responses("variant_default", language)
                 buttons += [commands.region_button(self._region_title(r, language), r, entry.id)
@@ -399,8 +469,14 @@ class Bot:
                 text=text, buttons=buttons,
                 source={"name": source.title(language), "url": str(source.url)},
                 updated=updated.isoformat(), entry_id=entry.id)]
+        if decision.action == "contact":
+            contact = self.kb.contacts[decision.options[0]]
+            return [ReplyMessage(text=contact.render(language),
+                                 source={"name": contact.name_en if language == "en" else contact.name,
+                                         "url": str(contact.source)} if contact.source else None,
+                                 updated=contact.last_verified.isoformat())]
         if decision.action == "ask_region":
-            entry = self.kb.entries[decision.entry_id]
+            entry = self._entry_of(decision)
             buttons = [commands.region_button(self._region_title(r, language), r) for r in decision.options]
             buttons.append(commands.region_button(self.responses("region_elsewhere", language), NATIONWIDE))
             return [ReplyMessage(self.responses("ask_region", language, title=entry.title(language)),
@@ -413,7 +489,7 @@ class Bot:
             buttons.append(commands.simple_button(self.responses("none_of_these", language), commands.NONE_OF_THESE))
             return [ReplyMessage(self.responses("did_you_mean", language), buttons=buttons)]
         if decision.action == "policy_changed":
-            entry = self.kb.entries[decision.entry_id]
+            entry = self._entry_of(decision)
             text = self.responses("policy_changed", language, title=entry.title(language),
                                   valid_until=entry.valid_until.isoformat() if entry.valid_until else "")
             return [ReplyMessage(text, buttons=[talk], entry_id=entry.id)]
@@ -426,6 +502,17 @@ class Bot:
     def _region_title(self, name: str, language: str) -> str:
         region = self.gazetteer.get(name)
         return region.title(language) if region else name
+
+
+def entry_texts(kb: KnowledgeBase) -> dict[str, str]:
+    """Each entry's own words (questions, answers, regional variants), normalised: what an entry talks about."""
+    out = {}
+    for e in kb.entries.values():
+        parts = [*e.questions.zh, *e.questions.en, e.answer.zh, e.answer.en]
+        for v in e.variants:
+            parts += [v.answer.zh, v.answer.en]
+        out[e.id] = normalise("\n".join(parts))
+    return out
 
 
 def _in_script(message: ReplyMessage, language: str, script: str | None) -> ReplyMessage:

@@ -128,6 +128,7 @@ class Reply:
     replayed: bool = False  # a retry of a message already answered (same client_message_id)
     handoff_opened: bool = False  # this message opened a ticket (per-IP handoff budget)
     region: str | None = None  # the citizen's region as the bot understood it (for the agent's view)
+    action: str | None = None  # what the bot did (answer, did_you_mean, handoff, ...): for /metrics, not the API
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bot.config import Thresholds
 from bot.intents import FAQ_INTENT, IntentPrediction
@@ -19,7 +19,7 @@ from bot.regions import NATIONWIDE, Gazetteer
 from bot.retrieval import Candidate
 
 Action = Literal["answer", "did_you_mean", "rephrase", "not_covered", "handoff", "smalltalk", "policy_changed",
-                 "menu", "ask_region"]
+                 "menu", "ask_region", "contact"]
 
 SMALLTALK_INTENTS = frozenset({"greet", "goodbye", "thanks", "out_of_scope"})
 VAGUE_INTENT = "vague"
@@ -59,11 +59,13 @@ class DecisionPolicy:
 
     def run(self, *, emergency: str | None, intent: IntentPrediction, candidates: Sequence[Candidate],
             failures: int, today: dt.date | None = None, scope: float | None = None,
-            aspect: str | None = None, region: str | None = None, crisis_kind: str | None = None) -> Decision:
+            aspect: str | None = None, region: str | None = None, crisis_kind: str | None = None,
+            other_subjects: Sequence[str] = ()) -> Decision:
         """``scope``: P(top entry answers the question) from the scope model, or None to decide on the
         plain score thresholds. ``aspect``: what the question asks (cause, remedy, cost, where...), used
         to break near-ties between entries that answer different aspects. ``region``: the citizen's
-        region (gazetteer name, or ``全国`` for "nationwide / elsewhere"), if known."""
+        region (gazetteer name, or ``全国`` for "nationwide / elsewhere"), if known. ``other_subjects``: other
+        vaccines / diseases the question names and the top entry never mentions: never answered directly."""
         today = today or dt.date.today()
         t = self.thresholds
         candidates = self.order_by_aspect(list(candidates), aspect)
@@ -91,14 +93,16 @@ class DecisionPolicy:
         if top is None:
             return self.failure(0.0, failures)
         if scope is not None:
-            return self._decide_with_scope(candidates, scope, failures, today, region)
+            return self._decide_with_scope(candidates, scope, failures, today, region, bool(other_subjects))
         return self._decide_on_scores(candidates, failures, today, region)
 
     def _decide_with_scope(self, candidates: list[Candidate], scope: float, failures: int, today: dt.date,
-                           region: str | None) -> Decision:
+                           region: str | None, other_subject: bool = False) -> Decision:
         t = self.thresholds
         top = candidates[0]
-        if scope >= t.scope_answer:
+        # "HPV疫苗在哪打" scores like "新冠疫苗在哪里打": a question about another vaccine or disease is offered
+        # the nearest entries to choose from, never answered as if it were the same question.
+        if scope >= t.scope_answer and not other_subject:
             # Near-tied neighbours do not cost the citizen the answer: they come along as follow-ups.
             also = [c.entry_id for c in candidates[1:3] if top.score - c.score < t.margin]
             decision = self.answer(top.entry_id, scope, today, region)
@@ -179,7 +183,7 @@ class DecisionPolicy:
         return Decision(action, FAQ_INTENT, confidence, counts_as_failure=True, region=region)
 
 
-def _replace(decision: Decision, **changes) -> Decision:
+def _replace(decision: Decision, **changes: Any) -> Decision:
     from dataclasses import replace
 
     return replace(decision, **changes)

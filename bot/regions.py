@@ -13,11 +13,12 @@ ORIGIN (从/离开, "from") only when nothing else is named.
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 REGIONS_FILE = "regions.yml"
 NATIONWIDE = "全国"
@@ -74,7 +75,7 @@ class Gazetteer:
 
     @classmethod
     def from_file(cls, path: Path) -> "Gazetteer":
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = load_yaml(Path(path)) or {}
         city_en = data.get("city_en") or {}
         regions: list[Region] = []
         surface: dict[str, str] = {}

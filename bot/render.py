@@ -14,7 +14,9 @@ import unicodedata
 from typing import Any
 
 from bot import commands
+from bot.kb import Entry, KnowledgeBase
 from bot.messages import Button, Reply, ReplyMessage
+from bot.responses import Responses
 
 MENU_CATEGORIES = ("testing", "health_code", "quarantine", "vaccination", "travel")
 MAX_OPTIONS = 9
@@ -24,7 +26,7 @@ def _dialable(button: Button) -> bool:
     return button.payload.startswith("tel:")
 
 
-def with_footer(message: ReplyMessage, language: str, responses) -> str:
+def with_footer(message: ReplyMessage, language: str, responses: Responses) -> str:
     """The text as plain-text channels show it: an answer carries its source and date."""
     if not message.source:
         return message.text
@@ -33,7 +35,7 @@ def with_footer(message: ReplyMessage, language: str, responses) -> str:
     return f"{message.text}\n\n{footer}"
 
 
-def render_text_messages(reply: Reply, responses) -> list[dict[str, Any]]:
+def render_text_messages(reply: Reply, responses: Responses) -> list[dict[str, Any]]:
     """Rasa REST: one item per message, ``{text, buttons?}``."""
     out = []
     for message in reply.replies:
@@ -45,7 +47,7 @@ def render_text_messages(reply: Reply, responses) -> list[dict[str, Any]]:
     return out
 
 
-def render_numbered(reply: Reply, responses, max_bytes: int) -> tuple[str, list[str]]:
+def render_numbered(reply: Reply, responses: Responses, max_bytes: int) -> tuple[str, list[str]]:
     """WeChat: one text for all reply messages and the payloads of its numbered options."""
     parts: list[str] = []
     titles: list[str] = []
@@ -63,12 +65,12 @@ def render_numbered(reply: Reply, responses, max_bytes: int) -> tuple[str, list[
     return truncate(body, max_bytes), payloads
 
 
-def options_block(responses, titles: list[str], language: str) -> str:
+def options_block(responses: Responses, titles: list[str], language: str) -> str:
     lines = [responses("choose_number", language)] + [f"{i}. {title}" for i, title in enumerate(titles, 1)]
     return "\n".join(lines)
 
 
-def welcome(kb, responses, language: str, max_bytes: int) -> tuple[str, list[str]]:
+def welcome(kb: KnowledgeBase, responses: Responses, language: str, max_bytes: int) -> tuple[str, list[str]]:
     """Greeting plus a numbered menu: one popular question per main category, then a human."""
     titles, payloads = [], []
     for category in MENU_CATEGORIES:
@@ -119,7 +121,7 @@ def truncate(value: str, max_bytes: int) -> str:
     return raw[:max(0, max_bytes - 3)].decode("utf-8", "ignore") + "…"
 
 
-def kb_item(entry, language: str, score: float | None = None) -> dict[str, Any]:
+def kb_item(entry: Entry, language: str, score: float | None = None) -> dict[str, Any]:
     """A KB entry as staff see it (search results, candidates of a ticket)."""
     return {"entry_id": entry.id, "title": entry.title(language), "score": score,
             "answer": entry.answer.en if language == "en" else entry.answer.zh,

@@ -1,9 +1,9 @@
 """The bot's fixed bilingual replies, kept as data in ``knowledge/responses.yml``."""
 from __future__ import annotations
 
-from pathlib import Path
+from bot.yaml_files import load_yaml
 
-import yaml
+from pathlib import Path
 
 
 REQUIRED_KEYS = (
@@ -25,7 +25,7 @@ class Responses:
 
     @classmethod
     def from_file(cls, path: Path) -> "Responses":
-        return cls(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        return cls(load_yaml(path) or {})
 
     def __call__(self, key: str, language: str, **values: object) -> str:
         return self._templates[key]["en" if language == "en" else "zh"].format(**values)

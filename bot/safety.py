@@ -14,10 +14,11 @@ test split is ``bench/data/emergency_test.yml``.
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import re
 from pathlib import Path
 
-import yaml
 
 from bot.intents import BinaryTextClassifier
 
@@ -39,6 +40,21 @@ def crisis_kind(normalised_text: str, learned: str | None = None) -> str:
     return "medical"
 
 
+def learned_alarm(probability: float, scope: float | None, threshold: float, sure: float,
+                  scope_answer: float) -> bool:
+    """Does the learned detector's P(emergency) raise a red flag?
+
+    At or above ``threshold`` it does, except in the unsure band below ``sure`` when the scope model
+    rates the question as one the KB answers directly (``scope >= scope_answer``): questions ABOUT a
+    symptom, a medicine or a bedridden relative share words with red flags ("会不会吐", "降压药只剩三天"),
+    and those are exactly the questions the KB answers. Calibrated (``bench/calibrate.py``) so that the
+    veto loses none of the cross-validated red flags; a sure detector, or no scope model, always alarms.
+    """
+    if probability < threshold:
+        return False
+    return probability >= sure or scope is None or scope < scope_answer
+
+
 class EmergencyDetector:
     def __init__(self, patterns: list[str]):
         if not patterns:
@@ -47,7 +63,7 @@ class EmergencyDetector:
 
     @classmethod
     def from_file(cls, path: Path) -> "EmergencyDetector":
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path) or {}
         return cls([str(p) for p in data.get("emergency_patterns") or []])
 
     def run(self, normalised_text: str) -> str | None:
@@ -59,11 +75,11 @@ class EmergencyDetector:
         return None
 
 
-def load_emergency_examples(knowledge_dir: Path, with_kinds: bool = False):
+def load_emergency_examples(knowledge_dir: Path, with_kinds: bool = False) -> tuple[list[str], ...]:
     """(emergency texts, non-emergency texts[, kinds of the emergency texts]) from the training split;
     empty lists when absent."""
     path = Path(knowledge_dir) / EMERGENCY_EXAMPLES_FILE
-    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+    data = (load_yaml(path) or {}) if path.exists() else {}
     emergency = data.get("emergency") or []
     out = ([str(r["text"]) for r in emergency], [str(r["text"]) for r in data.get("not_emergency") or []])
     if with_kinds:

@@ -23,11 +23,14 @@ The out-of-KB TEST split (``bench/data/out_of_kb_test.yml``) is only reported.
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -36,6 +39,7 @@ from bot.retrieval import Candidate
 FEATURES = ("score", "margin", "prob", "dense", "lexical", "agree", "uncovered_top", "unknown_kb",
             "n_unknown", "english", "in_kb")
 OUT_OF_KB_FILE = "scope/out_of_kb.yml"
+OTHER_SUBJECTS_FILE = "scope/other_subjects.yml"
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
@@ -68,16 +72,15 @@ class ScopeEvidence:
         return dict(zip(FEATURES, self.features))
 
 
-def load_out_of_kb(knowledge_dir) -> list[str]:
+def load_out_of_kb(knowledge_dir: Path | str) -> list[str]:
     """The TRAIN split of the out-of-KB questions (empty when the KB ships none)."""
     from pathlib import Path
 
-    import yaml
 
     path = Path(knowledge_dir) / OUT_OF_KB_FILE
     if not path.exists():
         return []
-    return [str(r["text"]) for r in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
+    return [str(r["text"]) for r in load_yaml(path) or []]
 
 
 def scope_evidence(candidates: Sequence[Candidate], words: Sequence[str], vocabulary: Vocabulary,
@@ -111,3 +114,52 @@ class ScopeModel:
     def probability(self, evidence: ScopeEvidence) -> float:
         z = float(np.dot(self.coef, evidence.features) + self.intercept)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+# A country named as where the citizen comes from, or as a nationality, is not "another country's rules".
+_ORIGIN_BEFORE = re.compile(r"(从|自|由|离开).?$|\b(from|leaving)\s+(the\s+)?$")
+_ORIGIN_AFTER = re.compile(r"^(人|籍|同事|朋友|护照|公民|留学生|客户|员工|老公|老婆|回|来华|来中国|飞回|返)")
+RULE_CATEGORIES = frozenset({"policy", "travel"})
+
+
+class OtherSubjects:
+    """Other vaccines, diseases and countries (``knowledge/scope/other_subjects.yml``): the entity mismatch
+    a score cannot see. "打完HPV疫苗多久可以怀孕" matches the COVID-vaccine pregnancy entry on every word but
+    one, and that one word changes the subject; so does "英国" in "英国现在还戴口罩吗" against our mask rules.
+    ``find`` names the subjects the question mentions that the matched entry's own text (questions,
+    answers, variants) never mentions. Countries count only against a rules entry and only when the
+    country is not where the citizen comes from nor a nationality."""
+
+    def __init__(self, subjects: Mapping[str, Sequence[str]], countries: Mapping[str, Sequence[str]] | None = None):
+        self._patterns = {name: p for name, p in ((n, _alias_pattern(a)) for n, a in subjects.items()) if p}
+        self._countries = {name: p for name, p in ((n, _alias_pattern(a)) for n, a in (countries or {}).items())
+                           if p}
+
+    @classmethod
+    def from_dir(cls, knowledge_dir: Path | str) -> "OtherSubjects":
+        """The KB's list, or an empty one when the KB ships none."""
+        path = Path(knowledge_dir) / OTHER_SUBJECTS_FILE
+        data = (load_yaml(path) or {}) if path.exists() else {}
+
+        def lists(key: str) -> dict[str, list[str]]:
+            return {str(k): [str(a) for a in v or []] for k, v in (data.get(key) or {}).items()}
+
+        return cls(lists("subjects"), lists("countries"))
+
+    def find(self, normalised_question: str, entry_text: str, rules_entry: bool = True) -> tuple[str, ...]:
+        found = [name for name, pattern in self._patterns.items()
+                 if pattern.search(normalised_question) and not pattern.search(entry_text)]
+        if rules_entry:
+            found += [name for name, pattern in self._countries.items()
+                      if not pattern.search(entry_text) and any(
+                          not _ORIGIN_BEFORE.search(normalised_question[max(0, m.start() - 12):m.start()])
+                          and not _ORIGIN_AFTER.match(normalised_question[m.end():])
+                          for m in pattern.finditer(normalised_question))]
+        return tuple(found)
+
+
+def _alias_pattern(aliases: Sequence[str]) -> re.Pattern[str] | None:
+    # ASCII aliases as whole words among ASCII letters (a CJK neighbour is a boundary: "打完hpv疫苗").
+    parts = [r"(?<![a-z0-9])" + re.escape(a.lower()) + r"(?![a-z0-9])" if a.isascii() else re.escape(a)
+             for a in aliases if a]
+    return re.compile("|".join(parts)) if parts else None

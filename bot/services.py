@@ -12,19 +12,38 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings, keep_secret
 from bot.conversations.desk import Desk
 from bot.conversations.notify import Notifier, build_notifier
 from bot.conversations.outbox import Consumer, Outbox, OutboxWorker
 from bot.conversations.privacy import Vault
-from bot.conversations.service import ConversationService
+from bot.conversations.service import ConversationService, StaleWaitSweeper
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database, StoreUnavailable
 from bot.models import utcnow
 
+if TYPE_CHECKING:
+    from bot.engine import Bot
+
 log = logging.getLogger(__name__)
+
+
+def clock_for(settings: Settings) -> Callable[[], dt.datetime]:
+    """Real UTC time, unless ``settings.simulation`` warps it (bench/simulate.py replaying a day)."""
+    sim = settings.simulation
+    if sim.start is None or sim.anchor is None:
+        return utcnow
+    import time
+
+    start, anchor, speed = sim.start.replace(tzinfo=None), sim.anchor, sim.speed
+    log.warning("simulated clock: %s at unix %.3f, x%g (never on a real service)", start, anchor, speed)
+
+    def simulated() -> dt.datetime:
+        return start + dt.timedelta(seconds=(time.time() - anchor) * speed)
+
+    return simulated
 
 
 @dataclass
@@ -41,15 +60,19 @@ class Services:
     clock: Callable[[], dt.datetime] = utcnow
     workers: dict[str, OutboxWorker] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)  # channel runtimes (e.g. WeChat clients) to close
+    kb_live: Any = None  # bot.kb.live.LiveKnowledge when the KB is edited in the console (settings.kb.editing)
     started: bool = False
     schema_ready: bool = False
     _schema_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, settings: Settings, *, bot=None, db: Database | None = None, notifier: Notifier | None = None,
-              clock: Callable[[], dt.datetime] = utcnow, upgrade: bool = True) -> "Services":
+    def build(cls, settings: Settings, *, bot: Bot | None = None, db: Database | None = None,
+              notifier: Notifier | None = None, clock: Callable[[], dt.datetime] | None = None,
+              upgrade: bool = True) -> "Services":
         """``bot``: an already loaded engine to reuse (its models and index); ``db``: a database
-        to use instead of ``settings.sqlalchemy_url``."""
+        to use instead of ``settings.sqlalchemy_url``; ``clock``: default real time, or the
+        simulation's warped clock when ``settings.simulation`` sets one."""
+        clock = clock or clock_for(settings)
         db = db or Database(settings.sqlalchemy_url, connect_timeout=settings.db.connect_timeout,
                             statement_timeout=settings.db.statement_timeout, pool_size=settings.db.pool_size)
         notifier = notifier or build_notifier(settings.redis_url, db, settings.outbox.tail_interval)
@@ -65,8 +88,19 @@ class Services:
         desk = Desk(db, conversations, staff, outbox, vault, bot.responses, settings.desk, settings.limits,
                     kb=lambda: bot.kb, clock=clock)
         services = cls(settings, db, notifier, outbox, vault, conversations, staff, desk, bot, clock)
+        services.extras["stale_waits"] = StaleWaitSweeper(
+            conversations, dt.timedelta(minutes=settings.desk.abandon_after_minutes), settings.desk.abandon_sweep_seconds)
+        desk._kb = lambda: services.bot.kb  # the live KB: publishing swaps services.bot
         if upgrade:
             services.ensure_schema()
+        if settings.kb.editing:
+            from bot.kb.live import LiveKnowledge
+            from bot.kb.store import KnowledgeStore
+
+            services.kb_live = LiveKnowledge(services, KnowledgeStore(db, settings.knowledge_dir,
+                                                                      settings.kb_work_dir, clock))
+            if services.schema_ready:
+                services.kb_live.start_up()
         if settings.webhook.enabled:
             from bot.conversations.webhooks import WebhookConsumer
 
@@ -90,6 +124,8 @@ class Services:
                 log.error("database not reachable, schema not checked yet: %s", exc)
                 return False
             self.schema_ready = True
+            if self.kb_live is not None and self.kb_live.publication_id == 0:
+                self.kb_live.start_up()
             return True
         finally:
             self._schema_lock.release()
@@ -106,6 +142,8 @@ class Services:
     def start(self) -> None:
         """Background threads: in each server process, after any fork."""
         self.notifier.start()
+        if self.kb_live is not None:
+            self.kb_live.start()
         for worker in self.workers.values():
             worker.start()
         for extra in self.extras.values():
@@ -115,6 +153,8 @@ class Services:
         self.started = True
 
     def close(self) -> None:
+        if self.kb_live is not None:
+            self.kb_live.close()
         for worker in self.workers.values():
             worker.stop()
         for consumer in self.outbox.consumers.values():

@@ -6,18 +6,18 @@ KB exactly as a Simplified one does.
 """
 from __future__ import annotations
 
+from bot.yaml_files import load_yaml
+
+import logging
 import re
 import threading
 import unicodedata
 from pathlib import Path
 from typing import Literal
 
-import logging
-
 import jieba
 import opencc
 import Stemmer
-import yaml
 
 Language = Literal["zh", "en", "mixed"]
 Script = Literal["hans", "hant"]
@@ -74,7 +74,7 @@ def to_script(text: str, script: str | None) -> str:
     if script != "hant" or not text:
         return text
     with _OPENCC_LOCK:
-        return _S2T.convert(text)
+        return str(_S2T.convert(text))
 
 
 def detect_language(text: str) -> Language:
@@ -117,7 +117,7 @@ class SynonymMap:
     def from_file(cls, path: Path) -> "SynonymMap":
         if not path.exists():
             return cls([])
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path) or {}
         return cls(data.get("groups") or [])
 
     def __call__(self, token: str) -> str:

@@ -17,6 +17,7 @@ from bot.messages import Message
 from connectors.context import client_ip, services, staff_read_allowed
 from connectors.errors import ApiError, parse_json_body, query_int
 from connectors.limits import allow, would_allow
+from connectors.metrics import count_message
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -41,6 +42,7 @@ def handle_message(message: Message):
                        extra={"text": {"zh": svc.bot.responses("too_many", "zh"),
                                        "en": svc.bot.responses("too_many", "en")}})
     reply = svc.bot.handle(message)
+    count_message(message.channel, reply)
     if reply.handoff_opened:
         allow(svc.settings.limits.handoffs_per_ip, "handoffs", ip)
     return reply

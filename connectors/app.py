@@ -37,17 +37,24 @@ def create_app(services: Services) -> Flask:
                                 x_proto=settings.server.trusted_proxies)
 
     from connectors.agents import agents
+    from connectors.agents.dashboard import dashboard
     from connectors.api import api
     from connectors.limits import apply_limits, init_limits
+    from connectors.metrics import init_metrics
     from connectors.rasa_rest import rasa_rest
     from connectors.web import web
     from connectors.wechat import init_wechat
 
+    init_metrics(app, services)
     init_limits(app, services)
     app.register_blueprint(api)
     app.register_blueprint(rasa_rest)
     app.register_blueprint(web)
     app.register_blueprint(agents)
+    from connectors.agents.kb_views import kb_editor
+
+    app.register_blueprint(kb_editor)
+    app.register_blueprint(dashboard)
     init_wechat(app, services)
     apply_limits(app)
     register_error_handlers(app)
@@ -58,6 +65,9 @@ def create_app(services: Services) -> Flask:
                                                                   "agents.static", "web.widget_js"):
             if not services.ensure_schema():
                 raise StoreUnavailable("database schema not ready (database unreachable)")
+        if services.kb_live is not None and request.endpoint not in ("static", "web.static", "agents.static",
+                                                                     "web.widget_js", "healthz"):
+            services.kb_live.sync()  # a newer published KB version: swap before answering
 
     @app.after_request
     def _security_headers(response):

@@ -1,12 +1,13 @@
 """``hotline-bot``: the command line, and the application's composition root.
 
-serve · ask · index · kb validate · eval · db upgrade · agent create|disable|enable|
+serve · ask · index · kb validate|export|import · eval · db upgrade · agent create|disable|enable|
 reset-password|list · purge · forget · init. Each command builds what it needs from
 one Settings; nothing below this module reads the environment.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import json
 import logging
@@ -17,24 +18,66 @@ import time
 from pathlib import Path
 
 from bot.config import Settings
-from bot.conversations.service import ConversationError
-from bot.db import SchemaError, StoreUnavailable
+from bot.errors import ConversationError, SchemaError, StoreUnavailable
+
+
+def _iso_date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
 def _cmd_kb_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.kb import load_knowledge_base
-    from bot.kb.loader import validate_knowledge_base
+    from bot.kb.loader import inspect_knowledge_base
 
-    problems = validate_knowledge_base(settings.knowledge_dir)
+    kb, problems = inspect_knowledge_base(settings.knowledge_dir, args.today, settings.kb.contact_stale_days)
     for problem in problems:
         print(f"{problem.severity.upper()}: {problem}", file=sys.stderr)
     errors = [p for p in problems if p.severity != "warning"]
     if errors:
         print(f"{len(errors)} problem(s) in {settings.knowledge_dir}", file=sys.stderr)
         return 1
-    kb = load_knowledge_base(settings.knowledge_dir)
+    assert kb is not None  # no error-severity problem
     print(f"OK: {len(kb.entries)} entries, {len(kb.intent_examples)} intents, KB version {kb.version}"
           + (f" ({len(problems)} warning(s))" if problems else ""))
+    return 0
+
+
+def _kb_store(settings: Settings):
+    from bot.kb.store import KnowledgeStore
+
+    db = _database(settings)
+    db.upgrade()
+    return KnowledgeStore(db, settings.knowledge_dir, settings.kb_work_dir)
+
+
+def _cmd_kb_export(args: argparse.Namespace, settings: Settings) -> int:
+    """The database KB as a KB directory (canonical YAML): git-based teams keep their workflow."""
+    store = _kb_store(settings)
+    if store.latest() is None:
+        print("the database holds no KB yet (run `hotline-bot kb import DIR` or serve with HOTLINE_KB__EDITING=1)",
+              file=sys.stderr)
+        return 1
+    target = store.export(Path(args.directory), draft=args.drafts)
+    print(f"exported {'live + drafts' if args.drafts else 'live'} KB version {store.latest().version} to {target}")
+    return 0
+
+
+def _cmd_kb_import(args: argparse.Namespace, settings: Settings) -> int:
+    """A KB directory into the database as a new published version (running servers follow)."""
+    from bot.kb.live import CHANNEL
+
+    store = _kb_store(settings)
+    publication = store.import_dir(Path(args.directory), actor=args.actor)
+    if settings.redis_url:
+        try:
+            import redis
+
+            redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1).publish(CHANNEL, str(publication.id))
+        except Exception as exc:  # noqa: BLE001 - servers still catch up on their next request
+            print(f"warning: no Redis bump ({exc})", file=sys.stderr)
+    print(f"imported {args.directory}: KB version {publication.version}, {len(publication.entries)} entries changed")
     return 0
 
 
@@ -48,7 +91,7 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     kb = load_knowledge_base(settings.knowledge_dir)
     tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
     index = build_index(kb, tokenizer, build_encoder(settings.encoder, args.threads or os.cpu_count() or 1,
-                                                     settings.data_dir / "models"))
+                                                     settings.models_dir))
     directory = artifact_dir(settings.index_dir, kb.version, settings.encoder_key)
     save_index(index, directory)
     print(f"indexed {len(kb.entries)} entries / {len(index.doc_texts)} questions "
@@ -250,7 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     kb = sub.add_parser("kb", help="knowledge base tools")
     kb_sub = kb.add_subparsers(dest="kb_command", required=True)
     validate = kb_sub.add_parser("validate", help="check every KB file; non-zero exit on problems")
+    validate.add_argument("--today", type=_iso_date, default=None, metavar="YYYY-MM-DD",
+                          help="check expiry as of this date (default: today), e.g. what expires by Friday")
     validate.set_defaults(func=_cmd_kb_validate)
+    export = kb_sub.add_parser("export", help="write the database KB to DIRECTORY as YAML (canonical form)")
+    export.add_argument("directory")
+    export.add_argument("--drafts", action="store_true", help="live entries with the pending drafts applied")
+    export.set_defaults(func=_cmd_kb_export)
+    kb_import = kb_sub.add_parser("import", help="publish the KB directory DIRECTORY into the database")
+    kb_import.add_argument("directory")
+    kb_import.add_argument("--actor", default="cli", help="name written to the audit log")
+    kb_import.set_defaults(func=_cmd_kb_import)
 
     evaluate = sub.add_parser("eval", help="retrieval quality on held-out and external sets", add_help=False)
     evaluate.set_defaults(func=_cmd_eval)

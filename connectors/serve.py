@@ -40,9 +40,12 @@ class HotlineServer(BaseApplication):
             services_ref.services.db.dispose()  # connections are never shared with the master
             services_ref.services.start()
 
-        def worker_exit(_arbiter, _worker):
+        def worker_exit(_arbiter, worker):
             if services_ref.services is not None:
                 services_ref.services.close()
+            from connectors.metrics import worker_exited
+
+            worker_exited(worker.pid)  # its live samples no longer count
 
         for key, value in {
             "bind": f"{self.host}:{self.port}",
@@ -69,6 +72,9 @@ class HotlineServer(BaseApplication):
         from connectors.app import create_app
         from connectors.asgi import create_asgi
 
+        from connectors.metrics import prepare_multiprocess
+
+        prepare_multiprocess(self.settings.data_dir, self.port)  # before any metric exists, before the fork
         started = time.perf_counter()
         self.services = Services.build(self.settings)
         self.services.bot.warm_up()

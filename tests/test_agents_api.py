@@ -265,16 +265,26 @@ def test_create_account_validates(services):
         services.staff.create("carol", PASSWORD)
 
 
-def test_cli_manages_accounts(tmp_path):
+def test_cli_manages_accounts(tmp_path, monkeypatch, capsys):
+    """The real entry point once (a subprocess), then the same CLI in process: each subprocess
+    costs ~2 s of imports and the account logic is the same."""
+    from connectors.cli import main
+
     db_url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = {"DATABASE_URL": db_url, "HOTLINE_DATA_DIR": str(tmp_path), "HOTLINE_AGENT_PASSWORD": PASSWORD,
            "PATH": "/usr/bin:/bin"}
+    created = subprocess.run([sys.executable, "-m", "connectors.cli", "agent", "create", "dora", "--role",
+                              "supervisor"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
 
     def cli(*args):
-        return subprocess.run([sys.executable, "-m", "connectors.cli", *args], env=env, cwd=PROJECT_ROOT,
-                              capture_output=True, text=True, timeout=60)
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
 
-    assert cli("agent", "create", "dora", "--role", "supervisor").returncode == 0
     duplicate = cli("agent", "create", "dora")
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
     assert cli("agent", "disable", "dora").returncode == 0

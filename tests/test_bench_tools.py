@@ -5,6 +5,7 @@ Behaviour only — no timed assertions (speed targets live in README tables).
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import subprocess
 import sys
 import textwrap
@@ -128,3 +129,15 @@ def test_live_server_module_is_the_bench_launcher():
 
     assert tests.live_server.start_server is bench.live.start_server
     assert Path(bench.live.__file__).parent.name == "bench"
+
+
+def test_big_kb_generator_writes_a_valid_kb_of_the_asked_size(tmp_path):
+    from bench.bigkb import generate
+    from bot.kb.loader import inspect_knowledge_base
+
+    root = generate(300, tmp_path)  # more than the shipped 147: every shipped entry is used twice or more
+    kb, problems = inspect_knowledge_base(root, dt.date(2026, 12, 1))
+    assert [p for p in problems if p.severity == "error"] == [] and kb is not None
+    assert len(kb.entries) == 300
+    questions = [q for e in kb.entries.values() for q in e.questions.zh]
+    assert len(questions) == len(set(questions))

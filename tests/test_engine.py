@@ -1,6 +1,7 @@
 """The whole engine on the real KB, real encoder, real index and a real SQLite file."""
 import datetime as dt
 import json
+import time
 
 import pytest
 from sqlalchemy import func, select, text
@@ -9,6 +10,7 @@ from bot.conversations.service import ConversationError
 from bot.db import StoreUnavailable
 from bot.messages import InvalidMessage, Message
 from bot.models import Turn
+from tests.conftest import build_services
 
 
 def ask(bot, text, user="u1", conversation_id=None, channel="api", **extra):
@@ -223,3 +225,24 @@ def test_one_open_ticket_per_citizen(services):
     assert "另一个对话" in other.replies[-1].text
     assert [h["id"] for h in services.desk.list_handoffs(status="claimed")] == [first.handoff.id]
     assert services.desk.list_handoffs(status="waiting") == []
+
+
+def test_a_server_closes_tickets_of_citizens_who_left_the_queue(settings, engine, clock, tmp_path):
+    """Regression: abandon_stale existed but nothing ran it, so a citizen who left stayed 'waiting'
+    forever (the queue kept the ticket, the dashboard never counted the abandonment)."""
+    desk = settings.desk.model_copy(update={"abandon_sweep_seconds": 0.05})
+    services = build_services(settings, engine, f"sqlite:///{tmp_path / 'sweep.db'}", clock, desk=desk)
+    try:
+        left = ask(services.bot, "转人工", user="gone")
+        stays = ask(services.bot, "转人工", user="here")
+        clock.advance(minutes=20)
+        ask(services.bot, "还要等多久", user="here", conversation_id=stays.conversation_id)
+        clock.advance(minutes=11)  # "gone" silent 31 min, "here" 11 min
+        services.start()
+        deadline = time.monotonic() + 10
+        while services.desk.handoff(left.handoff.id)["status"] != "abandoned":
+            assert time.monotonic() < deadline, "nothing swept the stale wait"
+            time.sleep(0.05)
+        assert services.desk.handoff(stays.handoff.id)["status"] == "waiting"
+    finally:
+        services.close()

@@ -1,46 +1,88 @@
 """The fast evaluation paths give exactly what sklearn / numpy give (they exist for latency only)."""
 import numpy as np
+import pytest
 from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from bot.intents import BinaryTextClassifier, FastLinear, IntentClassifier, tfidf_row
+from bot.intents import BinaryTextClassifier, IntentClassifier
+from bot.linear import FastLinear, TfidfRows
 from bot.retrieval.hybrid import _Grouping
 
 TEXTS = ["核酸结果多久出来", "健康码变黄了怎么办", "where can i get a pcr test", "疫苗在哪里打", "救命 喘不上气",
          "what does a yellow code mean", "做核酸要钱吗", "我想问问"]
 
 
-def test_tfidf_row_equals_sklearn_transform():
-    for kwargs in ({"analyzer": "char_wb", "ngram_range": (1, 3), "sublinear_tf": True},
-                   {"analyzer": "word", "sublinear_tf": False}):
-        vectorizer = TfidfVectorizer(**kwargs).fit(TEXTS[:6])
-        for text in [*TEXTS, "完全没见过的字", ""]:
-            expected = vectorizer.transform([text]).toarray()[0]
+def _identity(tokens):
+    return tokens
+
+
+def test_tfidf_rows_equal_sklearn_transform():
+    token_lists = [list(text) for text in TEXTS]
+    cases = [(TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True), TEXTS,
+              [*TEXTS, "完全没见过的字", "", "  Mixed   CASE  spaces "]),
+             (TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), norm="l1", use_idf=False), TEXTS,
+              [*TEXTS, "a", "ab"]),
+             (TfidfVectorizer(analyzer=_identity, sublinear_tf=True), token_lists, [*token_lists, [], ["新"]])]
+    for vectorizer, train, probes in cases:
+        vectorizer.fit(train[:6])
+        rows = TfidfRows.from_sklearn(vectorizer)
+        for doc in probes:
+            expected = vectorizer.transform([doc]).toarray()[0]
             got = np.zeros_like(expected)
-            indices, values = tfidf_row(vectorizer, text)
+            indices, values = rows.row(doc)
             got[indices] = values
-            assert np.allclose(got, expected), text
+            assert np.allclose(got, expected), doc
+
+
+def test_unsupported_vectorizers_are_refused():
+    with pytest.raises(ValueError, match="unsupported"):
+        TfidfRows.from_sklearn(TfidfVectorizer(analyzer="word").fit(TEXTS))
 
 
 def test_fast_linear_equals_predict_proba():
+    """The classifiers keep only arrays; an sklearn model trained the same way is the reference."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(TEXTS), 8))
     labels = ["a", "b", "c", "a", "b", "c", "a", "b"]
     intents = IntentClassifier.train(TEXTS, labels, vectors)
     binary = BinaryTextClassifier.train(TEXTS, [0, 1, 0, 1, 0, 1, 0, 1], vectors)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=1, sublinear_tf=True)
+    reference = LogisticRegression(C=8.0, max_iter=2000, class_weight="balanced").fit(
+        IntentClassifier._features(char.fit_transform(TEXTS), vectors), labels)
+    char_b = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
+    stacked = sparse.hstack([sparse.csr_matrix(vectors), char_b.fit_transform(TEXTS)]).tocsr()
+    reference_b = LogisticRegression(C=4.0, max_iter=3000, class_weight="balanced").fit(
+        stacked, [0, 1, 0, 1, 0, 1, 0, 1])
     for text, vector in zip(TEXTS, vectors):
-        features = intents._features(intents._vectorizer.transform([text]), vector.reshape(1, -1))
-        expected = intents._model.predict_proba(features)[0]
-        assert abs(intents.run(text, vector).confidence - expected.max()) < 1e-9
-        stacked = sparse.hstack([sparse.csr_matrix(vector.reshape(1, -1)),
-                                 binary._vectorizer.transform([text])]).tocsr()
-        assert abs(binary.probability(text, vector) - binary._model.predict_proba(stacked)[0][1]) < 1e-9
+        expected = reference.predict_proba(IntentClassifier._features(char.transform([text]), vector.reshape(1, -1)))[0]
+        prediction = intents.run(text, vector)
+        assert abs(prediction.confidence - expected.max()) < 1e-9
+        assert prediction.intent == reference.classes_[expected.argmax()]
+        row = sparse.hstack([sparse.csr_matrix(vector.reshape(1, -1)), char_b.transform([text])]).tocsr()
+        assert abs(binary.probability(text, vector) - reference_b.predict_proba(row)[0][1]) < 1e-9
     model = LogisticRegression().fit(np.c_[vectors, rng.normal(size=(len(TEXTS), 3))], labels)
-    fast = FastLinear(model, 8, [3])
+    fast = FastLinear.from_sklearn(model, 8, [3])
     x = rng.normal(size=3)
     row = (np.arange(3), x)
     assert np.allclose(fast.probabilities(vectors[0], row), model.predict_proba(np.r_[vectors[0], x].reshape(1, -1))[0])
+
+
+def test_a_loaded_index_model_needs_no_sklearn(tmp_path):
+    """Saved models are arrays and dicts: a fresh interpreter loads and runs them without sklearn."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(len(TEXTS), 8))
+    IntentClassifier.train(TEXTS, ["a", "b"] * 4, vectors).save(tmp_path / "intents.pickle")
+    np.save(tmp_path / "v.npy", vectors[0])
+    code = ("import sys, numpy as np; from pathlib import Path; from bot.intents import IntentClassifier; "
+            f"m = IntentClassifier.load(Path({str(tmp_path / 'intents.pickle')!r})); "
+            f"p = m.run({TEXTS[0]!r}, np.load({str(tmp_path / 'v.npy')!r})); "
+            "print(p.intent, 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [IntentClassifier.train(TEXTS, ["a", "b"] * 4, vectors).run(TEXTS[0], vectors[0]).intent, "False"]
 
 
 def test_grouped_max_equals_ufunc_at():

@@ -1,4 +1,5 @@
 """KB validation: real files on disk, errors that name file, entry and field."""
+import datetime as dt
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,8 @@ ENTRY = """
     source: {{name: 国家卫生健康委员会, name_en: National Health Commission, url: "https://www.nhc.gov.cn/"}}
     updated: 2026-10-01
 """
+# The shipped KB has entries valid until 2027-02-28: every check runs as of a fixed day, not the calendar.
+TODAY = dt.date(2026, 12, 1)
 
 
 @pytest.fixture()
@@ -28,8 +31,8 @@ def kb_copy(tmp_path):
 
 
 def test_shipped_knowledge_base_is_valid_and_large_enough():
-    assert validate_knowledge_base(PROJECT_ROOT / "knowledge") == []
-    kb = load_knowledge_base(PROJECT_ROOT / "knowledge")
+    assert validate_knowledge_base(PROJECT_ROOT / "knowledge", TODAY) == []
+    kb = load_knowledge_base(PROJECT_ROOT / "knowledge", TODAY)
     assert len(kb.entries) >= 120
     categories = {e.category for e in kb.entries.values()}
     assert {"policy", "testing", "health_code", "quarantine", "vaccination", "travel", "hotline", "meta"} <= categories
@@ -44,7 +47,7 @@ def _append(root, text):
 
 def test_missing_language_names_file_entry_and_field(kb_copy):
     _append(kb_copy, ENTRY.format(name="no_english", q="无英文").replace("en: answer", "xx: answer"))
-    problems = validate_knowledge_base(kb_copy)
+    problems = validate_knowledge_base(kb_copy, TODAY)
     messages = [str(p) for p in problems]
     assert any(p.file == "faq/testing.yml" and p.entry == "testing.no_english" and p.field == "answer.en"
                for p in problems), messages
@@ -55,7 +58,7 @@ def test_missing_language_names_file_entry_and_field(kb_copy):
 def test_duplicate_ids_and_broken_follow_ups(kb_copy):
     _append(kb_copy, ENTRY.format(name="pcr_fee", q="重复"))
     _append(kb_copy, ENTRY.format(name="dangling", q="悬空") + "    follow_ups: [testing.nowhere]\n")
-    problems = validate_knowledge_base(kb_copy)
+    problems = validate_knowledge_base(kb_copy, TODAY)
     assert any(p.entry == "testing.pcr_fee" and p.field == "id" and "duplicate" in p.message for p in problems)
     assert any(p.entry == "testing.dangling" and p.field == "follow_ups.0" for p in problems)
 
@@ -64,14 +67,14 @@ def test_duplicate_question_across_entries(kb_copy):
     kb = load_knowledge_base(PROJECT_ROOT / "knowledge")
     existing = kb.entries["testing.pcr_fee"].questions.zh[0]
     _append(kb_copy, ENTRY.format(name="copycat", q="抄袭").replace("抄袭一", existing))
-    problems = validate_knowledge_base(kb_copy)
+    problems = validate_knowledge_base(kb_copy, TODAY)
     assert any(p.entry == "testing.copycat" and p.field == "questions.zh.0" and "testing.pcr_fee" in p.message
                for p in problems), [str(p) for p in problems]
 
 
 def test_expired_entry_is_reported_but_still_loadable(kb_copy):
     _append(kb_copy, ENTRY.format(name="old_rule", q="旧规定") + "    valid_until: 2020-01-31\n")
-    problems = validate_knowledge_base(kb_copy)
+    problems = validate_knowledge_base(kb_copy, TODAY)
     assert [(p.entry, p.field, p.severity) for p in problems] == [("testing.old_rule", "valid_until", "expired")]
     kb = load_knowledge_base(kb_copy)  # a server keeps running when an entry expires
     assert kb.entries["testing.old_rule"].valid_until.year == 2020
@@ -79,12 +82,12 @@ def test_expired_entry_is_reported_but_still_loadable(kb_copy):
 
 def test_unparseable_yaml_is_named(kb_copy):
     (kb_copy / "faq" / "travel.yml").write_text("category: travel\nentries: [\n", encoding="utf-8")
-    problems = validate_knowledge_base(kb_copy)
+    problems = validate_knowledge_base(kb_copy, TODAY)
     assert problems[0].file == "faq/travel.yml" and "cannot parse" in problems[0].message
 
 
 def test_cli_exit_codes(kb_copy):
-    cmd = [sys.executable, "-m", "connectors.cli", "kb", "validate"]
+    cmd = [sys.executable, "-m", "connectors.cli", "kb", "validate", "--today", TODAY.isoformat()]
     ok = subprocess.run(cmd, env={"HOTLINE_KNOWLEDGE_DIR": str(kb_copy), "PATH": "/usr/bin:/bin"},
                         capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert ok.returncode == 0, ok.stderr
@@ -98,7 +101,7 @@ def test_cli_exit_codes(kb_copy):
 
 def test_source_needs_an_english_name(kb_copy):
     _append(kb_copy, ENTRY.format(name="no_name_en", q="无英文来源").replace(", name_en: National Health Commission", ""))
-    problems = validate_knowledge_base(kb_copy)
+    problems = validate_knowledge_base(kb_copy, TODAY)
     assert any(p.entry == "testing.no_name_en" and p.field == "source.name_en" for p in problems), problems
 
 
@@ -114,7 +117,7 @@ VARIANTS = """
 def test_regional_variants_are_validated_against_the_gazetteer(kb_copy):
     good = ENTRY.format(name="with_variants", q="有地区版本") + VARIANTS.format(first="北京市", second="上海市")
     _append(kb_copy, good)
-    assert validate_knowledge_base(kb_copy) == []
+    assert validate_knowledge_base(kb_copy, TODAY) == []
     kb = load_knowledge_base(kb_copy)
     assert kb.entries["testing.with_variants"].variant_regions == ["北京市", "上海市"]
     assert "北京市" in kb.variant_regions
@@ -122,7 +125,7 @@ def test_regional_variants_are_validated_against_the_gazetteer(kb_copy):
 
 def test_unknown_and_duplicate_variant_regions_name_the_field(kb_copy):
     _append(kb_copy, ENTRY.format(name="bad_variants", q="坏地区版本") + VARIANTS.format(first="北平", second="北平"))
-    problems = validate_knowledge_base(kb_copy)
+    problems = validate_knowledge_base(kb_copy, TODAY)
     fields = {(p.file, p.entry, p.field) for p in problems}
     assert ("faq/testing.yml", "testing.bad_variants", "variants.0.region") in fields, problems
     assert any(p.field == "variants.1.region" and "duplicate" in p.message for p in problems), problems
@@ -133,6 +136,26 @@ def test_unknown_and_duplicate_variant_regions_name_the_field(kb_copy):
 def test_unknown_entry_region_and_regional_entry_with_variants(kb_copy):
     entry = ENTRY.format(name="regional", q="地区条目").replace("    updated:", "    region: 火星市\n    updated:")
     _append(kb_copy, entry + VARIANTS.format(first="北京市", second="上海市"))
-    problems = validate_knowledge_base(kb_copy)
+    problems = validate_knowledge_base(kb_copy, TODAY)
     fields = {p.field for p in problems if p.entry == "testing.regional"}
     assert {"region", "variants"} <= fields, problems
+
+
+def test_expiry_is_checked_as_of_an_injected_day():
+    """Regression: validation used the calendar, so the suite started failing on 2027-03-01."""
+    assert validate_knowledge_base(PROJECT_ROOT / "knowledge", TODAY) == []
+    later = validate_knowledge_base(PROJECT_ROOT / "knowledge", dt.date(2027, 3, 1))
+    stale = [p for p in later if p.file == "contacts.yml"]  # contacts unverified for 30+ days by then (issue 9)
+    assert stale and all(p.severity == "warning" and p.field == "last_verified" for p in stale)
+    later = [p for p in later if p not in stale]
+    assert later and {p.severity for p in later} == {"expired"}
+    assert all(p.field == "valid_until" and "2027-02-28" in p.message for p in later)
+
+
+def test_cli_validates_as_of_a_given_day(kb_copy):
+    env = {"HOTLINE_KNOWLEDGE_DIR": str(kb_copy), "PATH": "/usr/bin:/bin"}
+    base = [sys.executable, "-m", "connectors.cli", "kb", "validate", "--today"]
+    later = subprocess.run(base + ["2027-03-01"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert later.returncode == 1 and "EXPIRED" in later.stderr and "valid_until" in later.stderr
+    bad = subprocess.run(base + ["next friday"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert bad.returncode == 2 and "--today" in bad.stderr and "YYYY-MM-DD" in bad.stderr

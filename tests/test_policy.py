@@ -169,3 +169,26 @@ def test_greeting_is_not_overridden_by_a_weak_lone_match(scoped):
     strong = scoped.run(emergency=None, intent=IntentPrediction("greet", 0.99), today=DAY, scope=0.9, failures=0,
                         candidates=cands(("meta.who_are_you", 0.9), ("meta.are_you_robot", 0.25)))
     assert strong.action == "answer"
+
+
+def test_a_question_about_another_vaccine_is_offered_not_answered(scoped):
+    # "HPV疫苗在哪里打": vaccination.how_to_book on every word but the one that changes the subject.
+    hpv = scoped.run(emergency=None, intent=faq(), today=DAY, scope=0.95, failures=0, other_subjects=("hpv",),
+                     candidates=cands(("vaccination.how_to_book", 0.9), ("vaccination.cost", 0.6)))
+    assert hpv.action == "did_you_mean" and hpv.options[0] == "vaccination.how_to_book"
+    assert not hpv.counts_as_failure
+    covid = scoped.run(emergency=None, intent=faq(), today=DAY, scope=0.95, failures=0,
+                       candidates=cands(("vaccination.how_to_book", 0.9), ("vaccination.cost", 0.6)))
+    assert (covid.action, covid.entry_id) == ("answer", "vaccination.how_to_book")
+
+
+def test_another_subject_with_a_low_scope_is_not_covered(scoped):
+    d = scoped.run(emergency=None, intent=faq(), today=DAY, scope=0.1, failures=0, other_subjects=("rabies",),
+                   candidates=cands(("vaccination.how_to_book", 0.5)))
+    assert d.action == "not_covered"
+
+
+def test_another_subject_never_masks_an_emergency(scoped):
+    d = scoped.run(emergency="learned:0.99", intent=faq(), today=DAY, scope=0.95, failures=0,
+                   other_subjects=("rabies",), candidates=cands(("vaccination.how_to_book", 0.9)))
+    assert (d.action, d.reason) == ("handoff", "emergency")

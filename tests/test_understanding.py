@@ -5,6 +5,8 @@ Every call passes ``today`` so nothing depends on the date the tests run.
 import datetime as dt
 import json
 
+import pytest
+
 from bot.messages import Message
 from bot.models import Turn
 from bot.text import normalise, to_script
@@ -119,3 +121,29 @@ def test_medical_emergency_has_a_tap_to_call_button_without_12356(fresh_bot):
     first = reply.replies[0]
     assert reply.intent == "emergency" and "120" in first.text and "12356" not in first.text
     assert [b.payload for b in first.buttons] == ["tel:120"]
+
+
+@pytest.mark.parametrize("text,entry", [
+    ("吃完饭就做核酸会不会吐出来", "testing.eating_before_test"),             # a procedure's discomfort
+    ("隔离太久心里难受，想找人说说话", "quarantine.mental_health_support"),    # low mood, wants to talk
+])
+def test_questions_about_symptoms_get_the_answer_not_the_emergency_screen(fresh_bot, text, entry):
+    reply = ask(fresh_bot, text)
+    assert reply.intent != "emergency" and reply.handoff is None
+    assert reply.entry_id == entry
+
+
+def test_a_red_flag_about_a_kb_topic_still_alarms(fresh_bot):
+    # vaccination.side_effects answers questions about this topic (high scope): the detector is sure.
+    reply = ask(fresh_bot, "打完疫苗全身起疹子，喉咙发紧说不出话")
+    assert reply.intent == "emergency" and reply.handoff is not None
+    assert reply.replies[0].buttons[0].payload == "tel:120"
+
+
+def test_a_question_about_another_vaccine_is_not_answered_with_the_covid_entry(fresh_bot):
+    # Scores like vaccination.how_to_book (scope 0.95), but names a vaccine that entry never mentions.
+    other = ask(fresh_bot, "Where can I get a shingles vaccine near me?")
+    assert other.entry_id is None and other.intent == "faq"
+    assert "vaccination.how_to_book" in other.replies[0].buttons[0].payload  # offered, not asserted
+    covid = ask(fresh_bot, "Where can I get a covid vaccine near me?", user="u2")
+    assert covid.entry_id == "vaccination.how_to_book"

@@ -17,19 +17,33 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from bot import commands
 from bot.config import DeskSettings, LimitSettings
 from bot.conversations.events import CallbackDone, CallbackRequested, DutyChanged
 from bot.conversations.outbox import Outbox
 from bot.conversations.privacy import Vault, mask_phone
-from bot.conversations.service import ConversationError, ConversationService, StoredTurn, handoff_snapshot
+from bot.conversations.service import ConversationError, ConversationService, MessageScope, StoredTurn, handoff_snapshot
 from bot.conversations.staff import StaffDirectory, StaffMember
 from bot.conversations.status import WITH_PERSON
 from bot.db import Database
-from bot.models import (Agent, CallbackTicket, CannedReply, Conversation, DutyPeriod, Feedback, Handoff, Rating, Turn,
-                        iso, utcnow)
+from bot.kb import KnowledgeBase
+from bot.models import (
+    Agent,
+    CallbackTicket,
+    CannedReply,
+    Conversation,
+    DutyPeriod,
+    Feedback,
+    Handoff,
+    Rating,
+    Turn,
+    iso,
+    utcnow,
+)
+from bot.responses import Responses
 
 MAX_REPLY_CHARS = 4000
 RECENT_FOR_AVERAGES = 20
@@ -93,7 +107,7 @@ class OpeningHours:
                 for day, spans in self.ranges.items()}
 
 
-def turn_view(turn: StoredTurn | Any, language: str, kb=None) -> dict[str, Any]:
+def turn_view(turn: StoredTurn | Any, language: str, kb: KnowledgeBase | None = None) -> dict[str, Any]:
     """A turn as the widget and console show it: a button payload is shown by its title."""
     out = turn.to_dict() if isinstance(turn, StoredTurn) else StoredTurn(
         turn.id, turn.seq, turn.role, turn.text, turn.created_at, turn.intent, turn.entry_id, turn.score,
@@ -116,7 +130,7 @@ def turn_view(turn: StoredTurn | Any, language: str, kb=None) -> dict[str, Any]:
 
 class Desk:
     def __init__(self, db: Database, conversations: ConversationService, staff: StaffDirectory, outbox: Outbox,
-                 vault: Vault, responses, settings: DeskSettings | None = None, limits: LimitSettings | None = None,
+                 vault: Vault, responses: Responses, settings: DeskSettings | None = None, limits: LimitSettings | None = None,
                  kb: Callable[[], Any] | None = None, clock: Callable[[], dt.datetime] = utcnow):
         self.db = db
         self.conversations = conversations
@@ -132,8 +146,9 @@ class Desk:
         self.presence = dt.timedelta(seconds=self.settings.presence_seconds)
 
     @property
-    def kb(self):
-        return self._kb()
+    def kb(self) -> KnowledgeBase | None:
+        kb: KnowledgeBase | None = self._kb()
+        return kb
 
     # -- presence ---------------------------------------------------------------------------
 
@@ -157,7 +172,7 @@ class Desk:
                     self._duty_period(session, member.username, True, now)
         return bool(on_duty)
 
-    def _duty_period(self, session, username: str, on_duty: bool, now: dt.datetime) -> None:
+    def _duty_period(self, session: Session, username: str, on_duty: bool, now: dt.datetime) -> None:
         """One open period per agent while on duty; a period whose agent vanished (closed
         tab) ends at its last heartbeat, not when somebody finally notices."""
         period = session.execute(select(DutyPeriod).where(DutyPeriod.agent == username,
@@ -173,7 +188,7 @@ class Desk:
         elif period is not None:
             period.ended_at, period.last_seen = now, now
 
-    def _on_duty(self, session) -> int:
+    def _on_duty(self, session: Session) -> int:
         return int(session.execute(select(func.count(Agent.id)).where(
             Agent.on_duty.is_(True), Agent.disabled_at.is_(None),
             Agent.last_seen >= self.clock() - self.presence)).scalar() or 0)
@@ -193,15 +208,16 @@ class Desk:
 
     # -- measured times --------------------------------------------------------------------
 
-    def handle_seconds(self, session) -> float | None:
+    def handle_seconds(self, session: Session) -> float | None:
         """Mean claim → close time of recent tickets; None until there is history."""
         rows = session.execute(select(H.claimed_at, H.closed_at).where(
             H.claimed_at.is_not(None), H.closed_at.is_not(None), H.outcome.in_(("resolved", "returned")))
             .order_by(H.closed_at.desc()).limit(RECENT_FOR_AVERAGES)).all()
-        spans = [(closed - claimed).total_seconds() for claimed, closed in rows if closed >= claimed]
+        spans = [(closed - claimed).total_seconds() for claimed, closed in rows
+                 if isinstance(claimed, dt.datetime) and isinstance(closed, dt.datetime) and closed >= claimed]
         return sum(spans) / len(spans) if spans else None
 
-    def estimate_wait(self, session, position: int | None) -> int | None:
+    def estimate_wait(self, session: Session, position: int | None) -> int | None:
         """Position × measured handle time ÷ agents on duty. None (no promise) when nobody is
         on duty, the desk is closed, or there is no history to measure from."""
         if position is None:
@@ -230,7 +246,7 @@ class Desk:
                 out.append(item)
             return out
 
-    def _ticket(self, session, row, now: dt.datetime) -> dict[str, Any]:
+    def _ticket(self, session: Session, row: Row[Any], now: dt.datetime) -> dict[str, Any]:
         item = handoff_snapshot(row, self.vault)
         item["status"] = "claimed" if row.claimed_by else "waiting"
         item["queue_position"] = self.conversations.queue_position(session, row)
@@ -257,6 +273,8 @@ class Desk:
             if row is None:
                 raise ConversationError("not_found", f"no handoff {handoff_id}")
             conv = session.get(Conversation, row.conversation_id)
+            if conv is None:
+                raise ConversationError("not_found", f"no conversation for handoff {handoff_id}")
             out = self._ticket(session, row, now)
             if row.closed_at is not None:
                 out["status"] = row.outcome or "closed"
@@ -270,7 +288,7 @@ class Desk:
                 .order_by(CallbackTicket.id)).scalars()]
             return out
 
-    def _history(self, session, conv: Conversation, limit: int = 10) -> list[dict[str, Any]]:
+    def _history(self, session: Session, conv: Conversation, limit: int = 10) -> list[dict[str, Any]]:
         rows = session.execute(select(Conversation).where(
             Conversation.channel == conv.channel, Conversation.user_id == conv.user_id, Conversation.id != conv.id)
             .order_by(Conversation.created_at.desc()).limit(limit)).scalars().all()
@@ -323,34 +341,34 @@ class Desk:
     # -- acting on tickets ----------------------------------------------------------------------
 
     def _text(self, key: str, language: str, **values: Any) -> str:
-        return self.responses(key, language, **values)
+        return str(self.responses(key, language, **values))
 
     def _language(self, handoff_id: int) -> str:
         with self.db.read() as session:
             language = session.execute(select(H.language).where(H.id == handoff_id)).scalar()
         if language is None:
             raise ConversationError("not_found", f"no handoff {handoff_id}")
-        return language
+        return str(language)
 
-    def claim(self, handoff_id: int, member: StaffMember):
+    def claim(self, handoff_id: int, member: StaffMember) -> MessageScope:
         notice = self._text("desk_claimed", self._language(handoff_id), agent=member.display_name)
         return self.conversations.claim(handoff_id, member.username, member.display_name, notice)
 
-    def reply(self, handoff_id: int, member: StaffMember, text: str):
+    def reply(self, handoff_id: int, member: StaffMember, text: str) -> MessageScope:
         return self.conversations.reply(handoff_id, member.username, member.display_name, self._agent_text(text))
 
-    def note(self, handoff_id: int, member: StaffMember, text: str):
+    def note(self, handoff_id: int, member: StaffMember, text: str) -> MessageScope:
         return self.conversations.note(handoff_id, member.username, member.display_name, self._agent_text(text))
 
-    def resolve(self, handoff_id: int, member: StaffMember):
+    def resolve(self, handoff_id: int, member: StaffMember) -> MessageScope:
         notice = self._text("desk_resolved", self._language(handoff_id), agent=member.display_name)
         return self.conversations.close(handoff_id, member.username, member.display_name, "resolved", notice)
 
-    def hand_back(self, handoff_id: int, member: StaffMember):
+    def hand_back(self, handoff_id: int, member: StaffMember) -> MessageScope:
         notice = self._text("desk_returned", self._language(handoff_id), agent=member.display_name)
         return self.conversations.close(handoff_id, member.username, member.display_name, "returned", notice)
 
-    def transfer(self, handoff_id: int, member: StaffMember, to_username: str | None):
+    def transfer(self, handoff_id: int, member: StaffMember, to_username: str | None) -> MessageScope:
         target = self.staff.get(to_username) if to_username else None
         if to_username and (target is None or not target.can("desk")):
             raise ConversationError("invalid", "to_agent: not an active colleague", "to_agent")
@@ -390,9 +408,10 @@ class Desk:
                                   updated_at=self.clock())
                 session.add(row)
             else:
-                row = session.get(CannedReply, reply_id)
-                if row is None:
+                found = session.get(CannedReply, reply_id)
+                if found is None:
                     raise ConversationError("not_found", f"no canned reply {reply_id}")
+                row = found
                 row.title, row.text_zh, row.text_en = title, zh, en
                 row.updated_by, row.updated_at = member.username, self.clock()
             session.flush()
@@ -440,7 +459,7 @@ class Desk:
             on_duty = self._on_duty(session)
             info = None
             if conv.handoff_id is not None:
-                row = session.execute(select(Handoff.__table__).where(H.id == conv.handoff_id)).first()
+                row = session.execute(select(Handoff.__table__).where(H.id == conv.handoff_id)).one()
                 position = self.conversations.queue_position(session, row)
                 agent_name = session.execute(select(Agent.display_name).where(
                     Agent.username == row.claimed_by)).scalar() if row.claimed_by else None
@@ -461,7 +480,7 @@ class Desk:
                     if callback else None,
                     "rating_due": self._rating_due(session, conv)}
 
-    def _rating_due(self, session, conv: Conversation) -> dict[str, Any] | None:
+    def _rating_due(self, session: Session, conv: Conversation) -> dict[str, Any] | None:
         """The last ticket an agent resolved in this conversation, while it has no rating."""
         row = session.execute(select(H.id, H.closed_by).where(H.conversation_id == conv.id, H.outcome == "resolved")
                               .order_by(H.closed_at.desc()).limit(1)).first()
@@ -553,12 +572,12 @@ class Desk:
                 out.append(item)
             return out
 
-    def _callbacks_by_conversation(self, session, conversation_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def _callbacks_by_conversation(self, session: Session, conversation_ids: list[str]) -> dict[str, dict[str, Any]]:
         if not conversation_ids:
             return {}
         rows = session.execute(select(CallbackTicket).where(
             CallbackTicket.conversation_id.in_(conversation_ids), CallbackTicket.status == "open")).scalars()
-        return {r.conversation_id: r.to_dict() for r in rows}
+        return {r.conversation_id: r.to_dict() for r in rows if r.conversation_id is not None}
 
     def reveal_phone(self, ticket_id: int, member: StaffMember) -> str:
         """The full number, for the agent about to call; every reveal is in the audit log."""
@@ -582,7 +601,7 @@ class Desk:
             return out
 
 
-def _stored_from_row(row) -> StoredTurn:
+def _stored_from_row(row: Row[Any]) -> StoredTurn:
     return StoredTurn(row.id, row.seq, row.role, row.text, row.created_at, row.intent, row.entry_id, row.score,
                       row.payload or {})
 

@@ -21,9 +21,12 @@ import time
 import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import func, select
+
+if TYPE_CHECKING:
+    from bot.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ class Notifier:
         self._cond = threading.Condition()
         self._versions: OrderedDict[str, int] = OrderedDict()
         self._queue_version = 0
-        self._async: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future]]] = defaultdict(set)
+        self._async: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]]] = defaultdict(set)
 
     # -- producing ------------------------------------------------------------------
 
@@ -53,7 +56,7 @@ class Notifier:
 
     def deliver(self, conversation_ids: set[str], queue: bool) -> None:
         """Wake this process's waiters (also what transports call for remote changes)."""
-        woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+        woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[bool]]] = []
         with self._cond:
             for cid in conversation_ids:
                 self._versions[cid] = self._versions.pop(cid, 0) + 1
@@ -130,7 +133,7 @@ class Notifier:
         pass
 
 
-def _resolve(future: asyncio.Future) -> None:
+def _resolve(future: asyncio.Future[bool]) -> None:
     if not future.done():
         future.set_result(True)
 
@@ -169,7 +172,7 @@ class RedisNotifier(Notifier):
     def _listen(self) -> None:
         while not self._stop.is_set():
             try:
-                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                 pubsub.subscribe(CHANNEL)
                 pubsub.get_message(timeout=1.0)  # the subscribe confirmation
                 self.subscribed.set()
@@ -195,7 +198,7 @@ class TailNotifier(Notifier):
     One indexed range read (``id > last``) every ``interval`` seconds; measured
     ≈0.1 ms on SQLite, so 5 reads a second per process cost nothing noticeable."""
 
-    def __init__(self, db, interval: float = 0.2) -> None:
+    def __init__(self, db: Database, interval: float = 0.2) -> None:
         super().__init__()
         self._db = db
         self._interval = interval
@@ -231,7 +234,7 @@ class TailNotifier(Notifier):
         self._stop.set()
 
 
-def build_notifier(redis_url: str | None, db=None, tail_interval: float = 0.2) -> Notifier:
+def build_notifier(redis_url: str | None, db: Database | None = None, tail_interval: float = 0.2) -> Notifier:
     if redis_url:
         return RedisNotifier(redis_url)
     if db is not None:

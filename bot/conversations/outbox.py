@@ -16,27 +16,28 @@ something outside changes (WeChat's service window: the citizen writes again).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import Table, and_, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.config import OutboxSettings
 from bot.conversations.events import Event
 from bot.conversations.notify import Notifier
-from bot.db import Database
+from bot.db import Database, rowcount
 from bot.models import OutboxDelivery, OutboxEvent, utcnow
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
-_INSERT_EVENTS = insert(OutboxEvent.__table__)  # Core, built once: no ORM bulk machinery per message
+_INSERT_EVENTS = insert(cast(Table, OutboxEvent.__table__))  # Core, built once: no ORM bulk machinery per message
 
 
 @dataclass(frozen=True)
@@ -125,11 +126,11 @@ class Outbox:
     @staticmethod
     def release_held(session: Session, consumer: str, ordering_key: str, now: dt.datetime | None = None) -> int:
         """Held deliveries of ``ordering_key`` may go out again (e.g. the citizen wrote)."""
-        return session.execute(
+        return rowcount(session.execute(
             update(OutboxDelivery)
             .where(OutboxDelivery.consumer == consumer, OutboxDelivery.ordering_key == ordering_key,
                    OutboxDelivery.status == "held")
-            .values(status="pending", next_attempt_at=now or utcnow())).rowcount
+            .values(status="pending", next_attempt_at=now or utcnow())))
 
     @staticmethod
     def _row(consumer: str, delivery: Delivery, now: dt.datetime) -> dict[str, Any]:
@@ -147,7 +148,7 @@ class Outbox:
 
 
 def backoff(attempts: int, base: float, maximum: float) -> float:
-    return min(maximum, base * 2 ** max(0, attempts - 1))
+    return float(min(maximum, base * 2 ** max(0, attempts - 1)))
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class OutboxWorker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._in_flight: dict[int, Future] = {}
+        self._in_flight: dict[int, Future[str]] = {}
         self._lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -208,13 +209,18 @@ class OutboxWorker:
 
     def dispatch(self) -> int:
         """Lease what is due and hand it to the pool; returns how many were started."""
+        if self._pool is None:
+            raise RuntimeError("dispatch() needs start(); use run_once() without a pool")
         leases = self._lease(self.clock())
         for lease in leases:
             future = self._pool.submit(self._deliver, lease)
             with self._lock:
                 self._in_flight[lease.id] = future
-            future.add_done_callback(lambda _f, i=lease.id: self._finished(i))
+            future.add_done_callback(functools.partial(self._finished_future, lease.id))
         return len(leases)
+
+    def _finished_future(self, lease_id: int, _future: Future[str]) -> None:
+        self._finished(lease_id)
 
     def _finished(self, lease_id: int) -> None:
         with self._lock:
@@ -303,7 +309,7 @@ class OutboxWorker:
 
 def purge_outbox(session: Session, before: dt.datetime, events_before: dt.datetime) -> tuple[int, int]:
     """Delete finished deliveries older than ``before`` and events older than ``events_before``."""
-    deliveries = session.execute(delete(OutboxDelivery).where(
-        OutboxDelivery.status == "done", OutboxDelivery.done_at < before)).rowcount
-    events = session.execute(delete(OutboxEvent).where(OutboxEvent.created_at < events_before)).rowcount
+    deliveries = rowcount(session.execute(delete(OutboxDelivery).where(
+        OutboxDelivery.status == "done", OutboxDelivery.done_at < before)))
+    events = rowcount(session.execute(delete(OutboxEvent).where(OutboxEvent.created_at < events_before)))
     return deliveries, events

@@ -22,10 +22,10 @@ _LANDLINE = re.compile(r"(?<!\d)(0\d{2,3})[ -]?(\d{7,8})(?!\d)")
 _PASSPORT = re.compile(r"(?<![A-Za-z0-9])([EeGg])\d{8}(?![A-Za-z0-9])")
 
 
-def _card(match: re.Match) -> str:
+def _card(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
     if not 16 <= len(digits) <= 19:  # any such run: a mistyped card number is still a card number
-        return match.group(0)
+        return str(match.group(0))
     return f"{digits[:4]} **** **** {digits[-4:]}"
 
 

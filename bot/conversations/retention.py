@@ -8,24 +8,25 @@ everything of one citizen now. Both are audited (who, when, how much; never what
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
 
 from bot.conversations.outbox import purge_outbox
 from bot.conversations.privacy import Vault
 from bot.conversations.staff import StaffDirectory
-from bot.db import Database
-from bot.models import (CallbackTicket, Conversation, Identity, WeChatInbound, WeChatNonce, WeChatUser, utcnow)
+from bot.db import Database, rowcount
+from bot.models import CallbackTicket, Conversation, Identity, WeChatInbound, WeChatNonce, WeChatUser, utcnow
 
 BATCH = 500
 
 
-def _delete_conversations(session, ids: list[str]) -> int:
+def _delete_conversations(session: Session, ids: Sequence[str]) -> int:
     if not ids:
         return 0
     session.execute(delete(Identity).where(Identity.conversation_id.in_(ids)))
-    return session.execute(delete(Conversation).where(Conversation.id.in_(ids))).rowcount
+    return rowcount(session.execute(delete(Conversation).where(Conversation.id.in_(ids))))
 
 
 def purge(db: Database, retention_days: int, actor: str = "purge",
@@ -42,13 +43,13 @@ def purge(db: Database, retention_days: int, actor: str = "purge",
         if len(ids) < BATCH:
             break
     with db.transaction(timeout=60) as session:
-        counts["callbacks"] = session.execute(delete(CallbackTicket).where(
-            CallbackTicket.conversation_id.is_(None), CallbackTicket.created_at < before)).rowcount
+        counts["callbacks"] = rowcount(session.execute(delete(CallbackTicket).where(
+            CallbackTicket.conversation_id.is_(None), CallbackTicket.created_at < before)))
         counts["deliveries"], counts["events"] = purge_outbox(session, before, now - dt.timedelta(days=1))
-        counts["wechat_messages"] = session.execute(delete(WeChatInbound).where(
-            WeChatInbound.created_at < before)).rowcount
-        counts["nonces"] = session.execute(delete(WeChatNonce).where(
-            WeChatNonce.created_at < now - dt.timedelta(hours=1))).rowcount
+        counts["wechat_messages"] = rowcount(session.execute(delete(WeChatInbound).where(
+            WeChatInbound.created_at < before)))
+        counts["nonces"] = rowcount(session.execute(delete(WeChatNonce).where(
+            WeChatNonce.created_at < now - dt.timedelta(hours=1))))
         StaffDirectory.audit(session, actor, "data.purged", f"older than {retention_days} days", counts)
     return counts
 
@@ -66,14 +67,14 @@ def forget(db: Database, vault: Vault, channel: str | None = None, external_id: 
             session.execute(delete(Identity).where(Identity.channel == channel, Identity.external_id == external_id))
             if channel == "wechat":
                 account, _, openid = external_id.partition(":")
-                counts["wechat_messages"] = session.execute(delete(WeChatInbound).where(
-                    WeChatInbound.account == account, WeChatInbound.openid == openid)).rowcount
+                counts["wechat_messages"] = rowcount(session.execute(delete(WeChatInbound).where(
+                    WeChatInbound.account == account, WeChatInbound.openid == openid)))
                 session.execute(delete(WeChatUser).where(WeChatUser.account == account, WeChatUser.openid == openid))
         if phone:
             from bot.conversations.desk import normalise_phone
 
             digest = vault.lookup_hash(normalise_phone(phone))
-            counts["callbacks"] = session.execute(delete(CallbackTicket).where(
-                or_(CallbackTicket.phone_hash == digest))).rowcount
+            counts["callbacks"] = rowcount(session.execute(delete(CallbackTicket).where(
+                or_(CallbackTicket.phone_hash == digest))))
         StaffDirectory.audit(session, actor, "data.forgotten", channel or "phone", counts)
     return counts

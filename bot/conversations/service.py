@@ -15,23 +15,34 @@ with no ``SELECT max(seq)`` (the row keeps ``turn_count``).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Row, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.config import LimitSettings
-from bot.conversations.events import (Event, HandoffClaimed, HandoffClosed, HandoffEscalated, HandoffOpened,
-                                      HandoffTransferred, TurnAdded)
+from bot.conversations.events import (
+    Event,
+    HandoffClaimed,
+    HandoffClosed,
+    HandoffEscalated,
+    HandoffOpened,
+    HandoffTransferred,
+    TurnAdded,
+)
 from bot.conversations.outbox import Outbox
 from bot.conversations.privacy import Vault
 from bot.conversations.status import WITH_PERSON, ConversationStatus, InvalidTransition, transition
-from bot.db import Database
+from bot.db import Database, rowcount
+from bot.errors import ConversationError as ConversationError  # re-exported
+from bot.errors import StoreUnavailable
 from bot.messages import HandoffInfo, Message
 from bot.models import Agent, Conversation, Handoff, Identity, Turn, iso, utcnow
 
@@ -53,20 +64,11 @@ _STATE_NAMES = tuple(n for n in _MUTABLE_NAMES if n != "updated_at")
 _LOCK = select(Conversation.__table__).where(C.id == bindparam("cid")).with_for_update()
 _CURRENT = select(Identity.conversation_id).where(Identity.channel == bindparam("channel"),
                                                   Identity.external_id == bindparam("user"))
-_INSERT_TURNS = insert(Turn.__table__).returning(T.id, T.seq, sort_by_parameter_order=True)
-_UPDATE_CONVERSATION = update(Conversation.__table__).where(C.id == bindparam("_cid")).values(
+_INSERT_TURNS = insert(cast(Table, Turn.__table__)).returning(T.id, T.seq, sort_by_parameter_order=True)
+_UPDATE_CONVERSATION = update(cast(Table, Conversation.__table__)).where(C.id == bindparam("_cid")).values(
     {c.name: bindparam(f"_{c.name}") for c in _MUTABLE})
 
-
-class ConversationError(Exception):
-    """A request the conversation domain refuses. ``kind`` maps to HTTP in connectors/errors.py:
-    invalid → 400, forbidden → 403, not_found → 404, conflict → 409, limited → 429."""
-
-    def __init__(self, kind: str, message: str, field: str | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.field = field
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,7 +91,7 @@ class ConversationRecord:
     updated_at: dt.datetime
 
     @classmethod
-    def from_row(cls, row) -> "ConversationRecord":
+    def from_row(cls, row: Row[Any]) -> "ConversationRecord":
         data = row._mapping
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
@@ -116,7 +118,7 @@ class StoredTurn:
         return out
 
 
-def handoff_snapshot(row, vault: Vault | None = None) -> dict[str, Any]:
+def handoff_snapshot(row: Row[Any], vault: Vault | None = None) -> dict[str, Any]:
     """A ticket as events, webhooks and agents see it: no raw external ids."""
     data = row._mapping if hasattr(row, "_mapping") else {c: getattr(row, c) for c in H.keys()}
     user = data["user_id"]
@@ -140,7 +142,7 @@ class MessageScope:
         self.conversation = conversation
         self.now = now
         self.events: list[Event] = []
-        self._flushed: tuple | None = None
+        self._flushed: tuple[str, ...] | None = None
         self._turns: list[dict[str, Any]] = []
         self._pushes: list[bool] = []
         self.turns: list[StoredTurn] = []
@@ -176,11 +178,17 @@ class MessageScope:
 
     # -- handoffs --------------------------------------------------------------------------
 
-    def handoff(self) -> Any | None:
+    def handoff(self) -> Row[Any] | None:
         """The open ticket's row, if any."""
         if self.conversation.handoff_id is None:
             return None
         return self.session.execute(select(Handoff.__table__).where(H.id == self.conversation.handoff_id)).first()
+
+    def _open_ticket(self) -> Row[Any]:
+        row = self.handoff()
+        if row is None:
+            raise RuntimeError(f"conversation {self.conversation.id} has no open ticket")
+        return row
 
     def open_handoff(self, reason: str, *, urgent: bool, candidates: list[dict[str, Any]],
                      kb_version: str, skip_current: bool = False) -> HandoffInfo | None:
@@ -196,10 +204,10 @@ class MessageScope:
                   "user_id": conv.user_id, "language": conv.language, "region": conv.region,
                   "question": (question or "")[:500], "candidates": candidates, "kb_version": kb_version,
                   "created_at": self.now}
-        handoff_id = self.session.execute(insert(Handoff).values(**values).returning(H.id)).scalar_one()
+        handoff_id: int = self.session.execute(insert(Handoff).values(**values).returning(H.id)).scalar_one()
         conv.status = transition(conv.status, "handoff")
         conv.handoff_id = handoff_id
-        row = self.handoff()
+        row = self._open_ticket()
         self.events.append(HandoffOpened(conv.id, handoff=handoff_snapshot(row, self.service.vault)))
         return self.service.handoff_info(self.session, row)
 
@@ -210,7 +218,7 @@ class MessageScope:
             raise InvalidTransition("escalate", self.conversation.status)
         if row.priority != PRIORITY_URGENT:
             self.session.execute(update(Handoff).where(H.id == row.id).values(priority=PRIORITY_URGENT))
-            row = self.handoff()
+            row = self._open_ticket()
         self.events.append(HandoffEscalated(self.conversation.id, handoff=handoff_snapshot(row, self.service.vault)))
         return self.service.handoff_info(self.session, row)
 
@@ -230,11 +238,11 @@ class MessageScope:
             pending = pending[:-1]
         for text in reversed(pending):
             if not text.startswith("/"):
-                return text
+                return str(text)
         earlier = self.session.execute(
             select(T.text).where(T.conversation_id == self.conversation.id, T.role == "user",
                                  ~T.text.startswith("/")).order_by(T.seq.desc()).limit(1)).scalar()
-        return earlier or ("" if current.startswith("/") else current)
+        return str(earlier or ("" if current.startswith("/") else current))
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -247,7 +255,8 @@ class MessageScope:
         connection = self.session.connection()
         if self._turns:
             rows = connection.execute(_INSERT_TURNS, self._turns).all()
-            for (turn_id, _seq), values, push in zip(rows, self._turns, self._pushes):
+            for row, values, push in zip(rows, self._turns, self._pushes):
+                turn_id = int(row[0])
                 stored = StoredTurn(turn_id, values["seq"], values["role"], values["text"], values["created_at"],
                                     values["intent"], values["entry_id"], values["score"], values["payload"])
                 self.turns.append(stored)
@@ -263,7 +272,7 @@ class MessageScope:
         self.events = []
 
 
-def _stored(row) -> StoredTurn:
+def _stored(row: Row[Any]) -> StoredTurn:
     return StoredTurn(row.id, row.seq, row.role, row.text, row.created_at, row.intent, row.entry_id, row.score,
                       row.payload or {})
 
@@ -336,7 +345,10 @@ class ConversationService:
         session.execute(insert(Conversation).values(
             id=conversation_id, channel=channel, user_id=user, status=S.BOT.value, language=language,
             failures=0, turn_count=0, last_candidates=[], created_at=now, updated_at=now))
-        return self._lock(session, conversation_id)
+        created = self._lock(session, conversation_id)
+        if created is None:
+            raise RuntimeError(f"conversation {conversation_id} vanished inside its own transaction")
+        return created
 
     @staticmethod
     def _lock(session: Session, conversation_id: str) -> ConversationRecord | None:
@@ -350,7 +362,7 @@ class ConversationService:
 
     # -- tickets -------------------------------------------------------------------------------
 
-    def queue_position(self, session: Session, row) -> int | None:
+    def queue_position(self, session: Session, row: Row[Any]) -> int | None:
         """1-based place among waiting tickets (urgent first, then oldest); None once claimed or closed."""
         if row.closed_at is not None or row.claimed_by is not None:
             return None
@@ -361,11 +373,11 @@ class ConversationService:
                 and_(H.priority == row.priority, H.created_at == row.created_at, H.id < row.id)))).scalar()
         return int(ahead or 0) + 1
 
-    def handoff_info(self, session: Session, row) -> HandoffInfo:
+    def handoff_info(self, session: Session, row: Row[Any]) -> HandoffInfo:
         status = ("closed" if row.closed_at is not None else "claimed" if row.claimed_by is not None else "waiting")
         return HandoffInfo(row.id, row.reason, row.priority, status, self.queue_position(session, row), row.region)
 
-    def _ticket(self, session: Session, handoff_id: int):
+    def _ticket(self, session: Session, handoff_id: int) -> tuple[Row[Any], ConversationRecord]:
         row = session.execute(select(Handoff.__table__).where(H.id == handoff_id).with_for_update()).first()
         if row is None:
             raise ConversationError("not_found", f"no handoff {handoff_id}")
@@ -388,7 +400,7 @@ class ConversationService:
             scope.flush()
 
     @staticmethod
-    def _holder(row, username: str) -> None:
+    def _holder(row: Row[Any], username: str) -> None:
         if row.claimed_by is None:
             raise ConversationError("conflict", f"handoff {row.id} is waiting; claim it first")
         if row.claimed_by != username:
@@ -400,8 +412,8 @@ class ConversationService:
             if row.claimed_by is not None:
                 raise ConversationError("conflict", f"handoff {handoff_id} is already claimed by {row.claimed_by}")
             scope.conversation.status = transition(scope.conversation.status, "claim")
-            won = scope.session.execute(update(Handoff).where(H.id == handoff_id, H.claimed_by.is_(None))
-                                        .values(claimed_by=username, claimed_at=row.claimed_at or scope.now)).rowcount
+            won = rowcount(scope.session.execute(update(Handoff).where(H.id == handoff_id, H.claimed_by.is_(None))
+                                                 .values(claimed_by=username, claimed_at=row.claimed_at or scope.now)))
             if won != 1:
                 raise ConversationError("conflict", f"handoff {handoff_id} was claimed meanwhile")
             self._notice(scope, "claimed", notice, display_name, handoff_id)
@@ -469,6 +481,8 @@ class ConversationService:
     def _abandon(self, scope: MessageScope) -> None:
         conv = scope.conversation
         handoff_id = conv.handoff_id
+        if handoff_id is None:
+            raise InvalidTransition("abandon", conv.status)
         conv.status = transition(conv.status, "abandon")
         conv.handoff_id = None
         scope.session.execute(update(Handoff).where(H.id == handoff_id)
@@ -479,12 +493,56 @@ class ConversationService:
         """Waiting citizens silent for ``silent_for`` have left (counted as abandoned)."""
         now = self.clock()
         with self.db.transaction() as session:
-            ids = session.execute(select(C.id).where(C.status == S.WAITING.value,
-                                                     C.updated_at < now - silent_for)).scalars().all()
+            ids: list[str] = list(session.execute(select(C.id).where(C.status == S.WAITING.value,
+                                                     C.updated_at < now - silent_for)).scalars())
             for conversation_id in ids:
                 self._abandon_if_waiting(session, conversation_id, now)
         return len(ids)
 
     def _snapshot(self, scope: MessageScope, handoff_id: int) -> dict[str, Any]:
-        row = scope.session.execute(select(Handoff.__table__).where(H.id == handoff_id)).first()
+        row = scope.session.execute(select(Handoff.__table__).where(H.id == handoff_id)).one()
         return handoff_snapshot(row, self.vault)
+
+
+class StaleWaitSweeper:
+    """Closes the tickets of waiting citizens who left (silent for ``silent_for``) as abandoned, every
+    ``interval`` seconds, so the queue and the dashboard's abandonment show them. Each server process
+    runs one; sweeps that overlap are harmless (each conversation is locked and re-checked)."""
+
+    def __init__(self, conversations: ConversationService, silent_for: dt.timedelta, interval: float):
+        if interval <= 0 or silent_for <= dt.timedelta():
+            raise ValueError("interval and silent_for must be positive")
+        self.conversations = conversations
+        self.silent_for = silent_for
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        try:
+            return self.conversations.abandon_stale(self.silent_for)
+        except StoreUnavailable as exc:  # the next sweep tries again
+            log.warning("stale-wait sweep skipped: %s", exc)
+            return 0
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="stale-wait-sweeper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                closed = self.run_once()
+            except Exception:  # the sweeper must outlive a bug in one sweep
+                log.exception("stale-wait sweep failed")
+                continue
+            if closed:
+                log.info("closed %d ticket(s) of citizens who left the queue", closed)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)

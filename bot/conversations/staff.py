@@ -18,9 +18,11 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import argon2
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from bot.config import LimitSettings
 from bot.conversations.service import ConversationError
@@ -57,7 +59,7 @@ class StaffMember:
     def can(self, right: str) -> bool:
         return right in self.rights
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"username": self.username, "display_name": self.display_name, "role": self.role,
                 "rights": sorted(self.rights)}
 
@@ -120,7 +122,7 @@ class StaffDirectory:
                                                         Agent.disabled_at.is_(None))).scalar_one_or_none()
             return _member(agent) if agent else None
 
-    def list(self) -> list[dict]:
+    def list(self) -> list[dict[str, Any]]:
         with self.db.read() as session:
             return [{"username": a.username, "display_name": a.display_name, "role": a.role,
                      "disabled": a.disabled_at is not None, "on_duty": a.on_duty,
@@ -161,15 +163,15 @@ class StaffDirectory:
             self.audit(session, actor, "account.role", username, {"role": role})
 
     @staticmethod
-    def _agent(session, username: str) -> Agent:
-        agent = session.execute(select(Agent).where(Agent.username == (username or "").strip().lower())
+    def _agent(session: Session, username: str) -> Agent:
+        agent: Agent | None = session.execute(select(Agent).where(Agent.username == (username or "").strip().lower())
                                 ).scalar_one_or_none()
         if agent is None:
             raise ConversationError("not_found", f"no account {username!r}", "username")
         return agent
 
     @staticmethod
-    def audit(session, actor: str, action: str, target: str = "", detail: dict | None = None) -> None:
+    def audit(session: Session, actor: str, action: str, target: str = "", detail: dict[str, Any] | None = None) -> None:
         session.add(AuditEntry(actor=actor, action=action, target=target, detail=detail or {}, at=utcnow()))
 
     # -- logging in -------------------------------------------------------------------------
@@ -195,6 +197,8 @@ class StaffDirectory:
             return None
         with self.db.transaction() as session:
             agent = session.get(Agent, record[0])
+            if agent is None:  # deleted between the two transactions
+                return None
             if not ok or agent.disabled_at is not None:
                 if not ok:
                     agent.failed_logins = (agent.failed_logins or 0) + 1
@@ -240,7 +244,7 @@ class StaffDirectory:
                             .values(revoked_at=self.clock()))
 
     @staticmethod
-    def _revoke(session, agent_id: int, now: dt.datetime) -> None:
+    def _revoke(session: Session, agent_id: int, now: dt.datetime) -> None:
         session.execute(update(StaffSession).where(StaffSession.agent_id == agent_id,
                                                    StaffSession.revoked_at.is_(None)).values(revoked_at=now))
 

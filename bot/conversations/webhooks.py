@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 
 from bot.config import WebhookSettings
-from bot.conversations.events import CallbackDone, CallbackRequested, Event, HANDOFF_EVENTS
+from bot.conversations.events import HANDOFF_EVENTS, CallbackDone, CallbackRequested, Event
 from bot.conversations.outbox import Delivery, Outcome
 from bot.models import utcnow
 
@@ -33,7 +33,7 @@ def sign(secret: str, body: bytes) -> str:
 
 def verify(secret: str, body: bytes, header: str | None) -> bool:
     """For receivers (and tests): constant-time check of ``X-Hotline-Signature``."""
-    return bool(header) and hmac.compare_digest(sign(secret, body), header)
+    return header is not None and hmac.compare_digest(sign(secret, body), header)
 
 
 class WebhookConsumer:
@@ -62,7 +62,7 @@ class WebhookConsumer:
         if self.settings.secret:
             headers[SIGNATURE_HEADER] = sign(self.settings.secret, body)
         try:
-            response = self.client.post(self.settings.url, content=body, headers=headers)
+            response = self.client.post(self.settings.url or "", content=body, headers=headers)
         except httpx.HTTPError as exc:
             return Outcome.retry(f"{type(exc).__name__}: {exc}"[:300])
         if 200 <= response.status_code < 300:

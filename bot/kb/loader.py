@@ -5,15 +5,16 @@ editor can fix it without reading Python tracebacks.
 """
 from __future__ import annotations
 
+from bot.yaml_files import YAMLError, load_yaml
+
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
-from bot.kb.schema import Entry
+from bot.kb.schema import CONTACT_REF, Contact, Entry
 from bot.regions import REGIONS_FILE, Gazetteer
 from bot.text import normalise
 
@@ -22,6 +23,8 @@ INTENTS_FILE = "intents.yml"
 SYNONYMS_FILE = "synonyms.yml"
 USERDICT_FILE = "userdict.txt"
 SAFETY_FILE = "safety.yml"
+CONTACTS_FILE = "contacts.yml"
+CONTACT_STALE_DAYS = 30  # default of settings.kb.contact_stale_days
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class KnowledgeBase:
     intent_examples: dict[str, list[str]]
     version: str
     problems: list[Problem] = field(default_factory=list)
+    contacts: dict[str, Contact] = field(default_factory=dict)  # the contact directory (contacts.yml)
 
     @property
     def synonyms_path(self) -> Path:
@@ -102,17 +106,18 @@ def knowledge_version(root: Path) -> str:
 def _read_yaml(path: Path, root: Path, problems: list[Problem]) -> object | None:
     rel = str(path.relative_to(root))
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        data: object = load_yaml(path)
+        return data
+    except (YAMLError, UnicodeDecodeError) as exc:
         problems.append(Problem(rel, "", "", f"cannot parse: {exc}"))
         return None
 
 
-def _field_name(loc: tuple) -> str:
+def _field_name(loc: tuple[object, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _load_entries(root: Path, problems: list[Problem]) -> dict[str, Entry]:
+def _load_entries(root: Path, problems: list[Problem], today: dt.date) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     entry_files: dict[str, str] = {}
     faq_dir = root / FAQ_DIR
@@ -147,7 +152,7 @@ def _load_entries(root: Path, problems: list[Problem]) -> dict[str, Entry]:
                 continue
             entries[entry.id] = entry
             entry_files[entry.id] = rel
-    _check_cross_entry(entries, entry_files, problems)
+    _check_cross_entry(entries, entry_files, problems, today)
     _check_regions(root, entries, entry_files, problems)
     return entries
 
@@ -162,7 +167,7 @@ def _check_regions(root: Path, entries: dict[str, Entry], files: dict[str, str],
         return
     try:
         gazetteer = Gazetteer.from_file(path)
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+    except (YAMLError, KeyError, TypeError, AttributeError) as exc:
         problems.append(Problem(REGIONS_FILE, "", "provinces", f"cannot read the gazetteer: {exc}"))
         return
     for entry_id, entry in entries.items():
@@ -185,8 +190,8 @@ def _check_regions(root: Path, entries: dict[str, Entry], files: dict[str, str],
             seen.add(variant.region)
 
 
-def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem]) -> None:
-    today = dt.date.today()
+def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem],
+                       today: dt.date) -> None:
     seen_questions: dict[str, str] = {}
     for entry_id, entry in entries.items():
         rel = files[entry_id]
@@ -235,28 +240,90 @@ def _load_intents(root: Path, problems: list[Problem]) -> dict[str, list[str]]:
     return intents
 
 
-def _collect(root: Path) -> tuple[dict[str, Entry], dict[str, list[str]], list[Problem]]:
+def _load_contacts(root: Path, entries: dict[str, Entry], problems: list[Problem], today: dt.date,
+                   stale_days: int = CONTACT_STALE_DAYS) -> dict[str, Contact]:
+    """The contact directory: schema, unique ids, known regions; every ``{{contact:id}}`` in an
+    answer must name one; contacts not verified for ``stale_days`` are warnings."""
+    contacts: dict[str, Contact] = {}
+    path = root / CONTACTS_FILE
+    if path.exists():
+        data = _read_yaml(path, root, problems)
+        raw_list = data.get("contacts") if isinstance(data, dict) else None
+        if data is not None and not isinstance(raw_list, list):
+            problems.append(Problem(CONTACTS_FILE, "", "contacts", "file must be a mapping with a 'contacts' list"))
+            raw_list = []
+        gazetteer = None
+        if (root / REGIONS_FILE).exists():
+            try:
+                gazetteer = Gazetteer.from_file(root / REGIONS_FILE)
+            except Exception:  # noqa: BLE001 - reported by the entry checks
+                gazetteer = None
+        for position, raw in enumerate(raw_list or []):
+            label = str(raw.get("id")) if isinstance(raw, dict) and raw.get("id") else f"#{position + 1}"
+            try:
+                contact = Contact.model_validate(raw)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    problems.append(Problem(CONTACTS_FILE, label, _field_name(err["loc"]), err["msg"]))
+                continue
+            if contact.id in contacts:
+                problems.append(Problem(CONTACTS_FILE, contact.id, "id", "duplicate contact id"))
+                continue
+            if contact.region and gazetteer is not None and contact.region not in gazetteer.regions:
+                problems.append(Problem(CONTACTS_FILE, contact.id, "region", f"unknown region {contact.region!r}"))
+            if (today - contact.last_verified).days > stale_days:
+                problems.append(Problem(CONTACTS_FILE, contact.id, "last_verified",
+                                        f"not verified for {(today - contact.last_verified).days} days "
+                                        f"(more than {stale_days}): check the number and update last_verified",
+                                        severity="warning"))
+            contacts[contact.id] = contact
+    for entry_id, entry in entries.items():
+        texts = [("answer.zh", entry.answer.zh), ("answer.en", entry.answer.en)]
+        texts += [(f"variants.{i}.answer.{lang}", getattr(v.answer, lang))
+                  for i, v in enumerate(entry.variants) for lang in ("zh", "en")]
+        for field_name, text in texts:
+            for ref in CONTACT_REF.findall(text):
+                if ref not in contacts:
+                    problems.append(Problem(f"{FAQ_DIR}/{entry.category}.yml", entry_id, field_name,
+                                            f"unknown contact {{{{contact:{ref}}}}} (see {CONTACTS_FILE})"))
+    return contacts
+
+
+def _collect(root: Path, today: dt.date | None, stale_days: int = CONTACT_STALE_DAYS
+             ) -> tuple[dict[str, Entry], dict[str, list[str]], list[Problem], dict[str, Contact]]:
     problems: list[Problem] = []
-    entries = _load_entries(root, problems)
+    entries = _load_entries(root, problems, today or dt.date.today())
     intents = _load_intents(root, problems)
-    return entries, intents, problems
+    contacts = _load_contacts(root, entries, problems, today or dt.date.today(), stale_days)
+    return entries, intents, problems, contacts
 
 
-def load_knowledge_base(root: Path) -> KnowledgeBase:
+def load_knowledge_base(root: Path, today: dt.date | None = None) -> KnowledgeBase:
     """Load the KB; raise KnowledgeBaseError on anything that makes it unservable.
 
     Expired entries are not fatal (time passes while a server runs): they are
-    kept, flagged in ``problems``, and the policy refuses to serve them.
+    kept, flagged in ``problems``, and the policy refuses to serve them. ``today`` (default: the
+    calendar's) decides what counts as expired, so tests and "what expires by Friday" need no clock.
     """
+    kb, problems = inspect_knowledge_base(root, today)
+    if kb is None:
+        raise KnowledgeBaseError([p for p in problems if p.severity == "error"])
+    return kb
+
+
+def inspect_knowledge_base(root: Path, today: dt.date | None = None, contact_stale_days: int = CONTACT_STALE_DAYS
+                           ) -> tuple[KnowledgeBase | None, list[Problem]]:
+    """Every problem, and the KB when none is an error: ``kb validate`` parses each file once."""
     root = Path(root)
-    entries, intents, problems = _collect(root)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise KnowledgeBaseError(errors)
+    entries, intents, problems, contacts = _collect(root, today, contact_stale_days)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
     return KnowledgeBase(root=root, entries=entries, intent_examples=intents,
-                         version=knowledge_version(root), problems=problems)
+                         version=knowledge_version(root), problems=problems, contacts=contacts), problems
 
 
-def validate_knowledge_base(root: Path) -> list[Problem]:
-    """Every problem, expired entries included: what ``kb validate`` reports."""
-    return _collect(Path(root))[2]
+def validate_knowledge_base(root: Path, today: dt.date | None = None,
+                            contact_stale_days: int = CONTACT_STALE_DAYS) -> list[Problem]:
+    """Every problem, expired entries and stale contacts (warnings) included (as of ``today``):
+    what ``kb validate`` reports."""
+    return _collect(Path(root), today, contact_stale_days)[2]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
@@ -93,3 +92,49 @@ class Entry(_Strict):
         """The variant written for exactly ``region`` (None: the nationwide default applies)."""
         return next((v for v in self.variants if v.region == region), None) if region else None
 
+
+
+CONTACT_ID = re.compile(r"^[a-z0-9_]+$")
+CONTACT_REF = re.compile(r"\{\{contact:([^}]*)\}\}")
+ContactKind = Literal["hotline", "health_commission", "testing_site", "community_office", "other"]
+
+
+class Contact(_Strict):
+    """One entry of the contact directory (``contacts.yml``): answers embed it as ``{{contact:<id>}}``,
+    so a changed number is edited once."""
+
+    id: str
+    kind: ContactKind
+    name: str = Field(min_length=1)
+    name_en: str = Field(min_length=1)
+    region: str | None = None  # gazetteer name; None: nationwide
+    phone: str = Field(min_length=3, max_length=40)
+    hours: str | None = None
+    hours_en: str | None = None
+    address: str | None = None
+    address_en: str | None = None
+    source: HttpUrl | None = None
+    last_verified: dt.date
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not CONTACT_ID.match(value):
+            raise ValueError("id must be lower-case letters, digits and _ (e.g. beijing_12345)")
+        return value
+
+    def render(self, language: str) -> str:
+        """The contact as it appears inside an answer."""
+        if language == "en":
+            extra = ", ".join(x for x in (self.hours_en or self.hours, self.address_en or self.address) if x)
+            return f"{self.name_en}: {self.phone}" + (f" ({extra})" if extra else "")
+        extra = "，".join(x for x in (self.hours, self.address) if x)
+        return f"{self.name}：{self.phone}" + (f"（{extra}）" if extra else "")
+
+
+def expand_contacts(text: str, contacts: dict[str, Contact], language: str) -> str:
+    """``{{contact:id}}`` replaced by the contact's name, number and hours (validated: ids exist)."""
+    if "{{contact:" not in text:
+        return text
+    return CONTACT_REF.sub(lambda m: contacts[m.group(1)].render(language) if m.group(1) in contacts
+                           else m.group(0), text)

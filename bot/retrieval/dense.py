@@ -29,6 +29,10 @@ class DenseRetriever:
     def size(self) -> int:
         return self._index.ntotal
 
+    def vectors(self) -> np.ndarray:
+        """The indexed vectors, in document order (reused when only some documents change)."""
+        return self._matrix
+
     def scores(self, query_vector: np.ndarray) -> np.ndarray:
         """Similarity to every document, in document order."""
         return self._matrix @ query_vector.astype(np.float32).ravel()

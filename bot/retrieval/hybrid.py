@@ -84,7 +84,8 @@ class HybridRetriever:
         return out
 
     def _max_per_entry(self, doc_scores: np.ndarray, doc_entry: "_Grouping") -> np.ndarray:
-        return np.maximum(doc_entry.max(doc_scores.astype(np.float32)), 0.0)
+        best: np.ndarray = np.maximum(doc_entry.max(doc_scores.astype(np.float32)), 0.0)
+        return best
 
 
 class _Grouping:

@@ -36,6 +36,7 @@ from bot.messages import InvalidMessage, Message
 from bot.models import Conversation, Identity, WeChatInbound, WeChatUser
 from bot.render import option_payload, render_numbered, welcome
 from bot.services import Services
+from connectors.metrics import count_message
 from connectors.wechat.sender import release_window, text_deliveries
 from connectors.wechat.users import CHANNEL, CONSUMER, external_id, get_or_create, set_options
 from connectors.wechat.xml import Inbound
@@ -156,6 +157,7 @@ class WeChatChannel:
                           client_message_id=f"wx:{claim.key}"[:64])
         try:
             reply = bot.handle(message)
+            count_message(CHANNEL, reply)
         except InvalidMessage as exc:
             key = "too_long" if exc.field == "text" and text.strip() else "text_only"
             return responses(key, claim.language), []

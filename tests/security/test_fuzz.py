@@ -14,6 +14,9 @@ from sqlalchemy import func, select
 from bot.models import Turn
 
 ANY_TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=60)
+# A URL carries UTF-8: a client cannot put a lone surrogate in one (the test client raises before
+# sending). Invalid UTF-8 in a URL is covered by percent-encoded bytes below.
+URL_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
                     st.floats(allow_nan=True, allow_infinity=True), ANY_TEXT)
 JSON = st.recursive(SCALARS, lambda children: st.one_of(st.lists(children, max_size=4),
@@ -58,12 +61,15 @@ def test_fuzzed_raw_bodies_are_refused_cleanly(client, garbage):
 
 
 @FUZZ
-@given(segment=ANY_TEXT, after=ANY_TEXT, wait=ANY_TEXT, user=ANY_TEXT)
-def test_fuzzed_query_strings_and_paths(client, segment, after, wait, user):
+@given(segment=URL_TEXT, after=URL_TEXT, wait=URL_TEXT, user=URL_TEXT, raw=st.binary(max_size=12))
+def test_fuzzed_query_strings_and_paths(client, segment, after, wait, user, raw):
     response = client.get("/web/api/conversations/x/turns", query_string={"after": after, "wait": wait[:8],
                                                                            "user_id": user})
     assert response.status_code < 500
     response = client.get(f"/api/v1/conversations/{segment.replace('/', '_') or 'x'}")
+    assert response.status_code < 500
+    encoded = "".join(f"%{b:02X}" for b in raw)  # any bytes, valid UTF-8 or not (e.g. %ED%A0%80)
+    response = client.get(f"/web/api/conversations/x/turns?after={encoded}&wait={encoded}&user_id={encoded}")
     assert response.status_code < 500
 
 

@@ -76,7 +76,7 @@
       body: method === "POST" ? JSON.stringify(body || {}) : undefined, signal: signal })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (data) {
-          if (!r.ok) { var e = new Error((data.error && data.error.message) || "HTTP " + r.status); e.status = r.status; throw e; }
+          if (!r.ok) { var e = new Error((data.error && data.error.message) || "HTTP " + r.status); e.status = r.status; e.data = data; throw e; }
           return data;
         });
       });

@@ -1,0 +1,188 @@
+"""Publish → served by every server, under load (issue 9).
+
+    python -m bench.kb_reload                                  # 2 servers x 1 worker on one SQLite file
+    python -m bench.kb_reload --postgres postgresql://postgres@127.0.0.1:5432/postgres \\
+                              --redis redis://127.0.0.1:6379/11       # 2 servers on PostgreSQL + Redis
+
+Real ``hotline-bot serve`` processes with ``HOTLINE_KB__EDITING=1`` share one database (and the
+data dir: models and index artifacts). One load thread per server asks the same question without
+pause. Each round an editor changes the answer (a unique marker) and publishes over HTTP on the
+first server; the bench records when each server first answers with the marker and checks that
+no request failed and no server ever answered with the old text after the new one (a mixed or
+flipped version). ``--paraphrase-rounds`` adds rounds that add a question paraphrase (the classifiers
+are retrained). With ``--redis`` the other servers' own version check is set to once an hour, so only
+the Redis bump can move them. Traffic goes to 127.0.0.1 only; everything is bounded in time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from bench.live import start_server, stop_server
+from bot.config import PROJECT_ROOT
+
+QUESTION = "核酸检测多少钱"
+ENTRY = "testing.pcr_fee"
+PASSWORD = "bench-editor-pw-1"
+
+
+def _new_postgres(admin_url: str) -> str:
+    import sqlalchemy
+
+    name = f"hotline_bench_{uuid.uuid4().hex[:8]}"
+    url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_postgres(admin_url: str, url: str) -> None:
+    import sqlalchemy
+
+    name = url.rsplit("/", 1)[1]
+    engine = sqlalchemy.create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                      isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
+                             "AND pid <> pg_backend_pid()")
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+    engine.dispose()
+
+
+class Load:
+    """One thread per server asking QUESTION; records (time, status, marker seen)."""
+
+    def __init__(self, servers):
+        self.rows: dict[int, list[tuple[float, int, str]]] = {i: [] for i in range(len(servers))}
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(i, s), daemon=True) for i, s in enumerate(servers)]
+
+    def _run(self, i, server):
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                try:
+                    r = client.post("/api/v1/messages", json={"user_id": f"load-{i}-{n}", "text": QUESTION,
+                                                              "new_conversation": True})
+                    text = " ".join(m["text"] for m in r.json()["replies"]) if r.status_code == 200 else ""
+                    self.rows[i].append((time.perf_counter(), r.status_code, text))
+                except httpx.HTTPError as exc:
+                    self.rows[i].append((time.perf_counter(), 0, repr(exc)))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=60)
+
+
+def _editor(server) -> httpx.Client:
+    client = httpx.Client(base_url=server.url, timeout=300)
+    r = client.post("/agents/api/login", json={"username": "bench-editor", "password": PASSWORD})
+    r.raise_for_status()
+    client.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    return client
+
+
+def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float) -> dict:
+    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json()
+    content = dict(entry["draft"] or entry["published"])
+    content["answer"] = {**content["answer"], "zh": f"{marker} 检测费用以当地医保局最新公告为准。"}
+    if paraphrase:
+        content["questions"] = {**content["questions"], "zh": [*content["questions"]["zh"], f"做一次核酸要付多少钱{marker[-4:]}"]}
+    editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": content}).raise_for_status()
+    marks = {i: len(rows) for i, rows in load.rows.items()}
+    started = time.perf_counter()
+    response = editor.post("/agents/api/kb/publish", json={"note": marker})
+    response.raise_for_status()
+    returned = time.perf_counter()
+    seen: dict[int, float] = {}
+    while time.perf_counter() < returned + timeout and len(seen) < len(load.rows):
+        for i, rows in load.rows.items():
+            if i not in seen:
+                hit = next((at for at, _, text in rows[marks[i]:] if marker in text), None)
+                if hit is not None:
+                    seen[i] = hit - started
+        time.sleep(0.02)
+    time.sleep(0.5)
+    failed, flipped = 0, 0
+    for i, rows in load.rows.items():
+        after = rows[marks[i]:]
+        failed += sum(1 for _, status, _ in after if status != 200)
+        flags = [marker in text for _, status, text in after if status == 200]
+        if True in flags:
+            first = flags.index(True)
+            flipped += sum(1 for f in flags[first:] if not f)
+    return {"kind": "paraphrase (retrain)" if paraphrase else "answer edit", "publish_request_s": round(returned - started, 2),
+            "served_by_server_s": {str(i): round(v, 2) for i, v in sorted(seen.items())},
+            "served_by_all_s": round(max(seen.values()), 2) if len(seen) == len(load.rows) else None,
+            "requests": sum(len(rows[marks[i]:]) for i, rows in load.rows.items()), "failed": failed,
+            "went_back_to_old": flipped}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(PROJECT_ROOT / "var"), help="models + index artifacts (reused)")
+    parser.add_argument("--servers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per server")
+    parser.add_argument("--postgres", help="admin URL; a throw-away database is created and dropped")
+    parser.add_argument("--redis", help="redis URL (pub/sub bump); use a db number of your own")
+    parser.add_argument("--rounds", type=int, default=3, help="answer-edit rounds")
+    parser.add_argument("--paraphrase-rounds", type=int, default=1)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="kb-reload-"))
+    url = _new_postgres(args.postgres) if args.postgres else f"sqlite:///{tmp / 'bench.db'}"
+    env = {"HOTLINE_DATABASE_URL": url, "HOTLINE_KB__EDITING": "1", "HOTLINE_SERVER__WORKERS": str(args.workers),
+           "HOTLINE_LIMITS__ENABLED": "0"}
+    if args.redis:
+        env["HOTLINE_REDIS_URL"] = args.redis
+    servers = []
+    results = []
+    try:
+        data_dir = Path(args.data_dir)
+        servers.append(start_server(data_dir, env, timeout=600))
+        for _ in range(args.servers - 1):
+            servers.append(start_server(data_dir, {**env, **({"HOTLINE_KB__CHECK_INTERVAL": "3600"}
+                                                             if args.redis else {})}, timeout=600))
+        subprocess.run([sys.executable, "-m", "connectors.cli", "agent", "create", "bench-editor", "--role", "editor",
+                        "--password", PASSWORD], env={**os.environ, **servers[0].env}, cwd=PROJECT_ROOT, check=True,
+                       capture_output=True, timeout=120)
+        editor = _editor(servers[0])
+        with Load(servers) as load:
+            time.sleep(1.0)
+            for n in range(args.rounds + args.paraphrase_rounds):
+                marker = f"【第{n + 1}版 {uuid.uuid4().hex[:6]}】"
+                results.append(_round(editor, load, marker, n >= args.rounds, args.timeout))
+                print(json.dumps(results[-1], ensure_ascii=False), flush=True)
+    finally:
+        for server in servers:
+            stop_server(server)
+        if args.postgres:
+            _drop_postgres(args.postgres, url)
+    summary = {"servers": args.servers, "workers_per_server": args.workers,
+               "database": "postgresql" if args.postgres else "sqlite", "redis": bool(args.redis), "rounds": results}
+    print(json.dumps(summary, ensure_ascii=False, indent=2))
+    ok = all(r["failed"] == 0 and r["went_back_to_old"] == 0 and r["served_by_all_s"] is not None for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

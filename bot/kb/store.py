@@ -1,0 +1,626 @@
+"""The knowledge base in the database: drafts, review, publish, history, rollback.
+
+Why: rules and phone numbers change every few days; editors must change answers
+without an engineer, a restart or a YAML file. This module is the ONLY writer of
+the ``kb_*`` tables. Every change is a draft; ``publish`` applies the drafts,
+validates the whole resulting KB exactly as ``hotline-bot kb validate`` does, and
+writes a new ``kb_publications`` row whose ``version`` is the same content hash a
+KB directory has today (``knowledge_version``): the database KB is materialised
+as a KB directory (the non-FAQ files come from ``knowledge_dir``, the FAQ files
+are written in canonical form, ``bot.kb.canonical``), so the shipped KB imported
+unchanged keeps its version and its prebuilt index.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.db import Database
+from bot.kb.canonical import contact_dict, contacts_file, entry_dict, entry_lines, faq_file
+from bot.kb.loader import (CONTACTS_FILE, FAQ_DIR, KnowledgeBase, KnowledgeBaseError, Problem, load_knowledge_base,
+                           validate_knowledge_base)
+from bot.kb.schema import Contact, Entry
+from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision, utcnow
+
+CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
+
+
+class KbEditError(Exception):
+    """A refused edit: ``status`` is the HTTP status, ``problems`` name the fields."""
+
+    def __init__(self, status: int, message: str, problems: list[Problem] | None = None, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.problems = problems or []
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Publication:
+    id: int
+    version: str
+    published_by: str
+    published_at: dt.datetime
+    entries: list[str]
+    note: str = ""
+    effective_from: dt.datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "published_by": self.published_by,
+                "published_at": self.published_at.isoformat() + "Z", "entries": self.entries, "note": self.note,
+                "effective_from": self.effective_from.isoformat() + "Z" if self.effective_from else None}
+
+
+def _publication(row: KbPublication) -> Publication:
+    return Publication(row.id, row.version, row.published_by, row.published_at, list(row.entries or []), row.note,
+                       row.effective_from)
+
+
+def _audit(session: Session, actor: str, action: str, target: str = "", detail: dict[str, Any] | None = None,
+           at: dt.datetime | None = None) -> None:
+    session.add(AuditEntry(actor=actor, action=action, target=target[:160], detail=detail or {},
+                           at=at or utcnow()))
+
+
+def problem_dict(problem: Problem) -> dict[str, Any]:
+    return {"file": problem.file, "entry": problem.entry, "field": problem.field, "message": problem.message,
+            "severity": problem.severity}
+
+
+def check_entry(content: Any) -> tuple[Entry | None, list[Problem]]:
+    """Schema check of one entry as the editor sent it: problems by field (``questions.zh.2``...)."""
+    if not isinstance(content, dict):
+        return None, [Problem("", "", "", "an entry must be a JSON object")]
+    try:
+        return Entry.model_validate(content), []
+    except ValidationError as exc:
+        label = str(content.get("id") or "")
+        return None, [Problem(f"{FAQ_DIR}/{content.get('category')}.yml", label,
+                              ".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()]
+
+
+class KnowledgeStore:
+    """FAQ entries in the database; the rest of the KB (intents, synonyms, gazetteer...) from ``knowledge_dir``."""
+
+    def __init__(self, db: Database, knowledge_dir: Path, work_dir: Path,
+                 clock: Callable[[], dt.datetime] = utcnow):
+        self.db = db
+        self.knowledge_dir = Path(knowledge_dir)
+        self.work_dir = Path(work_dir)
+        self.clock = clock
+
+    # -- reading ------------------------------------------------------------------------
+
+    def latest(self, effective: bool = True) -> Publication | None:
+        """The newest publication in effect now (scheduled ones once their time came): what every
+        process compares its served version with (one indexed read). ``effective=False``: the newest,
+        scheduled or not."""
+        query = select(KbPublication).order_by(KbPublication.id.desc()).limit(1)
+        if effective:
+            query = query.where((KbPublication.effective_from.is_(None)) | (KbPublication.effective_from <= self.clock()))
+        with self.db.read() as session:
+            row = session.execute(query).scalar_one_or_none()
+            return _publication(row) if row else None
+
+    def latest_id(self) -> int:
+        with self.db.read() as session:
+            return session.execute(select(func.max(KbPublication.id))).scalar() or 0
+
+    def publications(self, limit: int = 50) -> list[Publication]:
+        with self.db.read() as session:
+            rows = session.execute(select(KbPublication).order_by(KbPublication.id.desc()).limit(limit)).scalars()
+            return [_publication(r) for r in rows]
+
+    def _rows(self, session: Session) -> list[KbEntry]:
+        return list(session.execute(select(KbEntry).order_by(KbEntry.category, KbEntry.position)).scalars())
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every entry with its live content and pending draft (the editor's list)."""
+        with self.db.read() as session:
+            return [self._view(r) for r in self._rows(session)]
+
+    def entry(self, entry_id: str) -> dict[str, Any] | None:
+        with self.db.read() as session:
+            row = session.get(KbEntry, entry_id)
+            return self._view(row) if row else None
+
+    @staticmethod
+    def _view(row: KbEntry) -> dict[str, Any]:
+        return {"id": row.entry_id, "category": row.category, "published": row.published, "draft": row.draft,
+                "draft_retire": row.draft_retire, "draft_by": row.draft_by,
+                "draft_at": row.draft_at.isoformat() + "Z" if row.draft_at else None,
+                "status": ("retire" if row.draft_retire else "draft" if row.draft is not None
+                           else "retired" if row.published is None else "live")}
+
+    def history(self, entry_id: str) -> list[dict[str, Any]]:
+        """Every published revision of an entry, newest first, each with a diff to the one before."""
+        with self.db.read() as session:
+            rows = list(session.execute(
+                select(KbRevision, KbPublication).join(KbPublication, KbPublication.id == KbRevision.publication_id)
+                .where(KbRevision.entry_id == entry_id).order_by(KbRevision.id)).all())
+        out: list[dict[str, Any]] = []
+        previous: list[str] = []
+        for revision, publication in rows:
+            lines = entry_lines(revision.content) if revision.content else []
+            diff = list(difflib.unified_diff(previous, lines, "before", "after", lineterm="", n=1))
+            out.append({"revision": revision.id, "publication": publication.id, "version": publication.version,
+                        "author": revision.author, "at": revision.created_at.isoformat() + "Z",
+                        "retired": revision.content is None, "content": revision.content, "diff": diff[2:]})
+            previous = lines
+        return out[::-1]
+
+    # -- the KB as files ----------------------------------------------------------------
+
+    def _ignore(self, directory: str, names: list[str]) -> list[str]:
+        """What the database replaces when copying ``knowledge_dir``: the FAQ files and the contacts."""
+        if Path(directory) != self.knowledge_dir:
+            return [n for n in names if n == "__pycache__"]
+        return [n for n in names if n in (FAQ_DIR, CONTACTS_FILE, "__pycache__")]
+
+    @staticmethod
+    def _contact_rows(session: Session) -> list[KbContact]:
+        return [KbContact(contact_id=r.contact_id, position=r.position, published=r.published, draft=r.draft,
+                          draft_by=r.draft_by) for r in
+                session.execute(select(KbContact).order_by(KbContact.position, KbContact.contact_id)).scalars()]
+
+    def _files(self, rows: list[KbEntry], draft: bool, contacts: list[KbContact] | None = None) -> dict[str, str]:
+        """``faq/<category>.yml`` and ``contacts.yml`` texts from the live content (or live + drafts)."""
+        live_contacts: list[dict[str, Any]] = []
+        for c in contacts or []:
+            content = c.draft if draft and c.draft is not None else c.published
+            if content is not None:
+                live_contacts.append(content)
+        extra = {CONTACTS_FILE: contacts_file(live_contacts)} if live_contacts else {}
+        by_category: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            content = row.published
+            if draft:
+                content = None if row.draft_retire else (row.draft if row.draft is not None else row.published)
+            by_category.setdefault(row.category, [])
+            if content is not None:
+                by_category[row.category].append(content)
+        return {f"{FAQ_DIR}/{category}.yml": faq_file(category, entries)
+                for category, entries in by_category.items() if entries} | extra
+
+    def export(self, target: Path, draft: bool = False, faq_only: bool = False) -> Path:
+        """The live KB (or live + drafts) as a KB directory: ``kb export``. Everything but the FAQ
+        files is copied from ``knowledge_dir``."""
+        target = Path(target)
+        with self.db.read() as session:
+            files = self._files(self._rows(session), draft, self._contact_rows(session))
+        if not faq_only:
+            shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True, ignore=self._ignore)
+        faq = target / FAQ_DIR
+        if faq.exists():
+            for old in faq.glob("*.yml"):
+                if f"{FAQ_DIR}/{old.name}" not in files:
+                    old.unlink()
+        faq.mkdir(parents=True, exist_ok=True)
+        for rel, text in files.items():
+            (target / rel).write_text(text, encoding="utf-8")
+        return target
+
+    def materialise(self, draft: bool = False) -> Path:
+        """The KB as a directory under ``work_dir``, named by its version (reused when it exists)."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".kb-", dir=self.work_dir))
+        try:
+            self.export(tmp, draft=draft)
+            from bot.kb.loader import knowledge_version
+
+            final = self.work_dir / knowledge_version(tmp)
+            if final.exists():
+                return final
+            try:
+                tmp.rename(final)
+            except OSError:  # another process materialised the same version meanwhile
+                if not final.exists():
+                    raise
+            return final
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def materialise_publication(self, publication_id: int) -> Path:
+        """The KB exactly as publication ``publication_id`` made it (from the revision history): what a
+        process serves while a later, scheduled publication is not in effect yet."""
+        with self.db.read() as session:
+            entries = [self._detached(r) for r in self._rows(session)]
+            contacts = self._contact_rows(session)
+            latest: dict[str, dict[str, Any] | None] = {}
+            for revision in session.execute(
+                    select(KbRevision).where(KbRevision.publication_id <= publication_id)
+                    .order_by(KbRevision.id)).scalars():
+                latest[revision.entry_id] = revision.content
+        for row in entries:
+            row.published, row.draft, row.draft_retire = latest.get(row.entry_id), None, False
+        for contact in contacts:
+            contact.published, contact.draft = latest.get(CONTACT_PREFIX + contact.contact_id), None
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".kb-", dir=self.work_dir))
+        try:
+            self._write_dir(tmp, entries, contacts)
+            from bot.kb.loader import knowledge_version
+
+            final = self.work_dir / knowledge_version(tmp)
+            if not final.exists():
+                try:
+                    tmp.rename(final)
+                except OSError:
+                    if not final.exists():
+                        raise
+            return final
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def load(self, draft: bool = False) -> KnowledgeBase:
+        return load_knowledge_base(self.materialise(draft=draft))
+
+    # -- import -------------------------------------------------------------------------
+
+    def import_dir(self, source: Path, actor: str = "cli", note: str = "import") -> Publication:
+        """Replace every entry with the FAQ files of a KB directory and publish that: ``kb import``.
+        The directory must pass ``kb validate`` (expired entries are allowed, as when serving).
+        Key order of each entry is kept, so export reproduces canonical files byte for byte."""
+        source = Path(source)
+        kb = load_knowledge_base(source)  # raises KnowledgeBaseError naming file/entry/field
+        imported: list[tuple[str, str, int, dict[str, Any]]] = []
+        for path in sorted((source / FAQ_DIR).glob("*.yml")):
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            for position, raw in enumerate(data["entries"]):
+                entry = kb.entries[raw["id"]]
+                imported.append((entry.id, entry.category, position, entry_dict(entry, list(raw))))
+        contacts_in: list[tuple[str, dict[str, Any]]] = []
+        if (source / CONTACTS_FILE).exists():
+            data = yaml.safe_load((source / CONTACTS_FILE).read_text(encoding="utf-8")) or {}
+            for raw in data.get("contacts") or []:
+                contacts_in.append((raw["id"], contact_dict(kb.contacts[raw["id"]], list(raw))))
+        now = self.clock()
+        with self.db.transaction() as session:
+            rows = {r.entry_id: r for r in self._rows(session)}
+            changed: list[str] = []
+            old_contacts = {c.contact_id: c for c in session.execute(select(KbContact)).scalars()}
+            contact_changes: list[tuple[str, dict[str, Any] | None]] = []
+            for position, (contact_id, content) in enumerate(contacts_in):
+                contact_row = old_contacts.pop(contact_id, None)
+                if contact_row is None:
+                    contact_row = KbContact(contact_id=contact_id, published=None)
+                    session.add(contact_row)
+                if contact_row.published != content:
+                    contact_changes.append((CONTACT_PREFIX + contact_id, content))
+                contact_row.position, contact_row.published, contact_row.draft = position, content, None
+                contact_row.draft_by, contact_row.draft_at, contact_row.updated_at = None, None, now
+            for contact_id, gone in old_contacts.items():
+                contact_changes.append((CONTACT_PREFIX + contact_id, None))
+                session.delete(gone)
+            seen = set()
+            for entry_id, category, position, content in imported:
+                seen.add(entry_id)
+                row = rows.get(entry_id)
+                if row is None:
+                    row = KbEntry(entry_id=entry_id, category=category, position=position, published=None,
+                                  draft=None, draft_retire=False, updated_at=now)
+                    session.add(row)
+                if row.published != content:
+                    changed.append(entry_id)
+                row.category, row.position, row.published = category, position, content
+                row.draft, row.draft_retire, row.draft_by, row.draft_at = None, False, None, None
+                row.updated_at = now
+            for entry_id, row in rows.items():
+                if entry_id not in seen:
+                    if row.published is not None:
+                        changed.append(entry_id)
+                    session.delete(row)
+            session.flush()
+            publication = self._publish_rows(session, [(e, c) for e, _, _, c in imported if e in changed]
+                                             + [(e, None) for e in rows if e not in seen and e in changed]
+                                             + contact_changes, actor, note, now, version=None)
+            _audit(session, actor, "kb.import", str(source), {"entries": len(imported), "changed": len(changed),
+                                                               "publication": publication.id}, now)
+        return publication
+
+    def seed(self, actor: str = "system") -> Publication | None:
+        """First start with editing on: the database KB starts as the shipped files. Only one
+        process seeds (the others find the publication and do nothing)."""
+        if self.latest(effective=False) is not None:
+            return None
+        try:
+            return self.import_dir(self.knowledge_dir, actor=actor, note="initial import")
+        except Exception:
+            if self.latest(effective=False) is not None:  # a concurrent process seeded first
+                return None
+            raise
+
+    # -- drafts -------------------------------------------------------------------------
+
+    def validate_draft(self, extra: dict[str, dict[str, Any]] | None = None,
+                       extra_contacts: dict[str, dict[str, Any]] | None = None) -> list[Problem]:
+        """``kb validate`` over live + drafts (+ ``extra``: an unsaved draft being typed)."""
+        with self.db.read() as session:
+            rows = self._rows(session)
+            contacts = self._contact_rows(session)
+        for contact_id, content in (extra_contacts or {}).items():
+            found = next((c for c in contacts if c.contact_id == contact_id), None)
+            if found is None:
+                found = KbContact(contact_id=contact_id, position=len(contacts), published=None)
+                contacts.append(found)
+            found.draft = content
+        if extra:
+            rows = [self._detached(r) for r in rows]
+            known = {r.entry_id: r for r in rows}
+            for entry_id, content in extra.items():
+                row = known.get(entry_id)
+                if row is None:
+                    row = KbEntry(entry_id=entry_id, category=str(content.get("category")), position=10 ** 6,
+                                  published=None, draft_retire=False)
+                    rows.append(row)
+                row.draft, row.draft_retire = content, False
+        with tempfile.TemporaryDirectory(prefix=".validate-", dir=self._tmp_root()) as tmp:
+            target = Path(tmp) / "kb"
+            self._write_dir(target, rows, contacts)
+            return validate_knowledge_base(target)
+
+    def _tmp_root(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir
+
+    def _write_dir(self, target: Path, rows: list[KbEntry], contacts: list[KbContact] | None = None) -> None:
+        if contacts is None:
+            with self.db.read() as session:
+                contacts = self._contact_rows(session)
+        shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True, ignore=self._ignore)
+        (target / FAQ_DIR).mkdir(parents=True, exist_ok=True)
+        for rel, text in self._files(rows, draft=True, contacts=contacts).items():
+            (target / rel).write_text(text, encoding="utf-8")
+
+    @staticmethod
+    def _detached(row: KbEntry) -> KbEntry:
+        return KbEntry(entry_id=row.entry_id, category=row.category, position=row.position,
+                       published=row.published, draft=row.draft, draft_retire=row.draft_retire,
+                       draft_by=row.draft_by)
+
+    def save_draft(self, entry_id: str | None, content: Any, actor: str) -> dict[str, Any] | None:
+        """Store a draft (new entry when ``entry_id`` is None). Refused with every problem of the
+        entry, by field, when it would not pass ``kb validate``; problems elsewhere do not block."""
+        entry, problems = check_entry(content)
+        if entry is None:
+            raise KbEditError(422, "the entry is not valid", problems)
+        if entry_id is not None and entry.id != entry_id:
+            raise KbEditError(422, "id: an entry's id never changes once published", field="id")
+        with self.db.read() as session:
+            row = session.get(KbEntry, entry.id)
+            if entry_id is None and row is not None:
+                raise KbEditError(409, f"id: entry {entry.id!r} already exists", field="id")
+            if entry_id is not None and row is None:
+                raise KbEditError(404, f"no entry {entry_id!r}")
+            order = list((row.draft or row.published or {}) if row else {}) or list(content)
+        stored = entry_dict(entry, order)
+        problems = [p for p in self.validate_draft({entry.id: stored})
+                    if p.severity == "error" and (p.entry == entry.id or p.file.endswith(f"/{entry.category}.yml")
+                                                   and not p.entry)]
+        if problems:
+            raise KbEditError(422, "the entry is not valid", problems)
+        now = self.clock()
+        with self.db.transaction() as session:
+            row = session.get(KbEntry, entry.id)
+            if row is None:
+                position = session.execute(select(func.count()).select_from(KbEntry)
+                                           .where(KbEntry.category == entry.category)).scalar() or 0
+                row = KbEntry(entry_id=entry.id, category=entry.category, position=position, published=None)
+                session.add(row)
+            elif row.category != entry.category:
+                raise KbEditError(422, "category: an entry's category never changes (its id starts with it)",
+                                  field="category")
+            row.draft = None if stored == row.published else stored
+            row.draft_retire, row.draft_by, row.draft_at, row.updated_at = False, actor, now, now
+            _audit(session, actor, "kb.draft", entry.id, {"new": row.published is None}, now)
+        return self.entry(entry.id)
+
+    def retire(self, entry_id: str, actor: str) -> dict[str, Any] | None:
+        """Draft that removes the entry from the live KB at the next publish."""
+        now = self.clock()
+        with self.db.transaction() as session:
+            row = session.get(KbEntry, entry_id)
+            if row is None:
+                raise KbEditError(404, f"no entry {entry_id!r}")
+            row.draft, row.draft_retire, row.draft_by, row.draft_at = None, True, actor, now
+            _audit(session, actor, "kb.retire", entry_id, {}, now)
+        return self.entry(entry_id)
+
+    def discard(self, entry_id: str, actor: str) -> dict[str, Any] | None:
+        now = self.clock()
+        with self.db.transaction() as session:
+            row = session.get(KbEntry, entry_id)
+            if row is None:
+                raise KbEditError(404, f"no entry {entry_id!r}")
+            if row.published is None and not session.execute(
+                    select(KbRevision.id).where(KbRevision.entry_id == entry_id).limit(1)).first():
+                session.delete(row)  # a new entry never published: nothing left
+            else:
+                row.draft, row.draft_retire, row.draft_by, row.draft_at = None, False, None, None
+            _audit(session, actor, "kb.discard", entry_id, {}, now)
+        return self.entry(entry_id)
+
+    def rollback(self, entry_id: str, revision_id: int, actor: str) -> dict[str, Any] | None:
+        """A draft restoring an earlier published revision (publish it to make it live)."""
+        with self.db.read() as session:
+            revision = session.get(KbRevision, revision_id)
+            if revision is None or revision.entry_id != entry_id:
+                raise KbEditError(404, f"entry {entry_id!r} has no revision {revision_id}")
+            content = revision.content
+        if content is None:
+            return self.retire(entry_id, actor)
+        return self.save_draft(entry_id, content, actor)
+
+    def pending(self) -> list[str]:
+        """Ids with a draft; contacts as ``contact:<id>``."""
+        with self.db.read() as session:
+            entries = [r.entry_id for r in session.execute(
+                select(KbEntry).where((KbEntry.draft.is_not(None)) | KbEntry.draft_retire)).scalars()]
+            contacts = [CONTACT_PREFIX + c for (c,) in session.execute(
+                select(KbContact.contact_id).where(KbContact.draft.is_not(None)))]
+        return entries + contacts
+
+    # -- contact directory --------------------------------------------------------------
+
+    def contacts(self, stale_days: int = 30) -> list[dict[str, Any]]:
+        today = self.clock().date()
+        with self.db.read() as session:
+            rows = self._contact_rows(session)
+        out = []
+        for row in rows:
+            content = row.draft or row.published or {}
+            verified = content.get("last_verified")
+            age = (today - dt.date.fromisoformat(verified)).days if verified else None
+            out.append({"id": row.contact_id, "published": row.published, "draft": row.draft,
+                        "status": "draft" if row.draft is not None else "live", "draft_by": row.draft_by,
+                        "days_since_verified": age, "stale": age is not None and age > stale_days})
+        return out
+
+    def save_contact_draft(self, contact_id: str | None, content: Any, actor: str) -> dict[str, Any]:
+        """A contact change as a draft (published with the next publish); refused by field when invalid."""
+        if not isinstance(content, dict):
+            raise KbEditError(422, "a contact must be a JSON object")
+        try:
+            contact = Contact.model_validate(content)
+        except ValidationError as exc:
+            raise KbEditError(422, "the contact is not valid", [
+                Problem(CONTACTS_FILE, str(content.get("id") or ""), ".".join(str(p) for p in e["loc"]), e["msg"])
+                for e in exc.errors()]) from None
+        if contact_id is not None and contact.id != contact_id:
+            raise KbEditError(422, "id: a contact's id never changes (answers refer to it)", field="id")
+        with self.db.read() as session:
+            row = session.get(KbContact, contact.id)
+            if contact_id is None and row is not None:
+                raise KbEditError(409, f"id: contact {contact.id!r} already exists", field="id")
+            if contact_id is not None and row is None:
+                raise KbEditError(404, f"no contact {contact_id!r}")
+            order = list((row.draft or row.published or {}) if row else {}) or list(content)
+        stored = contact_dict(contact, order)
+        problems = [p for p in self.validate_draft(extra_contacts={contact.id: stored})
+                    if p.severity == "error" and p.file == CONTACTS_FILE and p.entry == contact.id]
+        if problems:
+            raise KbEditError(422, "the contact is not valid", problems)
+        now = self.clock()
+        with self.db.transaction() as session:
+            row = session.get(KbContact, contact.id)
+            if row is None:
+                count = session.execute(select(func.count()).select_from(KbContact)).scalar() or 0
+                row = KbContact(contact_id=contact.id, position=count, published=None)
+                session.add(row)
+            row.draft = None if stored == row.published else stored
+            row.draft_by, row.draft_at, row.updated_at = actor, now, now
+            _audit(session, actor, "kb.contact_draft", contact.id, {}, now)
+        return next(c for c in self.contacts() if c["id"] == contact.id)
+
+    # -- publish ------------------------------------------------------------------------
+
+    def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
+                before_commit: Callable[[KnowledgeBase], None] | None = None,
+                four_eyes: bool = False, effective_from: dt.datetime | None = None
+                ) -> tuple[Publication, KnowledgeBase]:
+        """Make the drafts (all, or only ``entry_ids``) live as a new KB version.
+
+        The resulting KB must pass ``kb validate`` (else 422 with every problem).
+        ``before_commit(kb)`` runs with the new KB loaded but before the version row is
+        committed: the publishing process builds and swaps its index there, so by the
+        time other processes see the row, the KB it names exists and is valid."""
+        with self.db.read() as session:
+            rows = [self._detached(r) for r in self._rows(session)]
+            contacts = self._contact_rows(session)
+        pending = [r for r in rows if r.draft is not None or r.draft_retire]
+        pending_contacts = [c for c in contacts if c.draft is not None]
+        if entry_ids is not None:
+            wanted_contacts = {e[len(CONTACT_PREFIX):] for e in entry_ids if e.startswith(CONTACT_PREFIX)}
+            for contact in contacts:
+                if contact.contact_id not in wanted_contacts:
+                    contact.draft = None
+            pending_contacts = [c for c in pending_contacts if c.contact_id in wanted_contacts]
+            entry_ids = [e for e in entry_ids if not e.startswith(CONTACT_PREFIX)] + \
+                [e for e in entry_ids if e.startswith(CONTACT_PREFIX) and e[len(CONTACT_PREFIX):] not in
+                 {c.contact_id for c in pending_contacts}]
+            unknown = sorted(set(entry_ids) - {r.entry_id for r in pending})
+            if unknown:
+                raise KbEditError(422, f"entries: no draft for {', '.join(unknown)}", field="entries")
+            pending = [r for r in pending if r.entry_id in set(entry_ids)]
+            for row in rows:
+                if row not in pending:
+                    row.draft, row.draft_retire = None, False
+        if not pending and not pending_contacts:
+            raise KbEditError(409, "nothing to publish: no drafts")
+        if four_eyes:
+            own = sorted([r.entry_id for r in pending if r.draft_by == actor]
+                         + [CONTACT_PREFIX + c.contact_id for c in pending_contacts if c.draft_by == actor])
+            if own:
+                raise KbEditError(403, "four-eyes rule: another editor must review and publish your drafts ("
+                                  + ", ".join(own) + ")", field="entries")
+        tmp = Path(tempfile.mkdtemp(prefix=".publish-", dir=self._tmp_root()))
+        try:
+            self._write_dir(tmp, rows, contacts)
+            from bot.kb.loader import knowledge_version
+
+            final = self.work_dir / knowledge_version(tmp)
+            if not final.exists():
+                tmp.rename(final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            kb = load_knowledge_base(final)  # exactly `kb validate`; the KB keeps its final root
+        except KnowledgeBaseError as exc:
+            raise KbEditError(422, "the KB would not be valid", exc.problems) from None
+        version = kb.version
+        scheduled = effective_from is not None and effective_from > self.clock()
+        if before_commit is not None and not scheduled:
+            before_commit(kb)
+        now = self.clock()
+        ids = {r.entry_id for r in pending}
+        with self.db.transaction() as session:
+            changes: list[tuple[str, dict[str, Any] | None]] = []
+            for row in session.execute(select(KbEntry).where(KbEntry.entry_id.in_(ids))).scalars():
+                content = None if row.draft_retire else row.draft
+                changes.append((row.entry_id, content))
+                row.published, row.draft, row.draft_retire, row.draft_by, row.draft_at = content, None, False, None, None
+                row.updated_at = now
+            for contact in pending_contacts:
+                stored = session.get(KbContact, contact.contact_id)
+                assert stored is not None  # contacts are never deleted outside import
+                changes.append((CONTACT_PREFIX + stored.contact_id, contact.draft))
+                stored.published, stored.draft, stored.draft_by, stored.draft_at = contact.draft, None, None, None
+                stored.updated_at = now
+            publication = self._publish_rows(session, changes, actor, note, now, version,
+                                             effective_from if scheduled else None)
+            _audit(session, actor, "kb.publish", version, {"publication": publication.id,
+                                                           "entries": sorted(e for e, _ in changes)}, now)
+        return publication, kb
+
+    def _publish_rows(self, session: Session, changes: list[tuple[str, dict[str, Any] | None]], actor: str, note: str,
+                      now: dt.datetime, version: str | None, effective_from: dt.datetime | None = None) -> Publication:
+        row = KbPublication(version=version or "pending", published_by=actor, published_at=now, note=note[:200],
+                            entries=sorted(e for e, _ in changes), effective_from=effective_from)
+        session.add(row)
+        session.flush()
+        for entry_id, content in changes:
+            session.add(KbRevision(entry_id=entry_id, publication_id=row.id, content=content, author=actor,
+                                   created_at=now))
+        session.flush()
+        if version is None:  # import: the version is the hash of what was just written
+            with tempfile.TemporaryDirectory(prefix=".import-", dir=self._tmp_root()) as tmp:
+                self._write_dir(Path(tmp) / "kb", self._rows(session), self._contact_rows(session))
+                from bot.kb.loader import knowledge_version
+
+                row.version = knowledge_version(Path(tmp) / "kb")
+        return _publication(row)

@@ -1,0 +1,140 @@
+"""The dashboard in headless Debian Chromium over a simulated day (bench/simulate.py through the
+real HTTP API of a real server): charts render with data, the date filter changes the numbers,
+CSV exports download. Screenshots go to tests/artifacts/."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.live import stop_server
+from bench.simulate import PASSWORD, SUPERVISOR, simulate
+from bot.config import PROJECT_ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
+DAY = dt.date(2026, 12, 1)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """A simulated day (150 conversations, one day in ~60 s of real time); the server stays up."""
+    summary = simulate(tmp_path_factory.mktemp("sim"), DAY, conversations=150, speed=1440, keep=True)
+    yield summary
+    stop_server(summary.pop("server"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+def show(page, first: str, last: str, channel: str = "") -> None:
+    page.fill("#dash-from", first)
+    page.fill("#dash-to", last)
+    page.select_option("#dash-channel", channel)
+    page.click("#dash-apply")
+    query = f"from={first}&to={last}" + (f"&channel={channel}" if channel else "")
+    page.wait_for_function("q => document.getElementById('section-dashboard').getAttribute('data-loaded') === q",
+                           arg=query)
+
+
+def kpi(page, name: str) -> str:
+    return page.locator(f"#kpi-{name} .kpi-value").inner_text()
+
+
+def chart_total(page, name: str) -> float:
+    """The sum of every dataset drawn in a chart (0 when nothing was drawn)."""
+    return page.evaluate("""id => { const c = Chart.getChart(document.getElementById('chart-' + id));
+        if (!c) return -1; return c.data.datasets.reduce((s, d) => s + d.data.reduce((a, v) => a + (v || 0), 0), 0); }""",
+                         name)
+
+
+def test_dashboard_over_a_simulated_day(simulated, browser):
+    assert simulated["messages"] > 100 and simulated["handoffs"] > 5 and simulated["claims"] > 3
+    assert simulated.get("errors", 0) <= 2, simulated.get("last_error")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN", accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text)
+            if m.type == "error" and not m.text.startswith("Failed to load resource") else None)
+    # the only refusals expected: "who am I" before logging in, and the browser's favicon probe
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 and not (
+        r.url.endswith("/agents/api/session") or r.url.endswith("/favicon.ico")) else None)
+    page.goto(simulated["url"] + "/agents/")
+    page.fill("#username", SUPERVISOR)
+    page.fill("#password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.click("#tab-section-dashboard")
+    page.wait_for_selector("#dash-kpis .kpi")
+    show(page, DAY.isoformat(), DAY.isoformat())
+
+    api = httpx.Client(base_url=simulated["url"])
+    api.post("/agents/api/login", json={"username": SUPERVISOR, "password": PASSWORD}).raise_for_status()
+    data = api.get(f"/agents/api/dashboard?from={DAY}&to={DAY}").json()
+    assert kpi(page, "conversations") == str(data["outcomes"]["conversations"]) != "0"
+    assert kpi(page, "handoffs") == str(data["handoffs"]["total"])
+    # every chart drew the day's numbers
+    assert chart_total(page, "volume") == data["volume"]["messages"] > 0
+    assert chart_total(page, "reasons") == data["handoffs"]["total"] > 0
+    assert chart_total(page, "waits") == data["handoffs"]["claimed"]
+    assert chart_total(page, "deflection") > 0 and chart_total(page, "staffing") > 0 and chart_total(page, "forecast") > 0
+    # the canvases are painted, not blank
+    for name in ("volume", "deflection", "reasons", "waits", "staffing", "forecast"):
+        box = page.locator(f"#chart-{name}").bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 150, name
+    assert page.locator("#table-top_entries tbody tr").count() > 0
+    page.set_viewport_size({"width": 1280, "height": 3000})  # the section scrolls itself: show all of it
+    page.screenshot(path=str(ARTIFACTS / "dashboard-day.png"))
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    # the date filter changes the numbers: the day before had no citizens, the two days together the same
+    show(page, (DAY - dt.timedelta(days=1)).isoformat(), (DAY - dt.timedelta(days=1)).isoformat())
+    assert kpi(page, "conversations") == "0" and chart_total(page, "volume") == 0
+    page.screenshot(path=str(ARTIFACTS / "dashboard-empty-day.png"), full_page=False)
+    show(page, DAY.isoformat(), DAY.isoformat(), channel="web")
+    web = int(kpi(page, "conversations"))
+    assert 0 < web < data["outcomes"]["conversations"]
+    # more than two weeks: a bar per day, and staffing as the mean per hour of day
+    show(page, (DAY - dt.timedelta(days=19)).isoformat(), DAY.isoformat())
+    labels = page.evaluate("""id => Chart.getChart(document.getElementById('chart-' + id)).data.labels""", "volume")
+    assert len(labels) == 20 and chart_total(page, "volume") == data["volume"]["messages"]
+    staffing_labels = page.evaluate("""id => Chart.getChart(document.getElementById('chart-' + id)).data.labels""",
+                                    "staffing")
+    assert len(staffing_labels) == 24 and staffing_labels[0].startswith("⌀")
+    # the category filter lists the KB's categories
+    categories = page.locator("#dash-category option").all_inner_texts()
+    assert "testing" in categories and "health_code" in categories
+
+    # CSV downloads: the link carries the current range and filter
+    show(page, DAY.isoformat(), DAY.isoformat())
+    with page.expect_download() as info:
+        page.click("a.csv[data-table=top_entries]")
+    download = info.value
+    assert download.suggested_filename == f"hotline-top_entries-{DAY}-{DAY}.csv"
+    rows = list(csv.reader(io.StringIO(Path(download.path()).read_text(encoding="utf-8-sig"))))
+    assert rows[0] == ["entry_id", "answered", "thumbs_up", "thumbs_down"]
+    assert [r[0] for r in rows[1:]] == [e["entry_id"] for e in data["answers"]["top_entries"]]
+    with page.expect_download() as info:
+        page.click("a.csv[data-table=staffing]")
+    staffing = list(csv.reader(io.StringIO(Path(info.value.path()).read_text(encoding="utf-8-sig"))))
+    assert len(staffing) == 25 and staffing[0][:3] == ["hour", "handoff_arrivals", "recommended_agents"]
+    page.locator("#dash-kpis").screenshot(path=str(ARTIFACTS / "dashboard-kpis.png"))
+    assert not errors, errors
+    context.close()

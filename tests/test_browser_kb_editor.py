@@ -1,0 +1,171 @@
+"""The KB editor end to end in headless Debian Chromium on a real server (issue 9):
+an editor logs in, edits an answer, sees field errors inline, the test box shows the draft
+answer next to the live one, publishes; a citizen in another browser context gets the new
+answer with no restart; rollback restores the old one. Screenshots in tests/artifacts/."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from bot.conversations.staff import StaffDirectory
+from bot.db import Database
+from tests.conftest import start_server, stop_server
+from tests.test_browser_widget import ARTIFACTS, CHROMIUM, ask
+
+PASSWORD = "editor-password-1"
+NEW_ANSWER = "【已更新】自12月1日起，单人单检每次10元，混检每人3元，以当地医保局公告为准。"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, session_dir, engine):
+    db_url = f"sqlite:///{tmp_path_factory.mktemp('kbedit') / 'kbedit.db'}"
+    db = Database(db_url)
+    db.upgrade()
+    StaffDirectory(db).create("edna", PASSWORD, "编辑小李", role="editor")
+    db.dispose()
+    live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_KB__EDITING": "1"})
+    yield live
+    stop_server(live)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
+
+
+def citizen_answer(browser, server, text="核酸检测多少钱", shot=None) -> str:
+    """A fresh citizen (own browser context: own cookies and storage) asks once."""
+    context = browser.new_context(viewport={"width": 375, "height": 740}, locale="zh-CN")
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        page.locator(".hl-launcher").click()
+        answer = ask(page, text).inner_text()
+        if shot:
+            page.wait_for_timeout(600)  # the bubble's fade-in
+            page.screenshot(path=str(ARTIFACTS / shot))
+        return answer
+    finally:
+        context.close()
+
+
+def test_editor_edits_tests_publishes_and_rolls_back(server, browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    before = citizen_answer(browser, server)
+    assert NEW_ANSWER not in before
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(server.url + "/agents/")
+        page.fill("#username", "edna")
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#tab-section-kb")
+        assert page.locator("#tab-section-desk").count() == 0  # an editor has no desk
+        page.fill("#kb-search", "多少钱")
+        page.wait_for_selector("#kb-item-testing-pcr_fee")
+        page.click("#kb-item-testing-pcr_fee")
+        expect(page.locator('[data-field="answer.zh"]')).to_have_value(re.compile(r".{10,}", re.S))
+        # inline validation: too few Chinese questions is shown next to that field
+        page.fill('[data-field="questions.zh"]', "核酸多少钱")
+        expect(page.locator("#kb-err-questions-zh")).not_to_be_empty()
+        assert "3" in page.inner_text("#kb-err-questions-zh")
+        page.screenshot(path=str(ARTIFACTS / "kb_editor_inline_error.png"))
+        page.click("#kb-item-testing-pcr_fee")  # reload the entry, then edit the answer
+        expect(page.locator('[data-field="questions.zh"]')).to_have_value(re.compile(r"\n"))
+        page.fill('[data-field="answer.zh"]', NEW_ANSWER)
+        page.click("#kb-save")
+        expect(page.locator("#kb-state")).to_contain_text("草稿")
+        page.fill("#kb-test-text", "核酸检测多少钱")
+        page.click("#kb-test-run")
+        page.wait_for_selector("#kb-test-draft", timeout=120_000)
+        assert NEW_ANSWER in page.inner_text("#kb-test-draft")
+        assert NEW_ANSWER not in page.inner_text("#kb-test-live")
+        assert "testing.pcr_fee" in page.inner_text("#kb-test-live")
+        page.screenshot(path=str(ARTIFACTS / "kb_editor_test_box.png"), full_page=True)
+        assert NEW_ANSWER not in citizen_answer(browser, server)  # a draft is never served
+        page.click("#kb-publish")
+        expect(page.locator("#kb-state")).to_contain_text("已发布", timeout=60_000)
+        after = citizen_answer(browser, server, shot="kb_citizen_new_answer.png")
+        assert NEW_ANSWER in after
+        page.wait_for_selector(".kb-rollback")
+        page.screenshot(path=str(ARTIFACTS / "kb_editor_history.png"), full_page=True)
+        page.click(".kb-rollback")
+        expect(page.locator(".kb-rollback")).to_have_count(2, timeout=60_000)
+        restored = citizen_answer(browser, server)
+        assert NEW_ANSWER not in restored and restored == before
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_inbox_in_the_console_turns_a_failure_into_an_answer(server, browser):
+    """A citizen's failed question shows in the editor's inbox (name and phone masked); one click
+    adds it as a paraphrase, publish, and the next citizen asking it gets the entry's answer."""
+    question = "我叫王小明，宠物狗需要做核酸吗？电话13912345678"
+    first = citizen_answer(browser, server, question)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/agents/")
+        page.fill("#username", "edna")
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#kb-inbox-open")
+        page.click("#kb-inbox-open")
+        group = page.locator(".kb-inbox-group", has_text="宠物狗")
+        expect(group).to_have_count(1)
+        text = group.inner_text()
+        assert "王小明" not in text and "13912345678" not in text and "我叫***" in text
+        page.screenshot(path=str(ARTIFACTS / "kb_inbox.png"), full_page=True)
+        group.locator("input").fill("quarantine.pets_during_isolation")
+        group.locator(".kb-inbox-add").click()
+        expect(page.locator("#kb-state")).to_contain_text("草稿")
+        page.click("#kb-publish")
+        expect(page.locator("#kb-state")).to_contain_text("已发布", timeout=180_000)
+    finally:
+        context.close()
+    after = citizen_answer(browser, server, question, shot="kb_inbox_citizen_answered.png")
+    assert after != first and "宠物" in after, after
+
+
+def test_contact_directory_edit_reaches_citizens(server, browser):
+    """An editor changes a hotline number once in the directory; after publish the citizen asking
+    for Beijing's hotline gets the new number."""
+    assert "12345" in citizen_answer(browser, server, "北京防疫热线是多少")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    try:
+        page.goto(server.url + "/agents/")
+        page.fill("#username", "edna")
+        page.fill("#password", PASSWORD)
+        page.click("#login-form button[type=submit]")
+        page.click("#kb-contacts-open")
+        page.locator(".kb-contacts tr", has_text="beijing_12345").locator("button").click()
+        page.fill("#kb-contact-phone", "")
+        page.click("#kb-contact-save")
+        expect(page.locator('[data-for="contact.phone"] .error')).not_to_be_empty()
+        page.fill("#kb-contact-phone", "010-12345")
+        page.click("#kb-contact-save")
+        expect(page.locator(".kb-contacts tr", has_text="beijing_12345")).to_contain_text("draft")
+        page.screenshot(path=str(ARTIFACTS / "kb_contacts.png"), full_page=True)
+        page.click("#kb-publish")
+        expect(page.locator(".kb-contacts tr", has_text="beijing_12345")).not_to_contain_text("draft", timeout=60_000)
+    finally:
+        context.close()
+    assert "010-12345" in citizen_answer(browser, server, "北京防疫热线是多少", shot="kb_contact_citizen.png")

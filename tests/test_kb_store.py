@@ -1,0 +1,170 @@
+"""The database KB (issue 9): import/export round trip, drafts, publish, history, rollback, audit.
+
+Why: editors change answers in the console while git-based teams keep the YAML files; both must
+describe the same KB, and the version hash must stay the one the files have."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.config import default_knowledge_dir
+from bot.db import Database
+from bot.kb.loader import knowledge_version, load_knowledge_base
+from bot.kb.store import KbEditError, KnowledgeStore
+from bot.models import AuditEntry
+
+SHIPPED = default_knowledge_dir()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path, clock):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kb.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db = Database(url)
+    db.upgrade()
+    yield KnowledgeStore(db, SHIPPED, tmp_path / "kbwork", clock)
+    db.dispose()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def test_import_export_round_trip_is_byte_identical(store, tmp_path):
+    publication = store.import_dir(SHIPPED, actor="tester")
+    assert publication.version == knowledge_version(SHIPPED)  # same hash: the prebuilt index is reused
+    out = store.export(tmp_path / "out")
+    shipped, exported = _tree(SHIPPED), _tree(out)
+    assert exported.keys() == shipped.keys()
+    different = [rel for rel in shipped if shipped[rel] != exported[rel]]
+    assert different == []
+    # and again: import what was exported, nothing changes, same version
+    again = store.import_dir(out, actor="tester")
+    assert again.version == publication.version and again.entries == []
+
+
+def _edited(store, entry_id="testing.pcr_fee", text="新的收费标准：每次10元。"):
+    content = dict(store.entry(entry_id)["published"])
+    content["answer"] = {**content["answer"], "zh": text}
+    return content
+
+
+def test_draft_publish_history_rollback_audit(store, tmp_path):
+    first = store.import_dir(SHIPPED, actor="tester")
+    original = store.entry("testing.pcr_fee")["published"]
+    view = store.save_draft("testing.pcr_fee", _edited(store), actor="ed")
+    assert view["status"] == "draft" and store.entry("testing.pcr_fee")["published"] == original
+    assert store.pending() == ["testing.pcr_fee"]
+    publication, kb = store.publish("ed", note="fee change")
+    assert publication.id > first.id and publication.version != first.version
+    assert publication.version == kb.version == store.latest().version
+    assert kb.entries["testing.pcr_fee"].answer.zh == "新的收费标准：每次10元。"
+    assert store.load().version == publication.version
+    history = store.history("testing.pcr_fee")
+    assert [h["publication"] for h in history] == [publication.id, first.id]
+    assert any("新的收费标准" in line for line in history[0]["diff"])
+    # exported YAML carries the change; everything else stays byte-identical
+    out = store.export(tmp_path / "after")
+    changed = [p.name for p in (out / "faq").glob("*.yml") if p.read_bytes() != (SHIPPED / "faq" / p.name).read_bytes()]
+    assert changed == ["testing.yml"]
+    assert load_knowledge_base(out).version == publication.version
+    # one-click rollback: a draft of the old revision, published
+    store.rollback("testing.pcr_fee", history[1]["revision"], actor="ed")
+    back, kb = store.publish("ed", entry_ids=["testing.pcr_fee"])
+    assert kb.entries["testing.pcr_fee"].answer.zh == original["answer"]["zh"]
+    assert back.version == first.version  # the same content has the same hash
+    with store.db.read() as session:
+        actions = [a.action for a in session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars()]
+    assert actions == ["kb.import", "kb.draft", "kb.publish", "kb.draft", "kb.publish"]
+
+
+def test_invalid_draft_is_refused_by_field(store):
+    store.import_dir(SHIPPED)
+    content = _edited(store)
+    content["questions"] = {"zh": ["只有一个"], "en": content["questions"]["en"]}
+    with pytest.raises(KbEditError) as refused:
+        store.save_draft("testing.pcr_fee", content, actor="ed")
+    assert refused.value.status == 422 and [p.field for p in refused.value.problems] == ["questions.zh"]
+    # a question another entry already has: the cross-entry rule of `kb validate`
+    content = _edited(store)
+    taken = store.entry("testing.pcr_sites")["published"]["questions"]["zh"][0]
+    content["questions"] = {**content["questions"], "zh": [*content["questions"]["zh"], taken]}
+    with pytest.raises(KbEditError) as refused:
+        store.save_draft("testing.pcr_fee", content, actor="ed")
+    assert "testing.pcr_sites" in refused.value.problems[0].message
+    assert refused.value.problems[0].field.startswith("questions.zh.")
+    # follow_ups to an unknown id
+    content = _edited(store)
+    content["follow_ups"] = ["testing.nope"]
+    with pytest.raises(KbEditError) as refused:
+        store.save_draft("testing.pcr_fee", content, actor="ed")
+    assert refused.value.problems[0].field == "follow_ups.0"
+    assert store.pending() == []
+    with pytest.raises(KbEditError) as refused:
+        store.publish("ed")
+    assert refused.value.status == 409
+
+
+def test_new_entry_and_retire(store):
+    store.import_dir(SHIPPED)
+    base = dict(store.entry("testing.pcr_fee")["published"])
+    new = {**base, "id": "testing.pcr_new_rule", "questions": {
+        "zh": ["新规定一", "新规定二是什么", "新规定三怎么办"], "en": ["What is the new rule one?", "new rule two?"]},
+        "follow_ups": []}
+    store.save_draft(None, new, actor="ed")
+    with pytest.raises(KbEditError) as refused:
+        store.save_draft(None, new, actor="ed")
+    assert refused.value.status == 409
+    store.retire("testing.pcr_hours", actor="ed")
+    with pytest.raises(KbEditError) as refused:  # testing.pcr_sites follows up to the retired entry
+        store.publish("ed")
+    assert any(p.field.startswith("follow_ups") for p in refused.value.problems)
+    store.discard("testing.pcr_hours", actor="ed")
+    _, kb = store.publish("ed")
+    assert "testing.pcr_new_rule" in kb.entries
+
+
+def test_four_eyes_rule(store):
+    """With the rule on, the author of a draft cannot publish it; a second editor can."""
+    store.import_dir(SHIPPED)
+    store.save_draft("testing.pcr_fee", _edited(store), actor="ed")
+    with pytest.raises(KbEditError) as refused:
+        store.publish("ed", four_eyes=True)
+    assert refused.value.status == 403 and "testing.pcr_fee" in refused.value.message
+    publication, _ = store.publish("rev", four_eyes=True)
+    assert publication.published_by == "rev" and store.pending() == []
+
+
+def test_cli_import_export_round_trip(tmp_path):
+    """`hotline-bot kb import DIR` then `hotline-bot kb export OUT`: OUT is byte-identical to DIR."""
+    import subprocess
+    import sys
+
+    from bot.config import PROJECT_ROOT
+
+    env = {"HOTLINE_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "HOTLINE_DATA_DIR": str(tmp_path / "var"),
+           "PATH": "/usr/bin:/bin"}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "connectors.cli", "kb", *args], cwd=PROJECT_ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    empty = cli("export", str(tmp_path / "nothing"))
+    assert empty.returncode == 1 and "no KB yet" in empty.stderr
+    imported = cli("import", str(SHIPPED), "--actor", "git")
+    assert imported.returncode == 0, imported.stderr
+    assert knowledge_version(SHIPPED) in imported.stdout
+    exported = cli("export", str(tmp_path / "out"))
+    assert exported.returncode == 0, exported.stderr
+    assert _tree(tmp_path / "out") == _tree(SHIPPED)
+    broken = tmp_path / "broken"
+    shutil.copytree(SHIPPED, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "faq" / "testing.yml").write_text("category: testing\nentries:\n  - id: testing.x\n", encoding="utf-8")
+    refused = cli("import", str(broken))
+    assert refused.returncode == 2 and "faq/testing.yml" in refused.stderr

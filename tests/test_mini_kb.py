@@ -1,0 +1,95 @@
+"""Engine mechanics on a tiny fixture KB (tests/fixtures/mini_kb): answering, language, expiry,
+regional variants and follow-ups, independent of what the shipped answers say or when they expire.
+
+The fixture holds only FAQ entries; the shipped KB's other files (intents, responses, regions,
+safety rules) are copied beside them, so the mechanics run on the real configuration files."""
+import datetime as dt
+import shutil
+
+import pytest
+
+from bot.config import PROJECT_ROOT, Settings
+from bot.messages import Message
+from tests.conftest import TEST_KEY, Clock, build_services
+
+MINI = PROJECT_ROOT / "tests" / "fixtures" / "mini_kb"
+
+
+@pytest.fixture(scope="module")
+def mini_settings(tmp_path_factory, shared_cache):
+    root = tmp_path_factory.mktemp("mini") / "knowledge"
+    shutil.copytree(PROJECT_ROOT / "knowledge", root, ignore=shutil.ignore_patterns("faq", "scope", "__pycache__"))
+    shutil.copytree(MINI / "faq", root / "faq")
+    return Settings(knowledge_dir=root, data_dir=root.parent / "var", cache_dir=shared_cache, database_url=None,
+                    cookie_secure=False, privacy={"key": TEST_KEY}, redis_url=None)
+
+
+@pytest.fixture(scope="module")
+def mini_engine(mini_settings):
+    from bot.engine import Bot
+
+    return Bot.load(mini_settings)
+
+
+@pytest.fixture()
+def mini(mini_settings, mini_engine, tmp_path):
+    clock = Clock(dt.datetime(2026, 12, 1, 8, 0))
+    services = build_services(mini_settings, mini_engine, f"sqlite:///{tmp_path / 'mini.db'}", clock)
+    yield services.bot, clock
+    services.close()
+
+
+def ask(bot, text, user="m1", conversation_id=None):
+    return bot.handle(Message(user_id=user, text=text, conversation_id=conversation_id, channel="api"))
+
+
+def test_the_fixture_kb_is_what_the_engine_serves(mini_engine):
+    assert sorted(mini_engine.kb.entries) == ["testing.mini_fee", "testing.mini_results", "testing.mini_sites"]
+    assert [p for p in mini_engine.kb.problems if p.severity == "error"] == []
+
+
+def test_a_paraphrase_is_answered_with_source_date_and_follow_ups(mini):
+    bot, _clock = mini
+    reply = ask(bot, "测一次核酸多少钱")
+    assert reply.intent == "faq" and reply.entry_id == "testing.mini_fee"
+    answer = reply.replies[0]
+    assert answer.text == "迷你知识库：常规核酸检测免费。"
+    assert answer.source == {"name": "迷你卫生委员会", "url": "https://mini.example.org/fee"}
+    assert answer.updated == "2026-11-01"
+    assert any("testing.mini_sites" in b.payload for b in answer.buttons), answer.buttons
+
+
+def test_english_question_gets_the_english_answer_and_source(mini):
+    bot, _clock = mini
+    reply = ask(bot, "How much is a PCR test?", user="m-en")
+    assert reply.language == "en" and reply.entry_id == "testing.mini_fee"
+    assert reply.replies[0].text == "Mini KB: routine PCR tests are free."
+    assert reply.replies[0].source["name"] == "Mini Health Commission"
+
+
+def test_after_valid_until_the_answer_is_withheld(mini):
+    bot, clock = mini
+    clock.now = dt.datetime(2027, 2, 1, 9, 0)  # the day after valid_until 2027-01-31
+    reply = ask(bot, "测一次核酸多少钱", user="m-late")
+    assert reply.entry_id == "testing.mini_fee"
+    assert all("常规核酸检测免费" not in m.text for m in reply.replies)
+    assert "2027-01-31" in reply.replies[0].text
+
+
+def test_regional_variants_ask_where_then_answer_for_that_place(mini):
+    bot, _clock = mini
+    first = ask(bot, '/faq{"entry": "testing.mini_sites"}', user="m-region")
+    titles = [b.title for b in first.replies[0].buttons]
+    assert any("北京" in t for t in titles) and any("上海" in t for t in titles), titles
+    beijing = next(b for b in first.replies[0].buttons if "北京" in b.title)
+    answer = ask(bot, beijing.payload, user="m-region", conversation_id=first.conversation_id)
+    assert answer.region == "北京市"
+    assert answer.replies[0].text == "迷你知识库：北京的采样点在社区便民点。"
+    assert answer.replies[0].source["name"] == "迷你北京卫健委"
+
+
+def test_a_named_city_in_the_question_skips_the_region_question(mini):
+    bot, _clock = mini
+    reply = ask(bot, "我在上海，哪里可以做核酸检测", user="m-sh")
+    assert reply.entry_id == "testing.mini_sites" and reply.region == "上海市"
+    assert reply.replies[0].text == "迷你知识库：上海的采样点在街道服务中心。"

@@ -1,0 +1,118 @@
+"""The emergency decision's parts that do not need a model: the learned detector's scope veto (a pure
+function of hand-made numbers) and the regex floor in knowledge/safety.yml (questions ABOUT a symptom
+must not match, a person in danger must)."""
+from __future__ import annotations
+
+import pytest
+
+from bot.config import PROJECT_ROOT
+from bot.safety import EmergencyDetector, learned_alarm
+from bot.text import normalise
+
+
+def test_below_the_threshold_is_never_an_alarm():
+    assert not learned_alarm(0.40, None, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert not learned_alarm(0.40, 0.0, threshold=0.41, sure=0.54, scope_answer=0.51)
+
+
+def test_unsure_alarm_on_a_question_the_kb_answers_is_vetoed():
+    # "我爸在家隔离，降压药只剩三天的量了": P(emergency) 0.50, the KB answers it (scope 0.8)
+    assert not learned_alarm(0.50, 0.80, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert not learned_alarm(0.50, 0.51, threshold=0.41, sure=0.54, scope_answer=0.51)  # boundary: answered
+
+
+def test_unsure_alarm_on_a_question_the_kb_does_not_answer_stands():
+    assert learned_alarm(0.50, 0.50, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert learned_alarm(0.42, 0.05, threshold=0.41, sure=0.54, scope_answer=0.51)
+
+
+def test_a_sure_detector_alarms_whatever_the_kb_says():
+    # "打完疫苗全身起疹子，喉咙发紧说不出话": about a KB topic (scope 0.94) and a red flag (P 0.87)
+    assert learned_alarm(0.87, 0.94, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert learned_alarm(0.54, 0.99, threshold=0.41, sure=0.54, scope_answer=0.51)  # boundary: sure
+
+
+def test_no_scope_model_or_no_veto_means_the_threshold_alone_decides():
+    assert learned_alarm(0.45, None, threshold=0.41, sure=0.54, scope_answer=0.51)
+    assert learned_alarm(0.45, 0.99, threshold=0.41, sure=0.0, scope_answer=0.51)
+
+
+@pytest.fixture(scope="module")
+def floor():
+    return EmergencyDetector.from_file(PROJECT_ROOT / "knowledge" / "safety.yml")
+
+
+@pytest.mark.parametrize("text", [
+    "隔离憋得慌，想找个专业的人聊聊",        # stir-crazy, not breathless
+    "封控在家一个月，心里憋得慌",
+    "家里有血氧仪，血氧低到多少要去医院",      # a question about the threshold
+    "血氧低于几要去医院",
+])
+def test_floor_ignores_questions_and_idioms(floor, text):
+    assert floor.run(normalise(text)) is None
+
+
+@pytest.mark.parametrize("text", [
+    "胸口憋得慌，喘不上气",
+    "我爸憋得慌，一直大口喘气",
+    "我妈血氧88了",
+    "血氧低到90，嘴唇有点紫",
+])
+def test_floor_still_catches_people_in_danger(floor, text):
+    assert floor.run(normalise(text)) is not None
+
+
+# -- other vaccines and diseases (bot.scope.OtherSubjects, knowledge/scope/other_subjects.yml) --------------
+
+def test_other_subjects_are_found_only_when_the_entry_never_mentions_them():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects({"hpv": ["hpv", "宫颈癌疫苗"], "influenza": ["流感疫苗", "flu shot"]})
+    entry = "新冠疫苗在哪里打 where can i get a covid-19 vaccine"
+    assert subjects.find(normalise("打完HPV疫苗多久可以怀孕"), entry) == ("hpv",)
+    assert subjects.find(normalise("Where can I get a flu shot?"), entry) == ("influenza",)
+    assert subjects.find(normalise("新冠疫苗在哪里打"), entry) == ()
+    assert subjects.find(normalise("流感疫苗和新冠疫苗能一起打吗"), entry + " 流感疫苗可以同时接种") == ()
+    assert subjects.find(normalise("I have flu-like symptoms"), entry) == ()  # not a named vaccine
+
+
+def test_the_shipped_list_loads_and_reads_traditional_text():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    assert subjects.find(normalise("帶狀皰疹疫苗副作用大嗎"), "新冠疫苗的副作用") == ("shingles",)
+    assert subjects.find(normalise("How much is the chickenpox vaccine?"), "vaccine cost") == ("chickenpox",)
+    assert subjects.find(normalise("阳了以后得了肺炎要去医院吗"), "阳了什么情况需要去医院") == ()
+
+
+def test_common_words_are_not_other_subjects():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    entry = "打热线之前要准备什么 what information should i have ready before calling"
+    assert subjects.find(normalise("what info should I have on hand when I call the hotline"), entry) == ()
+    assert subjects.find(normalise("my mum uses hearing aids, how can she reach the hotline"), entry) == ()
+
+
+@pytest.mark.parametrize("text,found", [
+    ("英国现在还戴口罩吗", ("united_kingdom",)),              # another country's rules
+    ("韓國入境需要隔離嗎", ("south_korea",)),
+    ("Does Canada still require masks on planes?", ("canada",)),
+    ("下个月从美国回国，落地后要隔离吗", ()),                   # where the citizen comes FROM: an arrival question
+    ("arriving from Japan next week, do I need a test", ()),
+    ("我们公司有个德国同事，他的健康码怎么弄", ()),              # a nationality
+    ("I'm on a work visa with a US passport, how do I get a health code", ()),
+])
+def test_other_countries_count_only_as_the_place_whose_rules_are_asked(text, found):
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    assert subjects.find(normalise(text), "公共场所还要戴口罩吗 入境 隔离") == found
+
+
+def test_other_countries_do_not_count_against_an_entry_that_is_not_about_rules():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    assert subjects.find(normalise("英国现在还戴口罩吗"), "口罩", rules_entry=False) == ()
+    assert subjects.find(normalise("英国现在还戴口罩吗"), "英国的口罩规定") == ()  # the entry talks about it
