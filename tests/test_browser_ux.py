@@ -868,6 +868,20 @@ def test_desk_tools(server, page_at, size):
     texts = [t["text"] for t in seen["turns"]]
     assert any("加强针" in t for t in texts) and not any("内部：" in t for t in texts)  # notes are staff-only
 
+    # an admin edits and deletes canned replies
+    entry = admin.locator("#canned-list li", has_text=f"第三针 {tag}")
+    entry.locator(".canned-edit").click()
+    admin.fill("#canned-zh", "加强针请以社区通知为准。")
+    admin.click("#canned-save")
+    admin.wait_for_function("() => document.querySelector('#canned-title').value === ''")  # saved: the form clears
+    admin.select_option("#canned", label=f"第三针 {tag}")
+    assert admin.input_value("#reply-text") == "加强针请以社区通知为准。"
+    admin.fill("#reply-text", "")
+    entry.locator(".canned-delete").click()
+    assert entry.count() == 1  # the first click only arms it
+    entry.locator(".canned-delete").click()
+    entry.wait_for(state="detached")
+    assert admin.locator(f"#canned option:has-text('第三针 {tag}')").count() == 0
     admin.select_option("#transfer-to", value="wang")
     admin.click("#transfer")
     admin.locator(".detail .empty", has_text="已转交").wait_for()

@@ -400,20 +400,43 @@
     return tools;
   }
   function cannedEditor(select) {
+    var editing = null;
     var title = el("input", { id: "canned-title", placeholder: "标题 · Title", maxlength: "80" });
     var zh = el("textarea", { id: "canned-zh", rows: "2", placeholder: "中文", maxlength: "4000" });
     var en = el("textarea", { id: "canned-en", rows: "2", placeholder: "English", maxlength: "4000" });
+    var list = el("ul", { "class": "canned-list", id: "canned-list" });
+    function refreshSelect() {
+      while (select.options.length > 1) select.remove(1);
+      (S.canned || []).forEach(function (r) { select.appendChild(el("option", { value: String(r.id), text: r.title })); });
+      list.textContent = "";
+      (S.canned || []).forEach(function (r) {
+        var del = el("button", { type: "button", "class": "canned-delete", text: "删除 · Delete" });
+        del.addEventListener("click", function () {
+          if (del.getAttribute("data-armed") !== "1") { del.setAttribute("data-armed", "1"); del.textContent = "确认删除 · Confirm delete"; del.classList.add("danger", "primary"); return; }
+          api("POST", "/canned/" + r.id + "/delete").then(function () {
+            S.canned = S.canned.filter(function (x) { return x.id !== r.id; }); refreshSelect(); flash("已删除 · deleted: " + r.title);
+          }).catch(function (err) { flash(err.message); });
+        });
+        list.appendChild(el("li", { "data-canned-id": String(r.id) }, [el("strong", { text: r.title }), " ",
+          el("button", { type: "button", "class": "canned-edit", text: "编辑 · Edit", onclick: function () {
+            editing = r.id; title.value = r.title; zh.value = r.zh; en.value = r.en; title.focus();
+          } }), " ", del]));
+      });
+    }
     var form = el("form", { "class": "canned-editor" }, [title, zh, en,
       el("button", { type: "submit", id: "canned-save", text: "保存快捷回复 · Save canned reply" })]);
     form.addEventListener("submit", function (e) {
       e.preventDefault();
-      api("POST", "/canned", { title: title.value.trim(), zh: zh.value.trim(), en: en.value.trim() }).then(function (r) {
-        S.canned = (S.canned || []).concat([r]);
-        select.appendChild(el("option", { value: String(r.id), text: r.title }));
+      var id = editing;
+      api("POST", "/canned" + (id ? "/" + id : ""), { title: title.value.trim(), zh: zh.value.trim(), en: en.value.trim() }).then(function (r) {
+        S.canned = (S.canned || []).filter(function (x) { return x.id !== r.id; }).concat([r]);
+        editing = null; refreshSelect();
         title.value = zh.value = en.value = ""; flash("已保存 · saved: " + r.title);
       }).catch(function (err) { flash(err.message); });
     });
-    return el("details", { "class": "canned-admin" }, [el("summary", { text: "管理快捷回复 · Manage canned replies" }), form]);
+    var box = el("details", { "class": "canned-admin" }, [el("summary", { text: "管理快捷回复 · Manage canned replies" }), list, form]);
+    box.addEventListener("toggle", refreshSelect);
+    return box;
   }
 
   // resolve / hand back ask first: one stray click must not end a citizen's conversation
