@@ -46,12 +46,13 @@ def browser():
 
 
 def ask(page, text):
-    before = page.locator(".hl-bot:not(.hl-typing):not(.hl-welcome)").count()
+    # locators pierce the widget's (open) shadow root
+    answers = page.locator(".hl-bot:not(.hl-typing):not(.hl-welcome)")
+    before = answers.count()
     page.fill("#hl-input", text)
     page.keyboard.press("Enter")
-    page.wait_for_function(
-        "n => document.querySelectorAll('.hl-bot:not(.hl-typing):not(.hl-welcome)').length > n", arg=before)
-    return page.locator(".hl-bot:not(.hl-typing):not(.hl-welcome)").last
+    answers.nth(before).wait_for()
+    return answers.last
 
 
 def test_citizen_and_agent_end_to_end(server, browser):
@@ -89,8 +90,7 @@ def test_citizen_and_agent_end_to_end(server, browser):
         follow_up = en.locator(".hl-quick .hl-chip").first
         title = follow_up.inner_text()
         follow_up.click()
-        citizen.wait_for_function(
-            "t => [...document.querySelectorAll('.hl-user:not(.hl-pending) p')].some(p => p.textContent === t)", arg=title)
+        citizen.locator(".hl-user:not(.hl-pending) p", has_text=title).first.wait_for()
         assert "/faq" not in citizen.locator(".hl-log").inner_text()
 
         # large-font mode and the language toggle
@@ -128,9 +128,10 @@ def test_citizen_and_agent_end_to_end(server, browser):
         ticket.wait_for()
         assert agent.locator("#callback-count").inner_text() == "1"
         ticket.click()
-        agent.wait_for_selector(".fact-reason:has-text('user_request')")
-        assert agent.locator(".fact-language").inner_text() == "zh"
-        assert agent.locator(".fact-kb").inner_text()
+        agent.wait_for_selector(".fact-reason:has-text('转人工')")  # human words; the code is in the details line
+        assert "reason=user_request" in agent.locator(".fact-codes").text_content()
+        assert agent.locator(".fact-language").get_attribute("data-code") == "zh"
+        assert agent.locator(".fact-kb").text_content().startswith("kb=")
         assert agent.locator(".transcript .turn").count() >= 8
         agent.click("#claim")
         agent.wait_for_selector("#reply-text")
@@ -158,6 +159,7 @@ def test_citizen_and_agent_end_to_end(server, browser):
         citizen.keyboard.press("Enter")
         agent.wait_for_selector(".transcript .turn.user:has-text('谢谢，明白了')", timeout=30_000)
         agent.click("#resolve")
+        agent.click("#confirm-yes")
         citizen.wait_for_selector(".hl-status[hidden]", state="attached", timeout=30_000)
         conversation_id = citizen.evaluate(
             "Object.keys(localStorage).filter(k => k.endsWith(':conversation')).map(k => localStorage.getItem(k))[0]")
@@ -180,14 +182,14 @@ def test_keyboard_only_use(server, browser):
         page.goto(server.url + "/")
         page.focus(".hl-launcher")
         page.keyboard.press("Enter")
-        assert page.evaluate("document.activeElement.id") == "hl-input"
+        assert page.evaluate("document.activeElement.shadowRoot.activeElement.id") == "hl-input"
         assert page.locator(".hl-human").inner_text().endswith("Talk to a person")  # navigator.language = en
         page.keyboard.type("Is PCR testing free?")
         page.keyboard.press("Enter")
         page.wait_for_selector(".hl-bot .hl-source")
         page.keyboard.press("Escape")
         assert page.locator("#hl-panel").is_hidden()
-        assert page.evaluate("document.activeElement.className") == "hl-launcher"
+        assert page.evaluate("document.activeElement.shadowRoot.activeElement.className") == "hl-launcher"
         for selector in (".hl-launcher", ".hl-lang", ".hl-large-btn", ".hl-close", ".hl-thumb"):
             assert page.locator(selector).first.get_attribute("aria-label")
     finally:

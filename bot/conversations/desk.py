@@ -450,6 +450,9 @@ class Desk:
             views = []
             for turn in turns:
                 view = turn_view(turn, conv.language, self.kb)
+                if turn.role == "user" and turn.client_message_id:
+                    # the widget's outbox drops a message the server already has (its response was lost)
+                    view["client_message_id"] = turn.client_message_id
                 if turn.id in votes:
                     view["feedback"] = votes[turn.id]
                 views.append(view)
