@@ -209,8 +209,9 @@ def test_markup_in_a_message_stays_text_in_the_widget_and_the_console(server, br
         citizen.goto(server.url + "/")
         citizen.locator(".hl-launcher").click()
         ask(citizen, XSS)
-        citizen.wait_for_function(
-            "t => [...document.querySelectorAll('.hl-user p')].some(p => p.textContent === t)", arg=XSS)
+        shown = citizen.locator(".hl-user p").filter(has_text="xss-probe").first  # pierces the shadow root
+        shown.wait_for()
+        assert shown.text_content() == XSS
         citizen.click(".hl-human")
         citizen.wait_for_selector(".hl-status:not([hidden]) .hl-queue")
         agent = agent_ctx.new_page()
