@@ -30,6 +30,7 @@ from urllib.parse import parse_qs
 from a2wsgi import WSGIMiddleware
 
 from bot.conversations.notify import Notifier
+from connectors.metrics import parked_polls, poll_kind
 from connectors.waits import ASYNC_HEADER, WAIT_HEADER
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class LongPollFront:
         # spread out instead of all re-polling in the same instant.
         deadline = time.monotonic() + wait * random.uniform(1 - WAIT_JITTER, 1)
         disconnected = asyncio.ensure_future(self._disconnect(receive))
+        parked = parked_polls(poll_kind(scope.get("path", "")))  # /metrics: a client that aborts is gone at once
+        parked.inc()
         try:
             while True:
                 messages = await self._call(scope)
@@ -100,6 +103,7 @@ class LongPollFront:
             for message in messages:
                 await send(message)
         finally:
+            parked.dec()
             disconnected.cancel()
 
     async def _call(self, scope) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ def worker_exited(pid: int) -> None:
 
 def _metrics() -> dict[str, Any]:
     if not _METRICS:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Counter, Gauge, Histogram
 
         _METRICS["latency"] = Histogram("hotline_http_request_duration_seconds",
                                         "HTTP request latency by route (Flask rule), method and status class",
@@ -69,7 +69,19 @@ def _metrics() -> dict[str, Any]:
         _METRICS["messages"] = Counter("hotline_messages_total",
                                        "Citizen messages the bot handled, by channel and outcome (what the bot did)",
                                        ["channel", "outcome"])
+        _METRICS["parked"] = Gauge("hotline_long_polls_parked",
+                                   "Long polls waiting on the server right now, by kind (console, widget, other)",
+                                   ["kind"], multiprocess_mode="livesum")
     return _METRICS
+
+
+def poll_kind(path: str) -> str:
+    return "console" if path.startswith("/agents/") else "widget" if path.startswith("/web/") else "other"
+
+
+def parked_polls(kind: str) -> Any:
+    """The gauge child of one kind of long poll (inc while parked, dec when answered or abandoned)."""
+    return _metrics()["parked"].labels(kind=kind)
 
 
 def count_message(channel: str, reply) -> None:
