@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 
+from bench.pg import create_database, drop_database
 from bot.config import Settings
 from bot.conversations.privacy import Vault
 from bot.db import Database
 from bot.services import Services
 from tests.live_server import LiveServer, free_port, start_server, stop_server  # noqa: F401  (re-exported)
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's, as CI installs it (apt-get install chromium)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for the browser tests of one module (they skip when Chromium is missing)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield chromium
+        chromium.close()
 
 # A fixed moment (a Tuesday, 16:00 in Shanghai): every date-dependent decision sees this.
 NOW = dt.datetime(2026, 12, 1, 8, 0, 0)
@@ -137,26 +150,11 @@ def postgres_admin():
 
 
 def new_postgres_database(admin_url: str) -> str:
-    import sqlalchemy
-
-    name = f"hotline_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    admin.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name
+    return create_database(admin_url, prefix="hotline_test")
 
 
 def drop_postgres_database(admin_url: str, url: str) -> None:
-    import sqlalchemy
-
-    name = url.rsplit("/", 1)[1]
-    admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()")
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.dispose()
+    drop_database(admin_url, url)
 
 
 @pytest.fixture()

@@ -14,8 +14,8 @@ import pytest
 from bench.live import stop_server
 from bench.simulate import PASSWORD, SUPERVISOR, simulate
 from bot.config import PROJECT_ROOT
+from tests.conftest import CHROMIUM
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 DAY = dt.date(2026, 12, 1)
 
@@ -31,16 +31,6 @@ def simulated(tmp_path_factory):
     summary = simulate(tmp_path_factory.mktemp("sim"), DAY, conversations=150, speed=2880, keep=True)
     yield summary
     stop_server(summary.pop("server"))
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 def show(page, first: str, last: str, channel: str = "") -> None:

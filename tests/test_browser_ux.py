@@ -19,9 +19,8 @@ from bot.config import PROJECT_ROOT
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database
 from sqlalchemy import text
-from tests.conftest import start_server, stop_server
+from tests.conftest import CHROMIUM, start_server, stop_server
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 PASSWORD = "agent-password-1"
 VIEWPORTS = [pytest.param((390, 844), id="phone"), pytest.param((1366, 900), id="desktop")]
@@ -162,16 +161,6 @@ def server(tmp_path_factory, session_dir, engine, hosts):
     live.db_url = db_url
     yield live
     stop_server(live)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture()

@@ -10,9 +10,8 @@ import pytest
 from bot.config import PROJECT_ROOT
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database
-from tests.conftest import start_server, stop_server
+from tests.conftest import CHROMIUM, start_server, stop_server
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 PASSWORD = "agent-password-1"
 AGENT_REPLY = "您好，我是人工客服小王，核酸检测费用以当地公告为准。"
@@ -33,16 +32,6 @@ def server(tmp_path_factory, session_dir, engine):
     live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_OPEN_READ_API": "1"})
     yield live
     stop_server(live)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 def ask(page, text):
