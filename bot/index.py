@@ -193,15 +193,8 @@ def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder
     if not same_docs or previous is None:  # retrain, each model warm-started from the previous fit
         return build_index(kb, tokenizer, encoder, memo, previous=previous, previous_kb=previous_kb,
                            token_memo=token_memo)
-    token_memo = {} if token_memo is None else token_memo
-
-    def tokens(text: str) -> list[str]:
-        found = token_memo.get(text)
-        if found is None:
-            found = token_memo[text] = tokenizer.tokens(text)
-        return found
-
-    lexical = LexicalRetriever.build([tokens(text) for text in [*doc_texts, *answer_texts]])
+    tokens_of = _MemoTokenizer(tokenizer, {} if token_memo is None else token_memo)
+    lexical = LexicalRetriever.build([tokens_of.tokens(text) for text in [*doc_texts, *answer_texts]])
     unchanged = _unchanged(kb, previous_kb)
     return dataclasses.replace(previous, kb_version=kb.version, lexical=lexical,
                                lexical_entry_ids=doc_entry_ids + answer_entry_ids,

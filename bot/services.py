@@ -86,11 +86,10 @@ class Services:
             bot = Bot.load(settings)
         bot = bot.with_conversations(conversations)
         desk = Desk(db, conversations, staff, outbox, vault, bot.responses, settings.desk, settings.limits,
-                    kb=lambda: bot.kb, clock=clock)
+                    kb=lambda: services.bot.kb, clock=clock)  # the live KB: publishing swaps services.bot
         services = cls(settings, db, notifier, outbox, vault, conversations, staff, desk, bot, clock)
         services.extras["stale_waits"] = StaleWaitSweeper(
             conversations, dt.timedelta(minutes=settings.desk.abandon_after_minutes), settings.desk.abandon_sweep_seconds)
-        desk._kb = lambda: services.bot.kb  # the live KB: publishing swaps services.bot
         if upgrade:
             services.ensure_schema()
         if settings.kb.editing:

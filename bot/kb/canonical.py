@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from bot.yaml_files import load_yaml
+
 if TYPE_CHECKING:
     from bot.kb.schema import Contact, Entry
 
@@ -34,11 +36,10 @@ def _date(value: Any) -> str:
     return value.isoformat() if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)).isoformat()
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~20x faster on a publish's 3,000 scalars
-
-
 def _load(text: str) -> object:
-    return yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
+    """libyaml's parser (bot/yaml_files): ~20x faster on a publish's 3,000 scalars."""
+    data: object = load_yaml(text)
+    return data
 
 
 @functools.lru_cache(maxsize=65536)

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -31,6 +30,7 @@ from bot.kb.canonical import contact_dict, contacts_file, entry_dict, entry_line
 from bot.kb.loader import (CONTACTS_FILE, FAQ_DIR, KnowledgeBase, KnowledgeBaseError, Problem, load_knowledge_base,
                            validate_knowledge_base)
 from bot.kb.schema import Contact, Entry
+from bot.yaml_files import load_yaml
 from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision, utcnow
 
 CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
@@ -279,13 +279,13 @@ class KnowledgeStore:
         kb = load_knowledge_base(source)  # raises KnowledgeBaseError naming file/entry/field
         imported: list[tuple[str, str, int, dict[str, Any]]] = []
         for path in sorted((source / FAQ_DIR).glob("*.yml")):
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = load_yaml(path)
             for position, raw in enumerate(data["entries"]):
                 entry = kb.entries[raw["id"]]
                 imported.append((entry.id, entry.category, position, entry_dict(entry, list(raw))))
         contacts_in: list[tuple[str, dict[str, Any]]] = []
         if (source / CONTACTS_FILE).exists():
-            data = yaml.safe_load((source / CONTACTS_FILE).read_text(encoding="utf-8")) or {}
+            data = load_yaml(source / CONTACTS_FILE) or {}
             for raw in data.get("contacts") or []:
                 contacts_in.append((raw["id"], contact_dict(kb.contacts[raw["id"]], list(raw))))
         now = self.clock()
