@@ -9,8 +9,10 @@ data dir: models and index artifacts). One load thread per server asks the same 
 pause. Each round an editor changes the answer (a unique marker) and publishes over HTTP on the
 first server; the bench records when each server first answers with the marker and checks that
 no request failed and no server ever answered with the old text after the new one (a mixed or
-flipped version). ``--paraphrase-rounds`` adds rounds that add a question paraphrase (the classifiers
-are retrained). With ``--redis`` the other servers' own version check is set to once an hour, so only
+flipped version). ``--paraphrase-rounds`` adds rounds that add a question paraphrase: such a publish is
+served at once over the previous models (a provisional index) and retrained in the background, so
+those rounds also record when each server first answers the new paraphrase itself directly with the
+entry (the retrained models in place). With ``--redis`` the other servers' own version check is set to once an hour, so only
 the Redis bump can move them. Traffic goes to 127.0.0.1 only; everything is bounded in time.
 """
 from __future__ import annotations
@@ -34,6 +36,10 @@ from bot.config import PROJECT_ROOT
 QUESTION = "核酸检测多少钱"
 ENTRY = "testing.pcr_fee"
 PASSWORD = "bench-editor-pw-1"
+# Paraphrases a paraphrase round adds, one per round: far enough from each other and from the KB that
+# none is answered directly before its round (each round's result says so: paraphrase_answered_before).
+NEW_QUESTIONS = ["捅嗓子那个检测一回得交多少费用", "喉咙里掏一下那个东西一趟花销多大", "鼻咽拭子这一套一共要掏多少银子",
+                 "去医院那个棉签戳一下要自己出钱不", "查一次那个病毒要破费多少"]
 
 
 def _new_postgres(admin_url: str) -> str:
@@ -101,25 +107,42 @@ def _editor(server) -> httpx.Client:
     return client
 
 
-def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float) -> dict:
+def _answers_directly(client: httpx.Client, text: str) -> bool:
+    try:
+        r = client.post("/api/v1/messages", json={"user_id": f"probe-{uuid.uuid4().hex[:8]}", "text": text,
+                                                  "new_conversation": True})
+    except httpx.HTTPError:
+        return False
+    return r.status_code == 200 and r.json().get("entry_id") == ENTRY
+
+
+def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float, probes: list[httpx.Client]) -> dict:
     entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json()
     content = dict(entry["draft"] or entry["published"])
     content["answer"] = {**content["answer"], "zh": f"{marker} 检测费用以当地医保局最新公告为准。"}
+    # a question the bot does not answer directly before it is added (checked: answered_before)
+    new_question = NEW_QUESTIONS[int(marker.split("版")[0].removeprefix("【第")) % len(NEW_QUESTIONS)]
     if paraphrase:
-        content["questions"] = {**content["questions"], "zh": [*content["questions"]["zh"], f"做一次核酸要付多少钱{marker[-4:]}"]}
+        content["questions"] = {**content["questions"], "zh": [*content["questions"]["zh"], new_question]}
     editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": content}).raise_for_status()
+    answered_before = paraphrase and _answers_directly(probes[0], new_question)  # must be False to mean anything
     marks = {i: len(rows) for i, rows in load.rows.items()}
     started = time.perf_counter()
     response = editor.post("/agents/api/kb/publish", json={"note": marker})
     response.raise_for_status()
     returned = time.perf_counter()
     seen: dict[int, float] = {}
-    while time.perf_counter() < returned + timeout and len(seen) < len(load.rows):
+    answered: dict[int, float] = {}
+    while time.perf_counter() < returned + timeout and (len(seen) < len(load.rows)
+                                                        or (paraphrase and len(answered) < len(probes))):
         for i, rows in load.rows.items():
             if i not in seen:
                 hit = next((at for at, _, text in rows[marks[i]:] if marker in text), None)
                 if hit is not None:
                     seen[i] = hit - started
+        for i, probe in enumerate(probes if paraphrase else []):
+            if i not in answered and _answers_directly(probe, new_question):
+                answered[i] = time.perf_counter() - started
         time.sleep(0.02)
     time.sleep(0.5)
     failed, flipped = 0, 0
@@ -133,6 +156,8 @@ def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float) ->
     return {"kind": "paraphrase (retrain)" if paraphrase else "answer edit", "publish_request_s": round(returned - started, 2),
             "served_by_server_s": {str(i): round(v, 2) for i, v in sorted(seen.items())},
             "served_by_all_s": round(max(seen.values()), 2) if len(seen) == len(load.rows) else None,
+            **({"paraphrase_answered_by_all_s": round(max(answered.values()), 2) if len(answered) == len(probes)
+                else None, "paraphrase_answered_before": answered_before} if paraphrase else {}),
             "requests": sum(len(rows[marks[i]:]) for i, rows in load.rows.items()), "failed": failed,
             "went_back_to_old": flipped}
 
@@ -166,11 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                         "--password", PASSWORD], env={**os.environ, **servers[0].env}, cwd=PROJECT_ROOT, check=True,
                        capture_output=True, timeout=120)
         editor = _editor(servers[0])
+        probes = [httpx.Client(base_url=s.url, timeout=60) for s in servers]
         with Load(servers) as load:
             time.sleep(1.0)
             for n in range(args.rounds + args.paraphrase_rounds):
                 marker = f"【第{n + 1}版 {uuid.uuid4().hex[:6]}】"
-                results.append(_round(editor, load, marker, n >= args.rounds, args.timeout))
+                results.append(_round(editor, load, marker, n >= args.rounds, args.timeout, probes))
                 print(json.dumps(results[-1], ensure_ascii=False), flush=True)
     finally:
         for server in servers:

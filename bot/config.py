@@ -280,6 +280,10 @@ class KbSettings(BaseModel):
     # Contacts (contacts.yml) not verified for this many days are flagged to editors and
     # listed by `kb validate` as warnings.
     contact_stale_days: int = Field(default=30, ge=1)
+    # A process serving a provisional index (a paraphrase publish: new paraphrases, previous models)
+    # retrains it itself when the publisher's retrained index has not appeared on disk within this
+    # many seconds (another host without the shared data dir; a publisher that died).
+    retrain_after: float = Field(default=60.0, ge=0)
     # Four-eyes rule: a draft is published only by an editor other than the one who wrote it
     # (publishing is the second editor's approval).
     four_eyes: bool = False

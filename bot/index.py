@@ -14,6 +14,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence, Set
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -54,6 +55,15 @@ class SearchIndex:
     aspects: IntentClassifier | None = None  # what a question asks (cause, remedy, cost...), from entries' aspects
     crisis_kinds: IntentClassifier | None = None  # medical vs mental_health, from the labelled red flags
     topic: BinaryTextClassifier | None = None  # P(the KB covers this topic): paraphrases vs out-of-KB questions
+    # Every text the models were trained on (paraphrases, intent/emergency/out-of-KB examples, answers) and its
+    # vector: a publish seeds its VectorMemo with them, so it encodes only what changed. Without them the first
+    # publish after a start re-encoded ~1,900 example texts (≈2.5 s of an 8.5 s paraphrase publish).
+    training_vectors: tuple[list[str], np.ndarray] | None = None
+    # True: the question paraphrases changed but the trained models are still the previous version's
+    # (``update_index(quick=True)``). A publish serves such an index at once — the new paraphrases are in
+    # the dense and lexical indexes — and ``retrain_index`` replaces it seconds later (issue 9: a
+    # paraphrase publish took 8.5 s before anyone got the new version, most of it the entry classifier).
+    provisional: bool = False
 
 
 def artifact_dir(index_root: Path, kb_version: str, encoder_key: str) -> Path:
@@ -130,6 +140,7 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     out_of_kb = [normalise(t) for t in load_out_of_kb(kb.root)]
     every_text = doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb + answer_texts
     vectors = memo.encode(encoder, every_text) if memo is not None else encode(encoder, every_text)
+    training_vectors = (every_text, vectors)
     answer_vectors = vectors[len(vectors) - len(answer_texts):]
     vectors = vectors[:len(vectors) - len(answer_texts)]
     out_of_kb_vectors = vectors[len(vectors) - len(out_of_kb):]
@@ -140,15 +151,19 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     tokens_of: DomainTokenizer | _MemoTokenizer = tokenizer
     if token_memo is not None:
         tokens_of = _MemoTokenizer(tokenizer, token_memo)
+    doc_tokens = [tokens_of.tokens(text) for text in doc_texts]
+    answer_tokens = [tokens_of.tokens(t) for t in answer_texts]
+    # The entry classifier is most of a rebuild (its L-BFGS fit spends its time in BLAS and sparse
+    # products, which release the GIL): it trains on a second thread while this one trains the rest.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entry-classifier")
+    entries_job = pool.submit(EntryClassifier.train, doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
+                              answers=(answer_texts, answer_tokens, answer_entry_ids, answer_vectors),
+                              previous=previous.entries if previous else None)
+    pool.shutdown(wait=False)  # the job runs on; .result() below joins it
     lexical, dense = build_retrievers(doc_texts, doc_vectors, tokens_of, answer_texts)
     intents = IntentClassifier.train(
         doc_texts + intent_texts, [FAQ_INTENT] * len(doc_texts) + intent_labels, vectors[:n_docs + n_intents],
         previous=previous.intents if previous else None)
-    doc_tokens = [tokens_of.tokens(text) for text in doc_texts]
-    entries = EntryClassifier.train(doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
-                                    answers=(answer_texts, [tokens_of.tokens(t) for t in answer_texts],
-                                             answer_entry_ids, answer_vectors),
-                                    previous=previous.entries if previous else None)
     emergency = train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
                                          emergency_texts, calm_texts, vectors[n_docs + n_intents:],
                                          previous=previous.emergency if previous else None)
@@ -166,39 +181,61 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
                                               previous=previous.crisis_kinds if previous else None)
     topic = train_topic_classifier(doc_texts, doc_vectors, out_of_kb, out_of_kb_vectors,
                                    previous=previous.topic if previous else None) if out_of_kb else None
+    entries = entries_job.result()
     return SearchIndex(kb.version, doc_entry_ids, doc_texts, doc_entry_ids + answer_entry_ids,
                        lexical, dense, intents, entries, emergency,
                        build_vocabulary(kb, full_tokenizer, previous.vocabulary if previous else None,
                                         _unchanged(kb, previous_kb)), aspects,
-                       crisis_kinds, topic)
+                       crisis_kinds, topic, training_vectors)
 
 
 def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder, previous: SearchIndex | None,
                  previous_kb: KnowledgeBase | None, memo: VectorMemo,
-                 token_memo: dict[str, list[str]] | None = None) -> SearchIndex:
+                 token_memo: dict[str, list[str]] | None = None, quick: bool = False) -> SearchIndex:
     """The index of ``kb``, rebuilding only what its changes touch (a publish).
 
     When the question paraphrases, their entries and aspects are unchanged (an answer, a source,
     a date or a follow-up was edited), the trained models and the dense index are reused and
     only the lexical index (it holds the answers) and the vocabulary are rebuilt: well under a
-    second. Otherwise everything is retrained, but only new or changed texts go through the
-    encoder (``memo`` holds the vectors of every text seen before, seeded from ``previous``)."""
+    second. When only paraphrases changed (same entries, same aspects) and ``quick`` is set, the
+    dense index is rebuilt too and the models are reused: a *provisional* index, also well under
+    a second, that ``retrain_index`` completes. Otherwise everything is retrained, but only new or
+    changed texts go through the encoder (``memo`` holds the vectors of every text seen before,
+    seeded from ``previous``)."""
     if previous is not None and previous.dense.size == len(previous.doc_texts):
         memo.remember(previous.doc_texts, previous.dense.vectors())
+    if previous is not None and previous.training_vectors is not None:
+        memo.remember(*previous.training_vectors)
     doc_entry_ids, doc_texts, answer_entry_ids, answer_texts = _documents(kb)
-    same_docs = (previous is not None and previous_kb is not None and previous.doc_texts == doc_texts
-                 and previous.doc_entry_ids == doc_entry_ids
-                 and all(kb.entries[e].aspect == previous_kb.entries[e].aspect for e in kb.entries
-                         if e in previous_kb.entries) and kb.entries.keys() == previous_kb.entries.keys())
-    if not same_docs or previous is None:  # retrain, each model warm-started from the previous fit
+    same_entries = (previous is not None and previous_kb is not None
+                    and kb.entries.keys() == previous_kb.entries.keys()
+                    and all(kb.entries[e].aspect == previous_kb.entries[e].aspect for e in kb.entries))
+    same_docs = (same_entries and previous is not None and previous.doc_texts == doc_texts
+                 and previous.doc_entry_ids == doc_entry_ids)
+    if previous is None or not (same_docs or (quick and same_entries)):
+        # retrain, each model warm-started from the previous fit
         return build_index(kb, tokenizer, encoder, memo, previous=previous, previous_kb=previous_kb,
                            token_memo=token_memo)
     tokens_of = _MemoTokenizer(tokenizer, {} if token_memo is None else token_memo)
-    lexical = LexicalRetriever.build([tokens_of.tokens(text) for text in [*doc_texts, *answer_texts]])
-    unchanged = _unchanged(kb, previous_kb)
-    return dataclasses.replace(previous, kb_version=kb.version, lexical=lexical,
-                               lexical_entry_ids=doc_entry_ids + answer_entry_ids,
-                               vocabulary=build_vocabulary(kb, tokenizer, previous.vocabulary, unchanged))
+    vocabulary = build_vocabulary(kb, tokenizer, previous.vocabulary, _unchanged(kb, previous_kb))
+    if same_docs:  # provisional stays what it was: the models are the previous index's either way
+        lexical = LexicalRetriever.build([tokens_of.tokens(text) for text in [*doc_texts, *answer_texts]])
+        return dataclasses.replace(previous, kb_version=kb.version, lexical=lexical,
+                                   lexical_entry_ids=doc_entry_ids + answer_entry_ids, vocabulary=vocabulary)
+    lexical, dense = build_retrievers(doc_texts, memo.encode(encoder, doc_texts), tokens_of, answer_texts)
+    return dataclasses.replace(previous, kb_version=kb.version, doc_entry_ids=doc_entry_ids, doc_texts=doc_texts,
+                               lexical_entry_ids=doc_entry_ids + answer_entry_ids, lexical=lexical, dense=dense,
+                               vocabulary=vocabulary, provisional=True)
+
+
+def retrain_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder, provisional: SearchIndex,
+                  memo: VectorMemo, token_memo: dict[str, list[str]] | None = None) -> SearchIndex:
+    """The complete index of ``kb`` from a provisional one: every model retrained, warm-started from the
+    models the provisional index still carries; its vectors and vocabulary are reused."""
+    if provisional.training_vectors is not None:
+        memo.remember(*provisional.training_vectors)
+    memo.remember(provisional.doc_texts, provisional.dense.vectors())
+    return build_index(kb, tokenizer, encoder, memo, previous=provisional, previous_kb=kb, token_memo=token_memo)
 
 
 def _unchanged(kb: KnowledgeBase, previous_kb: KnowledgeBase | None) -> set[str]:
@@ -263,8 +300,19 @@ def train_emergency_detector(doc_texts: list[str], doc_vectors: np.ndarray, inte
     return LearnedEmergencyDetector.train(texts, labels, vectors, C=EMERGENCY_C, previous=previous)
 
 
+PROVISIONAL = "provisional"  # a marker file in an artifact folder: its models are the previous version's
+
+
+def is_complete(directory: Path) -> bool:
+    """A saved index of this folder exists and is not provisional."""
+    return (directory / "docs.json").exists() and not (directory / PROVISIONAL).exists()
+
+
 def save_index(index: SearchIndex, directory: Path) -> None:
-    """Write to a temporary folder, then rename: readers never see half an index."""
+    """Write to a temporary folder, then rename: readers never see half an index. A provisional
+    index never replaces a complete one (its save may finish after the retrained index's)."""
+    if index.provisional and is_complete(directory):
+        return
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
     try:
@@ -285,6 +333,14 @@ def save_index(index: SearchIndex, directory: Path) -> None:
         index.emergency.save(tmp / "emergency.pickle")
         (tmp / "vocabulary.json").write_text(json.dumps(index.vocabulary.to_dict(), ensure_ascii=False),
                                              encoding="utf-8")
+        if index.training_vectors is not None:
+            texts, vectors = index.training_vectors
+            (tmp / "training.json").write_text(json.dumps(texts, ensure_ascii=False), encoding="utf-8")
+            np.save(tmp / "training.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+        if index.provisional:
+            (tmp / PROVISIONAL).touch()
+        if index.provisional and is_complete(directory):
+            return  # the retrained index landed while this was written
         if directory.exists():
             shutil.rmtree(directory)
         tmp.rename(directory)
@@ -307,7 +363,17 @@ def load_index(directory: Path) -> SearchIndex:
         aspects=_optional(IntentClassifier, directory / "aspects.pickle"),
         crisis_kinds=_optional(IntentClassifier, directory / "crisis_kinds.pickle"),
         topic=_optional(BinaryTextClassifier, directory / "topic.pickle"),
+        training_vectors=_training_vectors(directory),
+        provisional=(directory / PROVISIONAL).exists(),
     )
+
+
+def _training_vectors(directory: Path) -> tuple[list[str], np.ndarray] | None:
+    """Memory-mapped: only a publish reads them."""
+    if not (directory / "training.npy").exists():
+        return None
+    texts = json.loads((directory / "training.json").read_text(encoding="utf-8"))
+    return texts, np.load(directory / "training.npy", mmap_mode="r")
 
 
 def _optional(cls: type[_Loadable], path: Path) -> _Loadable | None:
@@ -336,7 +402,7 @@ def load_or_build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: 
 
 
 def _load_saved(directory: Path) -> SearchIndex | None:
-    if not (directory / "docs.json").exists():
+    if not is_complete(directory):  # a start builds a complete index rather than serve a provisional one
         return None
     try:
         return load_index(directory)

@@ -150,3 +150,78 @@ def test_a_process_that_missed_a_publication_rebuilds_it_from_history(editing, t
     elsewhere = KnowledgeStore(store.db, store.knowledge_dir, tmp_path / "other-host", store.clock)
     assert load_knowledge_base(elsewhere.materialise_publication(first.id)).version == first.version
     assert load_knowledge_base(elsewhere.materialise_publication(second.id)).version == second.version
+
+
+def _with_paraphrase(store, paraphrase: str) -> dict:
+    content = dict(store.entry(ENTRY)["published"])
+    content["questions"] = {**content["questions"], "zh": [*content["questions"]["zh"], paraphrase]}
+    content["answer"] = {**content["answer"], "zh": NEW_ANSWER + paraphrase}
+    return content
+
+
+def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editing, settings, engine, clock, tmp_path):
+    """Regression (issue 9): a publish that adds a paraphrase retrained every model before anyone got
+    the new version (8.9 s to every server, the entry classifier most of it). Now it is served at once
+    with the new paraphrase in the dense and lexical indexes and the previous models (provisional);
+    the publisher retrains in the background, saves, swaps; another process loads the retrained index."""
+    import uuid
+
+    from bot.config import KbSettings
+    from bot.index import artifact_dir, is_complete
+    from connectors.app import create_app
+    from tests.conftest import build_services
+
+    app = create_app(editing)
+    editor, citizen = _login(app), app.test_client()
+    old_models = editing.bot.index.entries
+    paraphrase = f"捅一次嗓子眼要掏几块钱{uuid.uuid4().hex[:6]}"  # a new KB version, never in the shared cache
+    assert editor.post(f"/agents/api/kb/entries/{ENTRY}",
+                       json={"entry": _with_paraphrase(editing.kb_live.store, paraphrase)}).status_code == 200
+    published = editor.post("/agents/api/kb/publish", json={"note": "paraphrase"})
+    assert published.status_code == 200, published.json
+    assert published.json["retraining"] is True and editing.bot.index.provisional
+    assert published.json["swap_seconds"] < 5
+    assert editing.bot.index.entries is old_models  # the previous models answer meanwhile
+    assert any(paraphrase in text for text in editing.bot.index.doc_texts)  # ...over the new paraphrases
+    assert NEW_ANSWER + paraphrase in _ask(citizen, "citizen-p1")[1]  # served before the retraining ends
+
+    other = build_services(settings, engine, editing.db.url, clock, kb=KbSettings(editing=True))
+    try:
+        assert other.bot.kb.version == editing.bot.kb.version and other.bot.index.provisional
+        retraining = editing.kb_live._retraining
+        assert retraining is not None
+        retraining.join(timeout=600)
+        assert not editing.bot.index.provisional and editing.bot.index.entries is not old_models
+        assert ENTRY in editing.bot.index.entries.classes
+        assert is_complete(artifact_dir(settings.index_dir, editing.bot.kb.version, settings.encoder_key))
+        assert editing.kb_live.last_retrain_seconds is not None
+        assert other.kb_live.sync(force=True) and not other.bot.index.provisional  # loaded, not retrained
+        assert other.kb_live._retraining is None
+        entry_id, text = _ask(create_app(other).test_client(), "citizen-p2")
+        assert entry_id == ENTRY and NEW_ANSWER + paraphrase in text
+    finally:
+        other.close()
+
+
+def test_a_process_that_never_gets_the_retrained_index_retrains_it_itself(editing, settings, engine, clock):
+    """Another host without the shared data dir, or a publisher that died mid-retraining: after
+    ``kb.retrain_after`` seconds of serving a provisional index a process completes it itself."""
+    import uuid
+
+    from bot.config import KbSettings
+    from tests.conftest import build_services
+
+    store = editing.kb_live.store
+    store.save_draft(ENTRY, _with_paraphrase(store, f"核酸采一回样收费几何{uuid.uuid4().hex[:6]}"), "edna")
+    store.publish("edna")  # straight to the store: no process was asked to retrain
+    other = build_services(settings, engine, editing.db.url, clock, kb=KbSettings(editing=True, retrain_after=0))
+    try:
+        assert other.bot.index.provisional
+        old_models = other.bot.index.entries
+        assert other.kb_live.sync(force=True)
+        retraining = other.kb_live._retraining
+        assert retraining is not None, "retrain_after elapsed: the process must retrain by itself"
+        retraining.join(timeout=600)
+        assert not other.bot.index.provisional and other.bot.index.entries is not old_models
+    finally:
+        other.close()

@@ -187,8 +187,9 @@ def publish():
     if when is not None and when.tzinfo is not None:
         when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
     publication = _edit(lambda: live.publish(g.member.username, body.entries, body.note, effective_from=when))
+    # retraining: served already with the new paraphrases; the retrained models follow within seconds
     return jsonify({"publication": publication.to_dict(), "serving": services().bot.kb.version,
-                    "swap_seconds": live.last_swap_seconds})
+                    "swap_seconds": live.last_swap_seconds, "retraining": services().bot.index.provisional})
 
 
 @kb_editor.get("/publications")
