@@ -6,7 +6,12 @@ and regional variants are dropped (they would point at entries that do not exist
 other files (intents, responses, regions, scope data) are copied unchanged.
 
     python -m bench.bigkb --entries 10000 --out var/bigkb            # generate + time kb validate
-    python -m bench.bigkb --entries 10000 --out var/bigkb --index    # ... and a full index build
+    python -m bench.bigkb --entries 10000 --out var/bigkb --index    # ... a full index build, saved where
+                                                                     # a server with this KB finds it, then
+                                                                     # one entry changed and re-indexed
+
+Query latency at that size: ``HOTLINE_KNOWLEDGE_DIR=var/bigkb/knowledge HOTLINE_DATA_DIR=var/bigkb/var
+python -m bench.latency --in-process`` (it loads the saved index).
 """
 from __future__ import annotations
 
@@ -61,6 +66,36 @@ def generate(entries: int, out: Path, source: KnowledgeBase | None = None) -> Pa
     return root
 
 
+def _one_entry_changed(kb, index, tokenizer, encoder, memo, update_index, retrain_index) -> None:
+    """A publish of one changed entry at this size: an answer edit, then a paraphrase added."""
+    import dataclasses
+
+    entry = next(iter(kb.entries.values()))
+    answer = entry.answer.model_copy(update={"zh": entry.answer.zh + "（已更新）"})
+    edited = dataclasses.replace(kb, entries={**kb.entries, entry.id: entry.model_copy(update={"answer": answer})},
+                                 version=kb.version + "-a")
+    questions = entry.questions.model_copy(update={"zh": [*entry.questions.zh, "这个问题的一个新问法（第一号）"]})
+    rephrased = dataclasses.replace(edited, entries={**edited.entries,
+                                                     entry.id: entry.model_copy(update={"questions": questions,
+                                                                                        "answer": answer})},
+                                    version=kb.version + "-q")
+    from bot.index import _documents
+
+    started = time.perf_counter()
+    _, doc_texts, _, answer_texts = _documents(kb)
+    tokens = {text: tokenizer.tokens(text) for text in [*doc_texts, *answer_texts]}  # as a server warms them
+    print(f"tokens warmed (a server does it after start): {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
+    answer_index = update_index(edited, tokenizer, encoder, index, kb, memo, tokens, quick=True)
+    print(f"one answer edited: re-indexed in {time.perf_counter() - started:.1f} s")
+    started = time.perf_counter()
+    quick = update_index(rephrased, tokenizer, encoder, answer_index, edited, memo, tokens, quick=True)
+    print(f"one paraphrase added: served (provisional) after {time.perf_counter() - started:.1f} s", flush=True)
+    started = time.perf_counter()
+    retrain_index(rephrased, tokenizer, encoder, quick, memo, tokens)
+    print(f"... retrained in {time.perf_counter() - started:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", type=int, default=10_000)
@@ -84,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {root} | {len(kb.entries):,} | {questions:,} | {statistics.median(times):.2f} s |")
     if args.index:
         from bot.encoders import build_encoder
-        from bot.index import build_index
+        from bot.index import VectorMemo, artifact_dir, build_index, retrain_index, save_index, update_index
         from bot.text import DomainTokenizer, SynonymMap
 
         settings = Settings(knowledge_dir=root, data_dir=args.out / "var")
@@ -92,9 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         encoder = build_encoder(settings.encoder, threads, settings.models_dir)
         tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
         started, cpu = time.perf_counter(), time.process_time()
-        build_index(kb, tokenizer, encoder)
+        index = build_index(kb, tokenizer, encoder)
         print(f"full index build: {time.perf_counter() - started:.1f} s wall, {time.process_time() - cpu:.1f} s CPU "
-              f"({threads} BLAS threads)")
+              f"({threads} BLAS threads; entry classifier: {'yes' if index.entries else 'none, too large'})")
+        save_index(index, artifact_dir(settings.index_dir, kb.version, settings.encoder_key))
+        _one_entry_changed(kb, index, tokenizer, encoder, VectorMemo(), update_index, retrain_index)
     return 0
 
 

@@ -25,19 +25,20 @@ from bot.encoders import Encoder, encode
 from bot.intents import FAQ_INTENT, BinaryTextClassifier, IntentClassifier
 from bot.kb import KnowledgeBase
 from bot.retrieval.dense import DenseRetriever
-from bot.retrieval.entry_classifier import EntryClassifier
+from bot.retrieval.entry_classifier import EntryClassifier, TooLarge
 from bot.retrieval.lexical import LexicalRetriever
 from bot.safety import LearnedEmergencyDetector, load_emergency_examples
 from bot.scope import Vocabulary, load_out_of_kb
 from bot.text import DomainTokenizer, normalise
 
 log = logging.getLogger(__name__)
-_Loadable = TypeVar("_Loadable", IntentClassifier, BinaryTextClassifier)
+_Loadable = TypeVar("_Loadable", IntentClassifier, BinaryTextClassifier, EntryClassifier)
 
 # Bump when what is stored changes shape or meaning (tokeniser, document set),
 # so old artifacts are rebuilt instead of loaded.
 INDEX_FORMAT = 7  # 5: emergency detector C=16; 6: entry classifier learns from answers, C=16; 7: and models as plain arrays
 EMERGENCY_C = 16.0
+MODEL_PARAPHRASES = 8_000  # paraphrases the intent/emergency/aspect/topic models learn from (see build_index)
 
 
 @dataclass
@@ -49,7 +50,7 @@ class SearchIndex:
     lexical: LexicalRetriever
     dense: DenseRetriever
     intents: IntentClassifier
-    entries: EntryClassifier
+    entries: EntryClassifier | None  # None: a KB too large for it (entry_classifier.MAX_WEIGHTS)
     emergency: LearnedEmergencyDetector
     vocabulary: Vocabulary
     aspects: IntentClassifier | None = None  # what a question asks (cause, remedy, cost...), from entries' aspects
@@ -102,19 +103,25 @@ class VectorMemo:
 
 
 class _MemoTokenizer:
-    """``tokenizer.tokens`` remembered per text (a publish re-tokenises only what changed)."""
+    """``tokenizer.tokens`` and ``words`` remembered per text: a publish re-tokenises only what changed,
+    and one build runs jieba once per text (it ran three times — retrievers, entry classifier,
+    vocabulary: 160 of 522 s of a 10,000-entry build under the profiler)."""
 
     def __init__(self, tokenizer: DomainTokenizer, memo: dict[str, list[str]]):
         self._tokenizer, self._memo = tokenizer, memo
+        self._words: dict[str, list[str]] = {}
 
     def tokens(self, text: str, words: list[str] | None = None) -> list[str]:
         found = self._memo.get(text)
         if found is None:
-            found = self._memo[text] = self._tokenizer.tokens(text, words)
+            found = self._memo[text] = self._tokenizer.tokens(text, self.words(text) if words is None else words)
         return found
 
     def words(self, text: str) -> list[str]:
-        return self._tokenizer.words(text)
+        found = self._words.get(text)
+        if found is None:
+            found = self._words[text] = self._tokenizer.words(text)
+        return found
 
 
 def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
@@ -147,28 +154,30 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     vectors = vectors[:len(vectors) - len(out_of_kb)]
     n_docs, n_intents = len(doc_texts), len(intent_texts)
     doc_vectors, intent_vectors = vectors[:n_docs], vectors[n_docs:n_docs + n_intents]
-    full_tokenizer = tokenizer
-    tokens_of: DomainTokenizer | _MemoTokenizer = tokenizer
-    if token_memo is not None:
-        tokens_of = _MemoTokenizer(tokenizer, token_memo)
+    tokens_of = _MemoTokenizer(tokenizer, {} if token_memo is None else token_memo)
     doc_tokens = [tokens_of.tokens(text) for text in doc_texts]
     answer_tokens = [tokens_of.tokens(t) for t in answer_texts]
     # The entry classifier is most of a rebuild (its L-BFGS fit spends its time in BLAS and sparse
     # products, which release the GIL): it trains on a second thread while this one trains the rest.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entry-classifier")
-    entries_job = pool.submit(EntryClassifier.train, doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
-                              answers=(answer_texts, answer_tokens, answer_entry_ids, answer_vectors),
-                              previous=previous.entries if previous else None)
+    entries_job = pool.submit(_train_entries, doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
+                              (answer_texts, answer_tokens, answer_entry_ids, answer_vectors),
+                              previous.entries if previous else None)
     pool.shutdown(wait=False)  # the job runs on; .result() below joins it
     lexical, dense = build_retrievers(doc_texts, doc_vectors, tokens_of, answer_texts)
+    # The intent, emergency, aspect and topic models see the paraphrases as one class among others: a
+    # sample spread over every entry is enough, and keeps their fit flat in the KB's size (all of
+    # today's 1,825; a 10,000-entry KB's 124,152 took 118 s of fitting).
+    sample = np.unique(np.linspace(0, n_docs - 1, min(n_docs, MODEL_PARAPHRASES)).round().astype(np.int64))
+    model_texts, model_vectors = [doc_texts[i] for i in sample], doc_vectors[sample]
     intents = IntentClassifier.train(
-        doc_texts + intent_texts, [FAQ_INTENT] * len(doc_texts) + intent_labels, vectors[:n_docs + n_intents],
-        previous=previous.intents if previous else None)
-    emergency = train_emergency_detector(doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
+        model_texts + intent_texts, [FAQ_INTENT] * len(model_texts) + intent_labels,
+        np.vstack([model_vectors, intent_vectors]), previous=previous.intents if previous else None)
+    emergency = train_emergency_detector(model_texts, model_vectors, intent_texts, intent_labels, intent_vectors,
                                          emergency_texts, calm_texts, vectors[n_docs + n_intents:],
                                          previous=previous.emergency if previous else None)
-    aspect_rows: list[tuple[str, str, int]] = [(text, str(kb.entries[e].aspect), i) for i, (text, e) in enumerate(zip(doc_texts, doc_entry_ids))
-                   if kb.entries[e].aspect]
+    aspect_rows: list[tuple[str, str, int]] = [(doc_texts[i], str(kb.entries[doc_entry_ids[i]].aspect), int(i))
+                                               for i in sample if kb.entries[doc_entry_ids[i]].aspect]
     aspects = None
     if len({a for _, a, _ in aspect_rows}) >= 2:
         aspects = IntentClassifier.train([r[0] for r in aspect_rows], [r[1] for r in aspect_rows],
@@ -179,14 +188,27 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
         example_vectors = vectors[n_docs + n_intents:n_docs + n_intents + len(emergency_texts)]
         crisis_kinds = IntentClassifier.train(emergency_texts, kinds, example_vectors,
                                               previous=previous.crisis_kinds if previous else None)
-    topic = train_topic_classifier(doc_texts, doc_vectors, out_of_kb, out_of_kb_vectors,
+    topic = train_topic_classifier(model_texts, model_vectors, out_of_kb, out_of_kb_vectors,
                                    previous=previous.topic if previous else None) if out_of_kb else None
     entries = entries_job.result()
     return SearchIndex(kb.version, doc_entry_ids, doc_texts, doc_entry_ids + answer_entry_ids,
                        lexical, dense, intents, entries, emergency,
-                       build_vocabulary(kb, full_tokenizer, previous.vocabulary if previous else None,
+                       build_vocabulary(kb, tokens_of, previous.vocabulary if previous else None,
                                         _unchanged(kb, previous_kb)), aspects,
                        crisis_kinds, topic, training_vectors)
+
+
+def _train_entries(texts: list[str], tokens: list[list[str]], labels: list[str], vectors: np.ndarray,
+                   answers: tuple[list[str], list[list[str]], list[str], np.ndarray],
+                   previous: EntryClassifier | None) -> EntryClassifier | None:
+    if not EntryClassifier.affordable(len(set(labels))):
+        log.warning("%d entries: no entry classifier (retrieval alone ranks them)", len(set(labels)))
+        return None
+    try:
+        return EntryClassifier.train(texts, tokens, labels, vectors, answers=answers, previous=previous)
+    except TooLarge as exc:
+        log.warning("no entry classifier: %s (retrieval alone ranks the entries)", exc)
+        return None
 
 
 def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder, previous: SearchIndex | None,
@@ -267,7 +289,7 @@ def train_topic_classifier(doc_texts: list[str], doc_vectors: np.ndarray, out_of
                                       np.vstack([doc_vectors, out_of_kb_vectors]), previous=previous)
 
 
-def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer, previous: Vocabulary | None = None,
+def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer | _MemoTokenizer, previous: Vocabulary | None = None,
                      unchanged: Set[str] = frozenset()) -> Vocabulary:
     """Words of each entry's questions and answers (all variants), for the scope model's entity mismatch.
     Entries in ``unchanged`` keep their words from ``previous`` (a publish re-tokenises only edits)."""
@@ -323,7 +345,8 @@ def save_index(index: SearchIndex, directory: Path) -> None:
         index.dense.save(tmp / "dense.faiss")
         index.lexical.save(tmp / "lexical")
         index.intents.save(tmp / "intents.pickle")
-        index.entries.save(tmp / "entries.pickle")
+        if index.entries is not None:
+            index.entries.save(tmp / "entries.pickle")
         if index.aspects is not None:
             index.aspects.save(tmp / "aspects.pickle")
         if index.crisis_kinds is not None:
@@ -357,7 +380,7 @@ def load_index(directory: Path) -> SearchIndex:
         lexical=LexicalRetriever.load(directory / "lexical"),
         dense=DenseRetriever.load(directory / "dense.faiss"),
         intents=IntentClassifier.load(directory / "intents.pickle"),
-        entries=EntryClassifier.load(directory / "entries.pickle"),
+        entries=_optional(EntryClassifier, directory / "entries.pickle"),
         emergency=LearnedEmergencyDetector.load(directory / "emergency.pickle"),
         vocabulary=Vocabulary(json.loads((directory / "vocabulary.json").read_text(encoding="utf-8"))),
         aspects=_optional(IntentClassifier, directory / "aspects.pickle"),

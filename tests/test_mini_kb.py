@@ -123,3 +123,27 @@ def test_processes_starting_together_build_the_index_once(mini_engine, mini_sett
         thread.join(120)
     assert len(built) == 1 and len(results) == 2
     assert results[0].doc_texts == results[1].doc_texts and results[0].kb_version == results[1].kb_version
+
+
+@pytest.mark.parametrize("limit", ["MAX_ENTRIES", "MAX_WEIGHTS"])
+def test_a_kb_too_large_for_the_entry_classifier_is_ranked_by_retrieval_alone(mini_engine, tmp_path, monkeypatch,
+                                                                              limit):
+    """A 10,000-entry KB had 13 GB resident after 11 minutes of fitting the entry classifier (a
+    multinomial model over every entry). Past its limits the index has none and the retrieval
+    scores alone rank the entries; the index saves and loads without it."""
+    from bot.encoders import encode
+    from bot.index import build_index, load_index, save_index
+    from bot.retrieval import entry_classifier
+    from bot.text import normalise
+
+    monkeypatch.setattr(entry_classifier, limit, 2)
+    kb = mini_engine.kb
+    index = build_index(kb, mini_engine.tokenizer, mini_engine.encoder)
+    assert index.entries is None
+    save_index(index, tmp_path / "index")
+    loaded = load_index(tmp_path / "index")
+    assert loaded.entries is None and loaded.doc_texts == index.doc_texts
+    bot = mini_engine.with_knowledge(kb, loaded)
+    text = normalise("测一次核酸多少钱")
+    top = bot.retriever.run(bot.tokenizer.tokens(text), encode(bot.encoder, [text])[0], top_k=3, text=text)
+    assert top[0].entry_id == "testing.mini_fee" and top[0].prob == 0.0

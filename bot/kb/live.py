@@ -132,8 +132,8 @@ class LiveKnowledge:
             except Exception as exc:  # noqa: BLE001 - a corrupt artifact is rebuilt
                 log.warning("index at %s unreadable (%s); rebuilding", directory, exc)
         index = update_index(kb, bot.tokenizer, bot.encoder, bot.index, bot.kb, self.memo, self.tokens, quick=True)
-        if index.entries is not bot.index.entries:
-            # Retrained (questions changed): save before the version row commits, so the other
+        if index.intents is not bot.index.intents:
+            # Retrained (entries changed): save before the version row commits, so the other
             # processes load it (~1 s) instead of each retraining for half a minute.
             self._save(index, directory)
         else:

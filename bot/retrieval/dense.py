@@ -1,41 +1,71 @@
-"""Exact inner-product search over unit vectors in a faiss index."""
+"""Inner-product search over unit vectors in a faiss index: exact up to ``EXACT_LIMIT`` vectors,
+approximate (inverted lists) beyond."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+# Up to this many paraphrases every query is scored against all of them (one matrix product:
+# ~0.5 ms at today's ~1,800; it grows linearly: a 10,000-entry KB has 124,152 paraphrases, 254 MB
+# of vectors read per query). Beyond it, an inverted-file index scores only the nearest lists.
+EXACT_LIMIT = 50_000
+TOP_K = 256  # approximate search: documents scored per query (the others count as 0, as if far away)
+NPROBE = 32  # inverted lists visited per query
+
 
 class DenseRetriever:
-    """Cosine similarity of a query vector to every indexed paraphrase."""
+    """Cosine similarity of a query vector to the indexed paraphrases."""
 
     def __init__(self, index: faiss.Index):
         self._index = index
         # Every query is scored against every paraphrase (a few thousand): one matrix product beats
         # faiss's full top-k sort by ~2 ms per query (measured), with identical scores.
-        self._matrix = np.ascontiguousarray(index.reconstruct_n(0, index.ntotal), dtype=np.float32) \
-            if index.ntotal else np.zeros((0, index.d), dtype=np.float32)
+        self._matrix: np.ndarray | None = None
+        if isinstance(index, faiss.IndexIVF):
+            index.nprobe = NPROBE
+            index.make_direct_map()  # reconstruct(): a publish reuses the vectors of unchanged paraphrases
+        else:
+            self._matrix = np.ascontiguousarray(index.reconstruct_n(0, index.ntotal), dtype=np.float32) \
+                if index.ntotal else np.zeros((0, index.d), dtype=np.float32)
 
     @classmethod
     def build(cls, vectors: np.ndarray) -> "DenseRetriever":
         if vectors.ndim != 2 or len(vectors) == 0:
             raise ValueError("need a non-empty 2-D array of vectors")
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(vectors) <= EXACT_LIMIT:
+            index: faiss.Index = faiss.IndexFlatIP(vectors.shape[1])
+        else:
+            lists = int(4 * math.sqrt(len(vectors)))
+            quantizer = faiss.IndexFlatIP(vectors.shape[1])
+            index = faiss.IndexIVFFlat(quantizer, vectors.shape[1], lists, faiss.METRIC_INNER_PRODUCT)
+            index.train(vectors[np.random.default_rng(0).permutation(len(vectors))[:lists * 64]])
+        index.add(vectors)
         return cls(index)
 
     @property
     def size(self) -> int:
-        return self._index.ntotal
+        return int(self._index.ntotal)
 
     def vectors(self) -> np.ndarray:
         """The indexed vectors, in document order (reused when only some documents change)."""
-        return self._matrix
+        if self._matrix is not None:
+            return self._matrix
+        return np.asarray(self._index.reconstruct_n(0, self._index.ntotal), dtype=np.float32)
 
     def scores(self, query_vector: np.ndarray) -> np.ndarray:
-        """Similarity to every document, in document order."""
-        return self._matrix @ query_vector.astype(np.float32).ravel()
+        """Similarity to every document, in document order (approximate search: 0 outside the top)."""
+        query = query_vector.astype(np.float32).ravel()
+        if self._matrix is not None:
+            return self._matrix @ query
+        found, ids = self._index.search(query.reshape(1, -1), TOP_K)
+        out = np.zeros(self._index.ntotal, dtype=np.float32)
+        keep = ids[0] >= 0
+        out[ids[0][keep]] = found[0][keep]
+        return out
 
     def save(self, path: Path) -> None:
         faiss.write_index(self._index, str(path))

@@ -25,7 +25,26 @@ def _identity(tokens: list[str]) -> list[str]:
     return tokens
 
 
+# The multinomial fit holds ~23 float64 copies of its classes × features weights (coefficients,
+# gradient, L-BFGS history): 146 entries × 50,323 features = 7.3M weights fit in 23 s cold, 5 s
+# warm; a 10,000-entry KB (bench/bigkb.py) had 13 GB resident after 11 min of fitting and was
+# stopped. Above this many weights rare n-grams are dropped (min_df 2, then 3: on today's KB that
+# costs 2 of 228 dev questions, so it is never done below the limit); a KB still over it, or with
+# more entries than MAX_ENTRIES, gets no entry classifier: retrieval alone ranks it (dev P@1 0.877
+# instead of 0.947 on today's KB; recalibrate its thresholds with bench.calibrate).
+MAX_WEIGHTS = 20_000_000
+MAX_ENTRIES = 1_000
+
+
+class TooLarge(ValueError):
+    """The KB is too large for the entry classifier (see MAX_WEIGHTS)."""
+
+
 class EntryClassifier:
+    @staticmethod
+    def affordable(n_entries: int) -> bool:
+        return n_entries <= MAX_ENTRIES
+
     def __init__(self, char: TfidfRows, tokens: TfidfRows, linear: FastLinear):
         self._char = char
         self._tokens = tokens
@@ -49,10 +68,17 @@ class EntryClassifier:
             raise ValueError("need at least two entries to train the entry classifier")
         if not (len(texts) == len(tokens) == len(labels) == len(vectors)):
             raise ValueError("texts, tokens, labels and vectors must have the same length")
-        char = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True)
-        token = TfidfVectorizer(analyzer=_identity, sublinear_tf=True)
-        features = sparse.hstack([sparse.csr_matrix(vectors), char.fit_transform(texts),
-                                  token.fit_transform(tokens)]).tocsr()
+        n_classes = len(set(labels))
+        for min_df in (1, 2, 3):
+            char = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=min_df)
+            token = TfidfVectorizer(analyzer=_identity, sublinear_tf=True, min_df=min_df)
+            char_rows, token_rows = char.fit_transform(texts), token.fit_transform(tokens)
+            n_weights = n_classes * (vectors.shape[1] + char_rows.shape[1] + token_rows.shape[1])
+            if n_weights <= MAX_WEIGHTS:
+                break
+        else:
+            raise TooLarge(f"{n_classes} entries x features = {n_weights:,} weights (limit {MAX_WEIGHTS:,})")
+        features = sparse.hstack([sparse.csr_matrix(vectors), char_rows, token_rows]).tocsr()
         model = LogisticRegression(C=C, max_iter=3000)
         if previous is not None:  # a publish: start from the previous fit (see intents.warm_model)
             from bot.intents import warm_model
