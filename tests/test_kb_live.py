@@ -225,3 +225,22 @@ def test_a_process_that_never_gets_the_retrained_index_retrains_it_itself(editin
         assert not other.bot.index.provisional and other.bot.index.entries is not old_models
     finally:
         other.close()
+
+
+def test_a_publish_during_a_retraining_is_retrained_next(editing):
+    """Two paraphrase publishes in a row: the second came while the first was retraining, so no new
+    retraining could start; the running one completes the version being served next instead of
+    leaving it provisional until ``kb.retrain_after``."""
+    import uuid
+
+    live = editing.kb_live
+    suffix = uuid.uuid4().hex[:6]
+    live.store.save_draft(ENTRY, _with_paraphrase(live.store, f"核酸单检收费标准是啥{suffix}"), "edna")
+    live.publish("edna")
+    first = live._retraining
+    assert first is not None and first.is_alive()
+    live.store.save_draft(ENTRY, _with_paraphrase(live.store, f"混采一次收几块钱{suffix}"), "edna")
+    second = live.publish("edna")
+    assert editing.bot.kb.version == second.version and editing.bot.index.provisional
+    first.join(timeout=600)
+    assert editing.bot.kb.version == second.version and not editing.bot.index.provisional

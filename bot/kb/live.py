@@ -175,21 +175,23 @@ class LiveKnowledge:
         return self._retraining
 
     def _retrain(self) -> None:
-        started = time.perf_counter()
-        bot = self.services.bot
-        try:
-            index = retrain_index(bot.kb, bot.tokenizer, bot.encoder, bot.index, self.memo, self.tokens)
-            self._save(index, artifact_dir(self.settings.index_dir, bot.kb.version, self.settings.encoder_key))
-            with self._lock:
-                if self.services.bot.kb.version != bot.kb.version or not self.services.bot.index.provisional:
-                    return  # a newer version meanwhile: it completes itself
-                self.services.bot = self.services.bot.with_knowledge(bot.kb, index)
+        while self.services.bot.index.provisional:  # a version published meanwhile is completed next
+            started = time.perf_counter()
+            bot = self.services.bot
+            try:
+                index = retrain_index(bot.kb, bot.tokenizer, bot.encoder, bot.index, self.memo, self.tokens)
+                self._save(index, artifact_dir(self.settings.index_dir, bot.kb.version, self.settings.encoder_key))
+                with self._lock:
+                    if self.services.bot.kb.version != bot.kb.version or not self.services.bot.index.provisional:
+                        continue
+                    self.services.bot = self.services.bot.with_knowledge(bot.kb, index)
+            except Exception:  # noqa: BLE001 - the provisional index keeps answering; a later check retries
+                log.exception("retraining KB version %s failed", bot.kb.version)
+                self._provisional_since = time.monotonic()
+                return
             self.last_retrain_seconds = time.perf_counter() - started
             log.info("KB version %s retrained in %.2f s", bot.kb.version, self.last_retrain_seconds)
             self.bump(self.publication_id)
-        except Exception:  # noqa: BLE001 - the provisional index keeps answering; the next check retries
-            log.exception("retraining KB version %s failed", bot.kb.version)
-            self._provisional_since = time.monotonic()
 
     @staticmethod
     def _save(index: SearchIndex, directory: Path) -> None:
