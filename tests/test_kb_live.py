@@ -244,3 +244,26 @@ def test_a_publish_during_a_retraining_is_retrained_next(editing):
     assert editing.bot.kb.version == second.version and editing.bot.index.provisional
     first.join(timeout=600)
     assert editing.bot.kb.version == second.version and not editing.bot.index.provisional
+
+
+def test_the_retrained_index_is_announced_even_when_a_request_loaded_it_first(editing, monkeypatch):
+    """Between the publisher saving the retrained index and swapping it in, a request of the same
+    process may find it on disk and swap first. The bump must still go out, or the other processes
+    (their own check once an hour behind Redis) would wait ``kb.retrain_after`` and retrain it themselves."""
+    import uuid
+
+    live = editing.kb_live
+    save, bumps = live._save, []
+
+    def save_then_a_request_looks(index, directory):
+        save(index, directory)
+        live._complete_provisional()  # what sync() does before a request
+
+    monkeypatch.setattr(live, "_save", save_then_a_request_looks)
+    monkeypatch.setattr(live, "bump", bumps.append)
+    live.store.save_draft(ENTRY, _with_paraphrase(live.store, f"核酸检测贵不贵{uuid.uuid4().hex[:6]}"), "edna")
+    publication = live.publish("edna")
+    assert bumps == [publication.id] and editing.bot.index.provisional  # the publish itself
+    live._retraining.join(timeout=600)
+    assert not editing.bot.index.provisional
+    assert bumps == [publication.id, publication.id]  # ...and the retrained index

@@ -181,17 +181,16 @@ class LiveKnowledge:
             try:
                 index = retrain_index(bot.kb, bot.tokenizer, bot.encoder, bot.index, self.memo, self.tokens)
                 self._save(index, artifact_dir(self.settings.index_dir, bot.kb.version, self.settings.encoder_key))
-                with self._lock:
-                    if self.services.bot.kb.version != bot.kb.version or not self.services.bot.index.provisional:
-                        continue
-                    self.services.bot = self.services.bot.with_knowledge(bot.kb, index)
+                with self._lock:  # unless a request of this process loaded it from disk first, or moved on
+                    if self.services.bot.kb.version == bot.kb.version and self.services.bot.index.provisional:
+                        self.services.bot = self.services.bot.with_knowledge(bot.kb, index)
             except Exception:  # noqa: BLE001 - the provisional index keeps answering; a later check retries
                 log.exception("retraining KB version %s failed", bot.kb.version)
                 self._provisional_since = time.monotonic()
                 return
             self.last_retrain_seconds = time.perf_counter() - started
             log.info("KB version %s retrained in %.2f s", bot.kb.version, self.last_retrain_seconds)
-            self.bump(self.publication_id)
+            self.bump(self.publication_id)  # saved: the other processes load it now
 
     @staticmethod
     def _save(index: SearchIndex, directory: Path) -> None:
