@@ -72,7 +72,7 @@ def test_a_frozen_database_link_answers_503_within_seconds(tmp_path, proxied_pos
                 started = time.monotonic()
                 response = client.request("POST" if kwargs else "GET", path, timeout=15, **kwargs)
                 assert response.status_code == 503, response.text
-                assert time.monotonic() - started < 2.3  # 1.4 s statement timeout + 0.3 s grace + HTTP
+                assert time.monotonic() - started < 2.3  # 1.2 s statement timeout + 0.3 s grace + HTTP
             proxy.thaw()
             deadline = time.monotonic() + 15
             while client.get("/healthz").status_code != 200:

@@ -5,6 +5,7 @@ describe the same KB, and the version hash must stay the one the files have."""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,21 @@ def test_cli_import_export_round_trip(tmp_path):
     (broken / "faq" / "testing.yml").write_text("category: testing\nentries:\n  - id: testing.x\n", encoding="utf-8")
     refused = cli("import", str(broken))
     assert refused.returncode == 2 and "faq/testing.yml" in refused.stderr
+
+
+def test_a_large_import_is_not_cut_by_the_message_deadline(postgres_url, tmp_path, clock):
+    """Regression: a citizen's transaction on a frozen link is cut after the statement timeout + 0.3 s (1.5 s);
+    importing a large KB is one longer transaction of many short statements, and must not be cut."""
+    from bench.bigkb import generate
+
+    root = generate(2000, tmp_path / "big")
+    db = Database(postgres_url, statement_timeout=0.2)  # a citizen's transaction: cut after 0.5 s
+    db.upgrade()
+    try:
+        store = KnowledgeStore(db, root, tmp_path / "kbwork", clock)
+        started = time.monotonic()
+        publication = store.import_dir(root, actor="tester")
+        assert len(store.load().entries) == 2000 and store.latest().id == publication.id
+        print(f"2,000-entry import: {time.monotonic() - started:.1f} s")
+    finally:
+        db.dispose()

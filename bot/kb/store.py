@@ -34,6 +34,9 @@ from bot.yaml_files import load_yaml
 from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision, utcnow
 
 CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
+# An import or a publish writes a row per entry in one transaction: a citizen's message gets the
+# database deadline (1.5 s on a frozen link), a bulk KB write this long; each statement keeps its timeout.
+BULK_SECONDS = 60.0
 
 
 class KbEditError(Exception):
@@ -289,7 +292,7 @@ class KnowledgeStore:
             for raw in data.get("contacts") or []:
                 contacts_in.append((raw["id"], contact_dict(kb.contacts[raw["id"]], list(raw))))
         now = self.clock()
-        with self.db.transaction() as session:
+        with self.db.transaction(timeout=BULK_SECONDS) as session:
             rows = {r.entry_id: r for r in self._rows(session)}
             changed: list[str] = []
             old_contacts = {c.contact_id: c for c in session.execute(select(KbContact)).scalars()}
@@ -588,7 +591,7 @@ class KnowledgeStore:
             before_commit(kb)
         now = self.clock()
         ids = {r.entry_id for r in pending}
-        with self.db.transaction() as session:
+        with self.db.transaction(timeout=BULK_SECONDS) as session:
             changes: list[tuple[str, dict[str, Any] | None]] = []
             for row in session.execute(select(KbEntry).where(KbEntry.entry_id.in_(ids))).scalars():
                 content = None if row.draft_retire else row.draft
