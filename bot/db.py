@@ -15,9 +15,11 @@ never as a hang:
   stops forwarding: the first request answers 503 in ≈1.5–2.0 s (it was ≈4 s with a
   deadline of twice the statement timeout and a 0.2 s poll; ~20 s with neither).
   Once the database has failed, a breaker answers the next transactions at once
-  (503 in milliseconds, nothing queues behind a dead link) and lets one through
-  every ``RETRY_SECONDS`` to find out whether it is back (bench/chaos.py: under
-  load, frozen-link 503s took p50 2.6 s / max 4.4 s before it).
+  (503 in milliseconds, nothing queues behind a dead link) while a background
+  probe pings it every ``RETRY_SECONDS`` and closes the breaker when it answers
+  (bench/chaos.py: under load, frozen-link 503s took p50 2.6 s / max 4.4 s before
+  the breaker; when citizens' own requests were the probes, each probe on a frozen
+  link cost its citizen a 2 s connect timeout).
 - SQLite: writers of one process queue on a lock (fair, no sleeping busy
   handler: p99 at 10 clients 743 → 93 ms); read-only transactions take no lock.
 
@@ -66,38 +68,66 @@ def _statement_cancelled(exc: Exception) -> bool:
 
 
 class _Breaker:
-    """Fail fast while the database is known to be down; one probe at a time finds it back.
+    """Fail fast while the database is known to be down; a background probe finds it back.
 
-    Closed: everything passes. After a failure: open for ``RETRY_SECONDS`` (every
-    transaction fails at once), then one transaction is let through as a probe while
-    the others keep failing fast; the probe's success closes the breaker."""
+    Closed: everything passes. After a failure: open, every transaction fails at once,
+    and one thread calls ``probe`` every ``retry_seconds`` until it returns without an
+    exception, which closes the breaker. No citizen's request is ever the probe."""
 
-    def __init__(self, retry_seconds: float = RETRY_SECONDS, probe_seconds: float = 5.0):
+    def __init__(self, probe: Callable[[], None], retry_seconds: float = RETRY_SECONDS):
         self._lock = threading.Lock()
         self._failing = False
-        self._open_until = 0.0
+        self._probe = probe
+        self._prober: threading.Thread | None = None
+        self._prober_pid = 0  # a forked worker inherits the state but not the thread: it starts its own
+        self._stop = threading.Event()
         self.retry_seconds = retry_seconds
-        self.probe_seconds = probe_seconds  # how long a probe may take before another is let through
 
     def admit(self) -> None:
-        if not self._failing:
-            return
-        now = time.monotonic()
-        with self._lock:
-            if not self._failing:
-                return
-            if now < self._open_until:
-                raise StoreUnavailable("database unavailable (it failed moments ago; retrying shortly)")
-            self._open_until = now + self.probe_seconds  # this one probes; the rest fail fast meanwhile
+        if self._failing:
+            with self._lock:
+                self._probing()
+            raise StoreUnavailable("database unavailable (it failed moments ago; retrying shortly)")
+
+    def _probing(self) -> None:
+        """Under the lock: make sure this process has a probe running."""
+        if self._failing and (self._prober is None or self._prober_pid != os.getpid()):
+            self._prober = threading.Thread(target=self._run, name="hotline-db-probe", daemon=True)
+            self._prober_pid = os.getpid()
+            self._prober.start()
 
     def succeeded(self) -> None:
         if self._failing:
             with self._lock:
-                self._failing, self._open_until = False, 0.0
+                self._failing = False
 
     def failed(self) -> None:
         with self._lock:
-            self._failing, self._open_until = True, time.monotonic() + self.retry_seconds
+            self._failing = True
+            self._probing()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.retry_seconds):
+                with self._lock:  # the prober leaves only under the lock, so a new failure always finds one
+                    if not self._failing:
+                        self._prober = None
+                        return
+                try:
+                    self._probe()
+                except Exception as exc:  # noqa: BLE001 - still down; try again
+                    log.debug("database probe failed: %r", exc)
+                    continue
+                if self._failing:
+                    self.succeeded()
+                    log.warning("database reachable again")
+        finally:
+            with self._lock:
+                if self._prober is threading.current_thread():
+                    self._prober = None
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 class _Watchdog:
@@ -189,7 +219,7 @@ class Database:
             self._writer = contextlib.nullcontext()
             self._watchdog = _Watchdog()
         # SQLite is a local file: its errors are not a dead link, so only PostgreSQL gets a breaker.
-        self._breaker = None if self.is_sqlite else _Breaker(probe_seconds=self.deadline + 1)
+        self._breaker = None if self.is_sqlite else _Breaker(self._probe)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     # -- transactions -----------------------------------------------------------------
@@ -271,7 +301,26 @@ class Database:
         except StoreUnavailable:
             return False
 
+    def _probe(self) -> None:
+        """SELECT 1 on a new connection, past the breaker, cut at the deadline like any transaction."""
+        with self.engine.connect() as connection:
+            pgconn = getattr(connection.connection.dbapi_connection, "pgconn", None)
+            key = None if pgconn is None or self._watchdog is None else self._watchdog.watch(pgconn.socket,
+                                                                                             self.deadline)
+            try:
+                connection.execute(text("SELECT 1"))
+            finally:
+                if key is not None and self._watchdog is not None:
+                    self._watchdog.unwatch(key)
+
     def dispose(self) -> None:
+        """Close the pooled connections (also after a fork: they are never shared between processes)."""
+        self.engine.dispose()
+
+    def close(self) -> None:
+        """For good: connections closed and the background probe stopped."""
+        if self._breaker is not None:
+            self._breaker.close()
         self.engine.dispose()
 
     # -- schema -------------------------------------------------------------------------

@@ -165,5 +165,5 @@ class Services:
             if close is not None:
                 close()
         self.notifier.close()
-        self.db.dispose()
+        self.db.close()
         self.started = False
