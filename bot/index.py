@@ -224,16 +224,17 @@ def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder
     a second, that ``retrain_index`` completes. Otherwise everything is retrained, but only new or
     changed texts go through the encoder (``memo`` holds the vectors of every text seen before,
     seeded from ``previous``)."""
-    if previous is not None and previous.dense.size == len(previous.doc_texts):
-        memo.remember(previous.doc_texts, previous.dense.vectors())
-    if previous is not None and previous.training_vectors is not None:
-        memo.remember(*previous.training_vectors)
     doc_entry_ids, doc_texts, answer_entry_ids, answer_texts = _documents(kb)
     same_entries = (previous is not None and previous_kb is not None
                     and kb.entries.keys() == previous_kb.entries.keys()
                     and all(kb.entries[e].aspect == previous_kb.entries[e].aspect for e in kb.entries))
     same_docs = (same_entries and previous is not None and previous.doc_texts == doc_texts
                  and previous.doc_entry_ids == doc_entry_ids)
+    if previous is not None and not same_docs:  # texts will be encoded: reuse every vector known
+        if previous.dense.size == len(previous.doc_texts):
+            memo.remember(previous.doc_texts, previous.dense.vectors())
+        if previous.training_vectors is not None:
+            memo.remember(*previous.training_vectors)
     if previous is None or not (same_docs or (quick and same_entries)):
         # retrain, each model warm-started from the previous fit
         return build_index(kb, tokenizer, encoder, memo, previous=previous, previous_kb=previous_kb,
