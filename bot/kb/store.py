@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -37,6 +37,7 @@ CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entr
 # An import or a publish writes a row per entry in one transaction: a citizen's message gets the
 # database deadline (1.5 s on a frozen link), a bulk KB write this long; each statement keeps its timeout.
 BULK_SECONDS = 60.0
+_Row = TypeVar("_Row", KbEntry, KbContact)
 
 
 class KbEditError(Exception):
@@ -395,6 +396,18 @@ class KnowledgeStore:
                        published=row.published, draft=row.draft, draft_retire=row.draft_retire,
                        draft_by=row.draft_by)
 
+    def _key_order(self, model: type[_Row], kind: str, new_id: str, edited_id: str | None,
+                   content: dict[str, Any]) -> list[str]:
+        """The keys' order to store a draft in (the stored row's, else the editor's); refuses creating
+        an id that exists (409) and editing one that does not (404)."""
+        with self.db.read() as session:
+            row = session.get(model, new_id)
+            if edited_id is None and row is not None:
+                raise KbEditError(409, f"id: {kind} {new_id!r} already exists", field="id")
+            if edited_id is not None and row is None:
+                raise KbEditError(404, f"no {kind} {edited_id!r}")
+            return list((row.draft or row.published or {}) if row else {}) or list(content)
+
     def save_draft(self, entry_id: str | None, content: Any, actor: str) -> dict[str, Any] | None:
         """Store a draft (new entry when ``entry_id`` is None). Refused with every problem of the
         entry, by field, when it would not pass ``kb validate``; problems elsewhere do not block."""
@@ -403,14 +416,7 @@ class KnowledgeStore:
             raise KbEditError(422, "the entry is not valid", problems)
         if entry_id is not None and entry.id != entry_id:
             raise KbEditError(422, "id: an entry's id never changes once published", field="id")
-        with self.db.read() as session:
-            row = session.get(KbEntry, entry.id)
-            if entry_id is None and row is not None:
-                raise KbEditError(409, f"id: entry {entry.id!r} already exists", field="id")
-            if entry_id is not None and row is None:
-                raise KbEditError(404, f"no entry {entry_id!r}")
-            order = list((row.draft or row.published or {}) if row else {}) or list(content)
-        stored = entry_dict(entry, order)
+        stored = entry_dict(entry, self._key_order(KbEntry, "entry", entry.id, entry_id, content))
         problems = [p for p in self.validate_draft({entry.id: stored})
                     if p.severity == "error" and (p.entry == entry.id or p.file.endswith(f"/{entry.category}.yml")
                                                    and not p.entry)]
@@ -505,14 +511,7 @@ class KnowledgeStore:
                 for e in exc.errors()]) from None
         if contact_id is not None and contact.id != contact_id:
             raise KbEditError(422, "id: a contact's id never changes (answers refer to it)", field="id")
-        with self.db.read() as session:
-            row = session.get(KbContact, contact.id)
-            if contact_id is None and row is not None:
-                raise KbEditError(409, f"id: contact {contact.id!r} already exists", field="id")
-            if contact_id is not None and row is None:
-                raise KbEditError(404, f"no contact {contact_id!r}")
-            order = list((row.draft or row.published or {}) if row else {}) or list(content)
-        stored = contact_dict(contact, order)
+        stored = contact_dict(contact, self._key_order(KbContact, "contact", contact.id, contact_id, content))
         problems = [p for p in self.validate_draft(extra_contacts={contact.id: stored})
                     if p.severity == "error" and p.file == CONTACTS_FILE and p.entry == contact.id]
         if problems:
