@@ -53,6 +53,13 @@ def citizen_answer(browser, server, text="核酸检测多少钱", shot=None) -> 
         context.close()
 
 
+def log_in_as_editor(page, server) -> None:
+    page.goto(server.url + "/agents/")
+    page.fill("#username", "edna")
+    page.fill("#password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+
+
 def test_editor_edits_tests_publishes_and_rolls_back(server, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     before = citizen_answer(browser, server)
@@ -62,10 +69,7 @@ def test_editor_edits_tests_publishes_and_rolls_back(server, browser):
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        page.goto(server.url + "/agents/")
-        page.fill("#username", "edna")
-        page.fill("#password", PASSWORD)
-        page.click("#login-form button[type=submit]")
+        log_in_as_editor(page, server)
         page.wait_for_selector("#tab-section-kb")
         assert page.locator("#tab-section-desk").count() == 0  # an editor has no desk
         page.fill("#kb-search", "多少钱")
@@ -113,10 +117,7 @@ def test_inbox_in_the_console_turns_a_failure_into_an_answer(server, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
     page = context.new_page()
     try:
-        page.goto(server.url + "/agents/")
-        page.fill("#username", "edna")
-        page.fill("#password", PASSWORD)
-        page.click("#login-form button[type=submit]")
+        log_in_as_editor(page, server)
         page.wait_for_selector("#kb-inbox-open")
         page.click("#kb-inbox-open")
         group = page.locator(".kb-inbox-group", has_text="宠物狗")
@@ -142,10 +143,7 @@ def test_contact_directory_edit_reaches_citizens(server, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
     page = context.new_page()
     try:
-        page.goto(server.url + "/agents/")
-        page.fill("#username", "edna")
-        page.fill("#password", PASSWORD)
-        page.click("#login-form button[type=submit]")
+        log_in_as_editor(page, server)
         page.click("#kb-contacts-open")
         page.locator(".kb-contacts tr", has_text="beijing_12345").locator("button").click()
         page.fill("#kb-contact-phone", "")
