@@ -31,7 +31,8 @@ from pathlib import Path
 import httpx
 
 from bench.live import start_server, stop_server
-from bot.config import PROJECT_ROOT
+from bench.pg import create_database, drop_database
+from bot.config import PROJECT_ROOT, Settings
 
 QUESTION = "核酸检测多少钱"
 ENTRY = "testing.pcr_fee"
@@ -40,31 +41,6 @@ PASSWORD = "bench-editor-pw-1"
 # none is answered directly before its round (each round's result says so: paraphrase_answered_before).
 NEW_QUESTIONS = ["捅嗓子那个检测一回得交多少费用", "喉咙里掏一下那个东西一趟花销多大", "鼻咽拭子这一套一共要掏多少银子",
                  "去医院那个棉签戳一下要自己出钱不", "查一次那个病毒要破费多少"]
-
-
-def _new_postgres(admin_url: str) -> str:
-    import sqlalchemy
-
-    name = f"hotline_bench_{uuid.uuid4().hex[:8]}"
-    url = admin_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def _drop_postgres(admin_url: str, url: str) -> None:
-    import sqlalchemy
-
-    name = url.rsplit("/", 1)[1]
-    engine = sqlalchemy.create_engine(admin_url.replace("postgresql://", "postgresql+psycopg://", 1),
-                                      isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
-                             "AND pid <> pg_backend_pid()")
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
-    engine.dispose()
 
 
 class Load:
@@ -174,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="kb-reload-"))
-    url = _new_postgres(args.postgres) if args.postgres else f"sqlite:///{tmp / 'bench.db'}"
+    admin_url = Settings(database_url=args.postgres).sqlalchemy_url if args.postgres else ""
+    url = create_database(admin_url) if args.postgres else f"sqlite:///{tmp / 'bench.db'}"
     env = {"HOTLINE_DATABASE_URL": url, "HOTLINE_KB__EDITING": "1", "HOTLINE_SERVER__WORKERS": str(args.workers),
            "HOTLINE_LIMITS__ENABLED": "0"}
     if args.redis:
@@ -202,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         for server in servers:
             stop_server(server)
         if args.postgres:
-            _drop_postgres(args.postgres, url)
+            drop_database(admin_url, url)
     summary = {"servers": args.servers, "workers_per_server": args.workers,
                "database": "postgresql" if args.postgres else "sqlite", "redis": bool(args.redis), "rounds": results}
     print(json.dumps(summary, ensure_ascii=False, indent=2))
