@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from bench.heldout import load_heldout
+from bench.heldout import load_heldout, near_copies
 from bench.live import process_tree, tree_usage
 from bench.loadgen import HotlineTarget, run
 from bench.questions import QuestionStream, repeated_questions
@@ -59,6 +59,16 @@ def test_question_stream_never_sends_an_indexed_paraphrase_verbatim():
     assert heldout & set(texts)  # held-out questions (never indexed) do go out as written once
     assert any(any(ch.isascii() and ch.isalpha() for ch in t) for t in texts)  # both languages
     assert any("\u4e00" <= ch <= "\u9fff" for t in texts for ch in t)
+
+
+def test_no_kb_paraphrase_nearly_copies_a_held_out_question():
+    kb = load_knowledge_base(PROJECT_ROOT / "knowledge")
+    indexed = [q for e in kb.entries.values() for q in e.questions.zh + e.questions.en]
+    heldout = [q.text for q in load_heldout()]
+    assert near_copies(indexed, heldout) == []
+    # the check itself: a held-out question with one word dropped is caught, a rewording is not
+    assert near_copies(["核酸报告能管几天啊"], ["一张核酸报告能管几天啊"]) != []
+    assert near_copies(["核酸证明的有效期是多久"], ["一张核酸报告能管几天啊"]) == []
 
 
 def test_question_stream_varies_a_small_base_without_repeating():
