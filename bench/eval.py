@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\nKB held-out decisions:", ", ".join(f"{k}: {v}" for k, v in sorted(decisions.items())))
     print(f"\nout-of-KB test split ({out_of_kb['n']}): {out_of_kb['outcomes']}; answered by language "
           + ", ".join(f"{k} {v:.1%}" for k, v in out_of_kb["by_lang"].items()))
-    print("   answered by batch (1: round-1 test split, 2: round-2 fresh batch): "
+    print("   answered by batch (1: round-1 test split, 2: round-2 fresh batch, 3: round-3 test split): "
           + ", ".join(f"{b}: {a}/{n} = {a / max(n, 1):.1%}" for b, (a, n) in out_of_kb["by_batch"].items()))
     for example in out_of_kb["answered_examples"]:
         print("   answered:", example)

@@ -71,6 +71,20 @@ def test_ask_human_and_smalltalk(policy):
     assert d.action == "answer"
 
 
+def test_an_unsure_request_for_a_person_hands_off_when_retrieval_agrees(policy):
+    unsure = IntentPrediction("ask_human", 0.45)  # below T.intent
+    d = policy.run(emergency=None, intent=unsure, candidates=cands(("hotline.human_agent", 0.3)), failures=0)
+    assert (d.action, d.reason) == ("handoff", "user_request")
+    d = policy.run(emergency=None, intent=unsure, candidates=cands(("hotline.human_agent", 0.9)), failures=0)
+    assert (d.action, d.reason) == ("handoff", "user_request")
+    # retrieval alone is a question about how to reach a person: answered, not handed over
+    d = policy.run(emergency=None, intent=faq(0.8), candidates=cands(("hotline.human_agent", 0.9)), failures=0)
+    assert (d.action, d.entry_id) == ("answer", "hotline.human_agent")
+    # an unsure ask_human with another top entry is not a request
+    d = policy.run(emergency=None, intent=unsure, candidates=cands(("testing.pcr_fee", 0.9)), failures=0)
+    assert d.action == "answer"
+
+
 def test_expired_entry_is_never_served(policy):
     entry = policy.kb.entries["testing.pcr_fee"]
     assert entry.valid_until is not None
