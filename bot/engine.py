@@ -29,7 +29,7 @@ from bot.kb.schema import Contact
 from bot.kb.schema import expand_contacts
 from bot.messages import Button, HandoffInfo, Message, Reply, ReplyMessage
 from bot.models import utcnow
-from bot.policy import MENTAL_HEALTH, Decision, DecisionPolicy
+from bot.policy import KEEPS_FAILURES, MENTAL_HEALTH, Decision, DecisionPolicy
 from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever
@@ -358,7 +358,10 @@ class Bot:
 
     def _act(self, scope: MessageScope, decision: Decision, language: str) -> Reply:
         conv = scope.conversation
-        conv.failures = conv.failures + 1 if decision.counts_as_failure else 0
+        if decision.counts_as_failure:
+            conv.failures += 1
+        elif decision.action not in KEEPS_FAILURES:
+            conv.failures = 0
         handoff_info = None
         if decision.action == "handoff":
             # "转人工" is not the question: the agent should see what the citizen asked before it.

@@ -22,6 +22,10 @@ Action = Literal["answer", "did_you_mean", "rephrase", "not_covered", "handoff",
                  "menu", "ask_region", "contact"]
 
 SMALLTALK_INTENTS = frozenset({"greet", "goodbye", "thanks", "out_of_scope"})
+# Replies that neither helped nor failed: options offered, a menu, a question back, small talk. They keep the
+# conversation's failure count; only an answer (or a handoff) starts it again. When a did-you-mean reset it,
+# "rephrase → did-you-mean the citizen ignored → not covered → did-you-mean → …" never reached a person.
+KEEPS_FAILURES = frozenset({"did_you_mean", "menu", "ask_region", "smalltalk"})
 VAGUE_INTENT = "vague"
 # The KB entry that explains how to reach a person: when the intent model's best guess is "ask_human" and
 # retrieval's best entry is this one, both say the citizen wants a person, whatever the intent's confidence.

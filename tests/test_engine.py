@@ -85,6 +85,23 @@ def test_two_failures_in_a_row_hand_off(fresh_bot):
     assert second.handoff is not None and second.handoff.reason == "low_confidence"
 
 
+def test_options_in_between_do_not_forgive_a_failure(fresh_bot):
+    first = ask(fresh_bot, "xq zzv blorf")
+    assert first.handoff is None and first.action == "not_covered"
+    menu = ask(fresh_bot, '/topic{"category": "testing"}', conversation_id=first.conversation_id)
+    assert menu.action == "did_you_mean" and menu.handoff is None
+    second = ask(fresh_bot, "qwv plok zz", conversation_id=first.conversation_id)
+    assert second.handoff is not None and second.handoff.reason == "low_confidence"
+
+
+def test_an_answer_forgives_a_failure(fresh_bot):
+    first = ask(fresh_bot, "xq zzv blorf")
+    answered = ask(fresh_bot, '/faq{"entry": "testing.pcr_fee"}', conversation_id=first.conversation_id)
+    assert answered.action == "answer"
+    second = ask(fresh_bot, "qwv plok zz", conversation_id=first.conversation_id)
+    assert second.handoff is None and second.action == "not_covered"
+
+
 def test_messages_during_handoff_are_recorded_not_answered_by_bot(services):
     bot = services.bot
     reply = ask(bot, "我要人工客服")
