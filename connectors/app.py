@@ -94,8 +94,9 @@ def create_app(services: Services) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        """Liveness: the process answers and the database does, within its deadline."""
-        db_ok = services.db.ping(timeout=settings.db.connect_timeout)
+        """Liveness: the process answers and the database does, within a message's deadline (it waited for
+        the 2 s connect timeout instead: 2,007 ms on a frozen link while messages got their 503 in 1.5 s)."""
+        db_ok = services.db.ping()
         bot = services.bot
         body = {"status": "ok" if db_ok else "degraded", "database": db_ok,
                 "kb_version": bot.kb.version, "entries": len(bot.kb.entries)}
@@ -107,7 +108,7 @@ def create_app(services: Services) -> Flask:
         schema current, database reachable. Load balancers route here."""
         started = time.perf_counter()
         warm = services.bot.ready
-        db_ok = services.ensure_schema() and services.db.ping(timeout=settings.db.connect_timeout)
+        db_ok = services.ensure_schema() and services.db.ping()
         ready = warm and db_ok
         return jsonify({"ready": ready, "models": warm, "database": db_ok,
                         "checked_in_ms": round((time.perf_counter() - started) * 1000, 1)}), 200 if ready else 503
