@@ -306,10 +306,11 @@ class SimulationSettings(BaseModel):
 
 
 class DatabaseSettings(BaseModel):
-    connect_timeout: float = Field(default=2.0, gt=0)  # a new connection to a frozen database fails after this
+    connect_timeout: float = Field(default=2.0, gt=0)  # psycopg's own limit for opening a connection
     # Each statement; a transaction on a frozen link is cut 0.3 s later (bot.db.DEADLINE_GRACE), so a
-    # frozen database answers 503 within about 1.5 s on a pooled connection (issue 8: within 2 s; a new
-    # connection cannot give up sooner than 2 s: libpq and psycopg raise a smaller connect_timeout to 2).
+    # frozen database answers 503 within about 1.5 s (issue 8: within 2 s). A caller waiting for a new
+    # connection also gives up then (libpq and psycopg raise a connect_timeout under 2 s to 2 s, so the
+    # wait is bounded by bot.db, and the late connection is closed).
     statement_timeout: float = Field(default=1.2, gt=0)
     pool_size: int = Field(default=10, ge=1)
 

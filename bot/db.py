@@ -12,7 +12,7 @@ never as a hang:
   timeout plus ``DEADLINE_GRACE`` (a slow statement on a live server is cancelled by
   the server first, so it is not mistaken for a dead link), and the watchdog wakes
   at the earliest deadline rather than on a poll. Measured with a TCP proxy that
-  stops forwarding: the first request answers 503 in ≈1.5–2.0 s (it was ≈4 s with a
+  stops forwarding: the first request answers 503 in ≈1.5 s (it was ≈4 s with a
   deadline of twice the statement timeout and a 0.2 s poll; ~20 s with neither).
   Once the database has failed, a breaker answers the next transactions at once
   (503 in milliseconds, nothing queues behind a dead link) while a background
