@@ -240,7 +240,7 @@ class Database:
         try:
             with (self._writer if write else contextlib.nullcontext()), session.begin():
                 if self._watchdog is not None:
-                    key = self._watch(session, timeout or self.deadline)
+                    key = self._watch(session.connection().connection.dbapi_connection, timeout or self.deadline)
                 yield session
         except (OperationalError, PoolTimeout) as exc:
             if _statement_cancelled(exc):
@@ -311,8 +311,8 @@ class Database:
         """A read-only transaction: takes no writer lock."""
         return self.transaction(timeout=timeout, write=False)
 
-    def _watch(self, session: Session, seconds: float) -> int | None:
-        raw = session.connection().connection.dbapi_connection
+    def _watch(self, raw: Any, seconds: float) -> int | None:
+        """Have the watchdog shut this DBAPI connection's socket after ``seconds``; the key to unwatch."""
         pgconn = getattr(raw, "pgconn", None)
         if pgconn is None or self._watchdog is None:
             return None
@@ -333,9 +333,7 @@ class Database:
     def _probe(self) -> None:
         """SELECT 1 on a new connection, past the breaker, cut at the deadline like any transaction."""
         with self.engine.connect() as connection:
-            pgconn = getattr(connection.connection.dbapi_connection, "pgconn", None)
-            key = None if pgconn is None or self._watchdog is None else self._watchdog.watch(pgconn.socket,
-                                                                                             self.deadline)
+            key = self._watch(connection.connection.dbapi_connection, self.deadline)
             try:
                 connection.execute(text("SELECT 1"))
             finally:

@@ -21,7 +21,7 @@ class DenseRetriever:
 
     def __init__(self, index: faiss.Index):
         self._index = index
-        # Every query is scored against every paraphrase (a few thousand): one matrix product beats
+        # Exact search scores every paraphrase (a few thousand): one matrix product beats
         # faiss's full top-k sort by ~2 ms per query (measured), with identical scores.
         self._matrix: np.ndarray | None = None
         if isinstance(index, faiss.IndexIVF):
