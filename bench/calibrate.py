@@ -131,8 +131,9 @@ def kb_cross_validation(bot, weight, saturation, classifier_weight, negatives: l
 
 
 # Feature sets tried for the scope model; the one answering most dev questions right within the limits
-# wins (unused features get coefficient 0). Measured 2026-11-30: the entity-mismatch features did not
-# add to the topic classifier's in_kb on the dev half (right answers 159 with them vs 170 without).
+# wins (unused features get coefficient 0). Round 2 (free fit): the entity-mismatch features did not add
+# to the topic classifier's in_kb on the dev half (159 right with them vs 170 without); round 3 (SIGNS
+# below, richer KB): they do (184 vs 178), and "all" is the one written.
 FEATURE_SETS = {
     "all": list(range(len(FEATURES))),
     "retrieval+topic": [FEATURES.index(f) for f in ("score", "margin", "prob", "agree", "in_kb")],
