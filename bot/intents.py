@@ -13,7 +13,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from bot.linear import FastLinear, TfidfRows
+from bot.linear import FastLinear, TfidfRows, fit_logistic
 
 __all__ = ["FAQ_INTENT", "BinaryTextClassifier", "IntentClassifier", "IntentPrediction", "load_model", "save_model",
            "warm_model"]
@@ -98,15 +98,9 @@ class IntentClassifier:
         if previous is not None:  # a publish: start from the previous fit
             warm_model(model, labels, previous._linear, False, [previous._rows.vocabulary], [vectorizer.vocabulary_],
                        vectors.shape[1])
-        model.fit(cls._features(char_features, vectors), labels)
-        return cls(TfidfRows.from_sklearn(vectorizer),  # char n-grams first, see _features
+        fit_logistic(model, vectors, [char_features], labels, dense_first=False)
+        return cls(TfidfRows.from_sklearn(vectorizer),  # char n-grams first (dense_first=False)
                    FastLinear.from_sklearn(model, vectors.shape[1], [len(vectorizer.vocabulary_)], dense_first=False))
-
-    @staticmethod
-    def _features(char_features: Any, vectors: np.ndarray) -> Any:
-        from scipy import sparse
-
-        return sparse.hstack([char_features, sparse.csr_matrix(vectors)]).tocsr()
 
     def run(self, normalised_text: str, vector: np.ndarray) -> IntentPrediction:
         probabilities = self._linear.probabilities(vector, self._rows.row(normalised_text))
@@ -136,19 +130,18 @@ class BinaryTextClassifier:
     @classmethod
     def train(cls, texts: list[str], labels: list[int], vectors: np.ndarray, C: float = 4.0,
               previous: "BinaryTextClassifier | None" = None) -> Self:
-        from scipy import sparse
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         if set(labels) != {0, 1}:
             raise ValueError("a binary classifier needs positive (1) and negative (0) examples")
         vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
-        features = sparse.hstack([sparse.csr_matrix(vectors), vectorizer.fit_transform(texts)]).tocsr()
+        char_features = vectorizer.fit_transform(texts)
         model = LogisticRegression(C=C, max_iter=3000, class_weight="balanced")
         if previous is not None:  # a publish: start from the previous fit
             warm_model(model, labels, previous._linear, True, [previous._rows.vocabulary], [vectorizer.vocabulary_],
                        vectors.shape[1])
-        model.fit(features, labels)
+        fit_logistic(model, vectors, [char_features], labels)
         return cls(TfidfRows.from_sklearn(vectorizer),
                    FastLinear.from_sklearn(model, vectors.shape[1], [len(vectorizer.vocabulary_)]))
 

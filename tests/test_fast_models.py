@@ -6,7 +6,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from bot.intents import BinaryTextClassifier, IntentClassifier
-from bot.linear import FastLinear, TfidfRows
+from bot.linear import FastLinear, TfidfRows, fit_logistic
 from bot.retrieval.hybrid import _Grouping
 
 TEXTS = ["核酸结果多久出来", "健康码变黄了怎么办", "where can i get a pcr test", "疫苗在哪里打", "救命 喘不上气",
@@ -41,31 +41,71 @@ def test_unsupported_vectorizers_are_refused():
 
 
 def test_fast_linear_equals_predict_proba():
-    """The classifiers keep only arrays; an sklearn model trained the same way is the reference."""
+    """The classifiers keep only arrays; an sklearn model fitted directly on the stacked features is
+    the reference (the classifiers fit in the row space: the same optimum to sklearn's tolerance)."""
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(len(TEXTS), 8))
     labels = ["a", "b", "c", "a", "b", "c", "a", "b"]
     intents = IntentClassifier.train(TEXTS, labels, vectors)
     binary = BinaryTextClassifier.train(TEXTS, [0, 1, 0, 1, 0, 1, 0, 1], vectors)
     char = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=1, sublinear_tf=True)
+    def stacked_intent(texts, vecs):
+        return sparse.hstack([char.transform(texts), sparse.csr_matrix(vecs)]).tocsr()
+
+    char.fit(TEXTS)
     reference = LogisticRegression(C=8.0, max_iter=2000, class_weight="balanced").fit(
-        IntentClassifier._features(char.fit_transform(TEXTS), vectors), labels)
+        stacked_intent(TEXTS, vectors), labels)
     char_b = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=1)
     stacked = sparse.hstack([sparse.csr_matrix(vectors), char_b.fit_transform(TEXTS)]).tocsr()
     reference_b = LogisticRegression(C=4.0, max_iter=3000, class_weight="balanced").fit(
         stacked, [0, 1, 0, 1, 0, 1, 0, 1])
     for text, vector in zip(TEXTS, vectors):
-        expected = reference.predict_proba(IntentClassifier._features(char.transform([text]), vector.reshape(1, -1)))[0]
+        expected = reference.predict_proba(stacked_intent([text], vector.reshape(1, -1)))[0]
         prediction = intents.run(text, vector)
-        assert abs(prediction.confidence - expected.max()) < 1e-9
+        assert abs(prediction.confidence - expected.max()) < 1e-4
         assert prediction.intent == reference.classes_[expected.argmax()]
         row = sparse.hstack([sparse.csr_matrix(vector.reshape(1, -1)), char_b.transform([text])]).tocsr()
-        assert abs(binary.probability(text, vector) - reference_b.predict_proba(row)[0][1]) < 1e-9
+        assert abs(binary.probability(text, vector) - reference_b.predict_proba(row)[0][1]) < 1e-4
     model = LogisticRegression().fit(np.c_[vectors, rng.normal(size=(len(TEXTS), 3))], labels)
     fast = FastLinear.from_sklearn(model, 8, [3])
     x = rng.normal(size=3)
     row = (np.arange(3), x)
     assert np.allclose(fast.probabilities(vectors[0], row), model.predict_proba(np.r_[vectors[0], x].reshape(1, -1))[0])
+
+
+@pytest.mark.parametrize("n_classes,dense_first,class_weight", [(7, True, None), (2, False, "balanced"),
+                                                                 (5, False, "balanced")])
+def test_the_row_space_fit_is_sklearns_direct_fit(n_classes, dense_first, class_weight):
+    """``fit_logistic`` solves the same L2 problem as ``fit`` on the stacked features (fewer samples
+    than features: it fits in the row space), cold and warm-started, with duplicate rows."""
+    rng = np.random.default_rng(n_classes)
+    n = 120
+    vectors = rng.normal(size=(n, 16))
+    blocks = [sparse.random(n, 300, density=0.05, format="csr", random_state=1),
+              sparse.random(n, 90, density=0.1, format="csr", random_state=2)]
+    vectors[1] = vectors[0]  # a duplicate text
+    for k, block in enumerate(blocks):
+        block = block.tolil()
+        block[1] = block[0]
+        blocks[k] = block.tocsr()
+    labels = rng.integers(0, n_classes, size=n)
+    labels[1] = labels[0]
+    parts = [sparse.csr_matrix(vectors), *blocks] if dense_first else [*blocks, sparse.csr_matrix(vectors)]
+    stacked = sparse.hstack(parts).tocsr()
+
+    def model():
+        return LogisticRegression(C=16.0, max_iter=5000, tol=1e-8, class_weight=class_weight)
+
+    direct = model().fit(stacked, labels)
+    fitted = fit_logistic(model(), vectors, blocks, labels, dense_first=dense_first)
+    assert fitted.coef_.shape == direct.coef_.shape
+    assert np.linalg.norm(fitted.coef_ - direct.coef_) < 1e-4 * np.linalg.norm(direct.coef_)
+    assert np.abs(fitted.predict_proba(stacked) - direct.predict_proba(stacked)).max() < 1e-5
+    warm = model().set_params(warm_start=True)
+    warm.coef_, warm.intercept_, warm.classes_ = direct.coef_ * 0.9, direct.intercept_, direct.classes_
+    fit_logistic(warm, vectors, blocks, labels, dense_first=dense_first)
+    assert np.abs(warm.predict_proba(stacked) - direct.predict_proba(stacked)).max() < 1e-5
+    assert warm.n_iter_[0] < direct.n_iter_[0]
 
 
 def test_a_loaded_index_model_needs_no_sklearn(tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bot.intents import load_model, save_model
-from bot.linear import FastLinear, TfidfRows
+from bot.linear import FastLinear, TfidfRows, fit_logistic
 
 
 def _identity(tokens: list[str]) -> list[str]:
@@ -56,7 +56,6 @@ class EntryClassifier:
               C: float = 16.0, answers: tuple[list[str], list[list[str]], list[str], np.ndarray] | None = None,
               previous: "EntryClassifier | None" = None) -> "EntryClassifier":
         """``answers``: (texts, tokens, labels, vectors) of the entries' answers, extra examples of their entry."""
-        from scipy import sparse
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
@@ -78,14 +77,13 @@ class EntryClassifier:
                 break
         else:
             raise TooLarge(f"{n_classes} entries x features = {n_weights:,} weights (limit {MAX_WEIGHTS:,})")
-        features = sparse.hstack([sparse.csr_matrix(vectors), char_rows, token_rows]).tocsr()
         model = LogisticRegression(C=C, max_iter=3000)
         if previous is not None:  # a publish: start from the previous fit (see intents.warm_model)
             from bot.intents import warm_model
 
             warm_model(model, labels, previous._linear, True, [previous._char.vocabulary, previous._tokens.vocabulary],
                        [char.vocabulary_, token.vocabulary_], vectors.shape[1])
-        model.fit(features, labels)
+        fit_logistic(model, vectors, [char_rows, token_rows], labels)
         return cls(TfidfRows.from_sklearn(char), TfidfRows.from_sklearn(token),
                    FastLinear.from_sklearn(model, vectors.shape[1], [len(char.vocabulary_), len(token.vocabulary_)]))
 
