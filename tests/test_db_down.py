@@ -162,3 +162,36 @@ def test_one_slow_statement_does_not_trip_the_breaker(postgres_url):
         assert time.monotonic() - started < 1
     finally:
         db.dispose()
+
+
+def test_reading_the_whole_kb_outlasts_a_message_deadline(proxied_postgres, tmp_path, clock):
+    """Regression: reading every entry to materialise the KB (``kb export``, a reload's load) is a bulk
+    read like the import, but it had a citizen message's deadline (statement timeout + 0.3 s): a large KB
+    on a busy machine was cut (the suite's 2,000-entry import test failed at its load on a loaded box),
+    so such a KB could never be loaded. A link that stalls past that deadline now only delays it."""
+    import threading
+
+    from bot.config import default_knowledge_dir
+    from bot.db import Database
+    from bot.kb.store import KnowledgeStore
+
+    proxy, url = proxied_postgres
+    proxy.start()
+    db = Database(url, statement_timeout=0.2)  # a message's transaction is cut after 0.5 s
+    db.upgrade()
+    try:
+        store = KnowledgeStore(db, default_knowledge_dir(), tmp_path / "kbwork", clock)
+        publication = store.import_dir(default_knowledge_dir(), actor="tester")
+        proxy.freeze()
+        thaw = threading.Timer(1.0, proxy.thaw)
+        thaw.start()
+        started = time.monotonic()
+        kb = store.load()
+        assert time.monotonic() - started >= 0.9  # it did wait for the link
+        assert kb.version == publication.version
+        proxy.freeze()
+        threading.Timer(1.0, proxy.thaw).start()
+        assert store.materialise_publication(publication.id).name == publication.version
+    finally:
+        proxy.thaw()
+        db.dispose()

@@ -34,8 +34,9 @@ from bot.yaml_files import load_yaml
 from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision, utcnow
 
 CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
-# An import or a publish writes a row per entry in one transaction: a citizen's message gets the
-# database deadline (1.5 s on a frozen link), a bulk KB write this long; each statement keeps its timeout.
+# An import or a publish writes a row per entry in one transaction, and materialising the KB (export, a
+# reload's load) reads them all: a citizen's message gets the database deadline (1.5 s on a frozen link), a
+# bulk KB read or write this long; each statement keeps its timeout.
 BULK_SECONDS = 60.0
 _Row = TypeVar("_Row", KbEntry, KbContact)
 
@@ -202,7 +203,7 @@ class KnowledgeStore:
         """The live KB (or live + drafts) as a KB directory: ``kb export``. Everything but the FAQ
         files is copied from ``knowledge_dir``."""
         target = Path(target)
-        with self.db.read() as session:
+        with self.db.read(timeout=BULK_SECONDS) as session:
             files = self._files(self._rows(session), draft, self._contact_rows(session))
         if not faq_only:
             shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True, ignore=self._ignore)
@@ -240,7 +241,7 @@ class KnowledgeStore:
     def materialise_publication(self, publication_id: int) -> Path:
         """The KB exactly as publication ``publication_id`` made it (from the revision history): what a
         process serves while a later, scheduled publication is not in effect yet."""
-        with self.db.read() as session:
+        with self.db.read(timeout=BULK_SECONDS) as session:
             entries = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
             latest: dict[str, dict[str, Any] | None] = {}
