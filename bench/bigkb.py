@@ -16,6 +16,7 @@ python -m bench.latency --in-process`` (it loads the saved index).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import statistics
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--index", action="store_true", help="also time a full index build (minutes of CPU)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # the index build's steps
+    for noisy in ("bm25s", "faiss", "jieba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     root = generate(args.entries, args.out)
     times, kb = [], None
     for _ in range(args.repeats):

@@ -13,13 +13,15 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence, Set
+import time
+from collections.abc import Callable, Iterator, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from bot.encoders import Encoder, encode
 from bot.intents import FAQ_INTENT, BinaryTextClassifier, IntentClassifier
@@ -72,10 +74,23 @@ def artifact_dir(index_root: Path, kb_version: str, encoder_key: str) -> Path:
 
 
 def build_retrievers(doc_texts: list[str], doc_vectors: np.ndarray, tokenizer: DomainTokenizer | _MemoTokenizer,
-                     extra_lexical_texts: Sequence[str] = ()) -> tuple[LexicalRetriever, DenseRetriever]:
-    """Dense over the question documents; lexical over those plus any extra texts."""
-    lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in [*doc_texts, *extra_lexical_texts]])
-    return lexical, DenseRetriever.build(doc_vectors)
+                     extra_lexical_texts: Sequence[str] = (), previous: DenseRetriever | None = None
+                     ) -> tuple[LexicalRetriever, DenseRetriever]:
+    """Dense over the question documents; lexical over those plus any extra texts. ``previous``: the dense
+    index being replaced (its trained inverted lists are reused, see ``DenseRetriever.build``)."""
+    with _phase("lexical index"):
+        lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in [*doc_texts, *extra_lexical_texts]])
+    with _phase("dense index"):
+        dense = DenseRetriever.build(doc_vectors, previous)
+    return lexical, dense
+
+
+@contextlib.contextmanager
+def _phase(name: str) -> Iterator[None]:
+    """Log how long one step of a build took: what an operator of a large KB needs to see."""
+    started = time.perf_counter()
+    yield
+    log.info("index: %s took %.1f s", name, time.perf_counter() - started)
 
 
 class VectorMemo:
@@ -126,14 +141,17 @@ class _MemoTokenizer:
 
 def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
                 memo: VectorMemo | None = None, previous: SearchIndex | None = None,
-                previous_kb: KnowledgeBase | None = None, token_memo: dict[str, list[str]] | None = None
-                ) -> SearchIndex:
+                previous_kb: KnowledgeBase | None = None, token_memo: dict[str, list[str]] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> SearchIndex:
     """Every question paraphrase of both languages is one document of its entry.
 
     Answers are indexed lexically as well: they hold the words citizens type
     ("免费", "72小时") that no paraphrase happens to contain; measured +2 points
     P@1 on the held-out dev half. Dense search stays question-to-question, so
     its cosine keeps meaning "asked the same thing".
+
+    ``progress(done, total)`` is called as texts are encoded (the longest step: ``hotline-bot index``
+    shows it as a progress bar); each step's time is logged.
     """
     doc_entry_ids, doc_texts, answer_entry_ids, answer_texts = _documents(kb)
     intent_texts, intent_labels = [], []
@@ -149,7 +167,8 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     # are long: at 10,000 entries their 20,000 vectors were most of the encoder's time).
     encoded_answers = answer_texts if EntryClassifier.affordable(len(kb.entries)) else []
     every_text = doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb + encoded_answers
-    vectors = memo.encode(encoder, every_text) if memo is not None else encode(encoder, every_text)
+    with _phase(f"encoding {len(every_text):,} texts"):
+        vectors = _encode_all(encoder, memo or VectorMemo(), every_text, progress)
     training_vectors = (every_text, vectors)
     answer_vectors = vectors[len(vectors) - len(encoded_answers):]
     vectors = vectors[:len(vectors) - len(encoded_answers)]
@@ -158,48 +177,69 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     n_docs, n_intents = len(doc_texts), len(intent_texts)
     doc_vectors, intent_vectors = vectors[:n_docs], vectors[n_docs:n_docs + n_intents]
     tokens_of = _MemoTokenizer(tokenizer, {} if token_memo is None else token_memo)
-    doc_tokens = [tokens_of.tokens(text) for text in doc_texts]
-    answer_tokens = [tokens_of.tokens(t) for t in answer_texts]
-    # The entry classifier is most of a rebuild (its L-BFGS fit spends its time in BLAS and sparse
-    # products, which release the GIL): it trains on a second thread while this one trains the rest.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entry-classifier")
-    entries_job = pool.submit(_train_entries, doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
-                              (answer_texts, answer_tokens, answer_entry_ids, answer_vectors) if encoded_answers
-                              else ([], [], [], answer_vectors),
-                              previous.entries if previous else None)
-    pool.shutdown(wait=False)  # the job runs on; .result() below joins it
-    lexical, dense = build_retrievers(doc_texts, doc_vectors, tokens_of, answer_texts)
-    # The intent, emergency, aspect and topic models see the paraphrases as one class among others: a
-    # sample spread over every entry is enough, and keeps their fit flat in the KB's size (all of
-    # today's 1,825; a 10,000-entry KB's 124,152 took 118 s of fitting).
-    sample = np.unique(np.linspace(0, n_docs - 1, min(n_docs, MODEL_PARAPHRASES)).round().astype(np.int64))
-    model_texts, model_vectors = [doc_texts[i] for i in sample], doc_vectors[sample]
-    intents = IntentClassifier.train(
-        model_texts + intent_texts, [FAQ_INTENT] * len(model_texts) + intent_labels,
-        np.vstack([model_vectors, intent_vectors]), previous=previous.intents if previous else None)
-    emergency = train_emergency_detector(model_texts, model_vectors, intent_texts, intent_labels, intent_vectors,
-                                         emergency_texts, calm_texts, vectors[n_docs + n_intents:],
-                                         previous=previous.emergency if previous else None)
-    aspect_rows: list[tuple[str, str, int]] = [(doc_texts[i], str(kb.entries[doc_entry_ids[i]].aspect), int(i))
-                                               for i in sample if kb.entries[doc_entry_ids[i]].aspect]
-    aspects = None
-    if len({a for _, a, _ in aspect_rows}) >= 2:
-        aspects = IntentClassifier.train([r[0] for r in aspect_rows], [r[1] for r in aspect_rows],
-                                         doc_vectors[[r[2] for r in aspect_rows]],
-                                         previous=previous.aspects if previous else None)
-    crisis_kinds = None
-    if len(set(kinds)) >= 2:
-        example_vectors = vectors[n_docs + n_intents:n_docs + n_intents + len(emergency_texts)]
-        crisis_kinds = IntentClassifier.train(emergency_texts, kinds, example_vectors,
-                                              previous=previous.crisis_kinds if previous else None)
-    topic = train_topic_classifier(model_texts, model_vectors, out_of_kb, out_of_kb_vectors,
-                                   previous=previous.topic if previous else None) if out_of_kb else None
-    entries = entries_job.result()
+    with _phase("tokenising"):
+        doc_tokens = [tokens_of.tokens(text) for text in doc_texts]
+        answer_tokens = [tokens_of.tokens(t) for t in answer_texts]
+    # Two fits at once (the entry classifier's thread and this one) with a 2-thread BLAS each ran 4 threads
+    # on 2 cores: 80 s instead of ~10 s for the models of today's KB. One BLAS thread each while both run.
+    one_blas_thread = ThreadpoolController().limit(limits=1, user_api="blas") if encoded_answers \
+        else contextlib.nullcontext()
+    with one_blas_thread:
+        # The entry classifier is most of a rebuild (its fit spends its time in BLAS products, which
+        # release the GIL): it trains on a second thread while this one trains the rest.
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entry-classifier")
+        entries_job = pool.submit(_train_entries, doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
+                                  (answer_texts, answer_tokens, answer_entry_ids, answer_vectors) if encoded_answers
+                                  else ([], [], [], answer_vectors),
+                                  previous.entries if previous else None)
+        pool.shutdown(wait=False)  # the job runs on; .result() below joins it
+        lexical, dense = build_retrievers(doc_texts, doc_vectors, tokens_of, answer_texts,
+                                          previous.dense if previous is not None else None)
+        # The intent, emergency, aspect and topic models see the paraphrases as one class among others: a
+        # sample spread over every entry is enough, and keeps their fit flat in the KB's size (all of
+        # today's 1,825; a 10,000-entry KB's 124,152 took 118 s of fitting).
+        models_started = time.perf_counter()
+        sample = np.unique(np.linspace(0, n_docs - 1, min(n_docs, MODEL_PARAPHRASES)).round().astype(np.int64))
+        model_texts, model_vectors = [doc_texts[i] for i in sample], doc_vectors[sample]
+        intents = IntentClassifier.train(
+            model_texts + intent_texts, [FAQ_INTENT] * len(model_texts) + intent_labels,
+            np.vstack([model_vectors, intent_vectors]), previous=previous.intents if previous else None)
+        emergency = train_emergency_detector(model_texts, model_vectors, intent_texts, intent_labels, intent_vectors,
+                                             emergency_texts, calm_texts, vectors[n_docs + n_intents:],
+                                             previous=previous.emergency if previous else None)
+        aspect_rows: list[tuple[str, str, int]] = [(doc_texts[i], str(kb.entries[doc_entry_ids[i]].aspect), int(i))
+                                                   for i in sample if kb.entries[doc_entry_ids[i]].aspect]
+        aspects = None
+        if len({a for _, a, _ in aspect_rows}) >= 2:
+            aspects = IntentClassifier.train([r[0] for r in aspect_rows], [r[1] for r in aspect_rows],
+                                             doc_vectors[[r[2] for r in aspect_rows]],
+                                             previous=previous.aspects if previous else None)
+        crisis_kinds = None
+        if len(set(kinds)) >= 2:
+            example_vectors = vectors[n_docs + n_intents:n_docs + n_intents + len(emergency_texts)]
+            crisis_kinds = IntentClassifier.train(emergency_texts, kinds, example_vectors,
+                                                  previous=previous.crisis_kinds if previous else None)
+        topic = train_topic_classifier(model_texts, model_vectors, out_of_kb, out_of_kb_vectors,
+                                       previous=previous.topic if previous else None) if out_of_kb else None
+        log.info("index: intent, emergency, aspect and topic models took %.1f s", time.perf_counter() - models_started)
+        with _phase("entry classifier (the rest of its fit)"):
+            entries = entries_job.result()
+    with _phase("vocabulary"):
+        vocabulary = build_vocabulary(kb, tokens_of, previous.vocabulary if previous else None,
+                                      _unchanged(kb, previous_kb))
     return SearchIndex(kb.version, doc_entry_ids, doc_texts, doc_entry_ids + answer_entry_ids,
-                       lexical, dense, intents, entries, emergency,
-                       build_vocabulary(kb, tokens_of, previous.vocabulary if previous else None,
-                                        _unchanged(kb, previous_kb)), aspects,
+                       lexical, dense, intents, entries, emergency, vocabulary, aspects,
                        crisis_kinds, topic, training_vectors)
+
+
+def _encode_all(encoder: Encoder, memo: VectorMemo, texts: list[str],
+                progress: Callable[[int, int], None] | None, step: int = 2048) -> np.ndarray:
+    """``memo.encode(texts)``, in steps of ``step`` texts when someone watches the progress."""
+    if progress is not None:
+        for start in range(0, len(texts), step):
+            memo.encode(encoder, texts[start:start + step])
+            progress(min(start + step, len(texts)), len(texts))
+    return memo.encode(encoder, texts)
 
 
 def _train_entries(texts: list[str], tokens: list[list[str]], labels: list[str], vectors: np.ndarray,
@@ -249,7 +289,8 @@ def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder
         lexical = LexicalRetriever.build([tokens_of.tokens(text) for text in [*doc_texts, *answer_texts]])
         return dataclasses.replace(previous, kb_version=kb.version, lexical=lexical,
                                    lexical_entry_ids=doc_entry_ids + answer_entry_ids, vocabulary=vocabulary)
-    lexical, dense = build_retrievers(doc_texts, memo.encode(encoder, doc_texts), tokens_of, answer_texts)
+    lexical, dense = build_retrievers(doc_texts, memo.encode(encoder, doc_texts), tokens_of, answer_texts,
+                                      previous.dense)
     return dataclasses.replace(previous, kb_version=kb.version, doc_entry_ids=doc_entry_ids, doc_texts=doc_texts,
                                lexical_entry_ids=doc_entry_ids + answer_entry_ids, lexical=lexical, dense=dense,
                                vocabulary=vocabulary, provisional=True)

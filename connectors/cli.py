@@ -87,11 +87,18 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     from bot.kb import load_knowledge_base
     from bot.text import DomainTokenizer, SynonymMap
 
+    from tqdm import tqdm
+
     started = time.perf_counter()
     kb = load_knowledge_base(settings.knowledge_dir)
     tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
-    index = build_index(kb, tokenizer, build_encoder(settings.encoder, args.threads or os.cpu_count() or 1,
-                                                     settings.models_dir))
+    with tqdm(unit="text", desc="encoding", disable=None) as bar:  # disable=None: no bar when not a terminal
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        index = build_index(kb, tokenizer, build_encoder(settings.encoder, args.threads or os.cpu_count() or 1,
+                                                         settings.models_dir), progress=progress)
     directory = artifact_dir(settings.index_dir, kb.version, settings.encoder_key)
     save_index(index, directory)
     print(f"indexed {len(kb.entries)} entries / {len(index.doc_texts)} questions "

@@ -43,3 +43,25 @@ def test_up_to_the_limit_every_document_is_scored_exactly(vectors):
     retriever = DenseRetriever.build(vectors[:500])
     query = vectors[3]
     np.testing.assert_allclose(retriever.scores(query), vectors[:500] @ query, atol=1e-5)
+
+
+def test_a_rebuild_keeps_the_trained_lists_of_the_index_it_replaces(vectors, monkeypatch):
+    """A publish at 10,000 entries re-ran k-means over every paraphrase for one changed question; the lists
+    of the index being replaced are reused (and found things as well) while the size stays within a quarter."""
+    import faiss
+
+    monkeypatch.setattr(dense, "EXACT_LIMIT", 1000)
+    first = DenseRetriever.build(vectors[:5000])
+    trained = []
+    monkeypatch.setattr(faiss.IndexIVFFlat, "train", lambda self, x: trained.append(len(x)))
+    again = DenseRetriever.build(vectors, previous=first)  # 6,000 vectors: 1.2x
+    assert trained == [] and again.size == len(vectors)
+    centroids = faiss.extract_index_ivf(first._index).quantizer.reconstruct_n(0, first._index.nlist)  # noqa: SLF001
+    np.testing.assert_array_equal(again._index.quantizer.reconstruct_n(0, again._index.nlist), centroids)  # noqa: SLF001
+    rng = np.random.default_rng(9)
+    hits = sum(int(np.argmax(again.scores(vectors[i])) == i) for i in rng.integers(0, len(vectors), 100))
+    assert hits >= 95
+    np.testing.assert_allclose(again.vectors(), vectors, atol=1e-6)
+    with pytest.raises(RuntimeError):  # half the size: new lists are trained (the patched train trains nothing)
+        DenseRetriever.build(vectors[:3000], previous=again)
+    assert trained == [min(3000, int(dense.LISTS_PER_ROOT * 3000 ** 0.5) * dense.TRAIN_PER_LIST)]
