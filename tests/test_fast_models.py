@@ -75,9 +75,12 @@ def test_fast_linear_equals_predict_proba():
 
 @pytest.mark.parametrize("n_classes,dense_first,class_weight", [(7, True, None), (2, False, "balanced"),
                                                                  (5, False, "balanced")])
-def test_the_row_space_fit_is_sklearns_direct_fit(n_classes, dense_first, class_weight):
+def test_the_row_space_fit_is_sklearns_direct_fit(n_classes, dense_first, class_weight, monkeypatch):
     """``fit_logistic`` solves the same L2 problem as ``fit`` on the stacked features (fewer samples
     than features: it fits in the row space), cold and warm-started, with duplicate rows."""
+    from bot import linear
+
+    monkeypatch.setattr(linear, "ROW_SPACE_MIN_WEIGHTS", 0)  # this small problem would be fitted directly
     rng = np.random.default_rng(n_classes)
     n = 120
     vectors = rng.normal(size=(n, 16))
@@ -97,7 +100,11 @@ def test_the_row_space_fit_is_sklearns_direct_fit(n_classes, dense_first, class_
         return LogisticRegression(C=16.0, max_iter=5000, tol=1e-8, class_weight=class_weight)
 
     direct = model().fit(stacked, labels)
+    fitted_on = []
+    fit = LogisticRegression.fit
+    monkeypatch.setattr(LogisticRegression, "fit", lambda self, x, y: fitted_on.append(x.shape) or fit(self, x, y))
     fitted = fit_logistic(model(), vectors, blocks, labels, dense_first=dense_first)
+    assert fitted_on == [(n, n)]  # the row space: n x n features
     assert fitted.coef_.shape == direct.coef_.shape
     assert np.linalg.norm(fitted.coef_ - direct.coef_) < 1e-4 * np.linalg.norm(direct.coef_)
     assert np.abs(fitted.predict_proba(stacked) - direct.predict_proba(stacked)).max() < 1e-5
