@@ -102,11 +102,22 @@ class VectorMemo:
         self._vectors: dict[str, np.ndarray] = {}
         self.encoded = 0  # texts that went through the encoder (not reused): measured in tests
 
-    def encode(self, encoder: Encoder, texts: list[str]) -> np.ndarray:
+    def encode(self, encoder: Encoder, texts: list[str], progress: Callable[[int, int], None] | None = None,
+               step: int = 2048) -> np.ndarray:
+        """``progress(done, total)`` after each ``step`` texts encoded; an encoder with ``encode_batches``
+        (the built-in ones) encodes several steps at once when it has more than one thread."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
         if missing:
-            for text, vector in zip(missing, encode(encoder, missing)):
-                self._vectors[text] = vector
+            batches = [missing[start:start + step] for start in range(0, len(missing), step)]
+            batched = getattr(encoder, "encode_batches", None)
+            done = 0
+            for batch, vectors in zip(batches, batched(batches) if batched is not None
+                                      else (encode(encoder, batch) for batch in batches)):
+                for text, vector in zip(batch, vectors):
+                    self._vectors[text] = vector
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(missing))
             self.encoded += len(missing)
         if not texts:
             return encode(encoder, [])
@@ -168,7 +179,7 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     encoded_answers = answer_texts if EntryClassifier.affordable(len(kb.entries)) else []
     every_text = doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb + encoded_answers
     with _phase(f"encoding {len(every_text):,} texts"):
-        vectors = _encode_all(encoder, memo or VectorMemo(), every_text, progress)
+        vectors = (memo or VectorMemo()).encode(encoder, every_text, progress)
     training_vectors = (every_text, vectors)
     answer_vectors = vectors[len(vectors) - len(encoded_answers):]
     vectors = vectors[:len(vectors) - len(encoded_answers)]
@@ -180,50 +191,45 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     with _phase("tokenising"):
         doc_tokens = [tokens_of.tokens(text) for text in doc_texts]
         answer_tokens = [tokens_of.tokens(t) for t in answer_texts]
-    # Two fits at once (the entry classifier's thread and this one) with a 2-thread BLAS each ran 4 threads
-    # on 2 cores: 80 s instead of ~10 s for the models of today's KB. One BLAS thread each while both run.
-    one_blas_thread = ThreadpoolController().limit(limits=1, user_api="blas") if encoded_answers \
-        else contextlib.nullcontext()
-    with one_blas_thread:
-        # The entry classifier is most of a rebuild (its fit spends its time in BLAS products, which
-        # release the GIL): it trains on a second thread while this one trains the rest.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="entry-classifier")
+    # The six models train on two threads (their fits spend most of their time in BLAS and sparse products,
+    # which release the GIL), the entry classifier first: it is the longest. Two fits with a 2-thread BLAS
+    # each ran 4 threads on 2 cores (129 s instead of 27 s for today's KB): one BLAS thread each meanwhile.
+    sample = np.unique(np.linspace(0, n_docs - 1, min(n_docs, MODEL_PARAPHRASES)).round().astype(np.int64))
+    model_texts, model_vectors = [doc_texts[i] for i in sample], doc_vectors[sample]
+    aspect_rows: list[tuple[str, str, int]] = [(doc_texts[i], str(kb.entries[doc_entry_ids[i]].aspect), int(i))
+                                               for i in sample if kb.entries[doc_entry_ids[i]].aspect]
+    example_vectors = vectors[n_docs + n_intents:n_docs + n_intents + len(emergency_texts)]
+    with ThreadpoolController().limit(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="index-models") as pool:
         entries_job = pool.submit(_train_entries, doc_texts, doc_tokens, doc_entry_ids, doc_vectors,
                                   (answer_texts, answer_tokens, answer_entry_ids, answer_vectors) if encoded_answers
                                   else ([], [], [], answer_vectors),
                                   previous.entries if previous else None)
-        pool.shutdown(wait=False)  # the job runs on; .result() below joins it
-        lexical, dense = build_retrievers(doc_texts, doc_vectors, tokens_of, answer_texts,
-                                          previous.dense if previous is not None else None)
         # The intent, emergency, aspect and topic models see the paraphrases as one class among others: a
         # sample spread over every entry is enough, and keeps their fit flat in the KB's size (all of
         # today's 1,825; a 10,000-entry KB's 124,152 took 118 s of fitting).
-        models_started = time.perf_counter()
-        sample = np.unique(np.linspace(0, n_docs - 1, min(n_docs, MODEL_PARAPHRASES)).round().astype(np.int64))
-        model_texts, model_vectors = [doc_texts[i] for i in sample], doc_vectors[sample]
-        intents = IntentClassifier.train(
-            model_texts + intent_texts, [FAQ_INTENT] * len(model_texts) + intent_labels,
-            np.vstack([model_vectors, intent_vectors]), previous=previous.intents if previous else None)
-        emergency = train_emergency_detector(model_texts, model_vectors, intent_texts, intent_labels, intent_vectors,
-                                             emergency_texts, calm_texts, vectors[n_docs + n_intents:],
-                                             previous=previous.emergency if previous else None)
-        aspect_rows: list[tuple[str, str, int]] = [(doc_texts[i], str(kb.entries[doc_entry_ids[i]].aspect), int(i))
-                                                   for i in sample if kb.entries[doc_entry_ids[i]].aspect]
-        aspects = None
-        if len({a for _, a, _ in aspect_rows}) >= 2:
-            aspects = IntentClassifier.train([r[0] for r in aspect_rows], [r[1] for r in aspect_rows],
-                                             doc_vectors[[r[2] for r in aspect_rows]],
-                                             previous=previous.aspects if previous else None)
-        crisis_kinds = None
-        if len(set(kinds)) >= 2:
-            example_vectors = vectors[n_docs + n_intents:n_docs + n_intents + len(emergency_texts)]
-            crisis_kinds = IntentClassifier.train(emergency_texts, kinds, example_vectors,
-                                                  previous=previous.crisis_kinds if previous else None)
-        topic = train_topic_classifier(model_texts, model_vectors, out_of_kb, out_of_kb_vectors,
-                                       previous=previous.topic if previous else None) if out_of_kb else None
-        log.info("index: intent, emergency, aspect and topic models took %.1f s", time.perf_counter() - models_started)
-        with _phase("entry classifier (the rest of its fit)"):
-            entries = entries_job.result()
+        aspects_job = pool.submit(IntentClassifier.train, [r[0] for r in aspect_rows], [r[1] for r in aspect_rows],
+                                  doc_vectors[[r[2] for r in aspect_rows]],
+                                  previous=previous.aspects if previous else None) \
+            if len({a for _, a, _ in aspect_rows}) >= 2 else None
+        intents_job = pool.submit(IntentClassifier.train, model_texts + intent_texts,
+                                  [FAQ_INTENT] * len(model_texts) + intent_labels,
+                                  np.vstack([model_vectors, intent_vectors]),
+                                  previous=previous.intents if previous else None)
+        emergency_job = pool.submit(train_emergency_detector, model_texts, model_vectors, intent_texts,
+                                    intent_labels, intent_vectors, emergency_texts, calm_texts,
+                                    vectors[n_docs + n_intents:], previous=previous.emergency if previous else None)
+        crisis_job = pool.submit(IntentClassifier.train, emergency_texts, kinds, example_vectors,
+                                 previous=previous.crisis_kinds if previous else None) if len(set(kinds)) >= 2 else None
+        topic_job = pool.submit(train_topic_classifier, model_texts, model_vectors, out_of_kb, out_of_kb_vectors,
+                                previous=previous.topic if previous else None) if out_of_kb else None
+        with _phase("lexical and dense indexes, and the models"):
+            lexical, dense = build_retrievers(doc_texts, doc_vectors, tokens_of, answer_texts,
+                                              previous.dense if previous is not None else None)
+            entries, intents, emergency = entries_job.result(), intents_job.result(), emergency_job.result()
+            aspects = aspects_job.result() if aspects_job else None
+            crisis_kinds = crisis_job.result() if crisis_job else None
+            topic = topic_job.result() if topic_job else None
     with _phase("vocabulary"):
         vocabulary = build_vocabulary(kb, tokens_of, previous.vocabulary if previous else None,
                                       _unchanged(kb, previous_kb))
@@ -231,15 +237,6 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
                        lexical, dense, intents, entries, emergency, vocabulary, aspects,
                        crisis_kinds, topic, training_vectors)
 
-
-def _encode_all(encoder: Encoder, memo: VectorMemo, texts: list[str],
-                progress: Callable[[int, int], None] | None, step: int = 2048) -> np.ndarray:
-    """``memo.encode(texts)``, in steps of ``step`` texts when someone watches the progress."""
-    if progress is not None:
-        for start in range(0, len(texts), step):
-            memo.encode(encoder, texts[start:start + step])
-            progress(min(start + step, len(texts)), len(texts))
-    return memo.encode(encoder, texts)
 
 
 def _train_entries(texts: list[str], tokens: list[list[str]], labels: list[str], vectors: np.ndarray,

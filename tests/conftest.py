@@ -71,9 +71,12 @@ def shared_cache(session_dir):
 
 @pytest.fixture(scope="session")
 def settings(session_dir, shared_cache) -> Settings:
-    """Real KB, index artifacts in the shared cache, SQLite, a fixed privacy key."""
+    """Real KB, index artifacts in the shared cache, SQLite, a fixed privacy key. A 5 s statement timeout:
+    the suite loads both cores (browsers, servers, two workers), and a first message on a fresh PostgreSQL
+    database once outlived the 1.5 s production deadline in a fixture's setup; the tests of that deadline
+    (tests/test_db_down.py) set their own timeouts."""
     return Settings(data_dir=session_dir / "var", cache_dir=shared_cache, database_url=None, cookie_secure=False,
-                    privacy={"key": TEST_KEY}, redis_url=None)
+                    privacy={"key": TEST_KEY}, redis_url=None, db={"statement_timeout": 5.0})
 
 
 @pytest.fixture(scope="session")

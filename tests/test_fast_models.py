@@ -81,6 +81,7 @@ def test_the_row_space_fit_is_sklearns_direct_fit(n_classes, dense_first, class_
     from bot import linear
 
     monkeypatch.setattr(linear, "ROW_SPACE_MIN_WEIGHTS", 0)  # this small problem would be fitted directly
+    monkeypatch.setattr(linear, "ROW_SPACE_MIN_WEIGHTS_COLD", 0)
     rng = np.random.default_rng(n_classes)
     n = 120
     vectors = rng.normal(size=(n, 16))
@@ -176,3 +177,23 @@ def test_use_tokenises_with_the_sentencepiece_library():
             port.encode(text, out_type=int, add_bos=True, add_eos=True), text
     assert library.encode("辟谣平台在哪", out_type=int).count(0) == 1
     assert port.encode("辟谣平台在哪", out_type=int).count(0) == 2
+
+
+def test_batches_encoded_on_two_threads_are_the_same_vectors_in_order():
+    """An index build encodes several batches at once (one BLAS thread each); the vectors and their order
+    are what one caller gets, and the memo reports its progress batch by batch."""
+    from bot.encoders import UniversalSentenceEncoder
+    from bot.index import VectorMemo
+
+    texts = [f"{text} {i}" for i, text in enumerate(TEXTS * 5)]
+    encoder = UniversalSentenceEncoder(threads=2)
+    reference = UniversalSentenceEncoder(threads=1).encode(texts)
+    batches = [texts[:7], [], texts[7:30], texts[30:]]
+    got = list(encoder.encode_batches(batches))
+    assert [len(v) for v in got] == [7, 0, 23, 10]
+    np.testing.assert_allclose(np.vstack(got), reference, atol=1e-5)
+    seen = []
+    memo = VectorMemo()
+    vectors = memo.encode(encoder, [*texts, texts[0]], lambda done, total: seen.append((done, total)), step=16)
+    assert seen == [(16, 40), (32, 40), (40, 40)] and memo.encoded == 40
+    np.testing.assert_allclose(vectors, np.vstack([reference, reference[:1]]), atol=1e-5)
