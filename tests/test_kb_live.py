@@ -173,7 +173,7 @@ def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editin
 
     app = create_app(editing)
     editor, citizen = _login(app), app.test_client()
-    old_models = editing.bot.index.entries
+    old_models, old_lexical = editing.bot.index.entries, editing.bot.index.lexical
     paraphrase = f"捅一次嗓子眼要掏几块钱{uuid.uuid4().hex[:6]}"  # a new KB version, never in the shared cache
     assert editor.post(f"/agents/api/kb/entries/{ENTRY}",
                        json={"entry": _with_paraphrase(editing.kb_live.store, paraphrase)}).status_code == 200
@@ -182,6 +182,8 @@ def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editin
     assert published.json["retraining"] is True and editing.bot.index.provisional
     assert published.json["swap_seconds"] < 5
     assert editing.bot.index.entries is old_models  # the previous models answer meanwhile
+    provisional_lexical = editing.bot.index.lexical
+    assert provisional_lexical is not old_lexical
     assert any(paraphrase in text for text in editing.bot.index.doc_texts)  # ...over the new paraphrases
     assert NEW_ANSWER + paraphrase in _ask(citizen, "citizen-p1")[1]  # served before the retraining ends
 
@@ -192,6 +194,7 @@ def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editin
         assert retraining is not None
         retraining.join(timeout=600)
         assert not editing.bot.index.provisional and editing.bot.index.entries is not old_models
+        assert editing.bot.index.lexical is provisional_lexical  # the retraining kept the new version's BM25
         assert ENTRY in editing.bot.index.entries.classes
         assert is_complete(artifact_dir(settings.index_dir, editing.bot.kb.version, settings.encoder_key))
         assert editing.kb_live.last_retrain_seconds is not None
