@@ -197,3 +197,25 @@ def test_batches_encoded_on_two_threads_are_the_same_vectors_in_order():
     vectors = memo.encode(encoder, [*texts, texts[0]], lambda done, total: seen.append((done, total)), step=16)
     assert seen == [(16, 40), (32, 40), (40, 40)] and memo.encoded == 40
     np.testing.assert_allclose(vectors, np.vstack([reference, reference[:1]]), atol=1e-5)
+
+
+def test_the_vectorised_bm25_build_is_bm25s_own_index():
+    """The lexical index is built with array operations (10.9 s → 3.7 s for a 10,000-entry KB's 213k
+    documents); its score matrix is bm25s's, bit for bit, and so are the scores of a query."""
+    import bm25s
+
+    from bot.retrieval.lexical import _VectorisedBM25
+
+    rng = np.random.default_rng(5)
+    vocabulary = [f"w{i}" for i in range(300)] + list("核酸检测多少钱健康码")
+    documents = [list(rng.choice(vocabulary, size=int(rng.integers(1, 30)))) for _ in range(2000)]
+    documents += [["核", "核", "核"], ["<empty>"]]
+    reference, fast = bm25s.BM25(), _VectorisedBM25()
+    reference.index(documents, show_progress=False)
+    fast.index(documents, show_progress=False)
+    for key in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(fast.scores[key], reference.scores[key])
+        assert fast.scores[key].dtype == reference.scores[key].dtype, key
+    assert fast.vocab_dict == reference.vocab_dict
+    for query in (["核", "w3"], ["w299", "w299", "钱"], ["unknown"]):
+        np.testing.assert_array_equal(fast.get_scores(query), reference.get_scores(query))
