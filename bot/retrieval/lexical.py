@@ -1,6 +1,7 @@
 """BM25 over jieba words + Chinese character bigrams (bm25s)."""
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import bm25s
@@ -25,7 +26,7 @@ class _VectorisedBM25(bm25s.BM25):  # type: ignore[misc]  # bm25s ships no types
                                                      leave_progress))
         n_docs, n_vocab = len(corpus_token_ids), len(unique_token_ids)
         lengths = np.fromiter(map(len, corpus_token_ids), dtype=np.int64, count=n_docs)
-        flat = np.fromiter((t for doc in corpus_token_ids for t in doc), dtype=np.int64, count=int(lengths.sum()))
+        flat = np.fromiter(chain.from_iterable(corpus_token_ids), dtype=np.int64, count=int(lengths.sum()))
         docs = np.repeat(np.arange(n_docs, dtype=np.int64), lengths)
         pairs, tf = np.unique(docs * n_vocab + flat, return_counts=True)
         doc_idx, vocab_idx = pairs // n_vocab, pairs % n_vocab
