@@ -25,7 +25,8 @@ def _identity(tokens: list[str]) -> list[str]:
     return tokens
 
 
-# The multinomial fit holds ~23 float64 copies of its classes × features weights (coefficients,
+# The direct multinomial fit (the row space of bot/linear.fit_logistic only takes up to 6,000 samples) holds
+# ~23 float64 copies of its classes × features weights (coefficients,
 # gradient, L-BFGS history): 146 entries × 50,323 features = 7.3M weights fit in 23 s cold, 5 s
 # warm; a 10,000-entry KB (bench/bigkb.py) had 13 GB resident after 11 min of fitting and was
 # stopped. Above this many weights rare n-grams are dropped (min_df 2, then 3: on today's KB that

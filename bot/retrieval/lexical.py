@@ -15,7 +15,7 @@ class _VectorisedBM25(bm25s.BM25):  # type: ignore[misc]  # bm25s ships no types
     build the index in a different way"). bm25s counts document frequencies and scores one document at a
     time: 10.6 of 14.2 s (profiled) of rebuilding the lexical index of a 10,000-entry KB (213k documents),
     which every publish does. The same Lucene BM25 (its defaults: k1 1.5, b 0.75, Lucene idf) over
-    ``np.unique`` of (document, token) pairs gives the same score matrix (equal to float32 rounding; tested)."""
+    ``np.unique`` of (document, token) pairs gives the same score matrix, bit for bit (tested)."""
 
     def build_index_from_ids(self, unique_token_ids: list[int], corpus_token_ids: list[list[int]],
                              show_progress: bool = True, leave_progress: bool = False) -> dict[str, object]:
