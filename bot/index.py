@@ -267,7 +267,6 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
                        crisis_kinds, topic, training_vectors)
 
 
-
 def _train_entries(texts: list[str], tokens: list[list[str]], labels: list[str], vectors: np.ndarray,
                    answers: tuple[list[str], list[list[str]], list[str], np.ndarray],
                    previous: EntryClassifier | None) -> EntryClassifier | None:
