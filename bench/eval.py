@@ -66,7 +66,7 @@ class ForeignFAQ:
         t = bot.settings.thresholds
         self.retriever = HybridRetriever(ids, lexical, dense, t.dense_weight, t.lexical_saturation,
                                          lexical_entry_ids=ids + list(answers), classifier=classifier,
-                                         classifier_weight=t.classifier_weight)
+                                         classifier_weight=t.classifier_weight, doc_texts=texts)
         words: dict[str, set[str]] = {}
         for entry_id, text in [*zip(ids, texts), *answers.items()]:
             words.setdefault(entry_id, set()).update(bot.tokenizer.words(text))

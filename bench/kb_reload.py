@@ -12,7 +12,9 @@ no request failed and no server ever answered with the old text after the new on
 flipped version). ``--paraphrase-rounds`` adds rounds that add a question paraphrase: such a publish is
 served at once over the previous models (a provisional index) and retrained in the background, so
 those rounds also record when each server first answers the new paraphrase itself directly with the
-entry (the retrained models in place). With ``--redis`` the other servers' own version check is set to once an hour, so only
+entry (a question that is word for word a KB paraphrase is answered with its entry, also by the
+provisional index) and when each server's ``/healthz`` no longer says ``retraining`` (the retrained
+models in place: near wordings of the new paraphrase are then learned too). With ``--redis`` the other servers' own version check is set to once an hour, so only
 the Redis bump can move them. Traffic goes to 127.0.0.1 only; everything is bounded in time.
 """
 from __future__ import annotations
@@ -92,6 +94,13 @@ def _answers_directly(client: httpx.Client, text: str) -> bool:
     return r.status_code == 200 and r.json().get("entry_id") == ENTRY
 
 
+def _retraining(client: httpx.Client) -> bool:
+    try:
+        return bool(client.get("/healthz").json().get("retraining", True))
+    except (httpx.HTTPError, ValueError):
+        return True
+
+
 def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float, probes: list[httpx.Client]) -> dict:
     entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json()
     content = dict(entry["draft"] or entry["published"])
@@ -109,8 +118,9 @@ def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float, pr
     returned = time.perf_counter()
     seen: dict[int, float] = {}
     answered: dict[int, float] = {}
-    while time.perf_counter() < returned + timeout and (len(seen) < len(load.rows)
-                                                        or (paraphrase and len(answered) < len(probes))):
+    retrained: dict[int, float] = {}
+    while time.perf_counter() < returned + timeout and (len(seen) < len(load.rows) or (
+            paraphrase and (len(answered) < len(probes) or len(retrained) < len(probes)))):
         for i, rows in load.rows.items():
             if i not in seen:
                 hit = next((at for at, _, text in rows[marks[i]:] if marker in text), None)
@@ -119,6 +129,8 @@ def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float, pr
         for i, probe in enumerate(probes if paraphrase else []):
             if i not in answered and _answers_directly(probe, new_question):
                 answered[i] = time.perf_counter() - started
+            if i in seen and i not in retrained and not _retraining(probe):
+                retrained[i] = time.perf_counter() - started
         time.sleep(0.02)
     time.sleep(0.5)
     failed, flipped = 0, 0
@@ -133,7 +145,9 @@ def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float, pr
             "served_by_server_s": {str(i): round(v, 2) for i, v in sorted(seen.items())},
             "served_by_all_s": round(max(seen.values()), 2) if len(seen) == len(load.rows) else None,
             **({"paraphrase_answered_by_all_s": round(max(answered.values()), 2) if len(answered) == len(probes)
-                else None, "paraphrase_answered_before": answered_before} if paraphrase else {}),
+                else None, "paraphrase_answered_before": answered_before,
+                "retrained_by_all_s": round(max(retrained.values()), 2) if len(retrained) == len(probes) else None}
+               if paraphrase else {}),
             "requests": sum(len(rows[marks[i]:]) for i, rows in load.rows.items()), "failed": failed,
             "went_back_to_old": flipped}
 

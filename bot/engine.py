@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bot import commands
-from bot.config import Settings
+from bot.config import Settings, Thresholds
 from bot.conversations.service import ConversationError, ConversationRecord, MessageScope, StoredTurn
 from bot.conversations.status import ENDED, WITH_PERSON
 from bot.encoders import Encoder, build_encoder, encode
@@ -114,10 +114,7 @@ class Bot:
         self.conversations = conversations
         self.clock = clock
         thresholds = settings.thresholds
-        self.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
-                                         thresholds.dense_weight, thresholds.lexical_saturation,
-                                         lexical_entry_ids=index.lexical_entry_ids,
-                                         classifier=index.entries, classifier_weight=thresholds.classifier_weight)
+        self.retriever = _retriever(index, thresholds)
         self.safety = EmergencyDetector.from_file(kb.safety_path)
         self.gazetteer = Gazetteer.from_file(kb.regions_path)
         self.scope_model = None
@@ -167,10 +164,7 @@ class Bot:
         bot = copy.copy(self)  # shares the query-vector cache: vectors do not depend on the KB
         thresholds = self.settings.thresholds
         bot.kb, bot.index = kb, index
-        bot.retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense,
-                                        thresholds.dense_weight, thresholds.lexical_saturation,
-                                        lexical_entry_ids=index.lexical_entry_ids,
-                                        classifier=index.entries, classifier_weight=thresholds.classifier_weight)
+        bot.retriever = _retriever(index, thresholds)
         bot.policy = DecisionPolicy(kb, thresholds, self.settings.max_failures_before_handoff, self.gazetteer)
         return bot
 
@@ -505,6 +499,13 @@ class Bot:
     def _region_title(self, name: str, language: str) -> str:
         region = self.gazetteer.get(name)
         return region.title(language) if region else name
+
+
+def _retriever(index: SearchIndex, thresholds: Thresholds) -> HybridRetriever:
+    return HybridRetriever(index.doc_entry_ids, index.lexical, index.dense, thresholds.dense_weight,
+                           thresholds.lexical_saturation, lexical_entry_ids=index.lexical_entry_ids,
+                           classifier=index.entries, classifier_weight=thresholds.classifier_weight,
+                           doc_texts=index.doc_texts)
 
 
 def entry_texts(kb: KnowledgeBase) -> dict[str, str]:

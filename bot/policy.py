@@ -95,6 +95,12 @@ class DecisionPolicy:
         wants_person = confident_intent or (top is not None and top.entry_id == PERSON_ENTRY)
         if intent.intent == "ask_human" and wants_person:
             return Decision("handoff", "ask_human", intent.confidence, reason="user_request", region=region)
+        known = next((c for c in candidates if c.known), None)
+        if known is not None:
+            # The citizen asked, word for word, a question the KB's editors wrote under this entry: it is
+            # covered by definition, whatever a model trained before the editor added it makes of it.
+            return self._decide_with_scope([known, *(c for c in candidates if c is not known)], 1.0, failures,
+                                           today, region)
         if intent.intent == "complaint" and confident_intent and not overrides_intent:
             return Decision("handoff", "complaint", intent.confidence, reason="complaint", region=region)
         if intent.intent == VAGUE_INTENT and confident_intent:  # no topic in it: retrieval scores mean nothing

@@ -98,8 +98,9 @@ def create_app(services: Services) -> Flask:
         the 2 s connect timeout instead: 2,007 ms on a frozen link while messages got their 503 in 1.5 s)."""
         db_ok = services.db.ping()
         bot = services.bot
+        # retraining: a paraphrase publish is served over the previous models until the retrained ones land
         body = {"status": "ok" if db_ok else "degraded", "database": db_ok,
-                "kb_version": bot.kb.version, "entries": len(bot.kb.entries)}
+                "kb_version": bot.kb.version, "entries": len(bot.kb.entries), "retraining": bot.index.provisional}
         return jsonify(body), 200 if db_ok else 503
 
     @app.get("/readyz")

@@ -186,6 +186,11 @@ def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editin
     assert provisional_lexical is not old_lexical
     assert any(paraphrase in text for text in editing.bot.index.doc_texts)  # ...over the new paraphrases
     assert NEW_ANSWER + paraphrase in _ask(citizen, "citizen-p1")[1]  # served before the retraining ends
+    # The new paraphrase itself is answered directly before the retraining ends: the previous models rate it
+    # out of the KB, but it is the KB's own words now (it was not answered until the retraining landed).
+    asked = citizen.post("/api/v1/messages", json={"user_id": "citizen-p0", "text": paraphrase, "new_conversation": True})
+    assert editing.bot.index.provisional and (asked.json["intent"], asked.json["entry_id"]) == ("faq", ENTRY), asked.json
+    assert citizen.get("/healthz").json["retraining"] is True  # operators (and bench.kb_reload) can tell
 
     other = build_services(settings, engine, editing.db.url, clock, kb=KbSettings(editing=True))
     try:
@@ -194,6 +199,7 @@ def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editin
         assert retraining is not None
         retraining.join(timeout=600)
         assert not editing.bot.index.provisional and editing.bot.index.entries is not old_models
+        assert citizen.get("/healthz").json["retraining"] is False
         assert editing.bot.index.lexical is provisional_lexical  # the retraining kept the new version's BM25
         assert ENTRY in editing.bot.index.entries.classes
         assert is_complete(artifact_dir(settings.index_dir, editing.bot.kb.version, settings.encoder_key))

@@ -176,3 +176,26 @@ def test_an_index_build_pauses_the_garbage_collector_and_restores_it(mini_engine
     with pytest.raises(ZeroDivisionError):
         index.update_index(mini_engine.kb, mini_engine.tokenizer, mini_engine.encoder, None, None, index.VectorMemo())
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("text", ["HOW MUCH IS A PCR TEST", "How much is a PCR test ?", "測一次核酸多少錢？", "测一次 核酸多少钱!"])
+def test_a_question_word_for_word_in_the_kb_comes_back_known(mini_engine, text):
+    """Case, width, script, spacing and punctuation aside, the question is one of testing.mini_fee's paraphrases."""
+    candidates = mini_engine.understand(text).candidates
+    assert [c.entry_id for c in candidates if c.known] == ["testing.mini_fee"]
+
+
+def test_a_question_near_a_paraphrase_or_under_two_entries_is_not_known(mini_engine):
+    from bot.retrieval import HybridRetriever
+
+    assert not any(c.known for c in mini_engine.understand("How much is a PCR test please").candidates)
+    index, text = mini_engine.index, "how much is a pcr test?"
+
+    def known(doc_texts):
+        retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense, 0.5, 1.0, doc_texts=doc_texts)
+        return [c.entry_id for c in retriever.run([], mini_engine.vector(text), text=text) if c.known]
+
+    assert known(index.doc_texts) == ["testing.mini_fee"]
+    texts = list(index.doc_texts)
+    texts[next(i for i, e in enumerate(index.doc_entry_ids) if e != "testing.mini_fee")] = text
+    assert known(texts) == []  # the same words under two entries: which one is not known

@@ -1,4 +1,5 @@
 """Decision policy branches, on the real KB with hand-made evidence."""
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -206,3 +207,24 @@ def test_another_subject_never_masks_an_emergency(scoped):
     d = scoped.run(emergency="learned:0.99", intent=faq(), today=DAY, scope=0.95, failures=0,
                    other_subjects=("rabies",), candidates=cands(("vaccination.how_to_book", 0.9)))
     assert (d.action, d.reason) == ("handoff", "emergency")
+
+
+def test_a_question_that_is_one_of_the_kbs_own_paraphrases_is_answered(scoped):
+    """Regression (issue 9): a paraphrase an editor had just added (the question a citizen asked and the bot
+    failed) was not answered directly until every model was retrained: the models of the version before it
+    rated it out of the KB. The question is the KB's own words for that entry, so it is answered."""
+    known = [Candidate("testing.pcr_sites", 0.71, 0.7, 0.7), Candidate("testing.pcr_fee", 0.55, 1.0, 0.9, known=True)]
+    d = scoped.run(emergency=None, intent=faq(0.3), candidates=known, failures=0, today=DAY, scope=0.05)
+    assert (d.action, d.entry_id) == ("answer", "testing.pcr_fee")
+    unknown = [dataclasses.replace(c, known=False) for c in known]
+    assert scoped.run(emergency=None, intent=faq(0.3), candidates=unknown, failures=0, today=DAY,
+                      scope=0.05).action == "not_covered"
+    # ...but never over a red flag or a request for a person
+    assert scoped.run(emergency="rule:chest_pain", intent=faq(), candidates=known, failures=0, today=DAY,
+                      scope=0.05).reason == "emergency"
+    assert scoped.run(emergency=None, intent=IntentPrediction("ask_human", 0.9), candidates=known, failures=0,
+                      today=DAY, scope=0.05).reason == "user_request"
+    # an entry with regional variants still asks where first
+    variants = [Candidate("travel.arrival_testing", 0.3, 1.0, 1.0, known=True)]
+    assert scoped.run(emergency=None, intent=faq(), candidates=variants, failures=0, today=DAY,
+                      scope=0.05).action == "ask_region"

@@ -8,7 +8,9 @@ held-out dev half (``bench/calibrate.py``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,14 +26,27 @@ class Candidate:
     dense: float
     lexical: float
     prob: float = 0.0  # the entry classifier's probability (0 without a classifier)
+    # The question is, word for word (case, width, script, spacing and punctuation aside), one of this entry's
+    # own paraphrases: the KB's editors answered it. See ``HybridRetriever.run``.
+    known: bool = False
+
+
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def question_key(normalised: str) -> str:
+    """What two wordings of one question share once ``normalise``d: no spaces, no punctuation."""
+    return _NOT_WORD.sub("", normalised)
 
 
 class HybridRetriever:
     def __init__(self, doc_entry_ids: list[str], lexical: LexicalRetriever, dense: DenseRetriever,
                  dense_weight: float, lexical_saturation: float, lexical_entry_ids: list[str] | None = None,
-                 classifier: EntryClassifier | None = None, classifier_weight: float = 0.0):
+                 classifier: EntryClassifier | None = None, classifier_weight: float = 0.0,
+                 doc_texts: Sequence[str] | None = None):
         """``doc_entry_ids`` maps each dense document to its entry; the lexical
-        index may hold more documents (answer texts too): ``lexical_entry_ids``."""
+        index may hold more documents (answer texts too): ``lexical_entry_ids``. ``doc_texts``: the
+        documents' normalised texts, to mark a question that is one of them word for word (``known``)."""
         if not 0.0 <= dense_weight <= 1.0:
             raise ValueError("dense_weight must be within [0, 1]")
         if not 0.0 <= classifier_weight <= 1.0:
@@ -59,10 +74,20 @@ class HybridRetriever:
             if missing:
                 raise ValueError(f"entry classifier knows entries the index does not: {sorted(missing)[:3]}")
             self._classifier_entry = np.array([position[e] for e in classifier.classes], dtype=np.int64)
+        if doc_texts is not None and len(doc_texts) != len(doc_entry_ids):
+            raise ValueError("document texts and document list disagree in size")
+        self._known: dict[str, str | None] = {}  # question key -> its entry (None: the KB has it under two)
+        for text, entry_id in zip(doc_texts or (), doc_entry_ids):
+            key = question_key(text)
+            self._known[key] = entry_id if self._known.get(key, entry_id) == entry_id else None
 
     def run(self, tokens: list[str], query_vector: np.ndarray, top_k: int = 10,
             exclude: frozenset[str] = frozenset(), text: str | None = None) -> list[Candidate]:
-        """Best ``top_k`` entries, best first. ``text`` (normalised) feeds the entry classifier."""
+        """Best ``top_k`` entries, best first. ``text`` (normalised) feeds the entry classifier and is
+        looked up among the paraphrases: the entry whose paraphrase it is comes back ``known`` (last in
+        place of the ``top_k``-th if it did not rank). Why: a paraphrase an editor adds (from the inbox: the
+        question a citizen asked and the bot failed) must answer the next citizen who asks it at once, not
+        after the models are retrained (issue 9), and a model may rank its own training text second."""
         dense_per_entry = self._max_per_entry(self._dense.scores(query_vector), self._dense_entry)
         raw_lexical = self._max_per_entry(self._lexical.scores(tokens), self._lexical_entry)
         lexical_per_entry = raw_lexical / (raw_lexical + self.lexical_saturation)
@@ -81,6 +106,15 @@ class HybridRetriever:
                                  float(probs[i])))
             if len(out) == top_k:
                 break
+        known = self._known.get(question_key(text)) if text is not None and self._known else None
+        if known is not None and known not in exclude:
+            at = next((n for n, c in enumerate(out) if c.entry_id == known), None)
+            if at is not None:
+                out[at] = replace(out[at], known=True)
+            elif out:
+                i = self._entry_ids.index(known)
+                out[-1] = Candidate(known, float(fused[i]), float(dense_per_entry[i]), float(lexical_per_entry[i]),
+                                    float(probs[i]), known=True)
         return out
 
     def _max_per_entry(self, doc_scores: np.ndarray, doc_entry: "_Grouping") -> np.ndarray:
