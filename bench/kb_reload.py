@@ -46,9 +46,10 @@ NEW_QUESTIONS = ["捅嗓子那个检测一回得交多少费用", "喉咙里掏�
 
 
 class Load:
-    """One thread per server asking QUESTION; records (time, status, marker seen)."""
+    """One thread per server asking ``question``; records (time, status, marker seen)."""
 
-    def __init__(self, servers):
+    def __init__(self, servers, question: str = QUESTION):
+        self.question = question
         self.rows: dict[int, list[tuple[float, int, str]]] = {i: [] for i in range(len(servers))}
         self.stop = threading.Event()
         self.threads = [threading.Thread(target=self._run, args=(i, s), daemon=True) for i, s in enumerate(servers)]
@@ -59,7 +60,7 @@ class Load:
             while not self.stop.is_set():
                 n += 1
                 try:
-                    r = client.post("/api/v1/messages", json={"user_id": f"load-{i}-{n}", "text": QUESTION,
+                    r = client.post("/api/v1/messages", json={"user_id": f"load-{i}-{n}", "text": self.question,
                                                               "new_conversation": True})
                     text = " ".join(m["text"] for m in r.json()["replies"]) if r.status_code == 200 else ""
                     self.rows[i].append((time.perf_counter(), r.status_code, text))
@@ -85,13 +86,13 @@ def _editor(server) -> httpx.Client:
     return client
 
 
-def _answers_directly(client: httpx.Client, text: str) -> bool:
+def _answers_directly(client: httpx.Client, text: str, entry: str) -> bool:
     try:
         r = client.post("/api/v1/messages", json={"user_id": f"probe-{uuid.uuid4().hex[:8]}", "text": text,
                                                   "new_conversation": True})
     except httpx.HTTPError:
         return False
-    return r.status_code == 200 and r.json().get("entry_id") == ENTRY
+    return r.status_code == 200 and r.json().get("entry_id") == entry
 
 
 def _retraining(client: httpx.Client) -> bool:
@@ -101,16 +102,17 @@ def _retraining(client: httpx.Client) -> bool:
         return True
 
 
-def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float, probes: list[httpx.Client]) -> dict:
-    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json()
+def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float, probes: list[httpx.Client],
+           entry_id: str = ENTRY) -> dict:
+    entry = editor.get(f"/agents/api/kb/entries/{entry_id}").json()
     content = dict(entry["draft"] or entry["published"])
     content["answer"] = {**content["answer"], "zh": f"{marker} 检测费用以当地医保局最新公告为准。"}
     # a question the bot does not answer directly before it is added (checked: answered_before)
     new_question = NEW_QUESTIONS[int(marker.split("版")[0].removeprefix("【第")) % len(NEW_QUESTIONS)]
     if paraphrase:
         content["questions"] = {**content["questions"], "zh": [*content["questions"]["zh"], new_question]}
-    editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": content}).raise_for_status()
-    answered_before = paraphrase and _answers_directly(probes[0], new_question)  # must be False to mean anything
+    editor.post(f"/agents/api/kb/entries/{entry_id}", json={"entry": content}).raise_for_status()
+    answered_before = paraphrase and _answers_directly(probes[0], new_question, entry_id)  # must be False to mean anything
     marks = {i: len(rows) for i, rows in load.rows.items()}
     started = time.perf_counter()
     response = editor.post("/agents/api/kb/publish", json={"note": marker})
@@ -127,7 +129,7 @@ def _round(editor, load: Load, marker: str, paraphrase: bool, timeout: float, pr
                 if hit is not None:
                     seen[i] = hit - started
         for i, probe in enumerate(probes if paraphrase else []):
-            if i not in answered and _answers_directly(probe, new_question):
+            if i not in answered and _answers_directly(probe, new_question, entry_id):
                 answered[i] = time.perf_counter() - started
             if i in seen and i not in retrained and not _retraining(probe):
                 retrained[i] = time.perf_counter() - started
@@ -162,12 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="answer-edit rounds")
     parser.add_argument("--paraphrase-rounds", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--knowledge-dir", help="another KB (e.g. bench.bigkb's, with --data-dir where its index is)")
+    parser.add_argument("--entry", default=ENTRY, help="the entry edited; the load asks its first zh question")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="kb-reload-"))
     admin_url = Settings(database_url=args.postgres).sqlalchemy_url if args.postgres else ""
     url = create_database(admin_url) if args.postgres else f"sqlite:///{tmp / 'bench.db'}"
     env = {"HOTLINE_DATABASE_URL": url, "HOTLINE_KB__EDITING": "1", "HOTLINE_SERVER__WORKERS": str(args.workers),
            "HOTLINE_LIMITS__ENABLED": "0"}
+    if args.knowledge_dir:
+        env["HOTLINE_KNOWLEDGE_DIR"] = str(Path(args.knowledge_dir).resolve())
     if args.redis:
         env["HOTLINE_REDIS_URL"] = args.redis
     servers = []
@@ -183,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
                        capture_output=True, timeout=120)
         editor = _editor(servers[0])
         probes = [httpx.Client(base_url=s.url, timeout=60) for s in servers]
-        with Load(servers) as load:
+        question = QUESTION if args.entry == ENTRY else \
+            editor.get(f"/agents/api/kb/entries/{args.entry}").json()["published"]["questions"]["zh"][0]
+        with Load(servers, question) as load:
             time.sleep(1.0)
             for n in range(args.rounds + args.paraphrase_rounds):
                 marker = f"【第{n + 1}版 {uuid.uuid4().hex[:6]}】"
-                results.append(_round(editor, load, marker, n >= args.rounds, args.timeout, probes))
+                results.append(_round(editor, load, marker, n >= args.rounds, args.timeout, probes, args.entry))
                 print(json.dumps(results[-1], ensure_ascii=False), flush=True)
     finally:
         for server in servers:

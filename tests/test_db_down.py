@@ -192,6 +192,14 @@ def test_reading_the_whole_kb_outlasts_a_message_deadline(proxied_postgres, tmp_
         proxy.freeze()
         threading.Timer(1.0, proxy.thaw).start()
         assert store.materialise_publication(publication.id).name == publication.version
+        # Saving a draft validates it against every entry, and the editor's list and a publish read every
+        # entry too: at 10,000 entries on PostgreSQL under load, a draft save was cut and answered 503.
+        content = store.entry("testing.pcr_fee")["published"]
+        store.save_draft("testing.pcr_fee", {**content, "answer": {**content["answer"], "zh": "改过的答案。"}}, "tester")
+        for bulk in (store.validate_draft, store.entries, lambda: store.publish("tester")):
+            proxy.freeze()
+            threading.Timer(1.0, proxy.thaw).start()
+            bulk()
     finally:
         proxy.thaw()
         db.dispose()

@@ -133,7 +133,7 @@ class KnowledgeStore:
 
     def entries(self) -> list[dict[str, Any]]:
         """Every entry with its live content and pending draft (the editor's list)."""
-        with self.db.read() as session:
+        with self.db.read(timeout=BULK_SECONDS) as session:
             return [self._view(r) for r in self._rows(session)]
 
     def entry(self, entry_id: str) -> dict[str, Any] | None:
@@ -354,7 +354,7 @@ class KnowledgeStore:
     def validate_draft(self, extra: dict[str, dict[str, Any]] | None = None,
                        extra_contacts: dict[str, dict[str, Any]] | None = None) -> list[Problem]:
         """``kb validate`` over live + drafts (+ ``extra``: an unsaved draft being typed)."""
-        with self.db.read() as session:
+        with self.db.read(timeout=BULK_SECONDS) as session:
             rows = self._rows(session)
             contacts = self._contact_rows(session)
         for contact_id, content in (extra_contacts or {}).items():
@@ -541,7 +541,7 @@ class KnowledgeStore:
         ``before_commit(kb)`` runs with the new KB loaded but before the version row is
         committed: the publishing process builds and swaps its index there, so by the
         time other processes see the row, the KB it names exists and is valid."""
-        with self.db.read() as session:
+        with self.db.read(timeout=BULK_SECONDS) as session:
             rows = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
         pending = [r for r in rows if r.draft is not None or r.draft_retire]
