@@ -159,3 +159,21 @@ def test_cli_validates_as_of_a_given_day(kb_copy):
     assert later.returncode == 1 and "EXPIRED" in later.stderr and "valid_until" in later.stderr
     bad = subprocess.run(base + ["next friday"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert bad.returncode == 2 and "--today" in bad.stderr and "YYYY-MM-DD" in bad.stderr
+
+
+def test_a_changed_file_is_validated_again_and_unchanged_files_are_not(kb_copy):
+    """A publish loads the whole KB back and a draft save validates it, but an edit changes one file: unchanged
+    files' entries are reused by content (at 10,000 entries parsing every file took 11.5 s of a 26 s publish),
+    and a file whose bytes changed is parsed and checked again."""
+    first = load_knowledge_base(kb_copy, TODAY)
+    testing = kb_copy / "faq" / "testing.yml"
+    original = testing.read_text(encoding="utf-8")
+    testing.write_text(original.replace("  - id: testing.pcr_fee\n", "  - id: testing.pcr_fee\n    colour: red\n", 1),
+                       encoding="utf-8")
+    problems = validate_knowledge_base(kb_copy, TODAY)
+    assert ("faq/testing.yml", "testing.pcr_fee", "colour") in [(p.file, p.entry, p.field) for p in problems]
+    testing.write_text(original, encoding="utf-8")
+    assert validate_knowledge_base(kb_copy, TODAY) == []
+    again = load_knowledge_base(kb_copy, TODAY)
+    assert again.entries["vaccination.how_to_book"] is first.entries["vaccination.how_to_book"]  # reused
+    assert again.entries == first.entries and again.version == first.version
