@@ -403,6 +403,10 @@ class Database:
                     handle.close()
             return
         with self.engine.connect() as connection:
+            # Neither waiting for another process's migration nor a migration's own DDL is a citizen's
+            # statement: with the server's statement timeout (1.2 s), a second process starting beside one
+            # that migrated for longer was cancelled in pg_advisory_lock, and so was DDL on a loaded machine.
+            connection.execute(text("SET statement_timeout = 0"))
             connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK})
             connection.commit()
             try:
@@ -410,6 +414,7 @@ class Database:
             finally:
                 connection.rollback()
                 connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ADVISORY_LOCK})
+                connection.execute(text("RESET statement_timeout"))  # the pool's connections keep their own
                 connection.commit()
 
     @staticmethod

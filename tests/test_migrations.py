@@ -75,3 +75,29 @@ def test_a_database_from_before_migrations_is_refused(tmp_path):
         db.upgrade()
     with pytest.raises(SchemaError, match="db upgrade"):
         db.check_schema()
+
+
+def test_a_process_waits_for_another_ones_migration_past_its_statement_timeout(postgres_url):
+    """Regression: migrating ran under the server's statement timeout (1.2 s), so a process starting while
+    another held the migration lock longer was cancelled in ``pg_advisory_lock`` (and the suite's 0.2 s
+    database failed in CREATE TABLE on a loaded machine). The lock holder here stands for a long migration."""
+    import time
+
+    from bot.db import ADVISORY_LOCK
+
+    holder = create_engine(postgres_url)
+    with holder.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": ADVISORY_LOCK})
+        threading.Timer(1.0, lambda: (connection.execute(text("SELECT pg_advisory_unlock(:k)"),
+                                                         {"k": ADVISORY_LOCK}), connection.commit())).start()
+        db = Database(postgres_url, statement_timeout=0.2)
+        try:
+            started = time.monotonic()
+            db.upgrade()
+            assert time.monotonic() - started >= 0.9  # it waited for the lock
+            db.check_schema()
+            with db.engine.connect() as pooled:  # the pool's connections still have the server's timeout
+                assert pooled.execute(text("SHOW statement_timeout")).scalar() == "200ms"
+        finally:
+            db.dispose()
+    holder.dispose()
