@@ -14,8 +14,8 @@ served at once over the previous models (a provisional index) and retrained in t
 those rounds also record when each server first answers the new paraphrase itself directly with the
 entry (a question that is word for word a KB paraphrase is answered with its entry, also by the
 provisional index) and when each server's ``/healthz`` no longer says ``retraining`` (the retrained
-models in place: near wordings of the new paraphrase are then learned too). With ``--redis`` the other servers' own version check is set to once an hour, so only
-the Redis bump can move them. Traffic goes to 127.0.0.1 only; everything is bounded in time.
+models in place: near wordings of the new paraphrase are then learned too). With ``--redis`` the other
+servers' own version check is set to once an hour, so only the Redis bump can move them. Traffic goes to 127.0.0.1 only; everything is bounded in time.
 """
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ trained models), then with the retrained index, which the publishing process bui
 background, saves, swaps in and announces (bump); the other processes load it from disk. Measured
 (bench/kb_reload.py, 2 servers on PostgreSQL + Redis under load): a paraphrase publish was served
 by every server after 8.9 s, all of it retraining; now the provisional index is served by both within
-0.4–0.7 s and answers the new paraphrase itself (a question word for word in the KB is answered with its
-entry) within 0.6–1.0 s; both are retrained 7.6–9.6 s after the publish. A process that serves a provisional index for
-``kb.retrain_after`` seconds without the complete one appearing (another host without the shared
+0.4–0.7 s and answers the new paraphrase itself (a question word for word in the KB is answered with
+its entry) within 0.6–1.0 s; both are retrained 7.6–9.6 s after the publish. A process that serves a
+provisional index for ``kb.retrain_after`` seconds without the complete one appearing (another host without the shared
 data dir; a publisher that died) retrains it itself.
 """
 from __future__ import annotations

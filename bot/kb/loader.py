@@ -120,9 +120,10 @@ def _field_name(loc: tuple[object, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-# One FAQ file's entries and own problems, by its name and content (see ``_file_entries``).
-_FILES: OrderedDict[tuple[str, bytes], tuple[list[Entry], list[Problem]]] = OrderedDict()
-_FILES_KEPT = 64
+# One FAQ file's entries and own problems, by its name, then by its content (see ``_file_entries``): the
+# last two contents of each file (the live one and a draft's), so memory stays within twice the KB.
+_FILES: dict[str, OrderedDict[bytes, tuple[list[Entry], list[Problem]]]] = {}
+_FILES_KEPT = 2
 _FILES_LOCK = threading.Lock()
 
 
@@ -136,11 +137,12 @@ def _file_entries(path: Path, root: Path) -> tuple[list[Entry], list[Problem]]:
         content = path.read_bytes()
     except OSError as exc:
         return [], [Problem(rel, "", "", f"cannot read: {exc}")]
-    key = (rel, hashlib.blake2b(content, digest_size=20).digest())
+    digest = hashlib.blake2b(content, digest_size=20).digest()
     with _FILES_LOCK:
-        if key in _FILES:
-            _FILES.move_to_end(key)
-            return _FILES[key]
+        known = _FILES.setdefault(rel, OrderedDict())
+        if digest in known:
+            known.move_to_end(digest)
+            return known[digest]
     problems: list[Problem] = []
     entries: list[Entry] = []
     data = _read_yaml(path, root, problems)
@@ -164,9 +166,9 @@ def _file_entries(path: Path, root: Path) -> tuple[list[Entry], list[Problem]]:
                 problems.append(Problem(rel, entry.id, "id", f"must start with '{entry.category}.'"))
             entries.append(entry)
     with _FILES_LOCK:
-        _FILES[key] = (entries, problems)
-        while len(_FILES) > _FILES_KEPT:
-            _FILES.popitem(last=False)
+        known[digest] = (entries, problems)
+        while len(known) > _FILES_KEPT:
+            known.popitem(last=False)
     return entries, problems
 
 
