@@ -172,6 +172,14 @@ def _file_entries(path: Path, root: Path) -> tuple[list[Entry], list[Problem]]:
     return entries, problems
 
 
+def forget_parsed_files() -> None:
+    """Drop the memoised FAQ files and question keys: a benchmark of ``kb validate`` (a fresh process)
+    repeated in one process would otherwise measure memo hits."""
+    with _FILES_LOCK:
+        _FILES.clear()
+    _question_key.cache_clear()
+
+
 def _load_entries(root: Path, problems: list[Problem], today: dt.date) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
     entry_files: dict[str, str] = {}
