@@ -47,7 +47,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from bench.live import LiveServer, free_port, process_tree, start_server, stop_server
+from bench.live import LOAD_GENERATOR_ENV, LiveServer, free_port, process_tree, start_server, stop_server
 from bench.tcp_proxy import TcpProxy
 
 SCENARIOS = ("db-freeze", "db-kill", "worker-kill", "server-kill", "wechat-api")
@@ -143,7 +143,7 @@ def run_scenario(name: str, *, admin_url: str, data_dir: Path, rate: float, warm
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     proxy.start()
     netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else f"127.0.0.1:{proxy.port}"
-    env = {"DATABASE_URL": parts._replace(netloc=netloc).geturl(), "HOTLINE_LIMITS__ENABLED": "0"}
+    env = {"DATABASE_URL": parts._replace(netloc=netloc).geturl(), **LOAD_GENERATOR_ENV}
     port = free_port()
     server = start_server(data_dir, env, port=port, timeout=240)
     url = Url(server.url)
@@ -351,7 +351,7 @@ def run_wechat(*, data_dir: Path, rate: float, seconds: float, settle: float) ->
     account = {"name": "chaos", "token": WECHAT_TOKEN, "app_id": "wxchaos000000001", "app_secret": "sec_chaos",
                "reply_budget": 0.001}
     database = data_dir / f"chaos-wechat-{uuid.uuid4().hex[:8]}.db"
-    env = {"DATABASE_URL": f"sqlite:///{database}", "HOTLINE_LIMITS__ENABLED": "0",
+    env = {"DATABASE_URL": f"sqlite:///{database}", **LOAD_GENERATOR_ENV,
            "HOTLINE_WECHAT__ACCOUNTS": json.dumps([account]), "HOTLINE_WECHAT__API_BASE": fake.url,
            "HOTLINE_WECHAT__HTTP_TIMEOUT": str(WECHAT_TIMEOUT), "HOTLINE_OUTBOX__POLL_INTERVAL": "0.1",
            "HOTLINE_OUTBOX__BACKOFF_BASE": "0.2", "HOTLINE_OUTBOX__BACKOFF_MAX": "1"}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.live import start_server, stop_server
+from bench.live import LOAD_GENERATOR_ENV, start_server, stop_server
 from bench.pg import create_database, drop_database
 from bot.config import PROJECT_ROOT, Settings
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     admin_url = Settings(database_url=args.postgres).sqlalchemy_url if args.postgres else ""
     url = create_database(admin_url) if args.postgres else f"sqlite:///{tmp / 'bench.db'}"
     env = {"HOTLINE_DATABASE_URL": url, "HOTLINE_KB__EDITING": "1", "HOTLINE_SERVER__WORKERS": str(args.workers),
-           "HOTLINE_LIMITS__ENABLED": "0"}
+           **LOAD_GENERATOR_ENV}
     if args.knowledge_dir:
         env["HOTLINE_KNOWLEDGE_DIR"] = str(Path(args.knowledge_dir).resolve())
     if args.redis:

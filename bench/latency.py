@@ -37,7 +37,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.live import LiveServer, start_server, stop_server, tree_usage
+from bench.live import LOAD_GENERATOR_ENV, LiveServer, start_server, stop_server, tree_usage
 from bench.loadgen import HotlineTarget, RunResult, median_result, run, wait_idle
 from bench.questions import QuestionStream, repeated_questions
 
@@ -198,10 +198,7 @@ def targets_summary(results: list[RunResult], cold: dict[str, list], memory: dic
 
 
 def http_suite(args: argparse.Namespace) -> dict:
-    # One load generator on 127.0.0.1 stands for thousands of citizens: with the abuse limits on, the
-    # server answers it 429 after the first few dozen messages (measured: 1,460 of 1,500), and the run
-    # would time the limiter. The limits have their own tests (tests/security/test_limits.py).
-    env = {"HOTLINE_LIMITS__ENABLED": "0"} | ({"DATABASE_URL": args.database_url} if args.database_url else {})
+    env = LOAD_GENERATOR_ENV | ({"DATABASE_URL": args.database_url} if args.database_url else {})
     database = "PostgreSQL (local)" if args.database_url else "SQLite"
     data_root = Path(tempfile.mkdtemp(prefix="hotline-bench-"))
     stream = QuestionStream(seed=args.seed)

@@ -38,7 +38,7 @@ import httpx
 import yaml
 
 from bench.heldout import DATA_DIR, load_heldout
-from bench.live import LiveServer, start_server, stop_server
+from bench.live import LOAD_GENERATOR_ENV, LiveServer, start_server, stop_server
 
 # Share of the day's conversations starting in each local hour: night trough, a morning peak
 # (9–11) and an evening peak (19–21), the shape hotlines report.
@@ -331,7 +331,7 @@ def simulate(out: Path, day: dt.date, conversations: int, speed: float, seed: in
     sim_start = day_start - dt.timedelta(hours=1)
     anchor = time.time() + lead_seconds
     env = {"HOTLINE_SIMULATION__START": sim_start.isoformat(), "HOTLINE_SIMULATION__ANCHOR": f"{anchor:.3f}",
-           "HOTLINE_SIMULATION__SPEED": str(speed), "HOTLINE_LIMITS__ENABLED": "0",
+           "HOTLINE_SIMULATION__SPEED": str(speed), **LOAD_GENERATOR_ENV,
            "HOTLINE_DESK__PRESENCE_SECONDS": "1800", "HOTLINE_DESK__TIMEZONE": timezone,
            "HOTLINE_SESSION_HOURS": "48"}
     started = time.perf_counter()

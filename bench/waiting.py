@@ -35,7 +35,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.live import start_server, stop_server, tree_usage
+from bench.live import LOAD_GENERATOR_ENV, start_server, stop_server, tree_usage
 from bench.loadgen import HotlineTarget, run
 from bench.questions import repeated_questions
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="hotline-waiting-"))
-    env = {"HOTLINE_LIMITS__ENABLED": "0", "HOTLINE_WEB__LONG_POLL_SECONDS": str(args.wait)}
+    env = {**LOAD_GENERATOR_ENV, "HOTLINE_WEB__LONG_POLL_SECONDS": str(args.wait)}
     database_file = data_dir / "waiting.db"
     database_file.unlink(missing_ok=True)
     env["DATABASE_URL"] = args.database_url or f"sqlite:///{database_file}"

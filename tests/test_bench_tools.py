@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bench.heldout import load_heldout, near_copies
-from bench.live import process_tree, tree_usage
+from bench.live import process_tree, start_server, stop_server, tree_usage
 from bench.loadgen import HotlineTarget, run
 from bench.questions import QuestionStream, repeated_questions
 from bot.config import PROJECT_ROOT
@@ -223,3 +223,19 @@ def test_tcp_proxy_freezes_cuts_and_restores_a_link():
     finally:
         proxy.stop()
         echo.close()
+
+
+def test_a_server_driven_by_a_load_generator_is_not_rate_limited(session_dir, engine):
+    """Regression: bench.rasa.compare started hotline-bot with the abuse limits on, so from one IP past 120
+    messages a minute it timed 429s (191–1,971 errors a run) against an unlimited Rasa. Every bench server
+    now gets ``LOAD_GENERATOR_ENV``."""
+    from bench.live import LOAD_GENERATOR_ENV
+
+    server = start_server(session_dir / "var", LOAD_GENERATOR_ENV)
+    try:
+        texts = QuestionStream(seed=int(time.time())).take(300)  # past 120 a minute per IP in each of 2 workers
+        result = run(HotlineTarget(server.url, server.pid), "closed", 4, texts, "distinct", prefix="t-unlimited",
+                     timeout=120)
+        assert (result.sent, result.ok, result.errors) == (300, 300, 0), result.error_kinds
+    finally:
+        stop_server(server)

@@ -28,7 +28,7 @@ import numpy as np
 
 from bench.heldout import load_heldout
 from bench.latency import DISTINCT, _fmt, machine_note
-from bench.live import start_server, stop_server, tree_usage
+from bench.live import LOAD_GENERATOR_ENV, start_server, stop_server, tree_usage
 from bench.loadgen import HotlineTarget, RasaRestTarget, RunResult, run, wait_idle
 from bench.questions import QuestionStream
 from bench.rasa.env import RasaServer, model_path, start_rasa, stop_rasa_process
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stream = QuestionStream(seed=args.seed)
     data_dir = Path(tempfile.mkdtemp(prefix="hotline-compare-"))
-    env = {"DATABASE_URL": args.database_url} if args.database_url else {}
+    env = LOAD_GENERATOR_ENV | ({"DATABASE_URL": args.database_url} if args.database_url else {})
     results: dict[tuple[str, float], list[tuple[RunResult, RunResult]]] = {}
     try:
         stop_server(start_server(data_dir, env))  # build the index; the measured start loads it
