@@ -239,3 +239,15 @@ def test_a_server_driven_by_a_load_generator_is_not_rate_limited(session_dir, en
         assert (result.sent, result.ok, result.errors) == (300, 300, 0), result.error_kinds
     finally:
         stop_server(server)
+
+
+def test_the_rasa_comparison_scores_hotline_bot_like_hotline_bot_eval(engine):
+    """Regression: bench.rasa.compare unpacked three values from ``eval_heldout``, which returns five, and
+    crashed after its whole load run. Rasa itself is not needed for this half."""
+    from bench.eval import eval_heldout
+    from bench.rasa.compare import hotline_accuracy
+
+    scored = hotline_accuracy("test", bot=engine)
+    row, decisions, *_ = eval_heldout(engine, "test")
+    assert scored == {"n": row["n"], "p_at_1": row["P@1"], "answered_wrong": decisions.get("answered WRONG", 0)}
+    assert scored["n"] > 100 and 0 < scored["p_at_1"] <= 1

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -52,14 +53,14 @@ def rasa_accuracy(rasa: RasaServer, split: str = "test") -> dict:
     return {"n": len(answerable), "p_at_1": right / len(answerable), "answered_wrong": wrong_answers}
 
 
-def hotline_accuracy(split: str = "test") -> dict:
+def hotline_accuracy(split: str = "test", bot: Any = None) -> dict:
+    """P@1 and wrong answers on the held-out ``split``, by ``bot`` or one loaded over a freshly built index."""
     from bench.eval import eval_heldout, load_bot
     from bot.config import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="hotline-compare-eval-"))
     try:
-        bot = load_bot(Settings(data_dir=data_dir))
-        row, decisions, _ = eval_heldout(bot, split)
+        row, decisions, *_ = eval_heldout(bot or load_bot(Settings(data_dir=data_dir)), split)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
     return {"n": row["n"], "p_at_1": row["P@1"], "answered_wrong": decisions.get("answered WRONG", 0)}
