@@ -30,7 +30,7 @@ from bench.metrics import mean, ndcg_at_k, precision_at_1, reciprocal_rank
 from bot.config import PROJECT_ROOT, Settings
 from bot.encoders import encode
 from bot.index import build_retrievers, train_topic_classifier
-from bot.retrieval import HybridRetriever
+from bot.retrieval import HybridRetriever, KnownQuestions
 from bot.retrieval.entry_classifier import EntryClassifier
 from bot.scope import Vocabulary, load_out_of_kb, scope_evidence
 from bot.text import detect_language, normalise
@@ -66,7 +66,8 @@ class ForeignFAQ:
         t = bot.settings.thresholds
         self.retriever = HybridRetriever(ids, lexical, dense, t.dense_weight, t.lexical_saturation,
                                          lexical_entry_ids=ids + list(answers), classifier=classifier,
-                                         classifier_weight=t.classifier_weight, doc_texts=texts)
+                                         classifier_weight=t.classifier_weight,
+                                         known=KnownQuestions(ids, texts))
         words: dict[str, set[str]] = {}
         for entry_id, text in [*zip(ids, texts), *answers.items()]:
             words.setdefault(entry_id, set()).update(bot.tokenizer.words(text))

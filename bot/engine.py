@@ -32,7 +32,7 @@ from bot.models import utcnow
 from bot.policy import KEEPS_FAILURES, MENTAL_HEALTH, Decision, DecisionPolicy
 from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
-from bot.retrieval import Candidate, HybridRetriever
+from bot.retrieval import Candidate, HybridRetriever, KnownQuestions
 from bot.safety import EmergencyDetector, crisis_kind, learned_alarm
 from bot.scope import RULE_CATEGORIES, OtherSubjects, ScopeEvidence, ScopeModel, scope_evidence
 from bot.text import (
@@ -164,7 +164,7 @@ class Bot:
         bot = copy.copy(self)  # shares the query-vector cache: vectors do not depend on the KB
         thresholds = self.settings.thresholds
         bot.kb, bot.index = kb, index
-        bot.retriever = _retriever(index, thresholds)
+        bot.retriever = _retriever(index, thresholds, self.retriever.known)
         bot.policy = DecisionPolicy(kb, thresholds, self.settings.max_failures_before_handoff, self.gazetteer)
         return bot
 
@@ -501,11 +501,13 @@ class Bot:
         return region.title(language) if region else name
 
 
-def _retriever(index: SearchIndex, thresholds: Thresholds) -> HybridRetriever:
+def _retriever(index: SearchIndex, thresholds: Thresholds, known: KnownQuestions | None = None) -> HybridRetriever:
+    """``known``: the serving version's paraphrase lookup, reused when ``index`` kept its documents."""
+    if known is None or known.doc_texts is not index.doc_texts or known.doc_entry_ids is not index.doc_entry_ids:
+        known = KnownQuestions(index.doc_entry_ids, index.doc_texts)
     return HybridRetriever(index.doc_entry_ids, index.lexical, index.dense, thresholds.dense_weight,
                            thresholds.lexical_saturation, lexical_entry_ids=index.lexical_entry_ids,
-                           classifier=index.entries, classifier_weight=thresholds.classifier_weight,
-                           doc_texts=index.doc_texts)
+                           classifier=index.entries, classifier_weight=thresholds.classifier_weight, known=known)
 
 
 def entry_texts(kb: KnowledgeBase) -> dict[str, str]:

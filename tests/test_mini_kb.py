@@ -186,16 +186,32 @@ def test_a_question_word_for_word_in_the_kb_comes_back_known(mini_engine, text):
 
 
 def test_a_question_near_a_paraphrase_or_under_two_entries_is_not_known(mini_engine):
-    from bot.retrieval import HybridRetriever
+    from bot.retrieval import HybridRetriever, KnownQuestions
 
     assert not any(c.known for c in mini_engine.understand("How much is a PCR test please").candidates)
     index, text = mini_engine.index, "how much is a pcr test?"
 
     def known(doc_texts):
-        retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense, 0.5, 1.0, doc_texts=doc_texts)
+        retriever = HybridRetriever(index.doc_entry_ids, index.lexical, index.dense, 0.5, 1.0,
+                                    known=KnownQuestions(index.doc_entry_ids, doc_texts))
         return [c.entry_id for c in retriever.run([], mini_engine.vector(text), text=text) if c.known]
 
     assert known(index.doc_texts) == ["testing.mini_fee"]
     texts = list(index.doc_texts)
     texts[next(i for i, e in enumerate(index.doc_entry_ids) if e != "testing.mini_fee")] = text
     assert known(texts) == []  # the same words under two entries: which one is not known
+
+
+def test_a_version_that_keeps_the_paraphrases_keeps_their_lookup(mini_engine):
+    """An answer edit keeps the index's document list, so the new version reuses the paraphrase lookup (0.43 s
+    to build at 10,000 entries, in every process, on every publish); changed paraphrases get a new one."""
+    import dataclasses
+
+    index = mini_engine.index
+    edited = mini_engine.with_knowledge(mini_engine.kb, dataclasses.replace(index, kb_version="edited"))
+    assert edited.retriever.known is mini_engine.retriever.known
+    rephrased = mini_engine.with_knowledge(mini_engine.kb, dataclasses.replace(
+        index, kb_version="rephrased", doc_texts=[*index.doc_texts[:-1], "a new paraphrase"]))
+    assert rephrased.retriever.known is not mini_engine.retriever.known
+    assert [c.entry_id for c in rephrased.understand("A new paraphrase!").candidates if c.known] == \
+        [index.doc_entry_ids[-1]]
