@@ -33,7 +33,7 @@ from bot.retrieval.entry_classifier import EntryClassifier, TooLarge
 from bot.retrieval.lexical import LexicalRetriever
 from bot.safety import LearnedEmergencyDetector, load_emergency_examples
 from bot.scope import Vocabulary, load_out_of_kb
-from bot.text import DomainTokenizer, normalise
+from bot.text import DomainTokenizer, normalise, normalise_kb_text
 
 log = logging.getLogger(__name__)
 _Loadable = TypeVar("_Loadable", IntentClassifier, BinaryTextClassifier, EntryClassifier)
@@ -338,21 +338,6 @@ def _unchanged(kb: KnowledgeBase, previous_kb: KnowledgeBase | None) -> set[str]
     return {e for e in kb.entries if e in previous_kb.entries and kb.entries[e] == previous_kb.entries[e]}
 
 
-# KB question and answer texts (never a citizen's) → normalised: every publish lists all of them again, and
-# normalising 213k texts (OpenCC) was 3.6 of 11.4 s (profiled) of an answer edit's re-index at 10,000 entries.
-_NORMALISED: dict[str, str] = {}
-_NORMALISED_LIMIT = 1_000_000  # edited texts pile up across publishes: start over past this many
-
-
-def _normalised(text: str) -> str:
-    found = _NORMALISED.get(text)
-    if found is None:
-        if len(_NORMALISED) >= _NORMALISED_LIMIT:
-            _NORMALISED.clear()
-        found = _NORMALISED[text] = normalise(text)
-    return found
-
-
 def _documents(kb: KnowledgeBase) -> tuple[list[str], list[str], list[str], list[str]]:
     doc_entry_ids: list[str] = []
     doc_texts: list[str] = []
@@ -361,10 +346,10 @@ def _documents(kb: KnowledgeBase) -> tuple[list[str], list[str], list[str], list
     for entry in kb.entries.values():
         for question in [*entry.questions.zh, *entry.questions.en]:
             doc_entry_ids.append(entry.id)
-            doc_texts.append(_normalised(question))
+            doc_texts.append(normalise_kb_text(question))
         for answer in (entry.answer.zh, entry.answer.en):
             answer_entry_ids.append(entry.id)
-            answer_texts.append(_normalised(answer))
+            answer_texts.append(normalise_kb_text(answer))
     return doc_entry_ids, doc_texts, answer_entry_ids, answer_texts
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 from bot.yaml_files import YAMLError, load_yaml
 
 import datetime as dt
-import functools
 import hashlib
 import threading
 from collections import OrderedDict
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 
 from bot.kb.schema import CONTACT_REF, Contact, Entry
 from bot.regions import REGIONS_FILE, Gazetteer
-from bot.text import normalise
+from bot.text import normalise_kb_text
 
 FAQ_DIR = "faq"
 INTENTS_FILE = "intents.yml"
@@ -177,7 +176,7 @@ def forget_parsed_files() -> None:
     repeated in one process would otherwise measure memo hits."""
     with _FILES_LOCK:
         _FILES.clear()
-    _question_key.cache_clear()
+    normalise_kb_text.cache_clear()
 
 
 def _load_entries(root: Path, problems: list[Problem], today: dt.date) -> dict[str, Entry]:
@@ -235,11 +234,6 @@ def _check_regions(root: Path, entries: dict[str, Entry], files: dict[str, str],
             seen.add(variant.region)
 
 
-@functools.lru_cache(maxsize=2 ** 19)  # a 10,000-entry KB's ~200k questions: 1.5 s of each load without it
-def _question_key(question: str) -> str:
-    return normalise(question).rstrip("?？!！。. ")
-
-
 def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problems: list[Problem],
                        today: dt.date) -> None:
     seen_questions: dict[str, str] = {}
@@ -247,7 +241,7 @@ def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problem
         rel = files[entry_id]
         for lang in ("zh", "en"):
             for index, question in enumerate(getattr(entry.questions, lang)):
-                key = _question_key(question)
+                key = normalise_kb_text(question).rstrip("?？!！。. ")
                 owner = seen_questions.get(key)
                 if owner is not None and owner != entry_id:
                     problems.append(Problem(rel, entry_id, f"questions.{lang}.{index}",
