@@ -76,7 +76,7 @@ class Services:
         db = db or Database(settings.sqlalchemy_url, connect_timeout=settings.db.connect_timeout,
                             statement_timeout=settings.db.statement_timeout, pool_size=settings.db.pool_size)
         notifier = notifier or build_notifier(settings.redis_url, db, settings.outbox.tail_interval)
-        outbox = Outbox(notifier)
+        outbox = Outbox(notifier, clock=clock)
         vault = Vault(settings.privacy.key or keep_secret(settings.data_file("privacy.key"), Vault.new_key))
         conversations = ConversationService(db, outbox, vault, settings.limits, clock)
         staff = StaffDirectory(db, settings.limits, settings.session_hours, clock)

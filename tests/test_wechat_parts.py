@@ -226,6 +226,18 @@ def test_one_hanging_send_blocks_nobody_else(wechat):
         worker.stop()
 
 
+@pytest.mark.parametrize("years", [-3, 0, 3])
+def test_a_push_is_due_at_once_whatever_the_wall_clock_says(wechat, clock, years):
+    """Regression: rows were stamped with the wall clock but leased by the services' clock, so under a
+    test or simulated clock behind real time no push was ever due (5 tests failed from 08:00 UTC on
+    the day of their fixed clock)."""
+    services, api, _windows, worker = wechat
+    clock.now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(days=365 * years)
+    user_writes(services, "o1")
+    push(services, "o1", "已经到期")
+    assert worker.run_once() == 1 and api.texts() == ["已经到期"]
+
+
 def test_window_tracks_48h_and_5_messages(wechat, clock):
     services, api, windows, worker = wechat
     assert windows.status("main", "o1")["open"] is False

@@ -84,8 +84,13 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
 
 
 class Outbox:
-    def __init__(self, notifier: Notifier, consumers: Iterable[Consumer] = ()):
+    def __init__(self, notifier: Notifier, consumers: Iterable[Consumer] = (),
+                 clock: Callable[[], dt.datetime] = utcnow):
+        # Rows are stamped with the same clock the workers read to decide what is due: stamped
+        # with real time, a row enqueued under a simulated or test clock was never due (every
+        # WeChat push waited when the test clock was behind the wall clock).
         self.notifier = notifier
+        self.clock = clock
         self.consumers = {c.name: c for c in consumers}
         self._wakers: dict[str, Callable[[], None]] = {}
 
@@ -99,7 +104,7 @@ class Outbox:
         events = list(events)
         if not events:
             return
-        now = now or utcnow()
+        now = now or self.clock()
         session.connection().execute(_INSERT_EVENTS, [
             {"type": e.type, "conversation_id": e.conversation_id, "queue": e.queue, "payload": e.payload(),
              "created_at": now} for e in events])
@@ -118,19 +123,19 @@ class Outbox:
     def enqueue(self, session: Session, consumer: str, deliveries: Iterable[Delivery],
                 now: dt.datetime | None = None) -> None:
         """Deliveries that no event describes (a WeChat answer that missed its passive reply)."""
-        rows = [self._row(consumer, d, now or utcnow()) for d in deliveries]
+        rows = [self._row(consumer, d, now or self.clock()) for d in deliveries]
         if rows:
             _insert_ignoring_duplicates(session, rows)
             Database.after_commit(session, lambda: self._after_commit(set(), False, {consumer}))
 
     @staticmethod
-    def release_held(session: Session, consumer: str, ordering_key: str, now: dt.datetime | None = None) -> int:
+    def release_held(session: Session, consumer: str, ordering_key: str, now: dt.datetime) -> int:
         """Held deliveries of ``ordering_key`` may go out again (e.g. the citizen wrote)."""
         return rowcount(session.execute(
             update(OutboxDelivery)
             .where(OutboxDelivery.consumer == consumer, OutboxDelivery.ordering_key == ordering_key,
                    OutboxDelivery.status == "held")
-            .values(status="pending", next_attempt_at=now or utcnow())))
+            .values(status="pending", next_attempt_at=now)))
 
     @staticmethod
     def _row(consumer: str, delivery: Delivery, now: dt.datetime) -> dict[str, Any]:

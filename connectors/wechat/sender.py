@@ -74,12 +74,12 @@ class WeChatSender:
             client.close()
 
 
-def release_window(session, account: str, openid: str, now: dt.datetime | None = None) -> None:
+def release_window(session, account: str, openid: str, now: dt.datetime) -> None:
     """The user wrote: the window reopens and held messages may go out again."""
     from bot.conversations.outbox import Outbox
     from connectors.wechat.users import get_or_create
 
     user = get_or_create(session, account, openid)
-    user.last_inbound_at = now or utcnow()
+    user.last_inbound_at = now
     user.sent_since_inbound = 0
     Outbox.release_held(session, CONSUMER, ordering_key(account, openid), user.last_inbound_at)

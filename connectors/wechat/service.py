@@ -219,7 +219,8 @@ class WeChatChannel:
             if not passive:
                 row.status = "queued"
                 self.services.outbox.enqueue(session, CONSUMER, text_deliveries(
-                    f"wx-in:{row.id}", account.name, inbound.from_user, row.reply, self.settings.max_reply_bytes))
+                    f"wx-in:{row.id}", account.name, inbound.from_user, row.reply, self.settings.max_reply_bytes),
+                    self.services.clock())
                 return None
             row.status = "sent"
             return row.reply
