@@ -13,7 +13,7 @@ from bot.config import Settings
 from bot.conversations.privacy import Vault
 from bot.db import Database
 from bot.services import Services
-from tests.live_server import LiveServer, free_port, start_server, stop_server  # noqa: F401  (re-exported)
+from tests.live_server import NOW, LiveServer, free_port, start_server, stop_server  # noqa: F401  (re-exported)
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, as CI installs it (apt-get install chromium)
 
@@ -28,8 +28,6 @@ def browser():
         yield chromium
         chromium.close()
 
-# A fixed moment (a Tuesday, 16:00 in Shanghai): every date-dependent decision sees this.
-NOW = dt.datetime(2026, 12, 1, 8, 0, 0)
 TEST_KEY = Vault.new_key()
 
 

@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from bench.heldout import load_heldout, near_copies
 from bench.live import process_tree, start_server, stop_server, tree_usage
 from bench.loadgen import HotlineTarget, run
@@ -133,12 +134,20 @@ def test_load_generator_counts_refused_connections_as_errors():
     assert result.p50_ms != result.p50_ms  # nan: no latency without an answer
 
 
-def test_live_server_module_is_the_bench_launcher():
+def test_tests_start_servers_with_the_bench_launcher_at_the_suites_fixed_moment(monkeypatch, tmp_path):
+    """One launcher (bench/live.py); the tests' wrapper only adds the simulated clock's start, so a real
+    server answers as on ``NOW`` whatever the calendar says, and a caller's env still wins."""
     import bench.live
     import tests.live_server
 
-    assert tests.live_server.start_server is bench.live.start_server
+    assert tests.live_server.stop_server is bench.live.stop_server
     assert Path(bench.live.__file__).parent.name == "bench"
+    seen: dict = {}
+    monkeypatch.setattr(bench.live, "start_server", lambda data_dir, env, **kw: seen.update(env, dir=data_dir, **kw))
+    tests.live_server.start_server(tmp_path, {"HOTLINE_OPEN_READ_API": "1"}, timeout=9)
+    assert seen["HOTLINE_SIMULATION__START"] == tests.live_server.NOW.isoformat()
+    assert float(seen["HOTLINE_SIMULATION__ANCHOR"]) == pytest.approx(time.time(), abs=60)
+    assert (seen["HOTLINE_OPEN_READ_API"], seen["dir"], seen["timeout"]) == ("1", tmp_path, 9)
 
 
 def test_big_kb_generator_writes_a_valid_kb_of_the_asked_size(tmp_path):

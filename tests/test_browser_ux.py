@@ -19,7 +19,7 @@ from bot.config import PROJECT_ROOT
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database
 from sqlalchemy import text
-from tests.conftest import CHROMIUM, start_server, stop_server
+from tests.conftest import CHROMIUM, NOW, start_server, stop_server
 
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 PASSWORD = "agent-password-1"
@@ -938,14 +938,12 @@ def test_identified_user_of_the_host_site(server, hosts, page_at):
 
 @pytest.fixture(scope="module")
 def closed_server(tmp_path_factory, session_dir, engine):
-    """A hotline whose agents start three hours from now (Shanghai time), every day."""
+    """A hotline whose agents start three hours after the server's clock (NOW, 16:00 in Shanghai), every day."""
     import datetime as dt
     from zoneinfo import ZoneInfo
 
-    start = (dt.datetime.now(ZoneInfo("Asia/Shanghai")) + dt.timedelta(hours=3)).replace(second=0, microsecond=0)
+    start = (NOW.replace(tzinfo=dt.timezone.utc).astimezone(ZoneInfo("Asia/Shanghai")) + dt.timedelta(hours=3))
     end = start + dt.timedelta(minutes=30)
-    if end.date() != start.date():
-        start, end = start.replace(hour=0, minute=1), start.replace(hour=0, minute=31)
     span = f"{start:%H:%M}-{end:%H:%M}"
     db_url = f"sqlite:///{tmp_path_factory.mktemp('closed') / 'closed.db'}"
     db = Database(db_url)

@@ -13,6 +13,7 @@ import yaml
 
 from bot.config import PROJECT_ROOT, default_knowledge_dir
 from bot.kb.loader import validate_knowledge_base
+from tests.live_server import NOW
 from tests.test_kb_live import _login
 
 
@@ -30,7 +31,7 @@ def test_validate_flags_unknown_references_and_stale_contacts(tmp_path):
     contacts = yaml.safe_load((root / "contacts.yml").read_text(encoding="utf-8"))
     contacts["contacts"][0]["last_verified"] = "2020-01-01"
     (root / "contacts.yml").write_text(yaml.safe_dump(contacts, allow_unicode=True), encoding="utf-8")
-    problems = validate_knowledge_base(root)
+    problems = validate_knowledge_base(root, NOW.date())
     unknown = [p for p in problems if "nowhere_123" in p.message]
     assert unknown and unknown[0].field == "answer.zh" and unknown[0].severity == "error"
     stale = [p for p in problems if p.field == "last_verified"]
@@ -38,7 +39,8 @@ def test_validate_flags_unknown_references_and_stale_contacts(tmp_path):
     # the CLI lists the stale contact as a warning and, with the reference fixed, exits 0
     faq.write_text(faq.read_text(encoding="utf-8").replace("{{contact:nowhere_123}}", "{{contact:national_12345}}"),
                    encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "connectors.cli", "kb", "validate"], cwd=PROJECT_ROOT,
+    done = subprocess.run([sys.executable, "-m", "connectors.cli", "kb", "validate", "--today", f"{NOW:%Y-%m-%d}"],
+                          cwd=PROJECT_ROOT,
                           env={"HOTLINE_KNOWLEDGE_DIR": str(root), "PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

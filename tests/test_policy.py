@@ -11,6 +11,7 @@ from bot.policy import DecisionPolicy
 from bot.retrieval import Candidate
 
 T = Thresholds(answer=0.6, suggest=0.4, margin=0.05, intent=0.5)
+DAY = dt.date(2026, 12, 1)  # every decision is taken on this day: the KB's entries expire in 2027
 
 
 @pytest.fixture(scope="module")
@@ -27,20 +28,21 @@ def cands(*pairs):
 
 
 def test_confident_single_answer(policy):
-    d = policy.run(emergency=None, intent=faq(), candidates=cands(("testing.pcr_fee", 0.8), ("testing.pcr_sites", 0.5)),
+    d = policy.run(today=DAY, emergency=None, intent=faq(), candidates=cands(("testing.pcr_fee", 0.8),
+                   ("testing.pcr_sites", 0.5)),
                    failures=0)
     assert (d.action, d.entry_id) == ("answer", "testing.pcr_fee")
 
 
 def test_close_top_two_asks_did_you_mean(policy):
-    d = policy.run(emergency=None, intent=faq(),
+    d = policy.run(today=DAY, emergency=None, intent=faq(),
                    candidates=cands(("testing.pcr_fee", 0.8), ("testing.pcr_sites", 0.78), ("testing.pcr_hours", 0.3)),
                    failures=0)
     assert d.action == "did_you_mean" and d.options == ["testing.pcr_fee", "testing.pcr_sites"]
 
 
 def test_middle_confidence_offers_up_to_three(policy):
-    d = policy.run(emergency=None, intent=faq(),
+    d = policy.run(today=DAY, emergency=None, intent=faq(),
                    candidates=cands(("testing.pcr_fee", 0.5), ("testing.pcr_sites", 0.45), ("testing.pcr_hours", 0.42),
                                     ("testing.antigen_buy", 0.41)), failures=0)
     assert d.action == "did_you_mean" and len(d.options) == 3
@@ -48,41 +50,46 @@ def test_middle_confidence_offers_up_to_three(policy):
 
 def test_low_confidence_rephrase_then_handoff(policy):
     low = cands(("testing.pcr_fee", 0.2))
-    first = policy.run(emergency=None, intent=faq(), candidates=low, failures=0)
+    first = policy.run(today=DAY, emergency=None, intent=faq(), candidates=low, failures=0)
     assert first.action == "rephrase" and first.counts_as_failure
-    second = policy.run(emergency=None, intent=faq(), candidates=low, failures=1)
+    second = policy.run(today=DAY, emergency=None, intent=faq(), candidates=low, failures=1)
     assert (second.action, second.reason) == ("handoff", "low_confidence")
 
 
 def test_emergency_cannot_be_overridden_by_a_confident_answer(policy):
-    d = policy.run(emergency="呼吸困难", intent=faq(0.99), candidates=cands(("testing.pcr_fee", 0.99)), failures=0)
+    d = policy.run(today=DAY, emergency="呼吸困难", intent=faq(0.99), candidates=cands(("testing.pcr_fee", 0.99)),
+                   failures=0)
     assert (d.action, d.reason, d.urgent) == ("handoff", "emergency", True)
 
 
 def test_ask_human_and_smalltalk(policy):
-    d = policy.run(emergency=None, intent=IntentPrediction("ask_human", 0.9), candidates=cands(("testing.pcr_fee", 0.9)),
+    d = policy.run(today=DAY, emergency=None, intent=IntentPrediction("ask_human", 0.9),
+                   candidates=cands(("testing.pcr_fee", 0.9)),
                    failures=0)
     assert (d.action, d.reason) == ("handoff", "user_request")
-    d = policy.run(emergency=None, intent=IntentPrediction("greet", 0.9), candidates=cands(("testing.pcr_fee", 0.2)),
+    d = policy.run(today=DAY, emergency=None, intent=IntentPrediction("greet", 0.9),
+                   candidates=cands(("testing.pcr_fee", 0.2)),
                    failures=0)
     assert (d.action, d.intent) == ("smalltalk", "greet")
     # a greeting wrapped around a real question still gets the answer
-    d = policy.run(emergency=None, intent=IntentPrediction("greet", 0.6), candidates=cands(("testing.pcr_fee", 0.9)),
+    d = policy.run(today=DAY, emergency=None, intent=IntentPrediction("greet", 0.6),
+                   candidates=cands(("testing.pcr_fee", 0.9)),
                    failures=0)
     assert d.action == "answer"
 
 
 def test_an_unsure_request_for_a_person_hands_off_when_retrieval_agrees(policy):
     unsure = IntentPrediction("ask_human", 0.45)  # below T.intent
-    d = policy.run(emergency=None, intent=unsure, candidates=cands(("hotline.human_agent", 0.3)), failures=0)
+    d = policy.run(today=DAY, emergency=None, intent=unsure, candidates=cands(("hotline.human_agent", 0.3)), failures=0)
     assert (d.action, d.reason) == ("handoff", "user_request")
-    d = policy.run(emergency=None, intent=unsure, candidates=cands(("hotline.human_agent", 0.9)), failures=0)
+    d = policy.run(today=DAY, emergency=None, intent=unsure, candidates=cands(("hotline.human_agent", 0.9)), failures=0)
     assert (d.action, d.reason) == ("handoff", "user_request")
     # retrieval alone is a question about how to reach a person: answered, not handed over
-    d = policy.run(emergency=None, intent=faq(0.8), candidates=cands(("hotline.human_agent", 0.9)), failures=0)
+    d = policy.run(today=DAY, emergency=None, intent=faq(0.8), candidates=cands(("hotline.human_agent", 0.9)),
+                   failures=0)
     assert (d.action, d.entry_id) == ("answer", "hotline.human_agent")
     # an unsure ask_human with another top entry is not a request
-    d = policy.run(emergency=None, intent=unsure, candidates=cands(("testing.pcr_fee", 0.9)), failures=0)
+    d = policy.run(today=DAY, emergency=None, intent=unsure, candidates=cands(("testing.pcr_fee", 0.9)), failures=0)
     assert d.action == "answer"
 
 
@@ -101,7 +108,6 @@ def test_thresholds_are_validated():
 
 # -- issue 7: scope model, aspects, regions, menu, crisis kind ------------------------------------
 
-DAY = dt.date(2026, 12, 1)
 TS = Thresholds(answer=0.6, suggest=0.4, margin=0.05, intent=0.5, scope_answer=0.7, scope_suggest=0.3,
                 scope_coef=[0.0] * 11)
 
