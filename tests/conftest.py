@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.pg import create_database, drop_database
-from bot.config import Settings
+from bot.config import PROJECT_ROOT, Settings
 from bot.conversations.privacy import Vault
 from bot.db import Database
 from bot.services import Services
@@ -83,6 +84,28 @@ def engine(settings):
     from bot.engine import Bot
 
     return Bot.load(settings)
+
+
+MINI_KB = PROJECT_ROOT / "tests" / "fixtures" / "mini_kb"
+
+
+@pytest.fixture(scope="session")
+def mini_settings(tmp_path_factory, shared_cache) -> Settings:
+    """The tiny fixture KB (tests/fixtures/mini_kb: three FAQ entries) beside the shipped KB's other files
+    (intents, responses, regions, safety rules): engine and KB-editing mechanics without the real KB's
+    answers, expiry dates or training cost (retraining its models: ~1 s instead of ~10 s)."""
+    root = tmp_path_factory.mktemp("mini") / "knowledge"
+    shutil.copytree(PROJECT_ROOT / "knowledge", root, ignore=shutil.ignore_patterns("faq", "scope", "__pycache__"))
+    shutil.copytree(MINI_KB / "faq", root / "faq")
+    return Settings(knowledge_dir=root, data_dir=root.parent / "var", cache_dir=shared_cache, database_url=None,
+                    cookie_secure=False, privacy={"key": TEST_KEY}, redis_url=None)
+
+
+@pytest.fixture(scope="session")
+def mini_engine(mini_settings):
+    from bot.engine import Bot
+
+    return Bot.load(mini_settings)
 
 
 @pytest.fixture()

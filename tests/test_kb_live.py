@@ -8,9 +8,11 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
+import pytest
 
 from bot.config import PROJECT_ROOT
 from tests.live_server import start_server, stop_server
@@ -18,6 +20,22 @@ from tests.live_server import start_server, stop_server
 QUESTION = "核酸检测多少钱"
 ENTRY = "testing.pcr_fee"
 NEW_ANSWER = "【测试】自2026年12月起，单人单检每次收费10元，混检每人3元。"
+MINI_QUESTION = "测一次核酸多少钱"
+MINI_ENTRY = "testing.mini_fee"  # the retraining tests run on the fixture KB (tests/fixtures/mini_kb)
+
+
+@pytest.fixture()
+def mini_editing(mini_settings, mini_engine, clock, tmp_path):
+    """``editing`` over the three-entry fixture KB: what a paraphrase publish retrains (entry classifier,
+    scope model, indexes) is the same code, in ~1 s instead of ~10 s on the shipped KB."""
+    from bot.config import KbSettings
+    from tests.conftest import build_services
+
+    svc = build_services(mini_settings, mini_engine, f"sqlite:///{tmp_path / 'kb.db'}", clock,
+                         kb=KbSettings(editing=True))
+    svc.staff.create("edna", "correct horse 1", role="editor")
+    yield svc
+    svc.close()
 
 
 def _login(app, username="edna"):
@@ -28,8 +46,8 @@ def _login(app, username="edna"):
     return client
 
 
-def _ask(client, user="citizen-1"):
-    response = client.post("/api/v1/messages", json={"user_id": user, "text": QUESTION, "new_conversation": True})
+def _ask(client, user="citizen-1", question=QUESTION):
+    response = client.post("/api/v1/messages", json={"user_id": user, "text": question, "new_conversation": True})
     assert response.status_code == 200, response.json if hasattr(response, "json") else response.text
     body = response.json if not callable(response.json) else response.json()
     return body["entry_id"], " ".join(r["text"] for r in body["replies"])
@@ -152,14 +170,28 @@ def test_a_process_that_missed_a_publication_rebuilds_it_from_history(editing, t
     assert load_knowledge_base(elsewhere.materialise_publication(second.id)).version == second.version
 
 
+def _hold_retraining(live, monkeypatch) -> threading.Event:
+    """The fixture KB retrains in well under a second, sooner than a test can look at the provisional
+    index: the retrained index waits, before it is saved and swapped in, until the test releases it."""
+    release, save = threading.Event(), live._save
+
+    def held(index, directory):
+        assert release.wait(120), "the test never released the retraining"
+        save(index, directory)
+
+    monkeypatch.setattr(live, "_save", held)
+    return release
+
+
 def _with_paraphrase(store, paraphrase: str) -> dict:
-    content = dict(store.entry(ENTRY)["published"])
+    content = dict(store.entry(MINI_ENTRY)["published"])
     content["questions"] = {**content["questions"], "zh": [*content["questions"]["zh"], paraphrase]}
     content["answer"] = {**content["answer"], "zh": NEW_ANSWER + paraphrase}
     return content
 
 
-def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editing, settings, engine, clock, tmp_path):
+def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(mini_editing, mini_settings, mini_engine,
+                                                                          clock, monkeypatch):
     """Regression (issue 9): a publish that adds a paraphrase retrained every model before anyone got
     the new version (8.9 s to every server, the entry classifier most of it). Now it is served at once
     with the new paraphrase in the dense and lexical indexes and the previous models (provisional);
@@ -171,11 +203,13 @@ def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editin
     from connectors.app import create_app
     from tests.conftest import build_services
 
+    editing = mini_editing
+    release = _hold_retraining(editing.kb_live, monkeypatch)
     app = create_app(editing)
     editor, citizen = _login(app), app.test_client()
     old_models, old_lexical = editing.bot.index.entries, editing.bot.index.lexical
     paraphrase = f"捅一次嗓子眼要掏几块钱{uuid.uuid4().hex[:6]}"  # a new KB version, never in the shared cache
-    assert editor.post(f"/agents/api/kb/entries/{ENTRY}",
+    assert editor.post(f"/agents/api/kb/entries/{MINI_ENTRY}",
                        json={"entry": _with_paraphrase(editing.kb_live.store, paraphrase)}).status_code == 200
     published = editor.post("/agents/api/kb/publish", json={"note": "paraphrase"})
     assert published.status_code == 200, published.json
@@ -185,34 +219,37 @@ def test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere(editin
     provisional_lexical = editing.bot.index.lexical
     assert provisional_lexical is not old_lexical
     assert any(paraphrase in text for text in editing.bot.index.doc_texts)  # ...over the new paraphrases
-    assert NEW_ANSWER + paraphrase in _ask(citizen, "citizen-p1")[1]  # served before the retraining ends
+    assert NEW_ANSWER + paraphrase in _ask(citizen, "citizen-p1", MINI_QUESTION)[1]  # served before the retraining ends
     # The new paraphrase itself is answered directly before the retraining ends: the previous models rate it
     # out of the KB, but it is the KB's own words now (it was not answered until the retraining landed).
     asked = citizen.post("/api/v1/messages", json={"user_id": "citizen-p0", "text": paraphrase, "new_conversation": True})
-    assert editing.bot.index.provisional and (asked.json["intent"], asked.json["entry_id"]) == ("faq", ENTRY), asked.json
+    assert editing.bot.index.provisional and (asked.json["intent"], asked.json["entry_id"]) == ("faq", MINI_ENTRY), \
+        asked.json
     assert citizen.get("/healthz").json["retraining"] is True  # operators (and bench.kb_reload) can tell
 
-    other = build_services(settings, engine, editing.db.url, clock, kb=KbSettings(editing=True))
+    other = build_services(mini_settings, mini_engine, editing.db.url, clock, kb=KbSettings(editing=True))
     try:
         assert other.bot.kb.version == editing.bot.kb.version and other.bot.index.provisional
         retraining = editing.kb_live._retraining
-        assert retraining is not None
+        assert retraining is not None and retraining.is_alive()
+        release.set()
         retraining.join(timeout=600)
         assert not editing.bot.index.provisional and editing.bot.index.entries is not old_models
         assert citizen.get("/healthz").json["retraining"] is False
         assert editing.bot.index.lexical is provisional_lexical  # the retraining kept the new version's BM25
-        assert ENTRY in editing.bot.index.entries.classes
-        assert is_complete(artifact_dir(settings.index_dir, editing.bot.kb.version, settings.encoder_key))
+        assert MINI_ENTRY in editing.bot.index.entries.classes
+        assert is_complete(artifact_dir(mini_settings.index_dir, editing.bot.kb.version, mini_settings.encoder_key))
         assert editing.kb_live.last_retrain_seconds is not None
         assert other.kb_live.sync(force=True) and not other.bot.index.provisional  # loaded, not retrained
         assert other.kb_live._retraining is None
-        entry_id, text = _ask(create_app(other).test_client(), "citizen-p2")
-        assert entry_id == ENTRY and NEW_ANSWER + paraphrase in text
+        entry_id, text = _ask(create_app(other).test_client(), "citizen-p2", MINI_QUESTION)
+        assert entry_id == MINI_ENTRY and NEW_ANSWER + paraphrase in text
     finally:
         other.close()
 
 
-def test_a_process_that_never_gets_the_retrained_index_retrains_it_itself(editing, settings, engine, clock):
+def test_a_process_that_never_gets_the_retrained_index_retrains_it_itself(mini_editing, mini_settings, mini_engine,
+                                                                           clock):
     """Another host without the shared data dir, or a publisher that died mid-retraining: after
     ``kb.retrain_after`` seconds of serving a provisional index a process completes it itself."""
     import uuid
@@ -220,10 +257,11 @@ def test_a_process_that_never_gets_the_retrained_index_retrains_it_itself(editin
     from bot.config import KbSettings
     from tests.conftest import build_services
 
-    store = editing.kb_live.store
-    store.save_draft(ENTRY, _with_paraphrase(store, f"核酸采一回样收费几何{uuid.uuid4().hex[:6]}"), "edna")
+    store = mini_editing.kb_live.store
+    store.save_draft(MINI_ENTRY, _with_paraphrase(store, f"核酸采一回样收费几何{uuid.uuid4().hex[:6]}"), "edna")
     store.publish("edna")  # straight to the store: no process was asked to retrain
-    other = build_services(settings, engine, editing.db.url, clock, kb=KbSettings(editing=True, retrain_after=0))
+    other = build_services(mini_settings, mini_engine, mini_editing.db.url, clock,
+                           kb=KbSettings(editing=True, retrain_after=0))
     try:
         assert other.bot.index.provisional
         old_models = other.bot.index.entries
@@ -236,32 +274,38 @@ def test_a_process_that_never_gets_the_retrained_index_retrains_it_itself(editin
         other.close()
 
 
-def test_a_publish_during_a_retraining_is_retrained_next(editing):
+def test_a_publish_during_a_retraining_is_retrained_next(mini_editing, monkeypatch):
     """Two paraphrase publishes in a row: the second came while the first was retraining, so no new
     retraining could start; the running one completes the version being served next instead of
     leaving it provisional until ``kb.retrain_after``."""
     import uuid
 
+    editing = mini_editing
     live = editing.kb_live
+    release = _hold_retraining(live, monkeypatch)  # the first retraining is still running at the second publish
     suffix = uuid.uuid4().hex[:6]
-    live.store.save_draft(ENTRY, _with_paraphrase(live.store, f"核酸单检收费标准是啥{suffix}"), "edna")
+    live.store.save_draft(MINI_ENTRY, _with_paraphrase(live.store, f"核酸单检收费标准是啥{suffix}"), "edna")
     live.publish("edna")
     first = live._retraining
     assert first is not None and first.is_alive()
-    live.store.save_draft(ENTRY, _with_paraphrase(live.store, f"混采一次收几块钱{suffix}"), "edna")
+    live.store.save_draft(MINI_ENTRY, _with_paraphrase(live.store, f"混采一次收几块钱{suffix}"), "edna")
     second = live.publish("edna")
     assert editing.bot.kb.version == second.version and editing.bot.index.provisional
+    assert live._retraining is first  # no second retraining started
+    release.set()
     first.join(timeout=600)
     assert editing.bot.kb.version == second.version and not editing.bot.index.provisional
 
 
-def test_the_retrained_index_is_announced_even_when_a_request_loaded_it_first(editing, monkeypatch):
+def test_the_retrained_index_is_announced_even_when_a_request_loaded_it_first(mini_editing, monkeypatch):
     """Between the publisher saving the retrained index and swapping it in, a request of the same
     process may find it on disk and swap first. The bump must still go out, or the other processes
     (their own check once an hour behind Redis) would wait ``kb.retrain_after`` and retrain it themselves."""
     import uuid
 
+    editing = mini_editing
     live = editing.kb_live
+    release = _hold_retraining(live, monkeypatch)
     save, bumps = live._save, []
 
     def save_then_a_request_looks(index, directory):
@@ -270,9 +314,10 @@ def test_the_retrained_index_is_announced_even_when_a_request_loaded_it_first(ed
 
     monkeypatch.setattr(live, "_save", save_then_a_request_looks)
     monkeypatch.setattr(live, "bump", bumps.append)
-    live.store.save_draft(ENTRY, _with_paraphrase(live.store, f"核酸检测贵不贵{uuid.uuid4().hex[:6]}"), "edna")
+    live.store.save_draft(MINI_ENTRY, _with_paraphrase(live.store, f"核酸检测贵不贵{uuid.uuid4().hex[:6]}"), "edna")
     publication = live.publish("edna")
     assert bumps == [publication.id] and editing.bot.index.provisional  # the publish itself
+    release.set()
     live._retraining.join(timeout=600)
     assert not editing.bot.index.provisional
     assert bumps == [publication.id, publication.id]  # ...and the retrained index

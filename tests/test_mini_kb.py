@@ -4,31 +4,11 @@ regional variants and follow-ups, independent of what the shipped answers say or
 The fixture holds only FAQ entries; the shipped KB's other files (intents, responses, regions,
 safety rules) are copied beside them, so the mechanics run on the real configuration files."""
 import datetime as dt
-import shutil
 
 import pytest
 
-from bot.config import PROJECT_ROOT, Settings
 from bot.messages import Message
-from tests.conftest import TEST_KEY, Clock, build_services
-
-MINI = PROJECT_ROOT / "tests" / "fixtures" / "mini_kb"
-
-
-@pytest.fixture(scope="module")
-def mini_settings(tmp_path_factory, shared_cache):
-    root = tmp_path_factory.mktemp("mini") / "knowledge"
-    shutil.copytree(PROJECT_ROOT / "knowledge", root, ignore=shutil.ignore_patterns("faq", "scope", "__pycache__"))
-    shutil.copytree(MINI / "faq", root / "faq")
-    return Settings(knowledge_dir=root, data_dir=root.parent / "var", cache_dir=shared_cache, database_url=None,
-                    cookie_secure=False, privacy={"key": TEST_KEY}, redis_url=None)
-
-
-@pytest.fixture(scope="module")
-def mini_engine(mini_settings):
-    from bot.engine import Bot
-
-    return Bot.load(mini_settings)
+from tests.conftest import Clock, build_services
 
 
 @pytest.fixture()
