@@ -603,7 +603,8 @@ def parked_console_polls(server) -> float:
 def test_desk_essentials(server, page_at, size):
     """Ticking wait timers, the question on the card, human words first (codes in a details line),
     resolve / hand back disabled before the claim and confirmed after it, no overlaps, and one
-    long poll at a time however often the agent clicks (the old one is aborted)."""
+    long poll at a time however often the agent clicks (the old one is aborted; checked at one size:
+    the request logic does not depend on the layout, and the clicks take real time)."""
     tag = f"{size[0]}x{size[1]}"
     question = f"外地返回需要隔离几天 {tag}"
     conversation_id = open_handoff(server, f"desk-citizen-{tag}-0001", question)
@@ -614,6 +615,7 @@ def test_desk_essentials(server, page_at, size):
     page.on("request", lambda r: is_poll(r) and polls.__setitem__("started", polls["started"] + 1))
     page.on("requestfinished", lambda r: is_poll(r) and polls.__setitem__("finished", polls["finished"] + 1))
     page.on("requestfailed", lambda r: is_poll(r) and polls.__setitem__("aborted", polls["aborted"] + 1))
+    page.clock.install()  # the page's timers run on a clock the test can move forward
     login(page, server)
 
     card = page.locator(".ticket", has_text=question)
@@ -622,7 +624,7 @@ def test_desk_essentials(server, page_at, size):
     assert "转人工" in card.locator(".reason").inner_text()
     timer = card.locator(".badge.wait")
     first = timer.inner_text()
-    page.wait_for_timeout(2200)
+    page.clock.run_for(2200)
     assert timer.inner_text() != first  # ticks without a server round trip
 
     card.click()
@@ -636,20 +638,21 @@ def test_desk_essentials(server, page_at, size):
 
     # ten clicks between tickets: at most one long poll left waiting, the others aborted
     other = page.locator(".ticket").filter(has_not_text=question).first
-    for i in range(10):
+    for i in range(10 if tag == "1366x900" else 0):
         (other if i % 2 == 0 else card).click()
         page.wait_for_timeout(150)
     page.locator(".ticket-question", has_text=question).wait_for()
-    page.wait_for_timeout(1000)
-    waiting = polls["started"] - polls["finished"] - polls["aborted"]
-    assert waiting <= 1, polls
-    assert polls["aborted"] >= 5, polls
-    # ...and on the server: the aborted polls are gone there too, not parked until their deadline
-    deadline = time.monotonic() + 5
-    while (parked := parked_console_polls(server)) > 1:
-        assert time.monotonic() < deadline, f"{parked} console long polls still parked on the server"
-        time.sleep(0.1)
-    record(f"desk-polls-{tag}", dict(polls, waiting=waiting, parked_on_server=parked))
+    if tag == "1366x900":
+        page.wait_for_timeout(1000)
+        waiting = polls["started"] - polls["finished"] - polls["aborted"]
+        assert waiting <= 1, polls
+        assert polls["aborted"] >= 5, polls
+        # ...and on the server: the aborted polls are gone there too, not parked until their deadline
+        deadline = time.monotonic() + 5
+        while (parked := parked_console_polls(server)) > 1:
+            assert time.monotonic() < deadline, f"{parked} console long polls still parked on the server"
+            time.sleep(0.1)
+        record(f"desk-polls-{tag}", dict(polls, waiting=waiting, parked_on_server=parked))
 
     page.click("#claim")
     page.locator("#reply-text").wait_for()
@@ -768,9 +771,11 @@ def test_urgent_ticket_alarm_repeats_until_claimed(server, page_at):
     with server.client() as client:
         assert client.post("/web/api/messages", json={"user_id": "urgent-citizen-0001", "text": MEDICAL}).status_code == 200
     page = page_at((1366, 900))
+    page.clock.install()  # the siren's 3 s repeats, run forward instead of waited for
     login(page, server)
     bar = page.locator("#urgent-bar")
     bar.wait_for()
+    page.clock.run_for(3100)
     page.wait_for_function("() => Number(document.querySelector('#urgent-bar').dataset.rings) >= 2", timeout=10_000)
     assert "#" in bar.inner_text()
     shot(page, "ux-desk-urgent-1366.png")
@@ -783,7 +788,7 @@ def test_urgent_ticket_alarm_repeats_until_claimed(server, page_at):
         page.locator(f".ticket.mine[data-handoff-id='{handoff_id}']").wait_for()  # the queue caught up
     bar.wait_for(state="hidden")
     rings = int(bar.get_attribute("data-rings"))
-    page.wait_for_timeout(3500)
+    page.clock.run_for(6500)  # two more periods of the siren
     assert int(bar.get_attribute("data-rings")) == rings  # silent once claimed
     assert page.errors == []
 
