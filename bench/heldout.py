@@ -6,6 +6,7 @@ Written for evaluation only: never indexed. A stable hash splits it into a
 from __future__ import annotations
 
 import hashlib
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +50,22 @@ def near_copies(indexed: list[str], heldout: list[str], threshold: float = NEAR_
     The held-out set only measures generalisation while no KB paraphrase repeats one of its questions.
     Paraphrases are written without reading it, but two people can write the same natural sentence
     ("核酸报告能管几天啊" vs "一张核酸报告能管几天啊", 0.80); such accidents are dropped from the KB.
-    Round 3 found 15 in the first KB (one exact but for a comma) and 3 among 1,029 new paraphrases."""
-    grams = [(h, _bigrams(h)) for h in heldout]
+    Round 3 found 15 in the first KB (one exact but for a comma) and 3 among 1,029 new paraphrases.
+
+    Only pairs that share a bigram are compared (an inverted index of the held-out bigrams): the KB's
+    2,834 paraphrases against 468 held-out questions: 5.4 s pair by pair, 0.6 s this way (the same pairs
+    in the same order at thresholds 0.3, 0.4 and 0.6; measured 2026-12-02 beside a test run)."""
+    grams = [_bigrams(h) for h in heldout]
+    postings: dict[str, list[int]] = defaultdict(list)
+    for i, hg in enumerate(grams):
+        for gram in hg:
+            postings[gram].append(i)
     found = []
     for q in indexed:
         g = _bigrams(q)
-        for h, hg in grams:
-            similarity = len(g & hg) / len(g | hg)
+        shared = Counter(i for gram in g for i in postings.get(gram, ()))
+        for i in sorted(shared):
+            similarity = shared[i] / (len(g) + len(grams[i]) - shared[i])
             if similarity >= threshold:
-                found.append((q, h, round(similarity, 2)))
+                found.append((q, heldout[i], round(similarity, 2)))
     return found
