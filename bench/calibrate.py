@@ -145,7 +145,7 @@ DEV_WEIGHT = 3  # dev rows count 3x next to the (easier) cross-validated KB para
 # retrieval features got opposite signs (score -0.37, lexical -4.9, n_unknown +0.77) and the model rated
 # "xq zzv blorf" (score 0.13, every word unknown) 0.80 answerable; gibberish was answered.
 SIGNS = {"score": 1, "margin": 1, "prob": 1, "dense": 1, "lexical": 1, "agree": 1, "uncovered_top": -1,
-         "unknown_kb": -1, "n_unknown": -1, "english": 0, "in_kb": 1}
+         "unknown_kb": -1, "n_unknown": -1, "english": 0, "in_kb": 1, "margin_in_kb": 1}
 
 
 def _fit(x, y, columns):
@@ -346,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     print("best per classifier_weight (P@1, MRR):", by_classifier)
 
     negatives = make_queries(bot, load_out_of_kb(settings.knowledge_dir))
-    cache = settings.data_dir / f"scope-rows-{bot.kb.version}-{settings.encoder_key}-{classifier_weight}-{weight}-{saturation}.npz"
+    cache = settings.data_dir / (f"scope-rows-{bot.kb.version}-{settings.encoder_key}-{classifier_weight}-{weight}-{saturation}"
+                                 f"-{len(FEATURES)}.npz")  # rows of an older feature list are not reused
     if args.reuse_rows and cache.exists():
         saved = np.load(cache)
         cv = list(zip([tuple(r) for r in saved["kb"]], saved["kb_labels"].tolist()))

@@ -109,7 +109,7 @@ def test_thresholds_are_validated():
 # -- issue 7: scope model, aspects, regions, menu, crisis kind ------------------------------------
 
 TS = Thresholds(answer=0.6, suggest=0.4, margin=0.05, intent=0.5, scope_answer=0.7, scope_suggest=0.3,
-                scope_coef=[0.0] * 11)
+                scope_coef=[0.0] * 12)
 
 
 @pytest.fixture(scope="module")
