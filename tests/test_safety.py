@@ -116,3 +116,36 @@ def test_other_countries_do_not_count_against_an_entry_that_is_not_about_rules()
     subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
     assert subjects.find(normalise("英国现在还戴口罩吗"), "口罩", rules_entry=False) == ()
     assert subjects.find(normalise("英国现在还戴口罩吗"), "英国的口罩规定") == ()  # the entry talks about it
+
+
+# -- the scope model's evidence (bot.scope.scope_evidence, knowledge/thresholds/use.yml) ----------------------
+
+def test_a_wide_margin_counts_only_as_far_as_the_question_is_in_the_kbs_domain():
+    """Round 4: out-of-KB questions that share one word with an entry often put it far ahead of the rest. With
+    margin × topic in the evidence, the shipped model raises P(answerable) for a wide margin much more for an
+    in-domain question than for one the topic classifier places outside the KB (the old linear model raised both
+    alike, and answered such questions on the margin alone)."""
+    import math
+
+    from bot.config import Settings
+    from bot.retrieval import Candidate
+    from bot.scope import ScopeModel, Vocabulary, scope_evidence
+
+    t = Settings().thresholds
+    model = ScopeModel(t.scope_coef, t.scope_intercept)
+    vocabulary = Vocabulary({"testing.pcr_fee": ["核酸", "检测", "多少钱"], "testing.pcr_sites": ["核酸", "哪里"]})
+    words = ["核酸", "检测", "多少钱"]
+
+    def logit(runner_up: float, in_kb: float) -> float:
+        candidates = [Candidate("testing.pcr_fee", 0.62, 0.7, 0.4, 0.5), Candidate("testing.pcr_sites", runner_up, 0.5, 0.2)]
+        evidence = scope_evidence(candidates, words, vocabulary, "zh", in_kb)
+        assert evidence.as_dict()["margin_in_kb"] == pytest.approx((0.62 - runner_up) * in_kb)
+        p = model.probability(evidence)
+        return math.log(p / (1 - p))
+
+    in_domain_gain = logit(0.35, 0.95) - logit(0.58, 0.95)
+    outside_gain = logit(0.35, 0.2) - logit(0.58, 0.2)
+    assert in_domain_gain > 1.2 * outside_gain > 0  # 1.75 vs 1.25 logits with the shipped model; 1.0x before
+    p = model.probability(scope_evidence([Candidate("testing.pcr_fee", 0.62, 0.7, 0.4, 0.5),
+                                          Candidate("testing.pcr_sites", 0.35, 0.5, 0.2)], words, vocabulary, "zh", 0.2))
+    assert p < t.scope_answer  # far ahead, but outside the KB's domain: not answered
