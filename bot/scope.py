@@ -13,9 +13,10 @@ from evidence that generalises across KBs:
 - their product margin × topic: a wide margin to the runner-up is evidence only when the question is in
   the KB's domain at all (an out-of-KB question often has one entry far ahead of the others, on a shared
   word). A linear model cannot say "both" without it: adding it took the dev half from 184 to 190 questions
-  answered right with the same 2 wrong and 3.9 % of the out-of-KB training questions answered (cross-fitted),
-  the test half from 168 to 171 of 210 (measured 2026-12-02; monotone boosted trees on the same features
-  reached 193 / 171-172, not worth a second kind of model);
+  answered right with the same 2 wrong and 3.9 % of the out-of-KB training questions answered (cross-fitted);
+  on the test half (``hotline-bot eval``) right answers given directly went from 168 to 170 of 210, 2 wrong and
+  22 of 506 out-of-KB questions answered either way (measured 2026-12-02; monotone boosted trees on the same
+  features reached 193 on dev and about one more on test: not worth a second kind of model);
 - entity mismatch: the IDF-weighted share of the question's words that the top
   entry never mentions, and of words no entry mentions at all (a vaccine,
   disease, medicine, country, person or public service the KB does not talk
