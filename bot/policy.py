@@ -65,15 +65,16 @@ class DecisionPolicy:
         self.categories = list(dict.fromkeys(e.category for e in kb.entries.values()))
 
     def run(self, *, emergency: str | None, intent: IntentPrediction, candidates: Sequence[Candidate],
-            failures: int, today: dt.date | None = None, scope: float | None = None,
+            failures: int, today: dt.date, scope: float | None = None,
             aspect: str | None = None, region: str | None = None, crisis_kind: str | None = None,
             other_subjects: Sequence[str] = ()) -> Decision:
-        """``scope``: P(top entry answers the question) from the scope model, or None to decide on the
-        plain score thresholds. ``aspect``: what the question asks (cause, remedy, cost, where...), used
+        """``today``: the day entries' ``valid_until`` is checked against, from the caller's clock: the policy
+        never reads the calendar (a default of today's date let tests depend on it, and fail once the KB's
+        entries expire). ``scope``: P(top entry answers the question) from the scope model, or None to decide
+        on the plain score thresholds. ``aspect``: what the question asks (cause, remedy, cost, where...), used
         to break near-ties between entries that answer different aspects. ``region``: the citizen's
         region (gazetteer name, or ``全国`` for "nationwide / elsewhere"), if known. ``other_subjects``: other
         vaccines / diseases the question names and the top entry never mentions: never answered directly."""
-        today = today or dt.date.today()
         t = self.thresholds
         candidates = self.order_by_aspect(list(candidates), aspect)
         top = candidates[0] if candidates else None
@@ -163,13 +164,12 @@ class DecisionPolicy:
         entry = self.kb.get(entry_id)
         return entry.aspect if entry else None
 
-    def answer(self, entry_id: str, confidence: float, today: dt.date | None = None,
-               region: str | None = None) -> Decision:
+    def answer(self, entry_id: str, confidence: float, today: dt.date, region: str | None = None) -> Decision:
         """Answer an entry; one with regional variants first needs to know where the citizen is."""
         entry = self.kb.get(entry_id)
         if entry is None:
             raise KeyError(entry_id)
-        if entry.is_expired(today or dt.date.today()):
+        if entry.is_expired(today):
             return Decision("policy_changed", FAQ_INTENT, confidence, entry_id=entry_id, region=region)
         if entry.variants and not region:
             return Decision("ask_region", FAQ_INTENT, confidence, entry_id=entry_id,
