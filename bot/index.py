@@ -404,7 +404,9 @@ def is_complete(directory: Path) -> bool:
 
 def save_index(index: SearchIndex, directory: Path) -> None:
     """Write to a temporary folder, then rename: readers never see half an index. A provisional
-    index never replaces a complete one (its save may finish after the retrained index's)."""
+    index never replaces a complete one (its save may finish after the retrained index's). Savers of one
+    folder (a publish's background save of the provisional index and the retraining's save, or two
+    processes) take turns for the replacement: two at once both removed the old folder, and one failed."""
     if index.provisional and is_complete(directory):
         return
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -434,11 +436,12 @@ def save_index(index: SearchIndex, directory: Path) -> None:
             np.save(tmp / "training.npy", np.ascontiguousarray(vectors, dtype=np.float32))
         if index.provisional:
             (tmp / PROVISIONAL).touch()
-        if index.provisional and is_complete(directory):
-            return  # the retrained index landed while this was written
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
+        with _build_lock(directory, "save"):
+            if index.provisional and is_complete(directory):
+                return  # the retrained index landed while this was written
+            if directory.exists():
+                shutil.rmtree(directory)
+            tmp.rename(directory)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -507,11 +510,13 @@ def _load_saved(directory: Path) -> SearchIndex | None:
 
 
 @contextlib.contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
-    """An advisory lock beside the artifact folder; no lock (just build) where the folder is not writable."""
+def _build_lock(directory: Path, purpose: str = "") -> Iterator[None]:
+    """An advisory lock beside the artifact folder (one per ``purpose``: the build holds its own while it
+    saves); no lock (just build) where the folder is not writable. Threads of one process exclude each
+    other too: each open() is its own open file description."""
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(directory.parent / f".{directory.name}.lock", "w")
+        handle = open(directory.parent / f".{directory.name}{'.' + purpose if purpose else ''}.lock", "w")
     except OSError:
         yield
         return

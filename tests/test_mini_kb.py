@@ -195,3 +195,35 @@ def test_a_version_that_keeps_the_paraphrases_keeps_their_lookup(mini_engine):
     assert rephrased.retriever.known is not mini_engine.retriever.known
     assert [c.entry_id for c in rephrased.understand("A new paraphrase!").candidates if c.known] == \
         [index.doc_entry_ids[-1]]
+
+
+def test_concurrent_saves_of_one_index_folder_leave_the_complete_index(mini_engine, tmp_path):
+    """Regression: a publish saves its provisional index in a background thread while the retraining saves
+    the complete one to the same folder; both removed the old folder at once and one save failed
+    (``No such file or directory: 'aspects.pickle'``), so other processes retrained it themselves."""
+    import dataclasses
+    import threading
+
+    from bot.index import is_complete, load_index, save_index
+
+    complete = mini_engine.index
+    provisional = dataclasses.replace(complete, provisional=True)
+    directory, errors = tmp_path / "index", []
+    start = threading.Barrier(8)
+
+    def saver(index):
+        start.wait()
+        try:
+            for _ in range(6):
+                save_index(index, directory)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=saver, args=(complete if n % 2 else provisional,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert is_complete(directory) and load_index(directory).doc_texts == complete.doc_texts
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".building-")]
