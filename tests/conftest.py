@@ -75,7 +75,7 @@ def settings(session_dir, shared_cache) -> Settings:
     database once outlived the 1.5 s production deadline in a fixture's setup; the tests of that deadline
     (tests/test_db_down.py) set their own timeouts."""
     return Settings(data_dir=session_dir / "var", cache_dir=shared_cache, database_url=None, cookie_secure=False,
-                    privacy={"key": TEST_KEY}, redis_url=None, db={"statement_timeout": 5.0})
+                    privacy={"key": TEST_KEY}, redis_url=None, db={"statement_timeout": TEST_STATEMENT_TIMEOUT})
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +111,17 @@ def mini_engine(mini_settings):
 @pytest.fixture()
 def clock() -> Clock:
     return Clock()
+
+
+# The suite's statement timeout (the production default is 2 s, a transaction's deadline 0.3 s more): a
+# fixture's first transaction on a fresh PostgreSQL database outlived 2.3 s under -n 4 (2026-12-02,
+# test_analytics's setup: "database transaction exceeded its deadline"). Deadline tests set their own.
+TEST_STATEMENT_TIMEOUT = 5.0
+
+
+def open_database(url: str) -> Database:
+    """A ``Database`` for a test's own setup and assertions, with the suite's statement timeout."""
+    return Database(url, statement_timeout=TEST_STATEMENT_TIMEOUT)
 
 
 def build_services(settings: Settings, engine, url: str, clock: Clock, **changes) -> Services:
@@ -219,3 +230,38 @@ def editing(settings, engine, clock, tmp_path):
     svc.staff.create("alice", "correct horse 1", role="agent")
     yield svc
     svc.close()
+
+
+# -- scheduling under pytest-xdist ---------------------------------------------------------------
+# `--dist loadscope` sends whole modules to workers; by default it dispatches the modules with the most
+# tests first, so modules of one long test (the dashboard's simulated day, two servers following a publish)
+# came last and one worker ran them while the others were idle (2026-12-02, -n 4: workers finished at 144,
+# 146, 151 and 176 s). With `--no-loadscope-reorder` they go in this order instead: the longest first (seconds
+# of one worker, measured under -n 4 that day; a module not listed follows, in collection order). A stale
+# list only costs speed.
+LONGEST_FIRST = {name: rank for rank, name in enumerate([
+    "test_browser_ux.py",  # 93 s
+    "test_browser_kb_editor.py",  # 35
+    "test_bench_tools.py",  # 34
+    "test_db_down.py",  # 31
+    "test_browser_dashboard.py",  # 24
+    "test_browser_widget.py",  # 24
+    "test_kb_inbox.py",  # 25
+    "test_agents_api.py",  # 25
+    "test_kb_store.py",  # 23
+    "test_wechat_parts.py",  # 23
+    "test_wechat_e2e.py",  # 22
+    "test_slow_clients.py",  # 21
+    "test_fuzz.py",  # 20
+    "test_analytics.py",  # 20
+    "test_probe_rows.py",  # 19
+    "test_conversations.py",  # 16 (+ the first index build where it comes first)
+    "test_kb_live.py",  # 16
+    "test_web_api.py",  # 10
+    "test_fast_models.py",  # 15
+    "test_kb_multiserver.py",  # 10
+])}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: LONGEST_FIRST.get(item.path.name, len(LONGEST_FIRST)))  # stable: order within a module kept

@@ -15,6 +15,7 @@ from sqlalchemy import insert
 from bot.analytics import (Analytics, Filters, agents_needed, average_speed_of_answer, erlang_c, percentile,
                            service_level)
 from bot.db import Database
+from tests.conftest import open_database
 from bot.models import CallbackTicket, Conversation, DutyPeriod, Feedback, Handoff, Turn
 
 # Local day 2026-12-01 in Asia/Shanghai = UTC 2026-11-30 16:00 .. 2026-12-01 16:00.
@@ -28,7 +29,7 @@ ENTRIES = ["testing.where", "testing.cost", "vaccine.book"]
 def db(request, tmp_path):
     url = f"sqlite:///{tmp_path / 'a.db'}" if request.param == "sqlite" else \
         request.getfixturevalue("postgres_url").replace("postgresql://", "postgresql+psycopg://", 1)
-    database = Database(url)
+    database = open_database(url)
     database.upgrade()
     yield database
     database.dispose()

@@ -16,6 +16,7 @@ from bot.db import Database
 from bot.kb.loader import knowledge_version, load_knowledge_base
 from bot.kb.store import KbEditError, KnowledgeStore
 from bot.models import AuditEntry
+from tests.conftest import open_database
 
 SHIPPED = default_knowledge_dir()
 
@@ -26,7 +27,7 @@ def store(request, tmp_path, clock):
         url = f"sqlite:///{tmp_path / 'kb.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    db = Database(url)
+    db = open_database(url)
     db.upgrade()
     yield KnowledgeStore(db, SHIPPED, tmp_path / "kbwork", clock)
     db.dispose()

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 
 from bot.db import Database, SchemaError
 from bot.models import Base
+from tests.conftest import open_database
 
 
 def _diff(url: str) -> list:
@@ -31,7 +32,7 @@ def empty_url(request, tmp_path):
 
 
 def test_upgrade_of_an_empty_database_matches_the_models(empty_url):
-    db = Database(empty_url)
+    db = open_database(empty_url)
     db.upgrade()
     assert db.current_revision() is not None
     db.check_schema()
@@ -46,7 +47,7 @@ def test_two_processes_starting_together_do_not_race(empty_url):
     barrier = threading.Barrier(4)
 
     def start():
-        db = Database(empty_url)
+        db = open_database(empty_url)
         barrier.wait()
         try:
             db.upgrade()
@@ -70,7 +71,7 @@ def test_a_database_from_before_migrations_is_refused(tmp_path):
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE conversations (id VARCHAR(64) PRIMARY KEY)"))
     engine.dispose()
-    db = Database(url)
+    db = open_database(url)
     with pytest.raises(SchemaError, match="before migrations"):
         db.upgrade()
     with pytest.raises(SchemaError, match="db upgrade"):

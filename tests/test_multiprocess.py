@@ -9,8 +9,7 @@ import time
 import pytest
 
 from bot.conversations.staff import StaffDirectory
-from bot.db import Database
-from tests.conftest import REDIS_URL, start_server, stop_server
+from tests.conftest import REDIS_URL, open_database, start_server, stop_server
 
 PASSWORD = "multi host 42"
 PRIVACY_KEY = "bXVsdGktaG9zdC1wcml2YWN5LWtleS1mb3ItdGVzdCE="
@@ -18,7 +17,7 @@ PRIVACY_KEY = "bXVsdGktaG9zdC1wcml2YWN5LWtleS1mb3ItdGVzdCE="
 
 @pytest.fixture()
 def two_servers(tmp_path, postgres_url, redis_available):
-    db = Database(postgres_url)
+    db = open_database(postgres_url)
     db.upgrade()
     StaffDirectory(db).create("multi", PASSWORD)
     db.dispose()
