@@ -230,6 +230,10 @@ class LimitSettings(BaseModel):
     login_failures_before_lock: int = Field(default=5, ge=1)
     login_lock_seconds: float = Field(default=30.0, gt=0)
     login_lock_max_seconds: float = Field(default=900.0, gt=0)
+    # The counters' key prefix in Redis: every process of one deployment must share it; deployments (or test
+    # runs) sharing one Redis need their own, or they count each other's citizens (the suite's handoffs from
+    # 127.0.0.1 stayed counted for an hour, and the sixth run that hour was refused: 429).
+    key_prefix: str = Field(default="hotline", min_length=1)
 
 
 class PrivacySettings(BaseModel):

@@ -20,6 +20,7 @@ from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from limits import parse_many
 
+from bot.config import Settings
 from bot.services import Services
 from connectors.context import client_ip, services
 
@@ -62,22 +63,28 @@ def allow(limit: str, *keys: str) -> bool:
     ext = limiter()
     if not ext.enabled:
         return True
-    return all(ext.limiter.hit(item, *keys) for item in parse_many(limit))
+    prefix = _key_prefix(current_app._get_current_object(), services().settings)  # the limits library adds no prefix of its own
+    return all(ext.limiter.hit(item, prefix, *keys) for item in parse_many(limit))
 
 
 def would_allow(limit: str, *keys: str) -> bool:
     ext = limiter()
     if not ext.enabled:
         return True
-    return all(ext.limiter.test(item, *keys) for item in parse_many(limit))
+    prefix = _key_prefix(current_app._get_current_object(), services().settings)
+    return all(ext.limiter.test(item, prefix, *keys) for item in parse_many(limit))
+
+
+def _key_prefix(app: Flask, settings: Settings) -> str:
+    """Every counter's prefix: the deployment's in Redis (its processes count together), this app's in memory."""
+    return settings.limits.key_prefix if settings.redis_url else f"hotline-{id(app)}"
 
 
 def init_limits(app: Flask, svc: Services) -> Limiter:
     settings = svc.settings
     ext = Limiter(key_func=client_ip, app=app, enabled=settings.limits.enabled, headers_enabled=True,
                   storage_uri=settings.redis_url or "memory://", strategy="moving-window",
-                  key_prefix=f"hotline-{id(app)}" if not settings.redis_url else "hotline",
-                  swallow_errors=True)  # a Redis outage must not take the bot down
+                  key_prefix=_key_prefix(app, settings), swallow_errors=True)  # a Redis outage must not take the bot down
     app.extensions[LIMITER] = ext
     return ext
 

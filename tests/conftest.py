@@ -14,7 +14,8 @@ from bot.config import PROJECT_ROOT, Settings
 from bot.conversations.privacy import Vault
 from bot.db import Database
 from bot.services import Services
-from tests.live_server import NOW, LiveServer, free_port, start_server, stop_server  # noqa: F401  (re-exported)
+from tests.live_server import (NOW, TEST_STATEMENT_TIMEOUT, LiveServer, free_port, start_server,  # noqa: F401
+                               stop_server)  # (re-exported)
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's, as CI installs it (apt-get install chromium)
 
@@ -111,12 +112,6 @@ def mini_engine(mini_settings):
 @pytest.fixture()
 def clock() -> Clock:
     return Clock()
-
-
-# The suite's statement timeout (the production default is 2 s, a transaction's deadline 0.3 s more): a
-# fixture's first transaction on a fresh PostgreSQL database outlived 2.3 s under -n 4 (2026-12-02,
-# test_analytics's setup: "database transaction exceeded its deadline"). Deadline tests set their own.
-TEST_STATEMENT_TIMEOUT = 5.0
 
 
 def open_database(url: str) -> Database:

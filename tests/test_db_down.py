@@ -8,8 +8,12 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy
 
-from tests.conftest import start_server, stop_server
 from bench.tcp_proxy import TcpProxy
+from bot.config import DatabaseSettings
+from tests.conftest import start_server, stop_server
+
+# These servers keep production's statement timeout (the suite's test servers get a longer one).
+PRODUCTION_DEADLINE = {"HOTLINE_DB__STATEMENT_TIMEOUT": str(DatabaseSettings().statement_timeout)}
 
 
 @pytest.fixture()
@@ -23,7 +27,8 @@ def proxied_postgres(postgres_url):
 
 def test_server_survives_database_outage(tmp_path, proxied_postgres):
     proxy, url = proxied_postgres
-    server = start_server(tmp_path / "var", {"DATABASE_URL": url, "HOTLINE_OPEN_READ_API": "1"}, healthy=False)
+    server = start_server(tmp_path / "var", {"DATABASE_URL": url, "HOTLINE_OPEN_READ_API": "1", **PRODUCTION_DEADLINE},
+                          healthy=False)
     try:
         with server.client() as client:
             down = client.post("/api/v1/messages", json={"user_id": "outage", "text": "核酸多少钱"})
@@ -63,7 +68,7 @@ def test_a_frozen_database_link_answers_503_within_seconds(tmp_path, proxied_pos
     it pinged with the 2 s connect timeout as its deadline and answered after 2.0 s."""
     proxy, url = proxied_postgres
     proxy.start()
-    server = start_server(tmp_path / "var", {"DATABASE_URL": url})
+    server = start_server(tmp_path / "var", {"DATABASE_URL": url, **PRODUCTION_DEADLINE})
     try:
         with server.client() as client:
             assert client.post("/api/v1/messages", json={"user_id": "frozen", "text": "你好"}).status_code == 200

@@ -32,7 +32,9 @@ def two_servers(tmp_path, postgres_url, redis_available):
 def test_agent_reply_on_one_host_wakes_citizen_on_another(two_servers):
     a, b = two_servers
     with a.client() as agent, b.client() as citizen:
-        asked = citizen.post("/web/api/messages", json={"user_id": "mp-citizen-000000001", "text": "/ask_human"}).json()
+        response = citizen.post("/web/api/messages", json={"user_id": "mp-citizen-000000001", "text": "/ask_human"})
+        assert response.status_code == 200, response.text
+        asked = response.json()
         conversation = asked["conversation_id"]
         ticket = asked["handoff"]["id"]
         login = agent.post("/agents/api/login", json={"username": "multi", "password": PASSWORD}).json()

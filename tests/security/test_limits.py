@@ -77,3 +77,30 @@ def test_conversation_length_is_capped(limited, monkeypatch):
     with pytest.raises(ConversationError) as error:
         svc.bot.handle(Message(user_id="chatty", text="还有", channel="api"))
     assert error.value.kind == "limited"
+
+
+def test_deployments_sharing_one_redis_count_apart_by_key_prefix(settings, engine, clock, tmp_path, redis_available):
+    """Regression: with Redis every deployment's counters had the prefix "hotline", so two sharing one Redis
+    (staging and production; one test run and the next) counted each other's citizens: the suite's handoffs
+    from 127.0.0.1 stayed counted for an hour and the sixth run that hour got a 429 in test_multiprocess.
+    Processes of one deployment (same prefix) still count together."""
+    import uuid
+
+    def app(prefix: str, name: str):
+        limits = settings.limits.model_copy(update={"handoffs_per_ip": "2/hour", "key_prefix": prefix})
+        svc = build_services(settings, engine, f"sqlite:///{tmp_path / name}", clock, redis_url=redis_available,
+                             limits=limits)
+        return svc, create_app(svc).test_client()
+
+    ours, theirs = f"test-{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}"
+    apps = [app(ours, "a.db"), app(ours, "b.db"), app(theirs, "c.db")]
+    try:
+        def ask_human(client, user):
+            return client.post("/api/v1/messages", json={"user_id": user, "text": "转人工"}).status_code
+
+        assert [ask_human(apps[0][1], "p-1"), ask_human(apps[1][1], "p-2")] == [200, 200]
+        assert ask_human(apps[1][1], "p-3") == 429  # one deployment: its two processes count together
+        assert [ask_human(apps[2][1], "p-4"), ask_human(apps[2][1], "p-5")] == [200, 200]  # another: its own count
+    finally:
+        for svc, _ in apps:
+            svc.close()
