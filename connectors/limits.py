@@ -63,7 +63,8 @@ def allow(limit: str, *keys: str) -> bool:
     ext = limiter()
     if not ext.enabled:
         return True
-    prefix = _key_prefix(current_app._get_current_object(), services().settings)  # the limits library adds no prefix of its own
+    # the limits library's strategy adds no prefix of its own: the keys get Flask-Limiter's
+    prefix = _key_prefix(current_app._get_current_object(), services().settings)
     return all(ext.limiter.hit(item, prefix, *keys) for item in parse_many(limit))
 
 

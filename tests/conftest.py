@@ -252,8 +252,8 @@ LONGEST_FIRST = {name: rank for rank, name in enumerate([
     "test_probe_rows.py",  # 19
     "test_conversations.py",  # 16 (+ the first index build where it comes first)
     "test_kb_live.py",  # 16
-    "test_web_api.py",  # 10
     "test_fast_models.py",  # 15
+    "test_web_api.py",  # 10
     "test_kb_multiserver.py",  # 10
 ])}
 
