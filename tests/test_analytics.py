@@ -15,8 +15,8 @@ from sqlalchemy import insert
 from bot.analytics import (Analytics, Filters, agents_needed, average_speed_of_answer, erlang_c, percentile,
                            service_level)
 from bot.db import Database
-from tests.conftest import open_database
 from bot.models import CallbackTicket, Conversation, DutyPeriod, Feedback, Handoff, Turn
+from tests.conftest import open_database
 
 # Local day 2026-12-01 in Asia/Shanghai = UTC 2026-11-30 16:00 .. 2026-12-01 16:00.
 DAY = dt.date(2026, 12, 1)
