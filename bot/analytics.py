@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, exists, func, literal, or_, select, text
+from sqlalchemy import and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from bot.db import Database
+from bot.db import DEADLINE_GRACE, Database
 from bot.intents import FAQ_INTENT
 from bot.models import CallbackTicket, Conversation, DutyPeriod, Feedback, Handoff, Turn, utcnow
 
@@ -151,11 +151,9 @@ class Analytics:
     @contextmanager
     def _read(self) -> Iterator[Session]:
         """A read transaction allowed ``query_seconds``: a quarter's aggregates take longer than the
-        2 s a citizen's message may (``db.statement_timeout``); on PostgreSQL ``SET LOCAL`` raises
-        the limit for this transaction only."""
-        with self.db.read(timeout=self.query_seconds + 5) as session:
-            if session.get_bind().dialect.name == "postgresql":
-                session.execute(text(f"SET LOCAL statement_timeout = {int(self.query_seconds * 1000)}"))
+        2 s a citizen's message may (``db.statement_timeout``); the database raises the server's
+        limit for this transaction only."""
+        with self.db.read(timeout=self.query_seconds + DEADLINE_GRACE) as session:
             yield session
 
     def offset(self, at: dt.datetime) -> dt.timedelta:

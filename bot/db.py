@@ -241,6 +241,13 @@ class Database:
             with (self._writer if write else contextlib.nullcontext()), session.begin():
                 if self._watchdog is not None:
                     key = self._watch(session.connection().connection.dbapi_connection, timeout or self.deadline)
+                if timeout is not None and timeout > self.deadline and not self.is_sqlite:
+                    # A longer transaction (KB import or reload, a quarter's analytics) gets a server-side
+                    # timeout to match (its deadline less the grace, like a message's): with only the
+                    # watchdog's deadline moved, a 152-entry import's INSERT was still cancelled at the
+                    # citizens' statement timeout on a loaded machine. SET LOCAL ends with the transaction.
+                    statement_ms = int((timeout - DEADLINE_GRACE) * 1000)
+                    session.execute(text(f"SET LOCAL statement_timeout = {statement_ms}"))
                 yield session
         except (OperationalError, PoolTimeout) as exc:
             if _statement_cancelled(exc):

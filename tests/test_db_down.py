@@ -160,11 +160,30 @@ def test_one_slow_statement_does_not_trip_the_breaker(postgres_url):
     db = Database(Settings(database_url=postgres_url).sqlalchemy_url, statement_timeout=0.5)
     try:
         with pytest.raises(StoreUnavailable):
-            with db.transaction(timeout=5) as session:
+            with db.transaction(timeout=5) as session:  # the watchdog stays far off; the server cancels
+                session.execute(sqlalchemy.text("SET LOCAL statement_timeout = 500"))
                 session.execute(sqlalchemy.text("SELECT pg_sleep(2)"))
         started = time.monotonic()
         assert db.ping()
         assert time.monotonic() - started < 1
+    finally:
+        db.dispose()
+
+
+def test_a_bulk_transaction_is_not_cut_by_the_citizens_statement_timeout(postgres_url):
+    """Regression: a transaction given a longer deadline (a KB import or reload) only moved the
+    watchdog; the server still cancelled its statements at the citizens' statement timeout, so a
+    152-entry import failed on a loaded machine. Its own timeout now holds for it alone."""
+    from bot.config import Settings
+    from bot.db import Database, StoreUnavailable
+
+    db = Database(Settings(database_url=postgres_url).sqlalchemy_url, statement_timeout=0.2, pool_size=1)
+    try:
+        with db.transaction(timeout=5) as session:
+            assert session.execute(sqlalchemy.text("SELECT pg_sleep(0.6), 1")).one()[1] == 1
+        with pytest.raises(StoreUnavailable, match="statement timeout"):  # the pool's connection kept 0.2 s
+            with db.transaction() as session:
+                session.execute(sqlalchemy.text("SELECT pg_sleep(0.6)"))
     finally:
         db.dispose()
 

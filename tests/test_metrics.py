@@ -2,6 +2,7 @@
 worker processes of a real server (multi-process mode adds every worker's samples up)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -61,12 +62,20 @@ def test_metrics_add_up_across_worker_processes(session_dir, engine, tmp_path):
     db_url = f"sqlite:///{tmp_path / 'metrics.db'}"
     server = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_SERVER__WORKERS": "2"})
     try:
-        sent = 12
-        for i in range(sent):  # a new connection each time: the kernel spreads them over the workers
-            with httpx.Client(base_url=server.url, timeout=30) as c:
-                assert c.post("/api/v1/messages", json={"user_id": f"w{i}", "text": "怎么查健康码"}).status_code == 200
         port = server.url.rsplit(":", 1)[1]
-        files = list((Path(session_dir / "var") / "metrics" / port).glob("counter_*.db"))
+
+        def send(i: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=30) as c:  # a new connection each time
+                return c.post("/api/v1/messages", json={"user_id": f"w{i}", "text": "怎么查健康码"}).status_code
+
+        # Sequential connections may all land on one worker (the kernel wakes the last waiter), so send
+        # concurrent batches until both workers have answered; the totals must then add up over both.
+        sent, files = 0, []
+        with ThreadPoolExecutor(8) as pool:
+            while len(files) < 2 and sent < 96:
+                assert set(pool.map(send, range(sent, sent + 8))) == {200}
+                sent += 8
+                files = list((Path(session_dir / "var") / "metrics" / port).glob("counter_*.db"))
         assert len(files) >= 2, files  # samples written by more than one worker process
         totals = set()
         for _ in range(6):  # whichever worker answers the scrape, the totals are the same
