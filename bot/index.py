@@ -77,12 +77,13 @@ def artifact_dir(index_root: Path, kb_version: str, encoder_key: str) -> Path:
 
 
 def build_retrievers(doc_texts: list[str], doc_vectors: np.ndarray, tokenizer: DomainTokenizer | _MemoTokenizer,
-                     extra_lexical_texts: Sequence[str] = (), previous: DenseRetriever | None = None
-                     ) -> tuple[LexicalRetriever, DenseRetriever]:
+                     extra_lexical_texts: Sequence[str] = (), previous: DenseRetriever | None = None,
+                     previous_lexical: LexicalRetriever | None = None) -> tuple[LexicalRetriever, DenseRetriever]:
     """Dense over the question documents; lexical over those plus any extra texts. ``previous``: the dense
-    index being replaced (its trained inverted lists are reused, see ``DenseRetriever.build``)."""
+    index being replaced (its trained inverted lists are reused, see ``DenseRetriever.build``);
+    ``previous_lexical``: the lexical one (its counts of unchanged texts are reused)."""
     with _phase("lexical index"):
-        lexical = LexicalRetriever.build([tokenizer.tokens(text) for text in [*doc_texts, *extra_lexical_texts]])
+        lexical = LexicalRetriever.build([*doc_texts, *extra_lexical_texts], tokenizer.tokens, previous_lexical)
     with _phase("dense index"):
         dense = DenseRetriever.build(doc_vectors, previous)
     return lexical, dense
@@ -259,7 +260,8 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
                 lexical, dense = previous.lexical, previous.dense
             else:
                 lexical, dense = build_retrievers(doc_texts, doc_vectors, tokens_of, answer_texts,
-                                                  previous.dense if previous is not None else None)
+                                                  previous.dense if previous is not None else None,
+                                                  previous.lexical if previous is not None else None)
             entries, intents, emergency = entries_job.result(), intents_job.result(), emergency_job.result()
             aspects = aspects_job.result() if aspects_job else None
             crisis_kinds = crisis_job.result() if crisis_job else None
@@ -305,23 +307,33 @@ def update_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder
                     and all(kb.entries[e].aspect == previous_kb.entries[e].aspect for e in kb.entries))
     same_docs = (same_entries and previous is not None and previous.doc_texts == doc_texts
                  and previous.doc_entry_ids == doc_entry_ids)
-    if previous is not None and not same_docs:  # texts will be encoded: reuse every vector known
-        if previous.dense.size == len(previous.doc_texts):
-            memo.remember(previous.doc_texts, previous.dense.vectors())
-        if previous.training_vectors is not None:
-            memo.remember(*previous.training_vectors)
     if previous is None or not (same_docs or (quick and same_entries)):
+        if previous is not None:  # texts will be encoded: reuse every vector known
+            if previous.dense.size == len(previous.doc_texts):
+                memo.remember(previous.doc_texts, previous.dense.vectors())
+            if previous.training_vectors is not None:
+                memo.remember(*previous.training_vectors)
         # retrain, each model warm-started from the previous fit
         return build_index(kb, tokenizer, encoder, memo, previous=previous, previous_kb=previous_kb,
                            token_memo=token_memo)
     tokens_of = _MemoTokenizer(tokenizer, {} if token_memo is None else token_memo)
     vocabulary = build_vocabulary(kb, tokenizer, previous.vocabulary, _unchanged(kb, previous_kb))
     if same_docs:  # provisional stays what it was: the models are the previous index's either way
-        lexical = LexicalRetriever.build([tokens_of.tokens(text) for text in [*doc_texts, *answer_texts]])
+        lexical = LexicalRetriever.build([*doc_texts, *answer_texts], tokens_of.tokens, previous.lexical)
         return dataclasses.replace(previous, kb_version=kb.version, lexical=lexical,
                                    lexical_entry_ids=doc_entry_ids + answer_entry_ids, vocabulary=vocabulary)
-    lexical, dense = build_retrievers(doc_texts, memo.encode(encoder, doc_texts), tokens_of, answer_texts,
-                                      previous.dense)
+    with _phase("lexical index"):
+        lexical = LexicalRetriever.build([*doc_texts, *answer_texts], tokens_of.tokens, previous.lexical)
+    with _phase("dense index"):
+        # Only new paraphrases are encoded; the others keep their place in the previous index (a retraining
+        # later remembers every vector of this one).
+        if previous.dense.size == len(previous.doc_texts):
+            position = {text: row for row, text in enumerate(previous.doc_texts)}
+            rows = np.fromiter((position.get(text, -1) for text in doc_texts), dtype=np.int64, count=len(doc_texts))
+            fresh = [doc_texts[i] for i in np.flatnonzero(rows < 0)]
+            dense = previous.dense.updated(rows, memo.encode(encoder, fresh))
+        else:
+            dense = DenseRetriever.build(memo.encode(encoder, doc_texts), previous.dense)
     return dataclasses.replace(previous, kb_version=kb.version, doc_entry_ids=doc_entry_ids, doc_texts=doc_texts,
                                lexical_entry_ids=doc_entry_ids + answer_entry_ids, lexical=lexical, dense=dense,
                                vocabulary=vocabulary, provisional=True)
@@ -370,17 +382,17 @@ def build_vocabulary(kb: KnowledgeBase, tokenizer: DomainTokenizer | _MemoTokeni
                      unchanged: Set[str] = frozenset()) -> Vocabulary:
     """Words of each entry's questions and answers (all variants), for the scope model's entity mismatch.
     Entries in ``unchanged`` keep their words from ``previous`` (a publish re-tokenises only edits)."""
-    words: dict[str, set[str]] = {}
+    words: dict[str, Set[str]] = {}
     reused = previous.entry_words if previous is not None and unchanged else {}
     for entry in kb.entries.values():
         if entry.id in unchanged and entry.id in reused:
-            words[entry.id] = set(reused[entry.id])
+            words[entry.id] = reused[entry.id]  # the same object: Vocabulary does not count it again
             continue
         texts = [*entry.questions.zh, *entry.questions.en, entry.answer.zh, entry.answer.en]
         for variant in entry.variants:
             texts += [variant.answer.zh, variant.answer.en]
         words[entry.id] = {w for text in texts for w in tokenizer.words(normalise(text))}
-    return Vocabulary(dict(words))
+    return Vocabulary(words, previous if reused else None)
 
 
 def train_emergency_detector(doc_texts: list[str], doc_vectors: np.ndarray, intent_texts: list[str],

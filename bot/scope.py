@@ -54,12 +54,44 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 class Vocabulary:
     """Which words each entry (questions + answers) and the KB as a whole use, with IDF over entries."""
 
-    def __init__(self, entry_words: dict[str, Iterable[str]]):
-        self.entry_words = {entry_id: frozenset(words) for entry_id, words in entry_words.items()}
-        df = Counter(word for words in self.entry_words.values() for word in words)
+    def __init__(self, entry_words: Mapping[str, Iterable[str]], previous: "Vocabulary | None" = None):
+        """``previous``: the vocabulary this one replaces (a publish). Entries whose word set is the very
+        object ``previous`` holds are not counted again: at 10,000 entries counting 1.37 M words was
+        0.45 s of a one-paraphrase publish. The result is the same as counting everything."""
+        self.entry_words = {entry_id: words if isinstance(words, frozenset) else frozenset(words)
+                            for entry_id, words in entry_words.items()}
         n = max(len(self.entry_words), 1)
-        self.idf = {word: math.log((n + 1) / (count + 1)) + 1.0 for word, count in df.items()}
+        if previous is None:
+            self._df = Counter(word for words in self.entry_words.values() for word in words)
+            self.idf = {word: self._idf(n, count) for word, count in self._df.items()}
+        else:
+            self._df = previous._df.copy()
+            changed: set[str] = set()
+            for entry_id, words in previous.entry_words.items():
+                if self.entry_words.get(entry_id) is not words:
+                    self._df.subtract(words)
+                    changed.update(words)
+            for entry_id, words in self.entry_words.items():
+                if previous.entry_words.get(entry_id) is not words:
+                    self._df.update(words)
+                    changed.update(words)
+            if n == max(len(previous.entry_words), 1):  # the same n: only the changed words' idf moves
+                self.idf = dict(previous.idf)
+                for word in changed:
+                    count = self._df[word]
+                    if count > 0:
+                        self.idf[word] = self._idf(n, count)
+                    else:
+                        self.idf.pop(word, None)
+                        del self._df[word]
+            else:
+                self._df = +self._df  # drops the words no entry uses any more
+                self.idf = {word: self._idf(n, count) for word, count in self._df.items()}
         self.unknown_idf = math.log(n + 1) + 1.0
+
+    @staticmethod
+    def _idf(n: int, count: int) -> float:
+        return math.log((n + 1) / (count + 1)) + 1.0
 
     def to_dict(self) -> dict[str, list[str]]:
         return {entry_id: sorted(words) for entry_id, words in self.entry_words.items()}

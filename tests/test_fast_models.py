@@ -242,3 +242,35 @@ def test_the_vectorised_bm25_build_is_bm25s_own_index():
     assert fast.vocab_dict == reference.vocab_dict
     for query in (["核", "w3"], ["w299", "w299", "钱"], ["unknown"]):
         np.testing.assert_array_equal(fast.get_scores(query), reference.get_scores(query))
+
+
+def test_a_lexical_index_updated_by_a_publish_scores_like_a_fresh_build(tmp_path):
+    """A publish re-counts only the texts the previous lexical index did not hold (the others keep their
+    term counts; 1.9 → 0.3 s at 10,000 entries, where bm25s's token loop over 213k documents was the
+    time): the scores equal a fresh build's, also from an index saved and loaded back."""
+    from bot.retrieval.lexical import LexicalRetriever
+
+    rng = np.random.default_rng(11)
+    vocabulary = [f"w{i}" for i in range(200)] + list("核酸检测多少钱健康码")
+    tokens = {f"t{i}": list(rng.choice(vocabulary, size=int(rng.integers(1, 20)))) for i in range(1500)}
+    tokens |= {"empty": [], "new one": ["核", "新词"], "new two": ["新词", "w3", "w3"]}
+    calls: list[str] = []
+
+    def tokens_of(text: str) -> list[str]:
+        calls.append(text)
+        return tokens[text]
+
+    before = [f"t{i}" for i in range(1400)] + ["empty"]
+    after = [t for t in before if t not in {"t5", "t700"}]
+    after[100:100] = ["new one"]
+    after += ["new two", "t1450"]
+    first = LexicalRetriever.build(before, tokens_of)
+    first.save(tmp_path / "lexical")
+    loaded = LexicalRetriever.load(tmp_path / "lexical")
+    fresh = LexicalRetriever.build(after, tokens.__getitem__)
+    for previous in (first, loaded):
+        calls.clear()
+        updated = LexicalRetriever.build(after, tokens_of, previous)
+        assert sorted(calls) == ["new one", "new two", "t1450"]
+        for query in (["核", "w3"], ["新词"], ["w199", "w199", "钱"], ["t5"], ["unknown"], ["<empty>"]):
+            np.testing.assert_array_equal(updated.scores(query), fresh.scores(query))

@@ -144,9 +144,9 @@ def test_an_index_build_pauses_the_garbage_collector_and_restores_it(mini_engine
     seen = []
     build = LexicalRetriever.build.__func__
 
-    def spy(cls, documents):
+    def spy(cls, *args):
         seen.append(gc.isenabled())
-        return build(cls, documents)
+        return build(cls, *args)
 
     monkeypatch.setattr(LexicalRetriever, "build", classmethod(spy))
     assert gc.isenabled()
@@ -227,3 +227,26 @@ def test_concurrent_saves_of_one_index_folder_leave_the_complete_index(mini_engi
     assert errors == []
     assert is_complete(directory) and load_index(directory).doc_texts == complete.doc_texts
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".building-")]
+
+
+@pytest.mark.parametrize("change", ["paraphrase", "entry added", "entry removed"])
+def test_a_publishs_vocabulary_counts_only_the_changed_entries_and_equals_a_fresh_count(change):
+    """The scope model's word IDF over entries: a publish reuses the unchanged entries' word sets and only
+    re-counts the changed ones (0.45 s of a one-paraphrase publish at 10,000 entries); the IDF it gets is
+    exactly what counting every entry gives, words no entry uses any more included."""
+    from bot.scope import Vocabulary
+
+    before = {"a": frozenset({"核酸", "检测", "多少钱"}), "b": frozenset({"核酸", "哪里"}), "c": frozenset({"疫苗", "哪里"})}
+    after = dict(before)
+    if change == "paraphrase":
+        after["b"] = frozenset({"核酸", "哪里", "采样点"})
+        after["c"] = frozenset({"疫苗"})  # 哪里 now in one entry only
+    elif change == "entry added":
+        after["d"] = frozenset({"健康码", "哪里"})
+    else:
+        del after["c"]  # 疫苗 is no entry's word any more
+    previous = Vocabulary(before)
+    updated, fresh = Vocabulary(after, previous), Vocabulary(after)
+    assert updated.idf == fresh.idf and updated.unknown_idf == fresh.unknown_idf
+    assert updated.entry_words == fresh.entry_words
+    assert Vocabulary(before).idf == previous.idf  # the previous one is left as it was
