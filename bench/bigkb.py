@@ -80,12 +80,7 @@ def _one_entry_changed(kb, index, tokenizer, encoder, memo, update_index, retrai
                                                      entry.id: entry.model_copy(update={"questions": questions,
                                                                                         "answer": answer})},
                                     version=kb.version + "-q")
-    from bot.index import _documents
-
-    started = time.perf_counter()
-    _, doc_texts, _, answer_texts = _documents(kb)
-    tokens = {text: tokenizer.tokens(text) for text in [*doc_texts, *answer_texts]}  # as a server warms them
-    print(f"tokens warmed (a server does it after start): {time.perf_counter() - started:.1f} s")
+    tokens: dict[str, list[str]] = {}  # a server's token memo starts empty (the lexical index keeps counts)
     started = time.perf_counter()
     answer_index = update_index(edited, tokenizer, encoder, index, kb, memo, tokens, quick=True)
     print(f"one answer edited: re-indexed in {time.perf_counter() - started:.1f} s")

@@ -205,7 +205,8 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     out_of_kb = [normalise(t) for t in load_out_of_kb(kb.root)]
     # Answers' vectors only train the entry classifier: a KB too large for it does not encode them (answers
     # are long: at 10,000 entries their 20,000 vectors were most of the encoder's time).
-    encoded_answers = answer_texts if EntryClassifier.affordable(len(kb.entries)) else []
+    classified = EntryClassifier.affordable(len(kb.entries))
+    encoded_answers = answer_texts if classified else []
     every_text = doc_texts + intent_texts + emergency_texts + calm_texts + out_of_kb + encoded_answers
     with _phase(f"encoding {len(every_text):,} texts"):
         vectors = (memo or VectorMemo()).encode(encoder, every_text, progress)
@@ -217,9 +218,13 @@ def build_index(kb: KnowledgeBase, tokenizer: DomainTokenizer, encoder: Encoder,
     n_docs, n_intents = len(doc_texts), len(intent_texts)
     doc_vectors, intent_vectors = vectors[:n_docs], vectors[n_docs:n_docs + n_intents]
     tokens_of = _MemoTokenizer(tokenizer, {} if token_memo is None else token_memo)
-    with _phase("tokenising"):
-        doc_tokens = [tokens_of.tokens(text) for text in doc_texts]
-        answer_tokens = [tokens_of.tokens(t) for t in answer_texts]
+    doc_tokens: list[list[str]] = []
+    answer_tokens: list[list[str]] = []
+    if classified:  # only the entry classifier reads every text's tokens; the lexical index tokenises
+        # what it does not hold yet (nothing when a provisional index is completed: 46 s at 10,000 entries)
+        with _phase("tokenising"):
+            doc_tokens = [tokens_of.tokens(text) for text in doc_texts]
+            answer_tokens = [tokens_of.tokens(t) for t in answer_texts]
     # The six models train on two threads (their fits spend most of their time in BLAS and sparse products,
     # which release the GIL), the entry classifier first: it is the longest. Two fits with a 2-thread BLAS
     # each ran 4 threads on 2 cores (129 s instead of 27 s for today's KB): one BLAS thread each meanwhile.
