@@ -89,3 +89,5 @@ def test_a_publish_update_searches_like_a_build_over_every_vector(vectors, limit
         np.testing.assert_array_equal(updated.scores(query), rebuilt.scores(query))
     with pytest.raises(ValueError, match="5 new documents but 4 vectors"):
         first.updated(rows, added[:4])
+    twice = np.append(rows, rows[1])  # the same text in two entries: one previous vector for two documents
+    np.testing.assert_array_equal(first.updated(twice, added).vectors(), np.vstack([documents, documents[1:2]]))

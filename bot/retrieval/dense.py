@@ -81,7 +81,9 @@ class DenseRetriever:
         fresh = np.flatnonzero(rows < 0)
         if len(fresh) != len(added):
             raise ValueError(f"{len(fresh)} new documents but {len(added)} vectors")
-        if not self._keeps_lists(len(rows), self._index.d) or len(rows) <= EXACT_LIMIT:
+        kept_rows = rows[rows >= 0]
+        if not self._keeps_lists(len(rows), self._index.d) or len(rows) <= EXACT_LIMIT \
+                or len(np.unique(kept_rows)) != len(kept_rows):  # one vector twice (the same text in two entries)
             vectors = np.empty((len(rows), self._index.d), dtype=np.float32)
             kept = np.flatnonzero(rows >= 0)
             vectors[kept] = self.vectors()[rows[kept]]

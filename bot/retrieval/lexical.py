@@ -1,6 +1,7 @@
 """BM25 over jieba words + Chinese character bigrams (bm25s)."""
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Sequence
 from itertools import chain
 from pathlib import Path
@@ -105,7 +106,7 @@ class _State:
                 shape = tuple(int(n) for n in saved["shape"])
                 counts = sparse.csr_matrix((saved["data"].astype(np.int32), saved["indices"], saved["indptr"]),
                                            shape=shape)
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None
         if counts.shape != (len(texts), len(words)):
             return None
