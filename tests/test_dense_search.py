@@ -68,7 +68,7 @@ def test_a_rebuild_keeps_the_trained_lists_of_the_index_it_replaces(vectors, mon
 
 
 @pytest.mark.parametrize("limit", [1000, dense.EXACT_LIMIT])
-def test_a_publish_update_searches_like_a_build_over_every_vector(vectors, limit, monkeypatch):
+def test_a_publish_update_searches_like_a_build_over_every_vector(vectors, limit, monkeypatch, tmp_path):
     """A publish that adds, drops and moves a few paraphrases: the vectors of the others are copied from
     the index it replaces (inverted lists renumbered, not rebuilt: 2.5 s at 10,000 entries) and only the
     new ones are given to it; every search then equals a build over the new document list."""
@@ -85,8 +85,11 @@ def test_a_publish_update_searches_like_a_build_over_every_vector(vectors, limit
     rebuilt = DenseRetriever.build(documents, previous=first)
     assert updated.size == len(rows) and (updated._matrix is None) == (limit == 1000)  # noqa: SLF001
     np.testing.assert_array_equal(updated.vectors(), documents)
+    updated.save(tmp_path / "dense.faiss")  # as a publish's background save writes it, and another process reads it
+    loaded = DenseRetriever.load(tmp_path / "dense.faiss")
     for query in [*documents[[0, 17, 18, 2999, -1]], *vectors[rng.integers(0, len(vectors), 20)]]:
         np.testing.assert_array_equal(updated.scores(query), rebuilt.scores(query))
+        np.testing.assert_array_equal(loaded.scores(query), rebuilt.scores(query))
     with pytest.raises(ValueError, match="5 new documents but 4 vectors"):
         first.updated(rows, added[:4])
     twice = np.append(rows, rows[1])  # the same text in two entries: one previous vector for two documents
