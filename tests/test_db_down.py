@@ -104,7 +104,9 @@ def test_after_a_failure_the_database_fails_fast_then_finds_its_way_back(proxied
         proxy.freeze()
         started = time.monotonic()
         assert not db.ping()
-        assert 1.2 < time.monotonic() - started < 1.6  # the first one waits for its deadline: 1 s + 0.3 s grace
+        # The first one waits for its deadline (1 s + 0.3 s grace), not for the frozen socket (~20 s): the
+        # upper bound was 1.6 s until a loaded CI machine took 1.63 s to return after the watchdog fired.
+        assert 1.2 < time.monotonic() - started < 3.0
         timings = []
         for _ in range(10):  # over 2.5 s: a background probe looks for the database, no request does
             started = time.monotonic()
@@ -113,8 +115,9 @@ def test_after_a_failure_the_database_fails_fast_then_finds_its_way_back(proxied
                     session.execute(sqlalchemy.text("SELECT 1"))
             timings.append(time.monotonic() - started)
             time.sleep(0.25)
-        # the rest fail fast (when a request was the probe, one every 0.5 s waited for the deadline)
-        assert max(timings) < 0.1, timings
+        # the rest fail fast, far inside the 1.3 s deadline (when a request was the probe, one every 0.5 s
+        # waited for the deadline)
+        assert max(timings) < 0.5, timings
         proxy.thaw()
         deadline = time.monotonic() + 10
         while not db.ping():
