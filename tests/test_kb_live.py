@@ -353,7 +353,8 @@ def test_another_process_updates_its_own_index_for_an_answer_edit_instead_of_loa
         mini_editing, mini_settings, mini_engine, clock, monkeypatch):
     """An answer edit keeps every model: the other processes updated nothing themselves but loaded the saved
     index (895 MB at 10,000 entries: 3.0–4.3 s of their swap, against 1.3–2.6 s for the publisher's own
-    update). They now update their own index, and still load a saved one whose models were retrained."""
+    update). They now update their own index (a saved index whose models were retrained is still loaded:
+    test_a_paraphrase_publish_is_served_at_once_then_retrained_everywhere)."""
     from bot import index as index_module
     from bot.config import KbSettings
     from bot.index import artifact_dir
