@@ -18,6 +18,8 @@ from tests.conftest import CHROMIUM
 
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 DAY = dt.date(2026, 12, 1)
+LEAD = 22.0  # real seconds from spawning the server to the simulated 23:00 the evening before DAY
+NIGHT = 7 * 3600 / 8640  # 23:00 → 06:00 of simulated time at 8640×: 2.9 real seconds
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,11 +32,15 @@ def simulated(tmp_path_factory, engine):
     """A simulated day (150 conversations, one day in 10 s of real time); the server stays up. The day
     starts 22 s after the server is spawned: it is ready in a few seconds from the shared model and
     index cache, which ``engine`` fills (2–4 s alone; with four test workers busy beside it 11.4 s on
-    one machine and 16.6 s on a slower one: the lead was 8, then 15 s). This fixture took 72 s when it did
-    not ask for that cache (the server built its own index within the default 40 s lead) and the day took 30 s."""
+    one machine and 16.6 s on a slower one: the lead was 8, then 15 s; 21.3 s once inside CI). This fixture
+    took 72 s when it did not ask for that cache (the server built its own index within the default 40 s lead)
+    and the day took 30 s. A server ready a little after the lead is no failure: the simulated clock runs from
+    23:00 the evening before, and the events it missed are replayed at once, within the day. Until 06:00
+    (``NIGHT`` of real time after the lead) that is 3 % of the day's arrivals (``DAILY_CURVE``) and the night
+    agent's shift starting late (``SHIFTS``: chen from 00:00); later, whole busy hours would be squeezed into a burst."""
     summary = simulate(tmp_path_factory.mktemp("sim"), DAY, conversations=150, speed=8640, keep=True,
-                       lead_seconds=22.0)
-    if summary["server_ready_seconds"] >= 21:  # else the day's first hours are replayed late
+                       lead_seconds=LEAD)
+    if summary["server_ready_seconds"] > LEAD + NIGHT:
         stop_server(summary.pop("server"))  # a failed setup left the server running past the suite
         pytest.fail(f"the server was ready only after the simulated day began: {summary}")
     yield summary
