@@ -96,7 +96,8 @@ class ForeignFAQ:
                 in_kb = self.topic.probability(q, v) if self.topic is not None else 1.0
                 p = self.bot.scope_model.probability(
                     scope_evidence(candidates, self.bot.tokenizer.words(q), self.vocabulary, detect_language(q), in_kb))
-            other = self.bot.other_subjects.find(q, self.entry_texts.get(candidates[0].entry_id, "")) if candidates else ()
+            other = self.bot.other_subjects.find(q, self.entry_texts.get(candidates[0].entry_id, ""),
+                                                 words=self.bot.tokenizer.words(q)) if candidates else ()
             out.append((candidates, p, other))
         return out
 

@@ -124,7 +124,7 @@ class Bot:
             except ValueError as exc:  # thresholds from an older calibration: decide on plain scores
                 log.warning("scope model disabled: %s; run python -m bench.calibrate", exc)
         self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff, self.gazetteer)
-        self.other_subjects = OtherSubjects.from_dir(kb.root)
+        self.other_subjects = OtherSubjects.from_dir(kb.root, self.tokenizer.frequency)
         self.entry_texts = entry_texts(kb)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
@@ -210,7 +210,8 @@ class Bot:
         if candidates:
             top = self.kb.entries.get(candidates[0].entry_id)
             other = self.other_subjects.find(normalised, self.entry_texts.get(candidates[0].entry_id, ""),
-                                             rules_entry=top is not None and top.category in RULE_CATEGORIES)
+                                             rules_entry=top is not None and top.category in RULE_CATEGORIES,
+                                             words=words)
         return Understanding(
             normalised=normalised,
             language=language,

@@ -170,6 +170,11 @@ class DomainTokenizer:
                 out.append(canonical)
         return out
 
+    def frequency(self, word: str) -> int | None:
+        """jieba's dictionary count of ``word`` (None: not in it; 0: only the start of longer words)."""
+        count: int | None = self._jieba.FREQ.get(word)
+        return count
+
     def tokens(self, normalised_text: str, words: list[str] | None = None) -> list[str]:
         """Words plus character bigrams; pass ``words`` when already computed (saves a jieba pass)."""
         words = self.words(normalised_text) if words is None else words

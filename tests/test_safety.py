@@ -118,6 +118,48 @@ def test_other_countries_do_not_count_against_an_entry_that_is_not_about_rules()
     assert subjects.find(normalise("英国现在还戴口罩吗"), "英国的口罩规定") == ()  # the entry talks about it
 
 
+# -- named persons (bot.scope.PersonNames, the ``persons`` section of other_subjects.yml) ------------------
+
+def test_person_names_by_each_rule_and_what_is_not_a_name():
+    from bot.scope import PersonNames
+
+    dictionary = {"张贴": 401, "李秀英": 3, "建华": 342, "钱能": 0, "江北区": None, "白屏": None}
+    names = PersonNames("王李张刘吴黄钱江", ["老师", "小姐"], ["同事", "先生"], dictionary.get)
+    assert names.find(["王芳", "的", "健康码"]) == ("王芳",)            # no dictionary word
+    assert names.find(["帮", "我查", "李秀英", "的", "核酸"]) == ("李秀英",)  # a rare one (jieba: nr, 3)
+    assert names.find(["刘老师", "被", "隔离"]) == ("刘老师",)          # surname + title
+    assert names.find(["我", "同事", "黄", "小姐", "被", "隔离"]) == ("黄小姐",)  # cut off its title
+    assert names.find(["我", "先生", "吴", "建华", "什么", "时候"]) == ("吴建华",)  # after a relation
+    assert names.find(["我", "邻居", "老李", "是不是", "阳性"]) == ("老李",)
+    assert names.find(["张贴", "的", "码"]) == ()                      # a dictionary word
+    assert names.find(["这", "张票", "能", "退"]) == ()                 # a measure word
+    assert names.find(["机票", "钱能", "退"]) == ()                     # 能 is no given name
+    assert names.find(["江北区", "发热门诊"]) == ()                      # a place
+    assert names.find(["健康码", "一直", "白屏"]) == ()                  # 白 is not in this list
+    assert names.find(["我", "叫", "王芳", "核酸", "多少", "钱"]) == ()    # the citizen's own name
+    assert names.find(["黄", "码", "怎么", "办"]) == ()                  # a lone surname needs a title or a relation
+
+
+def test_the_shipped_names_count_against_an_entry_only_with_the_tokenizer():
+    from bot.scope import OtherSubjects
+    from bot.text import DomainTokenizer, SynonymMap
+
+    knowledge = PROJECT_ROOT / "knowledge"
+    tokenizer = DomainTokenizer(knowledge / "userdict.txt", SynonymMap.from_file(knowledge / "synonyms.yml"))
+    subjects = OtherSubjects.from_dir(knowledge, tokenizer.frequency)
+
+    def find(text: str, entry: str = "健康码颜色代表什么") -> tuple[str, ...]:
+        return subjects.find(normalise(text), entry, words=tokenizer.words(normalise(text)))
+
+    assert find("王芳的健康码现在是啥颜色") == ("person:王芳",)
+    assert find("我同事黃小姐被隔離在哪裡") == ("person:黄小姐",)  # Traditional, normalised to Simplified
+    assert find("我邻居老李是不是阳了") == ("person:老李",)
+    for text in ("健康码红黄绿分别代表什么", "张贴的场所码扫不出来", "这张核酸报告能用几天", "江北区发热门诊在几楼",
+                 "健康码一直白屏", "我叫张伟，核酸多少钱"):
+        assert find(text) == (), text
+    assert OtherSubjects.from_dir(knowledge).find(normalise("王芳的健康码是啥颜色"), "", words=["王芳"]) == ()
+
+
 # -- the scope model's evidence (bot.scope.scope_evidence, knowledge/thresholds/use.yml) ----------------------
 
 def test_a_wide_margin_counts_only_as_far_as_the_question_is_in_the_kbs_domain():

@@ -147,3 +147,16 @@ def test_a_question_about_another_vaccine_is_not_answered_with_the_covid_entry(f
     assert "vaccination.how_to_book" in other.replies[0].buttons[0].payload  # offered, not asserted
     covid = ask(fresh_bot, "Where can I get a covid vaccine near me?", user="u2")
     assert covid.entry_id == "vaccination.how_to_book"
+
+
+def test_a_question_about_one_named_persons_case_is_not_answered_with_the_general_entry(fresh_bot):
+    # Without the names (bot.scope.PersonNames) this was answered with health_code.colors_meaning: every word
+    # but the name matches it, and only a record can tell what colour 张伟's code is.
+    for i, name in enumerate(("张伟", "老王")):
+        named = ask(fresh_bot, f"帮我看看{name}的健康码现在是什么颜色", user=f"n{i}")
+        assert named.entry_id is None and named.intent == "faq", name
+        assert "health_code.colors_meaning" in named.replies[0].buttons[0].payload  # offered, not asserted
+    general = ask(fresh_bot, "帮我看看健康码现在是什么颜色", user="u2")
+    assert general.entry_id == "health_code.colors_meaning"
+    own = ask(fresh_bot, "我叫张伟，健康码红黄绿分别代表什么", user="u3")  # the citizen's own name
+    assert own.entry_id == "health_code.colors_meaning"
