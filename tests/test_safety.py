@@ -98,6 +98,9 @@ def test_common_words_are_not_other_subjects():
     ("英国现在还戴口罩吗", ("united_kingdom",)),              # another country's rules
     ("韓國入境需要隔離嗎", ("south_korea",)),
     ("Does Canada still require masks on planes?", ("canada",)),
+    ("Are masks still required on trains in the UK?", ("united_kingdom",)),  # the short names, as whole words
+    ("Does the USA still ask for a vaccine certificate?", ("united_states",)),
+    ("flying in from the UK next week, do I need a test on arrival", ()),
     ("下个月从美国回国，落地后要隔离吗", ()),                   # where the citizen comes FROM: an arrival question
     ("arriving from Japan next week, do I need a test", ()),
     ("我们公司有个德国同事，他的健康码怎么弄", ()),              # a nationality
