@@ -191,6 +191,16 @@ def ask(page, text):
     return page.locator(BOT_ANSWERS).last
 
 
+def tap_retry(page):
+    """Lets messages through again and taps "not delivered · tap to retry" in the same breath. The widget also
+    resends by itself (backoff 1, 2, 4… s): while a plain click waited for the bubble to stop moving (the
+    history re-rendering after a reload), that timer sent the message first and removed the button, and the
+    click timed out on a detached element (2026-12-02, full suite on a loaded machine). Until this call the
+    route still fails those resends, so the button is there; ``force`` taps it without that wait."""
+    page.unroute("**/web/api/messages")
+    page.locator(".hl-retry").click(force=True)
+
+
 def shot(page, name):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name))
@@ -357,8 +367,7 @@ def test_no_message_is_lost_or_stored_twice(server, page_at, size):
     page.keyboard.press("Enter")
     page.locator(".hl-user.hl-failed", has_text=lost_text).wait_for()
     assert stored_copies(server, conversation_id, lost_text) == 1
-    page.unroute("**/web/api/messages")
-    page.click(".hl-retry")
+    tap_retry(page)
     page.wait_for_function(f"() => !{W_JS}.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
     assert stored_copies(server, conversation_id, lost_text) == 1  # the retry was recognised, not stored again
     assert len(reached) == 1
@@ -377,8 +386,7 @@ def test_no_message_is_lost_or_stored_twice(server, page_at, size):
     assert page.locator(".hl-retry").is_visible()
     shot(page, f"ux-retry-after-reload-{size[0]}.png")
     assert stored_copies(server, conversation_id, kept_text) == 0
-    page.unroute("**/web/api/messages")
-    page.click(".hl-retry")
+    tap_retry(page)
     page.wait_for_function(f"() => !{W_JS}.querySelector('.hl-failed') && {OUTBOX_JS}.length === 0")
     assert stored_copies(server, conversation_id, kept_text) == 1
     assert page.errors == []

@@ -11,6 +11,7 @@ import time
 import httpx
 
 WAITING = 300
+PARKED = 10.0  # seconds each waiting citizen's long poll stays open
 
 
 async def _park(url: str, conversation_id: str, user_id: str, state: str, count: int, seconds: float):
@@ -26,8 +27,8 @@ def test_hundreds_of_waiting_citizens_do_not_slow_anyone_down(live_server):
         first = client.post("/web/api/messages", json={"user_id": "waiting-citizen-0001", "text": "/ask_human"}).json()
     loop = asyncio.new_event_loop()
     parked = loop.create_task(_park(live_server.url, first["conversation_id"], "waiting-citizen-0001",
-                                    first["state"], WAITING, 6))
-    loop.run_until_complete(asyncio.sleep(1.5))  # the polls are parked (6 s each)
+                                    first["state"], WAITING, PARKED))
+    loop.run_until_complete(asyncio.sleep(1.5))  # the polls are parked (PARKED s each)
     timings = []
     with live_server.client() as client:
         for i in range(10):
@@ -39,8 +40,10 @@ def test_hundreds_of_waiting_citizens_do_not_slow_anyone_down(live_server):
         started = time.monotonic()
         assert client.get("/healthz").status_code == 200
         healthz = time.monotonic() - started
-    # 8 request threads per worker: were the waits holding threads, these would queue for 6 s
-    assert max(timings) < 3 and healthz < 1, (timings, healthz)
+    # 8 request threads per worker: were the waits holding threads, the first of these would queue for the rest
+    # of the polls' PARKED s (8.5 s). Served beside 300 parked polls and three busy test processes, one message
+    # took 3.1 s once (the bound was 3 s with 6 s polls): the bound leaves that room and still tells the two apart.
+    assert max(timings) < 6 and healthz < 1, (timings, healthz)
     responses = loop.run_until_complete(parked)
     loop.close()
     assert all(r.status_code == 200 and r.json()["turns"] == [] for r in responses)
