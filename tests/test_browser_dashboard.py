@@ -161,3 +161,41 @@ def test_dashboard_over_a_simulated_day(simulated, browser):
     page.locator("#dash-kpis").screenshot(path=str(ARTIFACTS / "dashboard-kpis.png"))
     assert not errors, errors
     context.close()
+
+
+def test_an_older_answer_arriving_late_does_not_overwrite_the_range_just_applied(simulated, browser):
+    """The section's opening load (the default range) is held back until the supervisor's own range has been
+    applied and drawn, then answered: the page keeps the supervisor's range. Before, the late answer was drawn
+    over it (the full suite's loaded machine timed out waiting for the applied range to show, 2026-12-02)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    watch(page, errors)
+    page.goto(simulated["url"] + "/agents/")
+    page.fill("#username", SUPERVISOR)
+    page.fill("#password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#tab-section-dashboard")
+    held: list = []
+
+    def hold_the_opening_load(route):
+        if "from=" not in route.request.url and not held:
+            held.append(route)  # answered below, after the applied range
+        else:
+            route.continue_()
+
+    page.route("**/agents/api/dashboard?*", hold_the_opening_load)
+    with page.expect_request(lambda r: "/agents/api/dashboard?" in r.url):
+        page.click("#tab-section-dashboard")
+    page.wait_for_selector("#dash-apply")
+    show(page, DAY.isoformat(), DAY.isoformat())
+    applied = kpi(page, "conversations")
+    assert applied != "0" and held, held
+    with page.expect_response(lambda r: r.url == held[0].request.url):
+        held[0].fulfill(response=held[0].fetch())
+    page.wait_for_timeout(500)  # what the late answer's handlers would draw, they draw now (nothing to wait for)
+    loaded = page.locator("#section-dashboard").get_attribute("data-loaded")
+    assert loaded == f"from={DAY}&to={DAY}" and kpi(page, "conversations") == applied
+    assert page.input_value("#dash-from") == DAY.isoformat()
+    assert not errors, errors
+    context.close()
