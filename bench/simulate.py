@@ -330,10 +330,14 @@ def simulate(out: Path, day: dt.date, conversations: int, speed: float, seed: in
     # 23:00 the evening before; the simulator waits for its events' times on the same clock.
     sim_start = day_start - dt.timedelta(hours=1)
     anchor = time.time() + lead_seconds
+    # Staff sessions expire on the server's (simulated) clock: 48 h was 20 real seconds at 8,640x, and a
+    # supervisor looking at the dashboard after the day was logged out mid-look (the browser test, on a loaded
+    # machine). They last the replayed days and 30 more (at 8,640x: 5 real minutes after the replay).
+    session_hours = 24 * (days + 30)
     env = {"HOTLINE_SIMULATION__START": sim_start.isoformat(), "HOTLINE_SIMULATION__ANCHOR": f"{anchor:.3f}",
            "HOTLINE_SIMULATION__SPEED": str(speed), **LOAD_GENERATOR_ENV,
            "HOTLINE_DESK__PRESENCE_SECONDS": "1800", "HOTLINE_DESK__TIMEZONE": timezone,
-           "HOTLINE_SESSION_HOURS": "48"}
+           "HOTLINE_SESSION_HOURS": str(session_hours)}
     started = time.perf_counter()
     server = start_server(out, env)
     ready_after = time.perf_counter() - started
