@@ -77,20 +77,26 @@ def watch(page, errors: list[str]) -> None:
         r.url.endswith("/agents/api/session") or r.url.endswith("/favicon.ico")) else None)
 
 
+def logged_in(browser, url: str):
+    """A new browser context with the supervisor logged in to the console: (context, page, errors seen)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN", accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    watch(page, errors)
+    page.goto(url + "/agents/")
+    page.fill("#username", SUPERVISOR)
+    page.fill("#password", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    return context, page, errors
+
+
 def test_dashboard_over_a_simulated_day(simulated, browser):
     # Claims need agents' HTTP round trips within the 10 s day: 3 on a loaded slow machine (the bar was > 3);
     # the charts below compare the page with the API, which needs some claims, not many.
     assert simulated["messages"] > 100 and simulated["handoffs"] > 5 and simulated["claims"] > 0
     assert simulated.get("errors", 0) <= 2, simulated.get("last_error")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN", accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    watch(page, errors)
-    page.goto(simulated["url"] + "/agents/")
-    page.fill("#username", SUPERVISOR)
-    page.fill("#password", PASSWORD)
-    page.click("#login-form button[type=submit]")
+    context, page, errors = logged_in(browser, simulated["url"])
     page.click("#tab-section-dashboard")
     page.wait_for_selector("#dash-kpis .kpi")
     show(page, DAY.isoformat(), DAY.isoformat())
@@ -159,14 +165,7 @@ def test_an_older_answer_arriving_late_does_not_overwrite_the_range_just_applied
     applied and drawn, then answered: the page keeps the supervisor's range. Before, the late answer was drawn
     over it. Found while chasing a timeout of the test above on a loaded machine (whose cause was the session's
     expiry, last test below): a slow opening load can answer after the supervisor's first filter."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
-    page = context.new_page()
-    errors: list[str] = []
-    watch(page, errors)
-    page.goto(simulated["url"] + "/agents/")
-    page.fill("#username", SUPERVISOR)
-    page.fill("#password", PASSWORD)
-    page.click("#login-form button[type=submit]")
+    context, page, errors = logged_in(browser, simulated["url"])
     page.wait_for_selector("#tab-section-dashboard")
     held: list = []
 
