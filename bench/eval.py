@@ -90,14 +90,15 @@ class ForeignFAQ:
         vectors = encode(self.bot.encoder, normalised)
         out = []
         for q, v in zip(normalised, vectors):
-            candidates = self.retriever.run(self.bot.tokenizer.tokens(q), v, top_k=k, text=q)
+            words = self.bot.tokenizer.words(q)  # one jieba pass, as Bot.understand does
+            candidates = self.retriever.run(self.bot.tokenizer.tokens(q, words), v, top_k=k, text=q)
             p = None
             if self.bot.scope_model is not None:
                 in_kb = self.topic.probability(q, v) if self.topic is not None else 1.0
                 p = self.bot.scope_model.probability(
-                    scope_evidence(candidates, self.bot.tokenizer.words(q), self.vocabulary, detect_language(q), in_kb))
+                    scope_evidence(candidates, words, self.vocabulary, detect_language(q), in_kb))
             other = self.bot.other_subjects.find(q, self.entry_texts.get(candidates[0].entry_id, ""),
-                                                 words=self.bot.tokenizer.words(q)) if candidates else ()
+                                                 words=words) if candidates else ()
             out.append((candidates, p, other))
         return out
 
