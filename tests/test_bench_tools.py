@@ -150,6 +150,30 @@ def test_tests_start_servers_with_the_bench_launcher_at_the_suites_fixed_moment(
     assert (seen["HOTLINE_OPEN_READ_API"], seen["dir"], seen["timeout"]) == ("1", tmp_path, 9)
 
 
+def test_simulated_citizens_wait_at_least_the_real_time_floor_at_high_speed():
+    """At 8,640x a 10-minute mean patience is 69 ms of real time, less than an agent's look and claim on a loaded
+    machine: a CI day had 0 claims. With a floor of 1.5 real seconds every give-up is scheduled that late."""
+    import random
+
+    from bench.simulate import Day, Tickets
+
+    start = dt.datetime(2026, 12, 1)
+    day = Day(start, time.time(), 8640)
+    tickets = Tickets(day, random.Random(1), min_patience_real=1.5)
+    tickets.citizens = nobody = object()  # type: ignore[assignment]  # give_up is scheduled, never run here
+    for handoff_id in range(200):
+        tickets.opened(handoff_id, {"id": f"c{handoff_id}"})
+    give_ups = [(event.at - start).total_seconds() / 8640 for event in day.events]
+    assert len(give_ups) == 200 and min(give_ups) >= 1.5 - 0.05
+    # without the floor (the CLI's default), patience stays simulated: most give up within a fraction of a second
+    plain = Day(start, time.time(), 8640)
+    loose = Tickets(plain, random.Random(1))
+    loose.citizens = nobody  # type: ignore[assignment]
+    for handoff_id in range(200):
+        loose.opened(handoff_id, {"id": f"c{handoff_id}"})
+    assert sorted((e.at - start).total_seconds() / 8640 for e in plain.events)[100] < 0.2
+
+
 def test_big_kb_generator_writes_a_valid_kb_of_the_asked_size(tmp_path):
     from bench.bigkb import generate
     from bot.kb.loader import inspect_knowledge_base

@@ -20,6 +20,7 @@ ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 DAY = dt.date(2026, 12, 1)
 LEAD = 22.0  # real seconds from spawning the server to the simulated 23:00 the evening before DAY
 NIGHT = 7 * 3600 / 8640  # 23:00 → 06:00 of simulated time at 8640×: 2.9 real seconds
+PATIENCE = 1.5  # real seconds a waiting citizen stays at least: an agent's look and claim (0 claims in CI without)
 
 pytestmark = [
     pytest.mark.browser,
@@ -39,7 +40,7 @@ def simulated(tmp_path_factory, engine):
     (``NIGHT`` of real time after the lead) that is 3 % of the day's arrivals (``DAILY_CURVE``) and the night
     agent's shift starting late (``SHIFTS``: chen from 00:00); later, whole busy hours would be squeezed into a burst."""
     summary = simulate(tmp_path_factory.mktemp("sim"), DAY, conversations=150, speed=8640, keep=True,
-                       lead_seconds=LEAD)
+                       lead_seconds=LEAD, min_patience_real=PATIENCE)
     if summary["server_ready_seconds"] > LEAD + NIGHT:
         stop_server(summary.pop("server"))  # a failed setup left the server running past the suite
         pytest.fail(f"the server was ready only after the simulated day began: {summary}")
@@ -91,9 +92,9 @@ def logged_in(browser, url: str):
 
 
 def test_dashboard_over_a_simulated_day(simulated, browser):
-    # Claims need agents' HTTP round trips within the 10 s day: 3 on a loaded slow machine (the bar was > 3);
-    # the charts below compare the page with the API, which needs some claims, not many.
-    assert simulated["messages"] > 100 and simulated["handoffs"] > 5 and simulated["claims"] > 0
+    # Claims need agents' HTTP round trips before the citizen gives up: 3 on a loaded slow machine, once 0 in CI
+    # (STATS had no "claims" key) before PATIENCE; the charts below compare the page with the API.
+    assert simulated["messages"] > 100 and simulated["handoffs"] > 5 and simulated.get("claims", 0) > 0
     assert simulated.get("errors", 0) <= 2, simulated.get("last_error")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context, page, errors = logged_in(browser, simulated["url"])
