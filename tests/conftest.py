@@ -30,6 +30,24 @@ def browser():
         yield chromium
         chromium.close()
 
+
+def hold_first(page, pattern: str, held: list, when=lambda url: True) -> None:
+    """Holds the first request matching ``pattern`` (and ``when(url)``) in ``held`` until ``release``; the rest
+    pass. For the consoles' late-answer tests: a slow answer must not be drawn over the next one."""
+    def route(r):
+        if held or not when(r.request.url):
+            r.continue_()
+        else:
+            held.append(r)
+    page.route(pattern, route)
+
+
+def release(page, held: list) -> None:
+    """Answers the held request now, after the ones that followed it, and lets its handlers run."""
+    with page.expect_response(lambda r: r.url == held[0].request.url):
+        held[0].fulfill(response=held[0].fetch())
+    page.wait_for_timeout(500)  # whatever the late answer's handlers would draw, they draw now (nothing to wait for)
+
 TEST_KEY = Vault.new_key()
 
 

@@ -14,7 +14,7 @@ import pytest
 from bench.live import stop_server
 from bench.simulate import PASSWORD, SUPERVISOR, simulate
 from bot.config import PROJECT_ROOT
-from tests.conftest import CHROMIUM
+from tests.conftest import CHROMIUM, hold_first, release
 
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 DAY = dt.date(2026, 12, 1)
@@ -169,23 +169,14 @@ def test_an_older_answer_arriving_late_does_not_overwrite_the_range_just_applied
     context, page, errors = logged_in(browser, simulated["url"])
     page.wait_for_selector("#tab-section-dashboard")
     held: list = []
-
-    def hold_the_opening_load(route):
-        if "from=" not in route.request.url and not held:
-            held.append(route)  # answered below, after the applied range
-        else:
-            route.continue_()
-
-    page.route("**/agents/api/dashboard?*", hold_the_opening_load)
+    hold_first(page, "**/agents/api/dashboard?*", held, when=lambda url: "from=" not in url)  # the opening load
     with page.expect_request(lambda r: "/agents/api/dashboard?" in r.url):
         page.click("#tab-section-dashboard")
     page.wait_for_selector("#dash-apply")
     show(page, DAY.isoformat(), DAY.isoformat())
     applied = kpi(page, "conversations")
     assert applied != "0" and held, held
-    with page.expect_response(lambda r: r.url == held[0].request.url):
-        held[0].fulfill(response=held[0].fetch())
-    page.wait_for_timeout(500)  # what the late answer's handlers would draw, they draw now (nothing to wait for)
+    release(page, held)
     loaded = page.locator("#section-dashboard").get_attribute("data-loaded")
     assert loaded == f"from={DAY}&to={DAY}" and kpi(page, "conversations") == applied
     assert page.input_value("#dash-from") == DAY.isoformat()

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database
-from tests.conftest import CHROMIUM, start_server, stop_server
+from tests.conftest import CHROMIUM, hold_first, release, start_server, stop_server
 from tests.test_browser_widget import ARTIFACTS, ask
 
 PASSWORD = "editor-password-1"
@@ -104,6 +104,50 @@ def test_editor_edits_tests_publishes_and_rolls_back(server, browser):
         expect(page.locator(".kb-rollback")).to_have_count(2, timeout=60_000)
         restored = citizen_answer(browser, server)
         assert NEW_ANSWER not in restored and restored == before
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_an_entry_answering_late_is_not_drawn_over_the_one_opened_after_it(server, browser):
+    """The editor opens entry A, whose answer is slow, then entry B: B stays in the form when A's answer
+    arrives, and the title, the highlighted list item and the buttons are B's. Before, A's content was drawn
+    over B while the buttons still acted on B (下线 retired B with A on screen). The same for the list: a slow
+    search's answer is not drawn over the next search's."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        log_in_as_editor(page, server)
+        page.wait_for_selector("#kb-item-testing-pcr_fee")
+        other = page.locator(".kb-list button").filter(has_not_text="testing.pcr_fee").first
+        b_id = other.get_attribute("id")
+        held: list = []
+        hold_first(page, "**/agents/api/kb/entries/testing.pcr_fee", held)
+        with page.expect_request(lambda r: r.url.endswith("/kb/entries/testing.pcr_fee")):
+            page.click("#kb-item-testing-pcr_fee")
+        other.click()
+        title = page.locator("#kb-title")
+        expect(title).not_to_have_text("testing.pcr_fee")
+        b_entry, b_answer = title.inner_text(), page.input_value('[data-field="answer.zh"]')
+        assert b_id == "kb-item-" + b_entry.replace(".", "-")
+        release(page, held)
+        assert title.inner_text() == b_entry and page.input_value('[data-field="answer.zh"]') == b_answer
+        assert page.get_attribute(f"#{b_id}", "aria-current") == "true"
+        assert page.get_attribute("#kb-item-testing-pcr_fee", "aria-current") == "false"
+
+        everything = page.locator(".kb-list button").count()
+        searches: list = []
+        hold_first(page, "**/agents/api/kb/entries?*", searches, when=lambda url: "q=&" not in url)
+        with page.expect_request(lambda r: "/kb/entries?q=%E7%96%AB" in r.url):  # 疫苗
+            page.fill("#kb-search", "疫苗")
+        page.fill("#kb-search", "多少钱")
+        page.wait_for_function("n => document.querySelectorAll('.kb-list button').length < n", arg=everything)
+        page.wait_for_selector("#kb-item-testing-pcr_fee")
+        listed = page.locator(".kb-list .kb-id").all_inner_texts()
+        release(page, searches)
+        assert page.locator(".kb-list .kb-id").all_inner_texts() == listed
         assert errors == []
     finally:
         context.close()

@@ -19,7 +19,7 @@ from bot.config import PROJECT_ROOT
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database
 from sqlalchemy import text
-from tests.conftest import CHROMIUM, NOW, start_server, stop_server
+from tests.conftest import CHROMIUM, NOW, hold_first, release, start_server, stop_server
 
 ARTIFACTS = PROJECT_ROOT / "tests" / "artifacts"
 PASSWORD = "agent-password-1"
@@ -797,6 +797,42 @@ def test_urgent_ticket_alarm_repeats_until_claimed(server, page_at):
     rings = int(bar.get_attribute("data-rings"))
     page.clock.run_for(6500)  # two more periods of the siren
     assert int(bar.get_attribute("data-rings")) == rings  # silent once claimed
+    assert page.errors == []
+
+
+def test_a_ticket_answering_late_is_not_drawn_over_the_one_opened_after_it(server, page_at):
+    """The agent opens ticket A, whose answer is slow, then ticket B: B stays on screen when A's answer arrives
+    (before, A was drawn over B, and the reply box then wrote to A's citizen). The same for the KB search
+    beside the reply box: a slow search is not drawn over the next one."""
+    open_handoff(server, "late-ticket-citizen-0001", "外地返回需要隔离几天 late-A")
+    open_handoff(server, "late-ticket-citizen-0002", "健康码变黄了怎么办 late-B")
+    page = page_at((1366, 900))
+    login(page, server)
+    card_a = page.locator(".ticket", has_text="late-A")
+    card_b = page.locator(".ticket", has_text="late-B")
+    card_a.wait_for()
+    a_id, b_id = card_a.get_attribute("data-handoff-id"), card_b.get_attribute("data-handoff-id")
+    held: list = []
+    hold_first(page, f"**/agents/api/handoffs/{a_id}", held)
+    with page.expect_request(lambda r: r.url.endswith(f"/handoffs/{a_id}")):
+        card_a.click()
+    card_b.click()
+    page.locator(".ticket-question", has_text="late-B").wait_for()
+    release(page, held)
+    assert page.locator(".ticket-question").inner_text().endswith("late-B")
+    assert page.locator(".ticket-head h2").inner_text().startswith(f"工单 #{b_id}")
+
+    searches: list = []
+    hold_first(page, "**/agents/api/kb/search?*", searches)
+    page.fill("#kb-q", "疫苗")
+    with page.expect_request(lambda r: "/kb/search?" in r.url):
+        page.press("#kb-q", "Enter")
+    page.fill("#kb-q", "核酸检测多少钱")
+    page.press("#kb-q", "Enter")
+    page.locator("#kb-results code", has_text="testing.pcr_fee").wait_for()
+    drawn = page.locator("#kb-results code").all_inner_texts()
+    release(page, searches)
+    assert page.locator("#kb-results code").all_inner_texts() == drawn
     assert page.errors == []
 
 

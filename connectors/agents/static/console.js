@@ -20,7 +20,7 @@
   var sections = [], current = null, member = null;
   window.HotlineConsole = {
     register: function (spec) { sections.push(spec); if (member) renderTabs(); },
-    context: function () { return { api: api, el: el, flash: flash, me: member }; }
+    context: function () { return { api: api, el: el, flash: flash, me: member, latest: latest }; }
   };
   function renderTabs() {
     var nav = $("sections"); nav.textContent = "";
@@ -80,6 +80,16 @@
           return data;
         });
       });
+  }
+  // latest(kind) wraps the handlers of a new request of that kind; once a newer one of the kind has started,
+  // they do nothing. A slow answer (a ticket, a KB entry, a search, the dashboard's opening load) arriving
+  // after the one asked for next was drawn over it, and the buttons then acted on what had been clicked, not
+  // on what was shown: a ticket's reply box, an entry's retire and rollback.
+  var newest = {};
+  function latest(kind) {
+    var n = (newest[kind] || 0) + 1;
+    newest[kind] = n;
+    return function (handler) { return function (value) { if (newest[kind] === n) return handler(value); }; };
   }
   function minutes(seconds) {
     seconds = Math.max(0, Math.floor(seconds));
@@ -271,7 +281,8 @@
 
   // -- one ticket ---------------------------------------------------------------------------------
   function openTicket(id) {
-    api("GET", "/handoffs/" + id).then(renderTicket).catch(function (e) { flash(e.message); });
+    var drawn = latest("ticket");
+    api("GET", "/handoffs/" + id).then(drawn(renderTicket)).catch(drawn(function (e) { flash(e.message); }));
   }
 
   function windowText(w) {
@@ -283,6 +294,7 @@
 
   function renderTicket(h) {
     S.current = h; S.rendered = {}; S.lastTurn = 0;
+    latest("kb-search");  // a search still running for the ticket before is not drawn into this one
     var mine = h.status === "claimed" && h.claimed_by === S.me.username;
     var detail = $("detail"); detail.textContent = "";
     var claimFirst = mine ? null : "先接入工单 · Claim the ticket first";
@@ -485,11 +497,12 @@
   function searchKb() {
     var q = $("kb-q").value.trim();
     if (!q) return;
-    api("GET", "/kb/search?q=" + encodeURIComponent(q) + "&lang=" + S.current.language).then(function (data) {
+    var drawn = latest("kb-search");
+    api("GET", "/kb/search?q=" + encodeURIComponent(q) + "&lang=" + S.current.language).then(drawn(function (data) {
       var list = $("kb-results"); list.textContent = "";
       data.results.forEach(function (r) { list.appendChild(kbItem(r)); });
       if (!data.results.length) list.appendChild(el("li", { "class": "muted", text: "没有结果 · no results" }));
-    }).catch(function (e) { flash(e.message); });
+    })).catch(drawn(function (e) { flash(e.message); }));
   }
 
   function act(action) {

@@ -9,9 +9,7 @@
   var CHANNEL_COLOURS = ["#0b5cad", "#2e9d5b", "#e08a00", "#8a4fbf", "#c2185b", "#00838f"];
   var REASONS = { user_request: "用户要求 · asked", low_confidence: "未能理解 · not understood",
                   emergency: "紧急 · emergency", complaint: "投诉 · complaint" };
-  // seq: the newest refresh; an older one answering after it is dropped (the opening load, slow under load,
-  // used to overwrite the range the supervisor had just applied).
-  var state = { root: null, ctx: null, charts: {}, loading: null, built: false, data: null, seq: 0 };
+  var state = { root: null, ctx: null, charts: {}, loading: null, built: false, data: null };
 
   function loadChartJs() {
     if (window.Chart) return Promise.resolve();
@@ -94,13 +92,13 @@
     return q.join("&");
   }
   function refresh() {
-    var q = query(), status = document.getElementById("dash-status"), seq = ++state.seq;
+    // the newest refresh is drawn (the opening load, slow under load, overwrote the range just applied)
+    var q = query(), status = document.getElementById("dash-status"), drawn = state.ctx.latest("dashboard");
     status.textContent = "加载中 · loading…";
     Array.prototype.forEach.call(state.root.querySelectorAll("a.csv"), function (a) {
       a.href = "/agents/api/dashboard/export/" + a.getAttribute("data-table") + ".csv?" + q;
     });
-    return Promise.all([loadChartJs(), state.ctx.api("GET", "/dashboard?" + q)]).then(function (r) {
-      if (seq !== state.seq) return;  // a newer filter was applied meanwhile
+    return Promise.all([loadChartJs(), state.ctx.api("GET", "/dashboard?" + q)]).then(drawn(function (r) {
       state.data = r[1];
       if (!document.getElementById("dash-from").value) document.getElementById("dash-from").value = r[1].range.from;
       if (!document.getElementById("dash-to").value) document.getElementById("dash-to").value = r[1].range.to;
@@ -113,10 +111,9 @@
       render(r[1]);
       status.textContent = r[1].range.from + " – " + r[1].range.to + " (" + r[1].range.timezone + ")";
       state.root.setAttribute("data-loaded", q);
-    }).catch(function (e) {
-      if (seq !== state.seq) return;
+    })).catch(drawn(function (e) {
       status.textContent = e.message; state.ctx.flash(e.message);
-    });
+    }));
   }
 
   function kpis(d) {

@@ -66,9 +66,10 @@
   }
 
   function loadList() {
+    var drawn = ctx.latest("kb-list");  // the list of the newest search, not of whichever answered last
     var params = "?q=" + encodeURIComponent(q("#kb-search").value) + "&status=" + encodeURIComponent(q("#kb-status").value) +
       "&sort=" + encodeURIComponent(q("#kb-sort").value);
-    return kbApi("GET", "/entries" + params).then(function (data) {
+    return kbApi("GET", "/entries" + params).then(drawn(function (data) {
       S.entries = data.entries;
       var list = q("#kb-list"); list.textContent = "";
       data.entries.forEach(function (e) {
@@ -78,7 +79,7 @@
           ctx.el("span", { class: "kb-id", text: e.id + (e.asked !== undefined ? " · " + e.asked + "× · 👎" + e.down : "") +
             (e.days_left !== undefined ? " · " + e.days_left + "d" : "") })])]));
       });
-    }).catch(function (e) { ctx.flash(e.message); });
+    })).catch(drawn(function (e) { ctx.flash(e.message); }));
   }
 
   function editorForm(isNew) {
@@ -150,8 +151,11 @@
   }
 
   function openEntry(id) {
-    S.current = id;
-    return kbApi("GET", "/entries/" + encodeURIComponent(id)).then(function (view) {
+    // The entry the form shows is the one the buttons act on: S.current changes when it is drawn, and an
+    // entry answering after the one clicked next is not drawn (it was, and 下线 then retired the other one).
+    var drawn = ctx.latest("kb-entry");
+    return kbApi("GET", "/entries/" + encodeURIComponent(id)).then(drawn(function (view) {
+      S.current = id;
       S.content = view.draft || view.published || {};
       editorForm(false); fill(S.content);
       q("#kb-state").textContent = view.status === "draft" ? "草稿 (" + (view.draft_by || "") + ") · Draft, not live yet"
@@ -159,9 +163,10 @@
       renderHistory(view.history || []);
       root.querySelectorAll(".kb-list button").forEach(function (b) {
         b.setAttribute("aria-current", b.id === "kb-item-" + id.replace(/\./g, "-") ? "true" : "false"); });
-    }).catch(function (e) { ctx.flash(e.message); });
+    })).catch(drawn(function (e) { ctx.flash(e.message); }));
   }
   function newEntry() {
+    ctx.latest("kb-entry");  // an entry still loading is not drawn over the new one
     S.current = null;
     S.content = { updated: new Date().toISOString().slice(0, 10) };
     editorForm(true); fill(S.content); q("#kb-history").textContent = "";
