@@ -60,6 +60,18 @@ def log_in_as_editor(page, server) -> None:
     page.click("#login-form button[type=submit]")
 
 
+@pytest.fixture()
+def editor_page(server, browser):
+    """The editor logged in on a desktop-sized page (``page.errors``: the page's uncaught errors)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    log_in_as_editor(page, server)
+    yield page
+    context.close()
+
+
 def test_editor_edits_tests_publishes_and_rolls_back(server, browser):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     before = citizen_answer(browser, server)
@@ -109,48 +121,41 @@ def test_editor_edits_tests_publishes_and_rolls_back(server, browser):
         context.close()
 
 
-def test_an_entry_answering_late_is_not_drawn_over_the_one_opened_after_it(server, browser):
+def test_an_entry_answering_late_is_not_drawn_over_the_one_opened_after_it(editor_page):
     """The editor opens entry A, whose answer is slow, then entry B: B stays in the form when A's answer
     arrives, and the title, the highlighted list item and the buttons are B's. Before, A's content was drawn
     over B while the buttons still acted on B (下线 retired B with A on screen). The same for the list: a slow
     search's answer is not drawn over the next search's."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        log_in_as_editor(page, server)
-        page.wait_for_selector("#kb-item-testing-pcr_fee")
-        other = page.locator(".kb-list button").filter(has_not_text="testing.pcr_fee").first
-        b_id = other.get_attribute("id")
-        held: list = []
-        hold_first(page, "**/agents/api/kb/entries/testing.pcr_fee", held)
-        with page.expect_request(lambda r: r.url.endswith("/kb/entries/testing.pcr_fee")):
-            page.click("#kb-item-testing-pcr_fee")
-        other.click()
-        title = page.locator("#kb-title")
-        expect(title).not_to_have_text("testing.pcr_fee")
-        b_entry, b_answer = title.inner_text(), page.input_value('[data-field="answer.zh"]')
-        assert b_id == "kb-item-" + b_entry.replace(".", "-")
-        release(page, held)
-        assert title.inner_text() == b_entry and page.input_value('[data-field="answer.zh"]') == b_answer
-        assert page.get_attribute(f"#{b_id}", "aria-current") == "true"
-        assert page.get_attribute("#kb-item-testing-pcr_fee", "aria-current") == "false"
+    page = editor_page
+    page.wait_for_selector("#kb-item-testing-pcr_fee")
+    other = page.locator(".kb-list button").filter(has_not_text="testing.pcr_fee").first
+    b_id = other.get_attribute("id")
+    held: list = []
+    hold_first(page, "**/agents/api/kb/entries/testing.pcr_fee", held)
+    with page.expect_request(lambda r: r.url.endswith("/kb/entries/testing.pcr_fee")):
+        page.click("#kb-item-testing-pcr_fee")
+    other.click()
+    title = page.locator("#kb-title")
+    expect(title).not_to_have_text("testing.pcr_fee")
+    b_entry, b_answer = title.inner_text(), page.input_value('[data-field="answer.zh"]')
+    assert b_id == "kb-item-" + b_entry.replace(".", "-")
+    release(page, held)
+    assert title.inner_text() == b_entry and page.input_value('[data-field="answer.zh"]') == b_answer
+    assert page.get_attribute(f"#{b_id}", "aria-current") == "true"
+    assert page.get_attribute("#kb-item-testing-pcr_fee", "aria-current") == "false"
 
-        everything = page.locator(".kb-list button").count()
-        searches: list = []
-        hold_first(page, "**/agents/api/kb/entries?*", searches, when=lambda url: "q=&" not in url)
-        with page.expect_request(lambda r: "/kb/entries?q=%E7%96%AB" in r.url):  # 疫苗
-            page.fill("#kb-search", "疫苗")
-        page.fill("#kb-search", "多少钱")
-        page.wait_for_function("n => document.querySelectorAll('.kb-list button').length < n", arg=everything)
-        page.wait_for_selector("#kb-item-testing-pcr_fee")
-        listed = page.locator(".kb-list .kb-id").all_inner_texts()
-        release(page, searches)
-        assert page.locator(".kb-list .kb-id").all_inner_texts() == listed
-        assert errors == []
-    finally:
-        context.close()
+    everything = page.locator(".kb-list button").count()
+    searches: list = []
+    hold_first(page, "**/agents/api/kb/entries?*", searches, when=lambda url: "q=&" not in url)
+    with page.expect_request(lambda r: "/kb/entries?q=%E7%96%AB" in r.url):  # 疫苗
+        page.fill("#kb-search", "疫苗")
+    page.fill("#kb-search", "多少钱")
+    page.wait_for_function("n => document.querySelectorAll('.kb-list button').length < n", arg=everything)
+    page.wait_for_selector("#kb-item-testing-pcr_fee")
+    listed = page.locator(".kb-list .kb-id").all_inner_texts()
+    release(page, searches)
+    assert page.locator(".kb-list .kb-id").all_inner_texts() == listed
+    assert page.errors == []
 
 
 def test_inbox_in_the_console_turns_a_failure_into_an_answer(server, browser):
