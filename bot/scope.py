@@ -250,12 +250,13 @@ class OtherSubjects:
                  if pattern.search(normalised_question) and not pattern.search(entry_text)]
         if self.persons is not None and words:
             found += [f"person:{name}" for name in self.persons.find(words) if name not in entry_text]
-        if rules_entry:
+        if rules_entry:  # the short question first: searching the entry's whole text for every country was
+            # 0.12 ms of a message's ~1.7 ms of understanding (cProfile, 2026-12-02)
             found += [name for name, pattern in self._countries.items()
-                      if not pattern.search(entry_text) and any(
-                          not _ORIGIN_BEFORE.search(normalised_question[max(0, m.start() - 12):m.start()])
-                          and not _ORIGIN_AFTER.match(normalised_question[m.end():])
-                          for m in pattern.finditer(normalised_question))]
+                      if any(not _ORIGIN_BEFORE.search(normalised_question[max(0, m.start() - 12):m.start()])
+                             and not _ORIGIN_AFTER.match(normalised_question[m.end():])
+                             for m in pattern.finditer(normalised_question))
+                      and not pattern.search(entry_text)]
         return tuple(found)
 
 
