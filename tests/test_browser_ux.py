@@ -836,6 +836,138 @@ def test_a_ticket_answering_late_is_not_drawn_over_the_one_opened_after_it(serve
     assert page.errors == []
 
 
+def claim(page, card) -> None:
+    card.click()
+    page.locator("#claim").click()
+    page.locator("#reply-text").wait_for()
+
+
+def agent_turns(server, user: str, conversation_id: str, text: str) -> int:
+    """How many agent turns holding ``text`` the server stored in the citizen's conversation."""
+    with server.client() as client:
+        seen = client.get(f"/web/api/conversations/{conversation_id}/turns", params={"user_id": user, "after": 0})
+    return sum(1 for t in seen.json()["turns"] if t["role"] == "agent" and text in t["text"])
+
+
+def test_a_reply_on_its_way_is_sent_once_and_stays_with_its_ticket(server, page_at):
+    """Ctrl+Enter pressed again while the reply is on its way sends nothing more (it was sent twice: the server
+    stores every reply it gets), and when the agent opens ticket B meanwhile, A's reply is not drawn into B's
+    transcript when its answer arrives (it was)."""
+    conversation_a = open_handoff(server, "reply-once-citizen-0001", "外地返回需要隔离几天 once-A")
+    open_handoff(server, "reply-once-citizen-0002", "健康码变黄了怎么办 once-B")
+    page = page_at((1366, 900))
+    login(page, server)
+    claim(page, page.locator(".ticket", has_text="once-A"))
+    page.fill("#reply-text", "您好，请稍等 reply-once")
+    held: list = []
+    hold_first(page, "**/agents/api/handoffs/*/reply", held)
+    with page.expect_request(lambda r: r.url.endswith("/reply")):
+        page.press("#reply-text", "Control+Enter")
+    page.press("#reply-text", "Control+Enter")  # again, before the answer
+    page.locator(".ticket", has_text="once-B").click()
+    page.locator(".ticket-question", has_text="once-B").wait_for()
+    release(page, held)
+    assert page.locator(".ticket-question").inner_text().endswith("once-B")
+    assert "reply-once" not in page.locator("#transcript").inner_text()
+    assert agent_turns(server, "reply-once-citizen-0001", conversation_a, "reply-once") == 1
+    page.locator(".ticket", has_text="once-A").click()
+    page.locator(".ticket-question", has_text="once-A").wait_for()
+    assert page.locator("#transcript .turn.agent", has_text="reply-once").count() == 1
+    assert page.errors == []
+
+
+def test_a_late_resolve_leaves_the_ticket_opened_since_as_it_is(server, page_at):
+    """Resolve ticket A, open B and start typing before A's answer arrives: B stays, with the text typed (before,
+    B's view was replaced by "#A closed" and the typed reply was lost)."""
+    open_handoff(server, "late-resolve-citizen-0001", "外地返回需要隔离几天 rs-A")
+    open_handoff(server, "late-resolve-citizen-0002", "健康码变黄了怎么办 rs-B")
+    page = page_at((1366, 900))
+    login(page, server)
+    claim(page, page.locator(".ticket", has_text="rs-A"))
+    claim(page, page.locator(".ticket", has_text="rs-B"))
+    page.locator(".ticket", has_text="rs-A").click()
+    page.locator(".ticket-question", has_text="rs-A").wait_for()
+    held: list = []
+    hold_first(page, "**/agents/api/handoffs/*/resolve", held)
+    page.click("#resolve")
+    with page.expect_request(lambda r: r.url.endswith("/resolve")):
+        page.click("#confirm-yes")
+    page.locator(".ticket", has_text="rs-B").click()
+    page.locator(".ticket-question", has_text="rs-B").wait_for()
+    page.fill("#reply-text", "half-typed reply to B")
+    release(page, held)
+    assert page.locator(".ticket-question").inner_text().endswith("rs-B")
+    assert page.input_value("#reply-text") == "half-typed reply to B"
+    page.locator(".ticket", has_text="rs-B").click()  # the same ticket drawn again keeps the typed reply
+    page.locator(".ticket-question", has_text="rs-B").wait_for()
+    page.wait_for_timeout(300)
+    assert page.input_value("#reply-text") == "half-typed reply to B"
+    assert page.errors == []
+
+
+def test_new_chat_does_not_take_back_what_was_on_its_way_for_the_previous_person(server, page_at):
+    """A shared phone: one person's question is on its way (or their wait for an agent is parked on the server)
+    when the next person taps 新对话. The late answer is not drawn into the new chat and does not bring the
+    previous conversation back (before, its id went back into localStorage with its turns and queue banner:
+    an agent's later reply to the first person reached the second)."""
+    page = page_at((390, 844))
+    page.goto(server.url + "/")
+    page.click(".hl-launcher")
+    ask(page, "核酸检测多少钱")
+    held: list = []
+    hold_first(page, "**/web/api/messages", held)
+    page.fill("#hl-input", "疫苗在哪里打 previous-person")
+    with page.expect_request(lambda r: r.url.endswith("/web/api/messages")):
+        page.keyboard.press("Enter")
+    page.click(".hl-new")
+    release(page, held)
+    assert "previous-person" not in page.locator(".hl-log").inner_text()
+    assert page.evaluate(CONVERSATION_JS) is None
+
+    # a person waiting for an agent: the poll parked on the server answers after 新对话
+    page.unroute("**/web/api/messages")
+    ask(page, "核酸检测多少钱")
+    polls: list = []
+    hold_first(page, "**/web/api/conversations/*/turns?*", polls, when=lambda url: "wait=20" in url)
+    page.click(".hl-human")
+    page.wait_for_selector(".hl-status:not([hidden]) .hl-queue")
+    deadline = time.monotonic() + 10
+    while not polls:
+        assert time.monotonic() < deadline, "no long poll"
+        page.wait_for_timeout(100)
+    page.click(".hl-new")
+    parked = polls[0]
+    answer = page.request.get(parked.request.url.replace("wait=20", "wait=0"))  # what the parked poll would say
+    with page.expect_response(lambda r: r.url == parked.request.url):
+        parked.fulfill(response=answer)
+    page.wait_for_timeout(500)
+    assert page.evaluate(CONVERSATION_JS) is None
+    assert page.locator(".hl-status .hl-queue").count() == 0 or page.locator(".hl-status").is_hidden()
+    assert page.errors == []
+
+
+def test_the_callback_form_files_one_request_however_often_it_is_tapped(server, page_at):
+    """A second tap while the request is on its way files nothing more (it filed a second callback: two calls
+    back; the server allows a few open ones per number)."""
+    page = page_at((390, 844))
+    page.goto(server.url + "/")
+    page.click(".hl-launcher")
+    ask(page, "核酸检测多少钱 callback-once")
+    page.click(".hl-human")
+    page.locator(".hl-status .hl-link").first.click()
+    page.fill("#hl-phone", "13812345678")
+    held: list = []
+    hold_first(page, "**/web/api/callbacks", held)
+    submit = page.locator(".hl-callback button[type=submit]")
+    with page.expect_request(lambda r: r.url.endswith("/web/api/callbacks")):
+        submit.click()
+    submit.click(force=True)  # the second tap
+    release(page, held)
+    page.locator(".hl-callback-done").first.wait_for()
+    assert page.locator(".hl-callback-done").count() == 1
+    assert page.errors == []
+
+
 @pytest.mark.parametrize("size", VIEWPORTS)
 def test_rating_after_an_agent_resolved(server, page_at, size):
     citizen = page_at(size)

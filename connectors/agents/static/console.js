@@ -280,7 +280,12 @@
   function kick() { S.loop += 1; poll(S.loop, 0); }  // restart the long poll with fresh parameters
 
   // -- one ticket ---------------------------------------------------------------------------------
+  // The ticket the agent last asked to see: an answer to an action on another one (a reply, resolve, hand
+  // back, transfer, claim) arriving after the agent moved on changes nothing on screen; before, it was drawn
+  // into the ticket opened since (a reply in the wrong transcript, the next ticket wiped with "closed").
+  function showing(id) { return S.wanted === id; }
   function openTicket(id) {
+    S.wanted = id;
     var drawn = latest("ticket");
     api("GET", "/handoffs/" + id).then(drawn(renderTicket)).catch(drawn(function (e) { flash(e.message); }));
   }
@@ -293,6 +298,8 @@
   }
 
   function renderTicket(h) {
+    // the same ticket drawn again (its card clicked, a claim) keeps the reply being typed
+    var draft = S.current && S.current.id === h.id && $("reply-text") ? $("reply-text").value : "";
     S.current = h; S.rendered = {}; S.lastTurn = 0;
     latest("kb-search");  // a search still running for the ticket before is not drawn into this one
     var mine = h.status === "claimed" && h.claimed_by === S.me.username;
@@ -341,6 +348,7 @@
     if (mine) {
       // right under the transcript, never over the candidates
       var box = el("textarea", { id: "reply-text", rows: "4", maxlength: "4000", "aria-label": "Reply to the citizen" });
+      box.value = draft;
       detail.appendChild(el("form", { "class": "reply", onsubmit: function (e) { e.preventDefault(); sendReply(); } }, [
         box, el("div", { "class": "reply-buttons" }, [
           el("button", { type: "submit", "class": "primary", id: "send-reply", text: "发送 · Send" }),
@@ -348,6 +356,7 @@
             onclick: function () { sendReply(true); } })])
       ]));
       box.addEventListener("keydown", function (e) { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); sendReply(); } });
+      if (sending[h.id]) replyButtons(true);  // drawn again while its reply is on its way
       detail.appendChild(deskTools(h));
     }
     if (h.previous_conversations && h.previous_conversations.length) {
@@ -401,7 +410,9 @@
       el("button", { type: "button", id: "transfer", text: "转交 · Transfer", onclick: function () {
         var to = colleagues.value || null;
         api("POST", "/handoffs/" + h.id + "/transfer", { to_agent: to }).then(function () {
-          S.sig = null; S.current = null;
+          S.sig = null;
+          if (!showing(h.id)) { kick(); return; }
+          S.current = null; S.wanted = null;
           $("detail").textContent = "";
           $("detail").appendChild(el("p", { "class": "empty", text: "工单 #" + h.id + " 已转交 · transferred" + (to ? " → " + to : " → queue") }));
           kick();
@@ -439,12 +450,14 @@
       el("button", { type: "submit", id: "canned-save", text: "保存快捷回复 · Save canned reply" })]);
     form.addEventListener("submit", function (e) {
       e.preventDefault();
-      var id = editing;
+      var id = editing, save = $("canned-save");
+      if (save.disabled) return;  // a double click saved the reply twice
+      save.disabled = true;
       api("POST", "/canned" + (id ? "/" + id : ""), { title: title.value.trim(), zh: zh.value.trim(), en: en.value.trim() }).then(function (r) {
         S.canned = (S.canned || []).filter(function (x) { return x.id !== r.id; }).concat([r]);
         editing = null; refreshSelect();
         title.value = zh.value = en.value = ""; flash("已保存 · saved: " + r.title);
-      }).catch(function (err) { flash(err.message); });
+      }).catch(function (err) { flash(err.message); }).then(function () { save.disabled = false; });
     });
     var box = el("details", { "class": "canned-admin" }, [el("summary", { text: "管理快捷回复 · Manage canned replies" }), list, form]);
     box.addEventListener("toggle", refreshSelect);
@@ -509,17 +522,28 @@
     var id = S.current.id;
     api("POST", "/handoffs/" + id + "/" + action).then(function () {
       S.sig = null;
-      if (action === "claim") openTicket(id);
-      else { S.current = null; $("detail").textContent = ""; $("detail").appendChild(el("p", { "class": "empty", text: "工单 #" + id + " 已关闭 · closed" })); kick(); }
-    }).catch(function (e) { flash(e.message); if (e.status === 409) openTicket(id); });
+      if (!showing(id)) kick();  // the agent is on another ticket now: the queue shows the change
+      else if (action === "claim") openTicket(id);
+      else { S.current = null; S.wanted = null; $("detail").textContent = ""; $("detail").appendChild(el("p", { "class": "empty", text: "工单 #" + id + " 已关闭 · closed" })); kick(); }
+    }).catch(function (e) { flash(e.message); if (e.status === 409 && showing(id)) openTicket(id); });
+  }
+  // One reply (or note) on its way per ticket: Ctrl+Enter pressed again before the answer sent it twice (the
+  // server stores every reply it is sent). The buttons of a ticket drawn meanwhile are its own.
+  var sending = {};
+  function replyButtons(disabled) {
+    ["send-reply", "save-note"].forEach(function (b) { if ($(b)) $(b).disabled = disabled; });
   }
   function sendReply(note) {
-    var box = $("reply-text"), text = box.value.trim();
-    if (!text) return;
-    $("send-reply").disabled = true;
-    api("POST", "/handoffs/" + S.current.id + (note ? "/notes" : "/reply"), { text: text }).then(function (data) {
-      box.value = ""; data.turns.forEach(appendTurn);
-    }).catch(function (e) { flash(e.message); }).then(function () { $("send-reply").disabled = false; box.focus(); });
+    var box = $("reply-text"), text = box.value.trim(), id = S.current.id;
+    if (!text || sending[id]) return;
+    sending[id] = true; replyButtons(true);
+    api("POST", "/handoffs/" + id + (note ? "/notes" : "/reply"), { text: text }).then(function (data) {
+      if (box.isConnected) box.value = "";
+      if (showing(id)) data.turns.forEach(appendTurn);
+    }).catch(function (e) { flash(e.message); }).then(function () {
+      delete sending[id];
+      if (showing(id)) { replyButtons(false); if (box.isConnected) box.focus(); }
+    });
   }
 
   api("GET", "/session").then(showApp).catch(showLogin);

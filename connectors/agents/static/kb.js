@@ -5,7 +5,7 @@
  * API: /agents/api/kb/... (connectors/agents/kb_views.py). */
 (function () {
   "use strict";
-  var ctx = null, root = null, S = { entries: [], current: null, content: null, timer: null };
+  var ctx = null, root = null, S = { entries: [], current: null, content: null, timer: null, asked: 0 };
   var FIELDS = ["questions.zh", "questions.en", "answer.zh", "answer.en", "source.name", "source.name_en",
                 "source.url", "updated", "valid_until", "region", "aspect", "follow_ups"];
 
@@ -145,12 +145,19 @@
   function scheduleValidate() {
     clearTimeout(S.timer);
     S.timer = setTimeout(function () {
-      kbApi("POST", "/validate", { entry: collect() }).then(function (r) { showProblems(r.problems); })
-        .catch(function (e) { ctx.flash(e.message); });
+      var drawn = ctx.latest("kb-validate"), asked = S.asked;
+      kbApi("POST", "/validate", { entry: collect() }).then(drawn(function (r) {
+        if (still(asked)) showProblems(r.problems);  // not another entry's problems on this one
+      })).catch(drawn(function (e) { ctx.flash(e.message); }));
     }, 400);
   }
 
+  // S.asked counts the editor's requests for a form (an entry opened, a new one): an answer to something done
+  // on the form before (a save, retire, rollback, publish, validation) redraws it only if the editor is still
+  // there. A slow save of A used to take the editor back to A, dropping what was being typed into B.
+  function still(asked) { return S.asked === asked; }
   function openEntry(id) {
+    S.asked += 1; clearTimeout(S.timer);
     // The entry the form shows is the one the buttons act on: S.current changes when it is drawn, and an
     // entry answering after the one clicked next is not drawn (it was, and 下线 then retired the other one).
     var drawn = ctx.latest("kb-entry");
@@ -166,6 +173,7 @@
     })).catch(drawn(function (e) { ctx.flash(e.message); }));
   }
   function newEntry() {
+    S.asked += 1; clearTimeout(S.timer);
     ctx.latest("kb-entry");  // an entry still loading is not drawn over the new one
     S.current = null;
     S.content = { updated: new Date().toISOString().slice(0, 10) };
@@ -185,36 +193,40 @@
   }
 
   function save() {
-    var c = collect(), path = S.current ? "/entries/" + encodeURIComponent(S.current) : "/entries";
+    var c = collect(), path = S.current ? "/entries/" + encodeURIComponent(S.current) : "/entries", asked = S.asked;
     kbApi("POST", path, { entry: c }).then(function (view) {
-      showProblems([]); ctx.flash("草稿已保存 · Draft saved");
-      S.current = view.id; loadList(); loadStatus(); openEntry(view.id);
+      ctx.flash("草稿已保存 · Draft saved: " + view.id); loadList(); loadStatus();
+      if (!still(asked)) return;
+      showProblems([]); S.current = view.id; openEntry(view.id);
     }).catch(function (e) {
+      if (!still(asked)) { ctx.flash(e.message); return; }
       var problems = e.data && e.data.error && e.data.error.problems;
       if (problems) showProblems(problems);
       else showProblems([{ field: (e.data && e.data.error && e.data.error.field) || "", message: e.message }]);
     });
   }
   function action(kind) {
-    kbApi("POST", "/entries/" + encodeURIComponent(S.current) + "/" + kind).then(function () {
-      loadList(); loadStatus(); if (kind !== "discard" || S.current) openEntry(S.current);
+    var id = S.current, asked = S.asked;
+    kbApi("POST", "/entries/" + encodeURIComponent(id) + "/" + kind).then(function () {
+      loadList(); loadStatus(); if (still(asked) && id) openEntry(id);
     }).catch(function (e) { ctx.flash(e.message); });
   }
   function rollback(revision) {
-    kbApi("POST", "/entries/" + encodeURIComponent(S.current) + "/rollback", { revision: revision }).then(function (r) {
+    var id = S.current, asked = S.asked;
+    kbApi("POST", "/entries/" + encodeURIComponent(id) + "/rollback", { revision: revision }).then(function (r) {
       ctx.flash("已回滚并发布 · Rolled back, live version " + r.publication.version);
-      loadList(); loadStatus(); openEntry(S.current);
+      loadList(); loadStatus(); if (still(asked)) openEntry(id);
     }).catch(function (e) { ctx.flash(e.message); });
   }
   function publish() {
     q("#kb-publish").disabled = true;
-    var at = q("#kb-publish-at").value, body = {};
+    var at = q("#kb-publish-at").value, body = {}, asked = S.asked;
     if (at) body.effective_from = new Date(at).toISOString();
     kbApi("POST", "/publish", body).then(function (r) {
       q("#kb-publish-at").value = "";
       ctx.flash(r.publication.effective_from ? "已定时发布 · Scheduled version " + r.publication.version + " for " + r.publication.effective_from
         : "已发布 · Published version " + r.publication.version);
-      loadList(); loadStatus(); if (S.current) openEntry(S.current);
+      loadList(); loadStatus(); if (S.current && still(asked)) openEntry(S.current);
       if (!q("#kb-contacts").hidden) openContacts();
     }).catch(function (e) {
       var problems = e.data && e.data.error && e.data.error.problems;
@@ -312,12 +324,12 @@
   function runTest() {
     var text = q("#kb-test-text").value.trim();
     if (!text) return;
-    var out = q("#kb-test-out"); out.textContent = "…";
-    kbApi("POST", "/test", { text: text }).then(function (r) {
+    var out = q("#kb-test-out"), drawn = ctx.latest("kb-test"); out.textContent = "…";
+    kbApi("POST", "/test", { text: text }).then(drawn(function (r) {  // the newest question's result only
       out.textContent = "";
       out.appendChild(renderResult("草稿 · Draft", r.draft, "kb-test-draft"));
       out.appendChild(renderResult("线上 · Live", r.live, "kb-test-live"));
-    }).catch(function (e) { out.textContent = e.message; });
+    })).catch(drawn(function (e) { out.textContent = e.message; }));
   }
 
   window.HotlineConsole.register({

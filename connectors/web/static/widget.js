@@ -104,6 +104,9 @@
     large: load("elder", load("large", "0")) === "1",
     userId: load("user", null),
     conversationId: load("conversation", null), identity: null,
+    // epoch: bumped when the conversation on screen is left (新对话 on a shared phone, a host site's identify):
+    // an answer or a poll still running for the one before is not applied to the next one
+    epoch: 0,
     lastId: 0, status: "bot", online: true, freshConversation: false, handoff: null, agentsOnDuty: 0, stateKey: null,
     polling: false, sending: false, rendered: {}, callbackOffered: false, topics: null
   };
@@ -577,7 +580,7 @@
     if (flushing || !outbox.length) return;
     clearTimeout(retryTimer);
     flushing = true; state.sending = true;
-    var item = outbox[0];
+    var item = outbox[0], epoch = state.epoch;
     var node = outboxBubble(item, false);
     var typing = bubble("bot", t("bot"), [el("p", { text: t("typing") })], "hl-typing", false);
     scrollDown();
@@ -587,6 +590,7 @@
     }, { "Idempotency-Key": item.id }).then(function (data) {
       delivered(item.id); typing.remove();
       connected(true);
+      if (epoch !== state.epoch) return;  // the person left this conversation meanwhile: not the next one's
       if (data.new_conversation && state.conversationId && data.conversation_id !== state.conversationId) resetTranscript();
       apply(data);
     }, function (e) {
@@ -636,10 +640,17 @@
   // A shared family phone: the next person starts clean; the old conversation stays on the server.
   function newConversation() {
     if (speech) speech.cancel();
+    leaveConversation();
     resetTranscript();
     state.conversationId = null; save(convKey(), null); save("emergency-dismissed", null);
     state.status = "bot"; state.handoff = null; state.stateKey = null; state.freshConversation = true; state.callback = null;
     renderStatus(); welcome(); input.focus();
+  }
+  // What was still on its way for the conversation on screen stays with it (before, an answer or a parked
+  // poll's wake-up arriving after 新对话 wrote the previous person's conversation back, with its turns).
+  function leaveConversation() {
+    state.epoch += 1;
+    state.polling = false;  // the old loop ends when its request returns; the next conversation may poll
   }
   function resetTranscript() {
     logEl.textContent = ""; state.rendered = {}; state.lastId = 0; state.callbackOffered = false;
@@ -650,13 +661,19 @@
   function poll() {
     if (state.polling) return;
     state.polling = true;
+    var epoch = state.epoch;
     (function loop(failures) {
+      if (epoch !== state.epoch) return;  // left (leaveConversation): the next conversation's loop, if any, polls
       if (!withPerson() || !state.conversationId) { state.polling = false; return; }
       var q = "?user_id=" + encodeURIComponent(state.userId) + "&after=" + state.lastId + "&wait=20" +
         (state.stateKey ? "&state=" + encodeURIComponent(state.stateKey) : "");
       api("GET", "/web/api/conversations/" + encodeURIComponent(state.conversationId) + "/turns" + q)
-        .then(function (data) { if (!state.online) { connected(true); flush(); } apply(data); loop(0); })
+        .then(function (data) {
+          if (epoch !== state.epoch) return;
+          if (!state.online) { connected(true); flush(); } apply(data); loop(0);
+        })
         .catch(function (e) {
+          if (epoch !== state.epoch) return;
           if (e.status === 404) { state.polling = false; return; }
           connected(false);
           return sleep(Math.min(30000, 1000 * Math.pow(2, failures))).then(function () { loop(failures + 1); });
@@ -709,13 +726,14 @@
     var name = el("input", { id: "hl-name", type: "text", autocomplete: "name", maxlength: "64" });
     var note = el("textarea", { id: "hl-note", rows: "2", maxlength: "1000" });
     var error = el("div", { id: "hl-phone-error", "class": "hl-error", role: "alert" });
+    var submit = el("button", { "class": "hl-send", type: "submit", text: t("submit") });
     var box = el("form", { "class": "hl-callback", novalidate: "" }, [
       el("label", { "for": "hl-phone", text: t("phone") }), phone,
       el("div", { id: "hl-phone-hint", "class": "hl-hint", text: t("phoneHint") }), error,
       el("label", { "for": "hl-name", text: t("name") }), name,
       el("label", { "for": "hl-note", text: t("note") }), note,
       el("div", { "class": "hl-row" }, [
-        el("button", { "class": "hl-send", type: "submit", text: t("submit") }),
+        submit,
         el("button", { "class": "hl-chip", type: "button", text: t("cancel"), onclick: function () { box.remove(); input.focus(); } })])
     ]);
     box.addEventListener("submit", function (e) {
@@ -723,6 +741,8 @@
       var value = phone.value.replace(/[\s()]/g, "");
       if (!PHONE.test(value)) { error.textContent = t("badPhone"); phone.setAttribute("aria-invalid", "true"); phone.focus(); return; }
       phone.removeAttribute("aria-invalid");
+      if (submit.disabled) return;  // one request at a time: a double tap filed two callbacks (two calls back)
+      submit.disabled = true;
       api("POST", "/web/api/callbacks", { conversation_id: state.conversationId, user_id: state.userId, phone: value,
         name: name.value.trim() || null, note: note.value.trim(), language: state.lang })
         .then(function (ticket) {
@@ -733,7 +753,10 @@
           bubble("bot", t("bot"), [el("p", { text: fmt(t("left"), { id: ticket.id, p: ticket.phone }) })], "hl-notice hl-callback-done");
           scrollDown();
         })
-        .catch(function (err) { error.textContent = err.status === 400 ? t("badPhone") + " (" + err.message + ")" : t("error"); });
+        .catch(function (err) {
+          submit.disabled = false;
+          error.textContent = err.status === 400 ? t("badPhone") + " (" + err.message + ")" : t("error");
+        });
     });
     logEl.appendChild(box); scrollDown(); phone.focus();
   }
@@ -802,6 +825,7 @@
         !/^[0-9a-f]{64}$/i.test(who.signature || "")) {
       throw new Error("HotlineBot.identify({userId, signature}): signature is the 64-hex HMAC-SHA256 of userId from your server");
     }
+    leaveConversation();
     state.identity = { user_id: who.userId, signature: who.signature.toLowerCase() };
     state.conversationId = load(convKey(), null);
     state.status = "bot"; state.handoff = null; state.stateKey = null; state.callback = null;
