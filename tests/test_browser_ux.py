@@ -968,6 +968,31 @@ def test_the_callback_form_files_one_request_however_often_it_is_tapped(server, 
     assert page.errors == []
 
 
+def test_a_canned_reply_is_saved_once_however_often_save_is_clicked(server, page_at):
+    """A second click on save while the first is on its way stores nothing more (it stored the reply twice)."""
+    open_handoff(server, "canned-once-citizen-0001", "疫苗第三针什么时候打 canned-once")
+    admin = page_at((1366, 900))
+    login(admin, server, "zhang")
+    claim(admin, admin.locator(".ticket", has_text="canned-once"))
+    admin.locator(".canned-admin summary").click()
+    admin.fill("#canned-title", "只存一次 canned-once")
+    admin.fill("#canned-zh", "请以当地通知为准。")
+    admin.fill("#canned-en", "Please follow the local notice.")
+    held: list = []
+    hold_first(admin, "**/agents/api/canned", held)
+    with admin.expect_request(lambda r: r.url.endswith("/agents/api/canned") and r.method == "POST"):
+        admin.click("#canned-save")
+    admin.click("#canned-save", force=True)  # the second click
+    release(admin, held)
+    admin.wait_for_function("() => document.querySelector('#canned-title').value === ''")  # saved: the form clears
+    with server.client() as client:
+        client.post("/agents/api/login", json={"username": "zhang", "password": PASSWORD}).raise_for_status()
+        stored = client.get("/agents/api/canned").json()
+    titles = [r["title"] for r in stored["replies"]]
+    assert titles.count("只存一次 canned-once") == 1, titles
+    assert admin.errors == []
+
+
 @pytest.mark.parametrize("size", VIEWPORTS)
 def test_rating_after_an_agent_resolved(server, page_at, size):
     citizen = page_at(size)
