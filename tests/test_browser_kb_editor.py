@@ -199,6 +199,23 @@ def test_a_late_save_or_validation_leaves_the_entry_opened_since_as_it_is(editor
     assert page.input_value('[data-field="answer.en"]') == "EDITS TYPED INTO B"
 
 
+def test_the_test_box_shows_the_newest_questions_result(editor_page):
+    """A slow result for the question tried before is not drawn over the one tried after it (it was)."""
+    page = editor_page
+    held: list = []
+    hold_first(page, "**/agents/api/kb/test", held)
+    page.fill("#kb-test-text", "疫苗在哪里打")
+    with page.expect_request(lambda r: r.url.endswith("/kb/test")):
+        page.click("#kb-test-run")
+    page.fill("#kb-test-text", "核酸检测多少钱")
+    page.click("#kb-test-run")
+    page.wait_for_selector("#kb-test-live")
+    shown = page.inner_text("#kb-test-out")
+    assert "testing.pcr_fee" in shown
+    release(page, held)
+    assert page.inner_text("#kb-test-out") == shown
+
+
 def test_inbox_in_the_console_turns_a_failure_into_an_answer(server, browser):
     """A citizen's failed question shows in the editor's inbox (name and phone masked); one click
     adds it as a paraphrase, publish, and the next citizen asking it gets the entry's answer."""

@@ -538,11 +538,13 @@
     if (!text || sending[id]) return;
     sending[id] = true; replyButtons(true);
     api("POST", "/handoffs/" + id + (note ? "/notes" : "/reply"), { text: text }).then(function (data) {
-      if (box.isConnected) box.value = "";
-      if (showing(id)) data.turns.forEach(appendTurn);
+      if (!showing(id)) return;
+      var now = $("reply-text");  // (the ticket drawn again meanwhile keeps the box's text: the one sent)
+      if (now && now.value.trim() === text) now.value = "";
+      data.turns.forEach(appendTurn);
     }).catch(function (e) { flash(e.message); }).then(function () {
       delete sending[id];
-      if (showing(id)) { replyButtons(false); if (box.isConnected) box.focus(); }
+      if (showing(id)) { replyButtons(false); if ($("reply-text")) $("reply-text").focus(); }
     });
   }
 
