@@ -50,7 +50,8 @@ def staff_required(right: str) -> Callable:
             member, csrf = found
             if request.method not in ("GET", "HEAD", "OPTIONS"):
                 require_json_post()
-                if not hmac.compare_digest(request.headers.get("X-CSRF-Token", ""), csrf):
+                given = request.headers.get("X-CSRF-Token", "").encode("utf-8", "replace")
+                if not hmac.compare_digest(given, csrf.encode()):  # bytes: a non-ASCII str raised (a 500)
                     raise ApiError(403, "missing or wrong X-CSRF-Token header")
             if not member.can(right):
                 raise ApiError(403, f"your role ({member.role}) cannot do this")

@@ -96,6 +96,8 @@ def test_posts_need_json_and_the_csrf_token(staffed, app):
     assert client.post(f"/agents/api/handoffs/{ticket}/claim", json={}).status_code == 403
     client.environ_base["HTTP_X_CSRF_TOKEN"] = "forged"
     assert client.post(f"/agents/api/handoffs/{ticket}/claim", json={}).status_code == 403
+    client.environ_base["HTTP_X_CSRF_TOKEN"] = "é"  # a non-ASCII header: 403 (compare_digest raised: a 500)
+    assert client.post(f"/agents/api/handoffs/{ticket}/claim", json={}).status_code == 403
 
 
 def test_login_csrf_with_a_cross_site_form_is_refused(staffed, app):

@@ -60,6 +60,7 @@ def test_signature_is_hmac_sha256_of_the_raw_body():
     assert not webhooks.verify(SECRET, body + b" ", expected)
     assert not webhooks.verify("other", body, expected)
     assert not webhooks.verify(SECRET, body, None)
+    assert not webhooks.verify(SECRET, body, "sha256=é")  # refused, not a TypeError from compare_digest
 
 
 def test_no_webhook_no_deliveries(services):

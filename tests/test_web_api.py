@@ -203,6 +203,12 @@ def test_identified_users_need_the_host_sites_signature(settings, engine, clock,
         forged = client.post("/web/api/messages", json={"user_id": CITIZEN, "text": "hi",
                                                         "identity": {"user_id": "1234567", "signature": "0" * 64}})
         assert forged.status_code == 403 and forged.json["error"]["field"] == "identity.signature"
+        # non-ASCII signatures: a clear 403, not a 500 from compare_digest (it refuses non-ASCII str)
+        odd = client.post("/web/api/messages", json={"user_id": CITIZEN, "text": "hi",
+                                                     "identity": {"user_id": "1234567", "signature": "é" * 64}})
+        assert odd.status_code == 403 and odd.json["error"]["field"] == "identity.signature"
+        odd_query = client.get(f"/web/api/conversations/{reply['conversation_id']}/turns?uid=1234567&sig=" + "%C3%A9" * 64)
+        assert odd_query.status_code == 403
         query = f"uid=1234567&sig={good['signature']}"
         assert client.get(f"/web/api/conversations/{reply['conversation_id']}/turns?{query}").status_code == 200
         assert turns(client, reply["conversation_id"]).status_code == 404  # not the anonymous widget id

@@ -33,7 +33,7 @@ def sign(secret: str, body: bytes) -> str:
 
 def verify(secret: str, body: bytes, header: str | None) -> bool:
     """For receivers (and tests): constant-time check of ``X-Hotline-Signature``."""
-    return header is not None and hmac.compare_digest(sign(secret, body), header)
+    return header is not None and hmac.compare_digest(sign(secret, body).encode(), header.encode("utf-8", "replace"))
 
 
 class WebhookConsumer:

@@ -101,7 +101,9 @@ def web_user(user_id: str | None, identity: Identity | None) -> str:
         secret = services().settings.web.identify_secret
         if not secret:
             raise ApiError(400, "identity: this server does not accept identified users", "identity")
-        if not hmac.compare_digest(identity_signature(secret, identity.user_id), identity.signature.lower()):
+        # bytes: compare_digest refuses str with non-ASCII characters (a TypeError was a 500, "please retry")
+        if not hmac.compare_digest(identity_signature(secret, identity.user_id).encode(),
+                                   identity.signature.lower().encode("utf-8", "replace")):
             raise ApiError(403, "identity.signature: does not match the user id", "identity.signature")
         return f"u:{identity.user_id}"
     if not user_id or not ANONYMOUS_ID.match(user_id):
