@@ -2,6 +2,7 @@
 machine, the only writer of it, sequences, queue order, races, the outbox."""
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ from bot.conversations.service import ConversationError
 from bot.conversations.status import ConversationStatus, InvalidTransition, transition
 from bot.messages import Message
 from bot.models import OutboxEvent
+from tests.conftest import build_services
 
 PASSWORD = "correct horse 1"
 
@@ -246,3 +248,35 @@ def test_held_deliveries_wait_and_keep_their_order(any_services, clock):
     assert worker.run_once() == 1  # first goes; second waits for the next pass
     assert worker.run_once() == 1
     assert sent == ["(window open)", "first", "second"]
+
+
+def test_a_sweep_does_not_abandon_a_citizen_who_wrote_after_it_listed_them(settings, engine, clock, postgres_url,
+                                                                           monkeypatch):
+    """The sweep lists silent waiting citizens, then locks each one: a citizen who wrote in between ("我还在")
+    was abandoned all the same (their ticket left the queue seconds after they wrote). Re-checked under the lock.
+    PostgreSQL: the citizen's message commits in its own transaction while the sweep's is open."""
+    from bot.conversations.service import ConversationService
+
+    svc = build_services(settings, engine, postgres_url, clock)
+    try:
+        first = say(svc, "sweep-user", "转人工")
+        assert first.status == "waiting"
+        clock.advance(minutes=30)
+        original = ConversationService._abandon_if_waiting
+        wrote: dict = {}
+
+        def citizen_writes_between_the_list_and_the_lock(self, session, conversation_id, now, *rest):
+            if not wrote:
+                writer = threading.Thread(target=lambda: wrote.setdefault(
+                    "reply", say(svc, "sweep-user", "我还在，请尽快", conversation_id=first.conversation_id)))
+                writer.start()
+                writer.join(10)
+                assert wrote["reply"].status == "waiting"
+            return original(self, session, conversation_id, now, *rest)
+
+        monkeypatch.setattr(ConversationService, "_abandon_if_waiting", citizen_writes_between_the_list_and_the_lock)
+        assert svc.conversations.abandon_stale(dt.timedelta(minutes=10)) == 0
+        assert svc.desk.transcript(first.conversation_id)["status"] == "waiting"
+        assert [h["id"] for h in svc.desk.list_handoffs(status="waiting")] == [first.handoff.id]
+    finally:
+        svc.close()

@@ -470,13 +470,19 @@ class ConversationService:
                                                    agent=username, to_agent=to_username))
         return scope
 
-    def _abandon_if_waiting(self, session: Session, conversation_id: str, now: dt.datetime) -> None:
+    def _abandon_if_waiting(self, session: Session, conversation_id: str, now: dt.datetime,
+                            silent_since: dt.datetime | None = None) -> bool:
+        """``silent_since``: only if the citizen has not written since (re-checked under the lock: a sweep's
+        candidate list is read before the lock, and a citizen writing in between was abandoned all the same)."""
         conv = self._lock(session, conversation_id)
         if conv is None or conv.status != S.WAITING or conv.handoff_id is None:
-            return
+            return False
+        if silent_since is not None and conv.updated_at >= silent_since:
+            return False
         scope = MessageScope(self, session, conv, now)
         self._abandon(scope)
         scope.flush()
+        return True
 
     def _abandon(self, scope: MessageScope) -> None:
         conv = scope.conversation
@@ -492,12 +498,11 @@ class ConversationService:
     def abandon_stale(self, silent_for: dt.timedelta) -> int:
         """Waiting citizens silent for ``silent_for`` have left (counted as abandoned)."""
         now = self.clock()
+        cutoff = now - silent_for
         with self.db.transaction() as session:
             ids: list[str] = list(session.execute(select(C.id).where(C.status == S.WAITING.value,
-                                                     C.updated_at < now - silent_for)).scalars())
-            for conversation_id in ids:
-                self._abandon_if_waiting(session, conversation_id, now)
-        return len(ids)
+                                                     C.updated_at < cutoff)).scalars())
+            return sum(self._abandon_if_waiting(session, conversation_id, now, cutoff) for conversation_id in ids)
 
     def _snapshot(self, scope: MessageScope, handoff_id: int) -> dict[str, Any]:
         row = scope.session.execute(select(Handoff.__table__).where(H.id == handoff_id)).one()
