@@ -544,6 +544,21 @@ def test_a_captured_signed_url_cannot_be_replayed_with_another_message(wechat_ap
     assert forged.status_code == 403
 
 
+def test_a_safe_mode_url_cannot_be_replayed_in_plain_mode(wechat_app):
+    """Regression: a safe-mode push's URL also carries signature/timestamp/nonce; with encrypt_type and
+    msg_signature dropped it was accepted in plain mode with any message (a handoff for a chosen openid)."""
+    client = wechat_app.test_client()
+    encrypted = WeChatCrypto("tok_safe", AES_KEY, "wx49f0ab532d5d035a").encrypt(text_xml(new_openid("real"), "你好"))
+    params = signed("tok_safe", encrypt_type="aes")
+    params["msg_signature"] = signature("tok_safe", params["timestamp"], params["nonce"], encrypted)
+    body = f"<xml><ToUserName>gh</ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>".encode()
+    assert client.post("/wechat/minisafe", query_string=params, data=body).status_code == 200
+    assert client.post("/wechat/minisafe", query_string=params, data=body).status_code == 200  # WeChat's retry
+    plain = {k: params[k] for k in ("timestamp", "nonce", "signature")}
+    forged = client.post("/wechat/minisafe", query_string=plain, data=text_xml(new_openid("victim"), "转人工"))
+    assert forged.status_code == 403
+
+
 def test_mini_program_safe_mode_json(wechat_app, fake_wechat):
     openid = new_openid("minis")
     inner = json.dumps({"ToUserName": "gh_mini", "FromUserName": openid, "CreateTime": int(time.time()),

@@ -130,8 +130,9 @@ def receive(account_name: str):
         raise _forbidden(account, "bad signature")
 
     body = request.get_data(cache=False)
-    if not safe_mode:
-        _once(account, timestamp, nonce, body)
+    # Both modes: a safe-mode push's URL carries a plain signature too, and was replayed in plain mode (without
+    # encrypt_type and msg_signature) with a forged message within the clock-skew window.
+    _once(account, timestamp, nonce, body)
     try:
         fields = parse_fields(body)
         fmt = "json" if is_json(body) else "xml"
