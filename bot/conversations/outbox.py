@@ -24,7 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, cast
 
-from sqlalchemy import Table, and_, delete, insert, select, update
+from sqlalchemy import Table, and_, delete, exists, insert, select, update
+from sqlalchemy.orm import aliased
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -216,7 +217,14 @@ class OutboxWorker:
         """Lease what is due and hand it to the pool; returns how many were started."""
         if self._pool is None:
             raise RuntimeError("dispatch() needs start(); use run_once() without a pool")
-        leases = self._lease(self.clock())
+        with self._lock:
+            busy = set(self._in_flight)
+        free = self.settings.workers - len(busy)
+        if free <= 0:
+            return 0  # a worker that finishes wakes the loop
+        # No more than the free workers take at once: a row leased and left queued behind busy workers outlived
+        # its lease, was leased again by the next pass and sent twice (reproduced: 2 workers, 0.3 s sends, 1 s lease)
+        leases = self._lease(self.clock(), limit=free, busy=busy)
         for lease in leases:
             future = self._pool.submit(self._deliver, lease)
             with self._lock:
@@ -241,34 +249,31 @@ class OutboxWorker:
 
     # -- leasing and recording ------------------------------------------------------------
 
-    def _lease(self, now: dt.datetime) -> list[_Lease]:
+    def _lease(self, now: dt.datetime, limit: int = BATCH, busy: Iterable[int] = ()) -> list[_Lease]:
+        """Rows due now whose ordering key has no earlier message still open (pending, sending or held).
+
+        Only due rows are read: the first ``BATCH`` open rows used to be read and filtered afterwards, so 200
+        replies held for citizens whose 48 h window had closed (or webhooks backing off) hid every newer row
+        for good. The earlier-message check is a plain read: with SKIP LOCKED on it, an earlier row locked by
+        another transaction (a hold being released) vanished and the reply after it overtook it (PostgreSQL)."""
         lease_until = now + dt.timedelta(seconds=self.settings.lease_seconds)
         name = self.consumer.name
+        busy = list(busy)
+        D, earlier = OutboxDelivery, aliased(OutboxDelivery)
         with self.db.transaction() as session:
-            # A process that died mid-send: its rows come back when the lease ends.
-            session.execute(update(OutboxDelivery)
-                            .where(OutboxDelivery.consumer == name, OutboxDelivery.status == "sending",
-                                   OutboxDelivery.lease_until < now)
+            # A process that died mid-send: its rows come back when the lease ends (not this process's own).
+            session.execute(update(D)
+                            .where(D.consumer == name, D.status == "sending", D.lease_until < now,
+                                   D.id.notin_(busy))
                             .values(status="pending", lease_until=None))
+            open_before = exists().where(earlier.consumer == name, earlier.ordering_key == D.ordering_key,
+                                         earlier.id < D.id, earlier.status.in_(("pending", "sending", "held")))
             rows = session.execute(
-                select(OutboxDelivery.id, OutboxDelivery.status, OutboxDelivery.next_attempt_at,
-                       OutboxDelivery.ordering_key, OutboxDelivery.payload, OutboxDelivery.attempts)
-                .where(OutboxDelivery.consumer == name,
-                       OutboxDelivery.status.in_(("pending", "sending", "held")))
-                .order_by(OutboxDelivery.id).limit(BATCH).with_for_update(skip_locked=True)).all()
-            blocked: set[str] = set()
-            leases: list[_Lease] = []
-            for row in rows:
-                key = row.ordering_key
-                if key is not None and key in blocked:
-                    continue
-                if row.status != "pending" or row.next_attempt_at > now:
-                    if key is not None:
-                        blocked.add(key)  # an earlier message of this key is not done: keep the order
-                    continue
-                leases.append(_Lease(row.id, row.payload, row.attempts, key))
-                if key is not None:
-                    blocked.add(key)
+                select(D.id, D.ordering_key, D.payload, D.attempts)
+                .where(D.consumer == name, D.status == "pending", D.next_attempt_at <= now, D.id.notin_(busy),
+                       ~open_before)
+                .order_by(D.id).limit(limit).with_for_update(of=D, skip_locked=True)).all()
+            leases = [_Lease(row.id, row.payload, row.attempts, row.ordering_key) for row in rows]
             if leases:
                 session.execute(update(OutboxDelivery)
                                 .where(OutboxDelivery.id.in_([lease.id for lease in leases]),
