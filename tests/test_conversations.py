@@ -280,3 +280,60 @@ def test_a_sweep_does_not_abandon_a_citizen_who_wrote_after_it_listed_them(setti
         assert [h["id"] for h in svc.desk.list_handoffs(status="waiting")] == [first.handoff.id]
     finally:
         svc.close()
+
+
+def test_a_red_flag_sent_while_an_agent_claims_is_not_lost_to_a_deadlock(settings, engine, clock, postgres_url,
+                                                                        monkeypatch):
+    """A citizen's message locks the conversation, then raises the ticket's priority; a claim locked the ticket
+    first, then the conversation. Both at once deadlocked on PostgreSQL: the red flag was refused with a 503 (and
+    the circuit breaker tripped for everyone). Forced here: the agent takes its first lock while the citizen holds
+    the conversation and is about to update the ticket."""
+    import time
+
+    from bot.conversations.service import ConversationService, MessageScope
+
+    svc = build_services(settings, engine, postgres_url, clock)
+    try:
+        first = say(svc, "deadlock-user", "转人工")
+        assert first.status == "waiting"
+        alice = svc.staff.create("alice", "correct horse 1")
+        agent_locked = threading.Event()
+        threads: dict = {}
+        original_lock, original_escalate = ConversationService._lock, MessageScope.escalate
+
+        def lock(session, conversation_id):
+            if threading.current_thread() is threads.get("agent"):
+                agent_locked.set()
+                time.sleep(0.5)  # the citizen's update of the ticket runs now
+            return original_lock(session, conversation_id)
+
+        def escalate(self):
+            agent_locked.wait(10)  # the citizen holds the conversation; the agent has begun its ticket
+            return original_escalate(self)
+
+        monkeypatch.setattr(ConversationService, "_lock", staticmethod(lock))
+        monkeypatch.setattr(MessageScope, "escalate", escalate)
+        results: dict = {}
+
+        def run(name, action):
+            try:
+                results[name] = action()
+            except Exception as exc:  # what the test reports
+                results[name] = exc
+
+        citizen = threading.Thread(target=run, args=("citizen", lambda: say(
+            svc, "deadlock-user", "孩子高烧40度还抽搐了", conversation_id=first.conversation_id)))
+        agent = threading.Thread(target=run, args=("agent", lambda: svc.desk.claim(first.handoff.id, alice)))
+        threads["agent"] = agent
+        citizen.start()
+        time.sleep(0.3)
+        agent.start()
+        citizen.join(20)
+        agent.join(20)
+        assert not isinstance(results["citizen"], Exception), results
+        assert not isinstance(results["agent"], Exception), results
+        assert results["citizen"].handoff.priority == 0  # urgent
+        texts = [t["text"] for t in svc.desk.transcript(first.conversation_id)["turns"]]
+        assert "孩子高烧40度还抽搐了" in texts
+    finally:
+        svc.close()

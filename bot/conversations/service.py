@@ -378,10 +378,15 @@ class ConversationService:
         return HandoffInfo(row.id, row.reason, row.priority, status, self.queue_position(session, row), row.region)
 
     def _ticket(self, session: Session, handoff_id: int) -> tuple[Row[Any], ConversationRecord]:
+        """One lock order everywhere: the conversation, then its handoff. A citizen's message locks its
+        conversation and then updates the handoff; the desk locked the handoff first, and a red flag sent while
+        an agent claimed deadlocked on PostgreSQL (the citizen's message refused with a 503, the breaker tripped).
+        A handoff's conversation never changes, so it is read before either lock."""
+        conversation_id = session.execute(select(H.conversation_id).where(H.id == handoff_id)).scalar()
+        conv = self._lock(session, conversation_id) if conversation_id is not None else None
         row = session.execute(select(Handoff.__table__).where(H.id == handoff_id).with_for_update()).first()
         if row is None:
             raise ConversationError("not_found", f"no handoff {handoff_id}")
-        conv = self._lock(session, row.conversation_id)
         if row.closed_at is not None or conv is None or conv.handoff_id != row.id:
             raise ConversationError("conflict", f"handoff {handoff_id} is already closed ({row.outcome})")
         return row, conv
