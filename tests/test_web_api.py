@@ -232,3 +232,22 @@ def test_widget_assets_demo_page_and_cors(client):
     preflight = client.options("/web/api/messages", headers={"Origin": "https://example.org",
                                                              "Access-Control-Request-Method": "POST"})
     assert preflight.status_code in (200, 204) and preflight.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_a_retried_new_conversation_message_is_answered_once(client, services):
+    """The widget's first message after 新对话 carries new_conversation; its answer lost, the widget resends the
+    same outbox item (same client id, still new_conversation). That retry started another conversation and stored
+    the message twice (closing the first one's ticket, if it had opened one, as abandoned)."""
+    from sqlalchemy import func, select
+
+    from bot.models import Turn
+
+    assert client.post("/web/api/messages", json={"user_id": CITIZEN, "text": "核酸检测在哪里做"}).status_code == 200
+    body = {"user_id": CITIZEN, "text": "疫苗接种需要预约吗", "new_conversation": True, "client_message_id": "w-fresh-1"}
+    first = client.post("/web/api/messages", json=body, headers={"Idempotency-Key": "w-fresh-1"}).get_json()
+    again = client.post("/web/api/messages", json=body, headers={"Idempotency-Key": "w-fresh-1"}).get_json()
+    assert again["conversation_id"] == first["conversation_id"] and again["reply"]["replayed"] is True
+    assert again["reply"]["replies"] == first["reply"]["replies"]
+    with services.db.read() as session:
+        stored = session.execute(select(func.count()).select_from(Turn).where(Turn.client_message_id == "w-fresh-1"))
+        assert stored.scalar() == 1

@@ -300,6 +300,16 @@ class ConversationService:
     def _conversation_for(self, session: Session, message: Message, language: str,
                           now: dt.datetime) -> ConversationRecord:
         channel, user = message.channel, message.user_id
+        if message.new_conversation and message.client_message_id:
+            # A retry of a "new conversation" message whose answer was lost started another conversation (and
+            # closed the first one's ticket as abandoned): the one it started is the user's current one, holding
+            # this client message id, and the engine answers the retry from there (replay).
+            current = session.connection().execute(_CURRENT, {"channel": channel, "user": user}).scalar()
+            if current is not None and session.execute(select(T.id).where(
+                    T.conversation_id == current, T.client_message_id == message.client_message_id)).first():
+                conv = self._lock(session, current)
+                if conv is not None:
+                    return conv
         if message.conversation_id and not message.new_conversation:
             conv = self._lock(session, message.conversation_id)
             if conv is not None:
