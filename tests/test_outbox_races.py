@@ -22,7 +22,7 @@ from connectors.wechat.users import CONSUMER, Windows, get_or_create, ordering_k
 from tests import test_wechat_e2e as wx
 from tests.conftest import build_services
 
-fake_wechat = wx.fake_wechat  # the fake WeChat API over real HTTP (a fixture of that module)
+fake_wechat, wechat_app = wx.fake_wechat, wx.wechat_app  # that module's fixtures: a fake WeChat API over HTTP, an app
 
 
 def wechat_services(settings, engine, clock, url, fake):
@@ -124,3 +124,40 @@ def test_a_reply_does_not_overtake_an_earlier_one_locked_by_another_transaction(
         assert fake_wechat.messages(openid) == ["第一条", "第二条"]
     finally:
         services.close()
+
+
+def test_a_reply_refused_while_the_citizen_writes_is_sent_when_the_window_reopens(wechat_app, fake_wechat, clock,
+                                                                                   monkeypatch):
+    """WeChat refuses a reply (45015: its 48 h window closed) while the citizen writes again: that message
+    released only replies already held, not this one, still being sent; recorded as held afterwards, it waited for
+    yet another message from the citizen, maybe never. It is sent again instead."""
+    from bot.models import WeChatUser
+
+    services = wechat_app.services
+    worker = services.workers["wechat"]
+    sender = services.extras["wechat"].sender
+    openid = wx.new_openid("race")
+    with services.db.transaction() as session:
+        get_or_create(session, "main", openid).last_inbound_at = clock() - dt.timedelta(hours=47, minutes=59)
+        services.outbox.enqueue(session, CONSUMER, text_deliveries("agent:1", "main", openid, "人工回复", 2000))
+    fake_wechat.script[openid] = [45015]  # WeChat's own clock: the window has just closed
+    original = sender.clients["main"].send_text
+
+    def refused_while_the_citizen_writes(to, content):
+        result = original(to, content)
+        response = wechat_app.test_client().post("/wechat/main", query_string=wx.signed("tok_main"),
+                                                 data=wx.text_xml(openid, "还在吗"))
+        assert response.status_code == 200
+        return result
+
+    monkeypatch.setattr(sender.clients["main"], "send_text", refused_while_the_citizen_writes)
+    worker.run_once()
+    monkeypatch.setattr(sender.clients["main"], "send_text", original)
+    with services.db.read() as session:
+        status = session.execute(select(OutboxDelivery.status).where(OutboxDelivery.key == "agent:1:0")).scalar()
+        assert session.execute(select(WeChatUser.last_inbound_at).where(WeChatUser.openid == openid)).scalar() == clock()
+    assert status == "pending", status
+    clock.advance(minutes=5)  # past the retry's backoff
+    while worker.run_once():
+        pass
+    assert fake_wechat.messages(openid)[-1:] == ["人工回复"]

@@ -59,6 +59,7 @@ class WeChatSender:
             window = window_of(user, now, self.windows.hours, self.windows.messages)
         if user is not None and user.last_inbound_at is not None and not window["open"]:
             return Outcome.hold("customer-service window closed")
+        inbound_before = user.last_inbound_at if user is not None else None
         result = client.send_text(openid, payload["content"])
         if result.ok:
             with self.db.transaction() as session:
@@ -66,6 +67,14 @@ class WeChatSender:
                                 .values(sent_since_inbound=WeChatUser.sent_since_inbound + 1))
             return Outcome.done()
         if result.retry == "hold":
+            # The citizen wrote while WeChat refused (45015/45047): the window is open again, and that message
+            # released only rows already held, not this one, still sending; held now, it waited for yet another
+            # message from the citizen, maybe never. Sent again instead.
+            with self.db.read() as session:
+                inbound_now = session.execute(select(WeChatUser.last_inbound_at).where(
+                    WeChatUser.account == account, WeChatUser.openid == openid)).scalar_one_or_none()
+            if inbound_now is not None and (inbound_before is None or inbound_now > inbound_before):
+                return Outcome.retry(f"{result.error or 'held'}; the citizen wrote meanwhile: sent again")
             return Outcome.hold(result.error or "held")
         return Outcome.retry(result.error or "send failed")
 
