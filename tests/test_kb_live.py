@@ -384,3 +384,15 @@ def test_another_process_updates_its_own_index_for_an_answer_edit_instead_of_loa
         assert entry_id == MINI_ENTRY and NEW_ANSWER in text
     finally:
         other.close()
+
+
+def test_bad_editor_query_and_revision_are_a_400_naming_the_field(mini_editing):
+    """``?days=abc`` on the inbox was a ValueError and ``{"revision": 10**20}`` overflowed the database driver:
+    both were 500s."""
+    from connectors.app import create_app
+
+    editor = _login(create_app(mini_editing))
+    days = editor.get("/agents/api/kb/inbox?days=abc")
+    assert days.status_code == 400 and days.json["error"]["field"] == "days"
+    huge = editor.post(f"/agents/api/kb/entries/{MINI_ENTRY}/rollback", json={"revision": 10 ** 20})
+    assert huge.status_code == 400 and huge.json["error"]["field"] == "revision"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, StrictStr
 
 from bot.kb.store import KbEditError, problem_dict
 from connectors.context import services, staff_required
-from connectors.errors import ApiError, parse_json_body, query_text
+from connectors.errors import MAX_ID, ApiError, parse_json_body, query_int, query_text
 
 kb_editor = Blueprint("kb_editor", __name__, url_prefix="/agents/api/kb")
 
@@ -24,7 +24,7 @@ class EntryIn(BaseModel):
 
 
 class RollbackIn(BaseModel):
-    revision: int = Field(ge=1)
+    revision: int = Field(ge=1, le=MAX_ID)  # a row id (10**20 overflowed the database driver: a 500)
 
 
 class PublishIn(BaseModel):
@@ -256,7 +256,7 @@ def _inbox():
 def inbox():
     """Failed questions grouped by meaning, most citizens first (personal data masked)."""
     _live()
-    days = min(max(int(request.args.get("days") or 30), 1), 365)
+    days = min(max(query_int("days", 30) or 30, 1), 365)  # ?days=abc was a ValueError: a 500
     return jsonify({"groups": _inbox().groups(services().bot, days=days)})
 
 
