@@ -396,3 +396,27 @@ def test_bad_editor_query_and_revision_are_a_400_naming_the_field(mini_editing):
     assert days.status_code == 400 and days.json["error"]["field"] == "days"
     huge = editor.post(f"/agents/api/kb/entries/{MINI_ENTRY}/rollback", json={"revision": 10 ** 20})
     assert huge.status_code == 400 and huge.json["error"]["field"] == "revision"
+
+
+def test_a_publish_refused_at_its_commit_leaves_this_process_serving_what_is_live(mini_editing, monkeypatch):
+    """The publishing process swaps to the new KB before the version row commits; when the commit is refused
+    (another publish went live meanwhile: 409), it served a KB that was never published. It swaps back."""
+    from bot.kb.store import KbEditError, KnowledgeStore
+
+    live = mini_editing.kb_live
+    store = live.store
+    serving = mini_editing.bot.kb.version
+    for entry_id, text in ((MINI_ENTRY, "A的新答案"), ("testing.mini_sites", "B的新答案")):
+        content = dict(store.entry(entry_id)["published"])
+        store.save_draft(entry_id, content | {"answer": {**content["answer"], "zh": text}}, "edna")
+    other = KnowledgeStore(store.db, store.knowledge_dir, store.work_dir, store.clock)  # another server process
+    swap = live.swap
+
+    def swap_while_another_publishes(kb):
+        swap(kb)
+        other.publish("ed2", ["testing.mini_sites"])
+
+    monkeypatch.setattr(live, "swap", swap_while_another_publishes)
+    with pytest.raises(KbEditError):
+        live.publish("edna", [MINI_ENTRY])
+    assert mini_editing.bot.kb.version == serving

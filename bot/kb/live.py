@@ -229,9 +229,14 @@ class LiveKnowledge:
         """Publish the drafts; this process swaps before the version row commits, others follow.
         ``review=False``: a rollback (the restored content was published, hence approved, before)."""
         with self._lock:
-            publication, _ = self.store.publish(actor, entry_ids, note, before_commit=self.swap,
-                                                four_eyes=self.settings.kb.four_eyes and review,
-                                                effective_from=effective_from)
+            serving = self.services.bot
+            try:
+                publication, _ = self.store.publish(actor, entry_ids, note, before_commit=self.swap,
+                                                    four_eyes=self.settings.kb.four_eyes and review,
+                                                    effective_from=effective_from)
+            except BaseException:
+                self.services.bot = serving  # swapped before a commit that did not happen: serve what is live
+                raise
             if publication.effective_from is None:
                 self.publication_id = publication.id
         self.bump(publication.id)

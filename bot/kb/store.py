@@ -395,7 +395,7 @@ class KnowledgeStore:
     def _detached(row: KbEntry) -> KbEntry:
         return KbEntry(entry_id=row.entry_id, category=row.category, position=row.position,
                        published=row.published, draft=row.draft, draft_retire=row.draft_retire,
-                       draft_by=row.draft_by)
+                       draft_by=row.draft_by, draft_at=row.draft_at)
 
     def _key_order(self, model: type[_Row], kind: str, new_id: str, edited_id: str | None,
                    content: dict[str, Any]) -> list[str]:
@@ -544,6 +544,7 @@ class KnowledgeStore:
         with self.db.read(timeout=BULK_SECONDS) as session:
             rows = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
+            base = session.execute(select(func.max(KbPublication.id))).scalar()
         pending = [r for r in rows if r.draft is not None or r.draft_retire]
         pending_contacts = [c for c in contacts if c.draft is not None]
         if entry_ids is not None:
@@ -590,20 +591,41 @@ class KnowledgeStore:
         if before_commit is not None and not scheduled:
             before_commit(kb)
         now = self.clock()
-        ids = {r.entry_id for r in pending}
+        snapshot = {r.entry_id: r for r in pending}
         with self.db.transaction(timeout=BULK_SECONDS) as session:
+            # What is committed is exactly what was built, validated and swapped in above; whatever changed since
+            # the snapshot is a 409 (publish again). Before: two processes publishing at once each built a version
+            # holding the other's entries as they were, and one change was never served; a draft saved or
+            # discarded during the publish was published unreviewed (or retired the entry) while the servers
+            # served the snapshot. The latest publication row, locked, orders concurrent publishes (PostgreSQL;
+            # SQLite's writer lock already does); the next statement sees one committed meanwhile.
+            session.execute(select(KbPublication.id).order_by(KbPublication.id.desc()).limit(1).with_for_update())
+            if session.execute(select(func.max(KbPublication.id))).scalar() != base:
+                raise KbEditError(409, "another publish went live meanwhile: publish again", field="entries")
             changes: list[tuple[str, dict[str, Any] | None]] = []
-            for row in session.execute(select(KbEntry).where(KbEntry.entry_id.in_(ids))).scalars():
-                content = None if row.draft_retire else row.draft
+            stale: list[str] = []
+            for row in session.execute(select(KbEntry).where(KbEntry.entry_id.in_(snapshot))
+                                       .with_for_update()).scalars():
+                seen = snapshot[row.entry_id]
+                if (row.draft, row.draft_retire, row.draft_at) != (seen.draft, seen.draft_retire, seen.draft_at):
+                    stale.append(row.entry_id)
+                    continue
+                content = None if seen.draft_retire else seen.draft
                 changes.append((row.entry_id, content))
                 row.published, row.draft, row.draft_retire, row.draft_by, row.draft_at = content, None, False, None, None
                 row.updated_at = now
             for contact in pending_contacts:
-                stored = session.get(KbContact, contact.contact_id)
+                stored = session.get(KbContact, contact.contact_id, with_for_update=True)
                 assert stored is not None  # contacts are never deleted outside import
+                if stored.draft != contact.draft:
+                    stale.append(CONTACT_PREFIX + stored.contact_id)
+                    continue
                 changes.append((CONTACT_PREFIX + stored.contact_id, contact.draft))
                 stored.published, stored.draft, stored.draft_by, stored.draft_at = contact.draft, None, None, None
                 stored.updated_at = now
+            if stale:
+                raise KbEditError(409, f"entries: {', '.join(sorted(stale))} changed while publishing (saved or "
+                                  "discarded meanwhile): review and publish again", field="entries")
             publication = self._publish_rows(session, changes, actor, note, now, version,
                                              effective_from if scheduled else None)
             _audit(session, actor, "kb.publish", version, {"publication": publication.id,
