@@ -115,3 +115,32 @@ def test_forget_command_deletes_one_citizen_and_their_callback_requests(settings
         assert _count(services, AuditEntry, AuditEntry.action == "data.forgotten") == 1
     finally:
         services.close()
+
+
+def test_purge_and_forget_reach_wechat_users_and_their_waiting_messages(services, clock):
+    """An openid stayed in clear for ever: purge never deleted the WeChat user's row, nor a reply held for a
+    citizen whose 48 h window closed (held until they write again, maybe never: its payload holds the openid and
+    the agent's text); forget deleted neither the row's messages still waiting to go out."""
+    import datetime as dt
+
+    from sqlalchemy import insert
+
+    from bot.conversations.retention import forget
+    from bot.models import OutboxDelivery, WeChatUser
+
+    old_citizen, citizen = "o6_bmjrPTlm6_2sgVt7hMZOPfL2M", "o6_bmjrPTlm6_2sgVt7hMZOPfL2N"
+    old = clock() - dt.timedelta(days=200)
+    with services.db.transaction() as session:
+        for openid, when in ((old_citizen, old), (citizen, clock())):
+            session.add(WeChatUser(account="main", openid=openid, last_inbound_at=when, sent_since_inbound=0,
+                                   last_options=[]))
+            session.execute(insert(OutboxDelivery).values(
+                consumer="wechat", key=f"wx-turn:{openid}:0", ordering_key=f"wx:main:{openid}",
+                payload={"account": "main", "openid": openid, "content": "您好，我是客服小王"},
+                status="held", attempts=1, next_attempt_at=when, created_at=when))
+    purge(services.db, 90, clock=clock)
+    assert _count(services, WeChatUser, WeChatUser.openid == old_citizen) == 0
+    assert _count(services, OutboxDelivery, OutboxDelivery.ordering_key.contains(old_citizen)) == 0
+    assert _count(services, WeChatUser, WeChatUser.openid == citizen) == 1  # heard from recently: kept
+    assert forget(services.db, services.vault, "wechat", f"main:{citizen}")["deliveries"] == 1
+    assert _count(services, OutboxDelivery) == 0 and _count(services, WeChatUser) == 0

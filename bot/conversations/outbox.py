@@ -318,8 +318,12 @@ class OutboxWorker:
 
 
 def purge_outbox(session: Session, before: dt.datetime, events_before: dt.datetime) -> tuple[int, int]:
-    """Delete finished deliveries older than ``before`` and events older than ``events_before``."""
+    """Delete finished deliveries older than ``before``, unfinished ones (held, pending) created before it, and
+    events older than ``events_before``. A WeChat reply held for a citizen whose window closed stays held until
+    they write again, maybe never: its payload (openid, the agent's text) outlived the retention period."""
     deliveries = rowcount(session.execute(delete(OutboxDelivery).where(
         OutboxDelivery.status == "done", OutboxDelivery.done_at < before)))
+    deliveries += rowcount(session.execute(delete(OutboxDelivery).where(
+        OutboxDelivery.status != "done", OutboxDelivery.status != "sending", OutboxDelivery.created_at < before)))
     events = rowcount(session.execute(delete(OutboxEvent).where(OutboxEvent.created_at < events_before)))
     return deliveries, events

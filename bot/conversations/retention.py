@@ -17,7 +17,8 @@ from bot.conversations.outbox import purge_outbox
 from bot.conversations.privacy import Vault
 from bot.conversations.staff import StaffDirectory
 from bot.db import Database, rowcount
-from bot.models import CallbackTicket, Conversation, Identity, WeChatInbound, WeChatNonce, WeChatUser, utcnow
+from bot.models import (CallbackTicket, Conversation, Identity, OutboxDelivery, WeChatInbound, WeChatNonce, WeChatUser,
+                        utcnow, wechat_ordering_key)
 
 BATCH = 500
 
@@ -48,6 +49,9 @@ def purge(db: Database, retention_days: int, actor: str = "purge",
         counts["deliveries"], counts["events"] = purge_outbox(session, before, now - dt.timedelta(days=1))
         counts["wechat_messages"] = rowcount(session.execute(delete(WeChatInbound).where(
             WeChatInbound.created_at < before)))
+        # the openid and the window of citizens not heard from within the retention period (kept for ever before)
+        counts["wechat_users"] = rowcount(session.execute(delete(WeChatUser).where(
+            WeChatUser.last_inbound_at < before)))
         counts["nonces"] = rowcount(session.execute(delete(WeChatNonce).where(
             WeChatNonce.created_at < now - dt.timedelta(hours=1))))
         StaffDirectory.audit(session, actor, "data.purged", f"older than {retention_days} days", counts)
@@ -70,6 +74,9 @@ def forget(db: Database, vault: Vault, channel: str | None = None, external_id: 
                 counts["wechat_messages"] = rowcount(session.execute(delete(WeChatInbound).where(
                     WeChatInbound.account == account, WeChatInbound.openid == openid)))
                 session.execute(delete(WeChatUser).where(WeChatUser.account == account, WeChatUser.openid == openid))
+                # messages still waiting to go to them (a held reply holds the openid and the agent's text)
+                counts["deliveries"] = rowcount(session.execute(delete(OutboxDelivery).where(
+                    OutboxDelivery.ordering_key == wechat_ordering_key(account, openid))))
         if phone:
             from bot.conversations.desk import normalise_phone
 

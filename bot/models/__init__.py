@@ -6,10 +6,10 @@ from bot.models.feedback import CallbackTicket, Feedback, Rating
 from bot.models.kb import KbContact, KbEntry, KbInboxDismissal, KbPublication, KbRevision
 from bot.models.outbox import OutboxDelivery, OutboxEvent
 from bot.models.staff import Agent, AuditEntry, CannedReply, DutyPeriod, StaffSession
-from bot.models.wechat import WeChatInbound, WeChatNonce, WeChatToken, WeChatUser
+from bot.models.wechat import WeChatInbound, WeChatNonce, WeChatToken, WeChatUser, wechat_ordering_key
 
 __all__ = [
     "Agent", "AuditEntry", "Base", "CallbackTicket", "CannedReply", "Conversation", "DutyPeriod", "Feedback",
     "Handoff", "Identity", "KbContact", "KbEntry", "KbInboxDismissal", "KbPublication", "KbRevision", "OutboxDelivery", "OutboxEvent", "Rating", "StaffSession", "Turn", "WeChatInbound",
-    "WeChatNonce", "WeChatToken", "WeChatUser", "iso", "utcnow",
+    "WeChatNonce", "WeChatToken", "WeChatUser", "iso", "utcnow", "wechat_ordering_key",
 ]

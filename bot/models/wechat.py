@@ -38,6 +38,11 @@ class WeChatInbound(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+def wechat_ordering_key(account: str, openid: str) -> str:
+    """The outbox ordering key of one WeChat user's messages (in order, one at a time); retention deletes by it."""
+    return f"wx:{account}:{openid}"
+
+
 class WeChatUser(Base):
     """The customer-service window (48 h / 5 messages) and the numbered options last shown."""
 

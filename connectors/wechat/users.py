@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.db import Database
-from bot.models import Conversation, OutboxDelivery, WeChatUser, utcnow
+from bot.models import Conversation, OutboxDelivery, WeChatUser, utcnow, wechat_ordering_key
 
 CHANNEL = "wechat"
 CONSUMER = "wechat"
@@ -33,7 +33,7 @@ def parse_external_id(value: str) -> tuple[str, str]:
 
 def ordering_key(account: str, openid: str) -> str:
     """Messages to one user go out in order, one at a time."""
-    return f"wx:{account}:{openid}"
+    return wechat_ordering_key(account, openid)
 
 
 def get_or_create(session: Session, account: str, openid: str) -> WeChatUser:
