@@ -55,7 +55,7 @@ D: Any = DutyPeriod.__table__
 
 REASONS = ("user_request", "low_confidence", "emergency", "complaint")
 QUESTION_ACTIONS = ("answer", "did_you_mean", "rephrase", "not_covered", "handoff", "ask_region",
-                    "policy_changed")  # a response to something asked (not smalltalk or the menu)
+                    "policy_changed", "contact")  # a response to something asked (not smalltalk or the menu)
 WAIT_BUCKETS = (15, 30, 60, 120, 300, 600)  # seconds: the wait histogram's upper edges (last: more)
 REPEAT_WINDOW = dt.timedelta(hours=24)
 DEFAULT_HANDLE_SECONDS = 300.0  # staffing before any ticket was handled: a stated assumption
@@ -293,7 +293,7 @@ class Analytics:
             later.c.conversation_id == last.c.conversation_id, later.c.role == "bot",
             self._action(later) == "answer", later.c.created_at < end).correlate(last).scalar_subquery()
         disliked = exists().select_from(last.join(fb, fb.c.turn_id == last.c.id)).where(
-            last.c.conversation_id == C.c.id, last.c.seq == last_seq, fb.c.value == "down")
+            last.c.conversation_id == C.c.id, last.c.seq == last_seq, fb.c.value == "down", fb.c.created_at < end)
         a1, a2, c2 = aliased(T, name="a1"), aliased(T, name="a2"), aliased(C, name="c2")
         with self._read() as s:
             # Joined the way the indexes lead: this conversation's answers (turns by conversation),
@@ -302,7 +302,8 @@ class Analytics:
                 a1.join(c2, and_(c2.c.channel == C.c.channel, c2.c.user_id == C.c.user_id))
                 .join(a2, and_(a2.c.conversation_id == c2.c.id, a2.c.entry_id == a1.c.entry_id))).where(
                 a1.c.conversation_id == C.c.id, a1.c.role == "bot", self._action(a1) == "answer",
-                a1.c.created_at < end, a2.c.role == "bot", self._action(a2) == "answer",
+                # as of the range's end: a repeat the next day changed a closed day's "served" afterwards
+                a1.c.created_at < end, a2.c.role == "bot", self._action(a2) == "answer", a2.c.created_at < end,
                 a2.c.created_at > a1.c.created_at, a2.c.created_at <= self._plus(s, a1.c.created_at, REPEAT_WINDOW))
             day = func.substr(self._hour(s, C.c.created_at, offset), 1, 10)
             # One pass over the range's conversations: each condition summed per day. "served" is

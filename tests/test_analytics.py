@@ -285,3 +285,26 @@ def test_erlang_c_edges():
 def test_percentile_is_nearest_rank():
     assert percentile([], 0.5) is None
     assert percentile([5, 1, 3], 0.5) == 3 and percentile([1, 2, 3, 4], 0.9) == 4 and percentile([7], 0.9) == 7
+
+
+def test_a_closed_days_served_count_does_not_change_the_next_day(db):
+    """Numbers are computed as of the range's end: the same citizen answered the same entry again at 01:00 the
+    next day turned the day before's served conversation into a repeat afterwards (served 1 → 0)."""
+    build = Builder(db)
+    late = dt.datetime(2026, 12, 1, 15, 0)  # 23:00 in Shanghai on DAY
+    build.conversation("a", late, user(0, "核酸在哪做"), bot(0, "answer", "testing.where"), user="u9")
+    engine = Analytics(db, entries=lambda: [], clock=lambda: late + dt.timedelta(hours=1))
+    before = engine.outcomes(*engine.local_day_range(DAY, DAY), Filters())["served"]
+    build.conversation("b", late + dt.timedelta(hours=2), user(0, "核酸点在哪"), bot(0, "answer", "testing.where"),
+                       user="u9")
+    assert before == engine.outcomes(*engine.local_day_range(DAY, DAY), Filters())["served"] == 1
+
+
+def test_a_directory_answer_counts_as_a_question(db):
+    """README: questions are bot responses other than small talk and the topic menu; a contact (directory)
+    answer was left out, so the answer rate read 1.0 instead of 0.5."""
+    build = Builder(db)
+    build.conversation("k", T0, user(0, "疾控中心电话多少"), bot(0, "contact", intent="contact"))
+    build.conversation("m", T0, user(0, "核酸在哪做"), bot(0, "answer", "testing.where"))
+    engine = Analytics(db, entries=lambda: [], clock=lambda: T0 + dt.timedelta(hours=1))
+    assert engine.answers(*engine.local_day_range(DAY, DAY), Filters())["questions"] == 2

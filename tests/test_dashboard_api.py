@@ -57,11 +57,15 @@ def test_range_and_filters_change_the_numbers(staffed, app):
 @pytest.mark.parametrize("query, field", [
     ("from=2026-13-01", "from"), ("to=yesterday", "to"), ("from=2026-12-02&to=2026-12-01", "from"),
     ("from=2026-01-01&to=2026-12-01", "from"), ("channel=" + "x" * 65, "channel"), ("region=a%00b", "region"),
+    # a week before 0001-01-02 and a day after 9999-12-31 overflowed: 500s
+    ("from=0001-01-01&to=0001-01-02", "to"), ("from=9999-12-30&to=9999-12-31", "to"),
 ])
 def test_bad_input_is_a_400_naming_the_field(staffed, app, query, field):
-    response = login(app, "sam").get("/agents/api/dashboard?" + query)
+    client = login(app, "sam")
+    response = client.get("/agents/api/dashboard?" + query)
     assert response.status_code == 400
     assert response.json["error"]["field"] == field
+    assert client.get("/agents/api/dashboard/export/agents.csv?" + query).status_code == 400
 
 
 def test_every_table_exports_as_csv(staffed, app):

@@ -38,9 +38,12 @@ def _date(name: str, default: dt.date) -> dt.date:
     if not DATE.match(raw):
         raise ApiError(400, f"{name}: must be a date YYYY-MM-DD", name)
     try:
-        return dt.date.fromisoformat(raw)
+        day = dt.date.fromisoformat(raw)
     except ValueError:
         raise ApiError(400, f"{name}: not a calendar date", name) from None
+    if not 2000 <= day.year <= 9000:  # 0001-01-01 minus a week, 9999-12-31 plus a day: OverflowError, a 500
+        raise ApiError(400, f"{name}: a year from 2000 to 9000", name)
+    return day
 
 
 def _query(engine: Analytics) -> tuple[dt.date, dt.date, Filters]:
