@@ -224,12 +224,23 @@ def _vault(settings: Settings):
     return Vault(settings.privacy.key or keep_secret(settings.data_file("privacy.key"), Vault.new_key))
 
 
+def _retention_days(raw: str) -> int:
+    """``--days -5`` meant "older than five days from now": every conversation (and 0 fell back to 90)."""
+    try:
+        days = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of days: {raw!r}") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError("at least 1 day (0 or less would delete everything)")
+    return days
+
+
 def _cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     from bot.conversations.retention import purge
 
     db = _database(settings)
     db.upgrade()
-    counts = purge(db, args.days or settings.privacy.retention_days)
+    counts = purge(db, args.days if args.days is not None else settings.privacy.retention_days)
     print("purged: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
@@ -342,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent_sub.add_parser("list", help="list accounts").set_defaults(func=_cmd_agent_list)
 
     purge = sub.add_parser("purge", help="delete data older than the retention period")
-    purge.add_argument("--days", type=int, help="override HOTLINE_PRIVACY__RETENTION_DAYS")
+    purge.add_argument("--days", type=_retention_days, help="override HOTLINE_PRIVACY__RETENTION_DAYS (at least 1)")
     purge.set_defaults(func=_cmd_purge)
     forget = sub.add_parser("forget", help="delete everything of one citizen (PIPL)")
     forget.add_argument("--user", help="CHANNEL:ID, e.g. wechat:main:o6_bmjrPTlm6_2sgVt7hMZOPfL2M")

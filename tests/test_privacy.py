@@ -144,3 +144,18 @@ def test_purge_and_forget_reach_wechat_users_and_their_waiting_messages(services
     assert _count(services, WeChatUser, WeChatUser.openid == citizen) == 1  # heard from recently: kept
     assert forget(services.db, services.vault, "wechat", f"main:{citizen}")["deliveries"] == 1
     assert _count(services, OutboxDelivery) == 0 and _count(services, WeChatUser) == 0
+
+
+def test_a_retention_of_zero_or_less_days_is_refused(services, capsys):
+    """``hotline-bot purge --days -5`` deleted every conversation ("older than five days from now")."""
+    from connectors.cli import main
+
+    client = create_app(services).test_client()
+    client.post("/api/v1/messages", json={"user_id": "kept-citizen", "text": "你好"})
+    with pytest.raises(ValueError, match="retention_days"):
+        purge(services.db, -5)
+    for days in ("-5", "0", "abc"):
+        with pytest.raises(SystemExit) as refused:
+            main(["purge", "--days", days])
+        assert refused.value.code == 2 and "--days" in capsys.readouterr().err
+    assert _count(services, Conversation) == 1

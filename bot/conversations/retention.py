@@ -32,7 +32,9 @@ def _delete_conversations(session: Session, ids: Sequence[str]) -> int:
 
 def purge(db: Database, retention_days: int, actor: str = "purge",
           clock: Callable[[], dt.datetime] = utcnow) -> dict[str, int]:
-    """Delete what is older than ``retention_days``; returns counts per kind."""
+    """Delete what is older than ``retention_days`` (at least 1); returns counts per kind."""
+    if retention_days < 1:
+        raise ValueError(f"retention_days: at least 1, got {retention_days} (it would delete everything)")
     now = clock()
     before = now - dt.timedelta(days=retention_days)
     counts = {"conversations": 0}
