@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from bot.conversations.privacy import mask_names
 from bot.db import DEADLINE_GRACE, Database
 from bot.intents import FAQ_INTENT
 from bot.models import CallbackTicket, Conversation, DutyPeriod, Feedback, Handoff, Turn, utcnow
@@ -372,7 +373,9 @@ class Analytics:
                 "top_entries": [{"entry_id": e, "count": n, "up": feedback.get(e, {}).get("up", 0),
                                  "down": feedback.get(e, {}).get("down", 0)} for e, n in top_entries],
                 "feedback": [{"entry_id": e, **v} for e, v in sorted(feedback.items(), key=lambda kv: -kv[1]["down"])],
-                "unanswered": [{"text": t, "count": n, "last": last.isoformat() + "Z"} for t, n, last in unanswered],
+                # names masked as in the KB inbox (numbers are masked at rest; "我叫王小明" was shown as typed)
+                "unanswered": [{"text": mask_names(t), "count": n, "last": last.isoformat() + "Z"}
+                               for t, n, last in unanswered],
                 "never_asked": sorted(set(known) - asked_entries)}
 
     def _handoff_rows(self, s: Session, start: dt.datetime, end: dt.datetime, filters: Filters) -> Any:

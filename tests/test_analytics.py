@@ -308,3 +308,12 @@ def test_a_directory_answer_counts_as_a_question(db):
     build.conversation("m", T0, user(0, "核酸在哪做"), bot(0, "answer", "testing.where"))
     engine = Analytics(db, entries=lambda: [], clock=lambda: T0 + dt.timedelta(hours=1))
     assert engine.answers(*engine.local_day_range(DAY, DAY), Filters())["questions"] == 2
+
+
+def test_unanswered_questions_show_names_masked_as_the_kb_inbox_does(db):
+    """The dashboard's unanswered table (and its CSV) showed "我叫王小明" as typed; the KB inbox masks it."""
+    build = Builder(db)
+    build.conversation("n", T0, user(0, "我叫王小明，宠物狗要做核酸吗"), bot(0, "not_covered"))
+    engine = Analytics(db, entries=lambda: [], clock=lambda: T0 + dt.timedelta(hours=1))
+    shown = [row["text"] for row in engine.answers(*engine.local_day_range(DAY, DAY), Filters())["unanswered"]]
+    assert shown == ["我叫***，宠物狗要做核酸吗"]

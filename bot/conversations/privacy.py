@@ -38,6 +38,18 @@ def mask(text: str) -> str:
     return _LANDLINE.sub(lambda m: f"{m.group(1)}-****{m.group(2)[-4:]}", text)
 
 
+_NAME_ZH = re.compile(r"(我叫|我的名字是|我名字叫|本人姓名|我姓名是)\s*([\u4e00-\u9fff·]{1,4})")
+_NAME_EN = re.compile(r"(?i)\b(my name is|i am called|this is)\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
+
+
+def mask_names(text: str) -> str:
+    """Names after 我叫 (and English "my name is") replaced by asterisks; numbers by ``mask``. For what staff
+    read of citizens' own words outside a ticket: the KB inbox, the dashboard's unanswered questions."""
+    text = _NAME_ZH.sub(lambda m: m.group(1) + "*" * len(m.group(2)), text)
+    text = _NAME_EN.sub(lambda m: m.group(1) + " ***", text)
+    return mask(text)
+
+
 def mask_phone(phone: str) -> str:
     return mask(phone)
 

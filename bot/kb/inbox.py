@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import Row, func, select
 
 from bot import commands
-from bot.conversations.privacy import mask
+from bot.conversations.privacy import mask_names  # noqa: F401  (the editor API imports it from here)
 from bot.db import Database
 from bot.models import Conversation, Feedback, KbInboxDismissal, Turn, utcnow
 from bot.text import normalise
@@ -35,17 +35,6 @@ if TYPE_CHECKING:
     from bot.engine import Bot
 
 FAILED_ACTIONS = {"rephrase", "not_covered", "did_you_mean"}
-_NAME_ZH = re.compile(r"(我叫|我的名字是|我名字叫|本人姓名|我姓名是)\s*([\u4e00-\u9fff·]{1,4})")
-_NAME_EN = re.compile(r"(?i)\b(my name is|i am called|this is)\s+([A-Z][a-z]+(?:\s+[A-Z][a-z]+)?)")
-
-
-def mask_names(text: str) -> str:
-    """Names after 我叫 (and English "my name is") replaced by asterisks; numbers by ``privacy.mask``."""
-    text = _NAME_ZH.sub(lambda m: m.group(1) + "*" * len(m.group(2)), text)
-    text = _NAME_EN.sub(lambda m: m.group(1) + " ***", text)
-    return mask(text)
-
-
 def question_key(text: str) -> str:
     return hashlib.sha256(normalise(text).rstrip("?？!！。. ").encode()).hexdigest()
 
