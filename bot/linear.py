@@ -56,11 +56,6 @@ class TfidfRows:
     def __len__(self) -> int:
         return len(self.vocabulary)
 
-    def features(self, doc: str | Sequence[str]) -> Sequence[str]:
-        if self.analyzer == "tokens":
-            return doc
-        return _char_wb_ngrams(str(doc), *self.ngram_range, self.lowercase)
-
     def row(self, doc: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         counted = Counter(doc) if self.analyzer == "tokens" else _char_wb_counts(str(doc), *self.ngram_range,
                                                                                    self.lowercase)

@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import Row, func, select
 
 from bot import commands
-from bot.conversations.privacy import mask_names  # noqa: F401  (the editor API imports it from here)
+from bot.conversations.privacy import mask_names
 from bot.db import Database
 from bot.models import Conversation, Feedback, KbInboxDismissal, Turn, utcnow
 from bot.text import normalise

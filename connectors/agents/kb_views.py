@@ -264,7 +264,8 @@ def inbox():
 @staff_required("kb")
 def inbox_paraphrase():
     """One click: the group's questions become paraphrases of an entry (a draft; publish to serve)."""
-    from bot.kb.inbox import add_paraphrases, mask_names
+    from bot.conversations.privacy import mask_names
+    from bot.kb.inbox import add_paraphrases
 
     body = parse_json_body(ParaphraseIn)
     live = _live()
