@@ -311,3 +311,28 @@ def test_the_rasa_comparison_scores_hotline_bot_like_hotline_bot_eval(engine, mo
     row, decisions, *_ = returned[0]
     assert scored == {"n": row["n"], "p_at_1": row["P@1"], "answered_wrong": decisions.get("answered WRONG", 0)}
     assert scored["n"] > 100 and 0 < scored["p_at_1"] <= 1
+
+
+def test_scope_threshold_is_chosen_for_the_policy_as_it_runs_with_other_subjects_vetoed():
+    """An out-of-KB question that names another subject is never answered directly, at any threshold: it
+    must not spend the out-of-KB budget that decides how low scope_answer may go."""
+    import numpy as np
+    from bench.calibrate import MAX_OUT_OF_KB_ANSWERED, scope_thresholds
+
+    dev_p = np.array([0.9, 0.7, 0.5, 0.45, 0.2])
+    dev_right = np.array([True, True, True, True, False])
+    dev_answerable = np.array([True, True, True, True, True])
+    # 100 out-of-KB questions: 10 of them score 0.6 and all 10 name another subject (HPV, a blood test...)
+    negative_p = np.r_[np.full(10, 0.6), np.full(90, 0.1)]
+    assert MAX_OUT_OF_KB_ANSWERED < 0.10
+    (strict, right, _, neg), _ = scope_thresholds(dev_p, dev_right, dev_answerable, negative_p)
+    assert 0.5 < strict <= 0.7 and right == 2 and neg == 0.0  # counted as answered, they keep it above 0.5
+    vetoed = np.r_[np.ones(10, bool), np.zeros(90, bool)]
+    (loose, right, _, neg), _ = scope_thresholds(dev_p, dev_right, dev_answerable, negative_p,
+                                                 negative_vetoed=vetoed)
+    assert loose <= 0.45 and right == 4 and neg == 0.0
+    # a vetoed dev question is not answered either: not counted as a right answer
+    (_, right, _, _), _ = scope_thresholds(dev_p, dev_right, dev_answerable, negative_p,
+                                           dev_vetoed=np.array([False, False, False, True, False]),
+                                           negative_vetoed=vetoed)
+    assert right == 3

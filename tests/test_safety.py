@@ -94,6 +94,25 @@ def test_common_words_are_not_other_subjects():
     assert subjects.find(normalise("my mum uses hearing aids, how can she reach the hotline"), entry) == ()
 
 
+@pytest.mark.parametrize("text,entry,found", [
+    # another medical test's result time, fasting rule or report is not a COVID test's
+    ("前天去医院验血，结果多久能出来", "核酸检测结果多久能出来", ("blood_test",)),
+    ("明天要做胃镜，前一晚几点开始不能吃东西", "做核酸之前能吃东西吗", ("endoscopy",)),
+    ("When will my MRI results be ready?", "how long do pcr results take", ("imaging",)),
+    ("核酸的CT值是什么意思", "核酸检测结果多久能出来", ()),  # a PCR result's Ct value is not imaging
+    # another thing's ticket or membership is not a cancelled trip's refund...
+    ("音乐会取消了，票钱能退吗", "行程取消了车票机票怎么退", ("concert",)),
+    ("Can I get my money back for a gym membership I can't use?", "refund of a cancelled trip", ("gym",)),
+    # ...unless the entry talks about it itself
+    ("演唱会现在让办吗", "大型活动 演唱会展会让不让办", ()),
+])
+def test_other_medical_tests_and_tickets_are_other_subjects(text, entry, found):
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge")
+    assert subjects.find(normalise(text), entry) == found
+
+
 @pytest.mark.parametrize("text,found", [
     ("英国现在还戴口罩吗", ("united_kingdom",)),              # another country's rules
     ("韓國入境需要隔離嗎", ("south_korea",)),
