@@ -167,6 +167,15 @@ _MEASURE_BEFORE = re.compile(r"[这那一几两每哪个\d]$")  # 这张票, 一
 _PLACE_END = re.compile(r"[区市县省州路街镇村乡上下里]$")  # 江北区, 马路上
 _NOT_A_GIVEN_NAME = frozenset("能不是了的在有要会可都也还就说给和跟被把让到去来吗呢吧啊么没这那个们")
 _SELF_BEFORE = re.compile(r"(我叫|我是|本人)$")
+# One pinyin syllable (loosely: an initial and a final); a given name is one or two of them, or two words.
+_SYLLABLE = (r"(?:[bpmfdtnlgkhjqxrzcsyw]|zh|ch|sh)?(?:a|ai|an|ang|ao|e|ei|en|eng|er|i|ia|ian|iang|iao|ie|in|ing|"
+             r"iong|iu|o|ong|ou|u|ua|uai|uan|uang|ue|ui|un|uo|v|ve)")
+_GIVEN = rf"(?:{_SYLLABLE}){{1,2}}(?:[ -]{_SYLLABLE})?"
+_LATIN_SELF_BEFORE = re.compile(r"(my name is|i am|i'm|this is|called)\s*$")
+
+
+def _words(items: Iterable[str]) -> str:
+    return "|".join(re.escape(i.lower()) for i in sorted(items, key=len, reverse=True))
 
 
 class PersonNames:
@@ -177,12 +186,29 @@ class PersonNames:
     name; on the out-of-KB training split 11 names, all real (钟南山 included). The test split is the eval's."""
 
     def __init__(self, surnames: str, titles: Sequence[str], relations: Sequence[str],
-                 frequency: Callable[[str], int | None], rare: int = 20):
+                 frequency: Callable[[str], int | None], rare: int = 20, latin: Mapping[str, Sequence[str]] | None = None):
+        """``latin``: the lists for pinyin names in English questions (``surnames``, ``english_words``,
+        ``honorifics``, ``titles``, ``relations``); none when absent."""
         self.surnames = frozenset(surnames)
         self.titles = frozenset(titles)
         self.relations = tuple(relations)
         self.frequency = frequency
         self.rare = rare  # dictionary words rarer than this that look like names are names (李秀英: 3)
+        self._latin: list[re.Pattern[str]] = []
+        latin = latin or {}
+        if latin.get("surnames"):
+            every = _words(latin["surnames"])
+            not_words = _words(set(latin["surnames"]) - set(latin.get("english_words") or ()))
+            end = r"(?![a-z0-9-])"
+            for titles, surnames in (("honorifics", every), ("titles", not_words)):  # Mr He, Auntie Li
+                if latin.get(titles):
+                    self._latin.append(re.compile(rf"(?<![a-z])(?:{_words(latin[titles])})\.?\s+"
+                                                  rf"(?P<name>(?:{surnames}){end})"))
+            # Chen Ming's, Zhang Xiaoming's
+            self._latin.append(re.compile(rf"(?<![a-z])(?P<name>(?:{every}) {_GIVEN})['’]s(?![a-z])"))
+            if latin.get("relations"):  # my colleague Zhang Wei
+                self._latin.append(re.compile(rf"(?<![a-z])(?:{_words(latin['relations'])})s?,?\s+"
+                                              rf"(?P<name>(?:{not_words}) {_GIVEN}){end}"))
 
     def find(self, words: Sequence[str]) -> tuple[str, ...]:
         """The names among ``words`` (jieba words of the normalised question)."""
@@ -206,6 +232,14 @@ class PersonNames:
                   and (self.frequency(word) or 0) < self.rare and not _MEASURE_BEFORE.search(before)
                   and not _PLACE_END.search(word)):
                 found.append(word)
+        return tuple(dict.fromkeys(found))
+
+    def find_latin(self, normalised_question: str) -> tuple[str, ...]:
+        """The pinyin names in an English question (lower case, as ``normalise`` leaves it). Not the
+        citizen's own ("my name is Mr Wang"), but "I'm Zhang Wei's mother" asks about Zhang Wei."""
+        found = [m.group("name") for pattern in self._latin for m in pattern.finditer(normalised_question)
+                 if m.group(0).endswith(("'s", "’s"))
+                 or not _LATIN_SELF_BEFORE.search(normalised_question[:m.start()])]
         return tuple(dict.fromkeys(found))
 
 
@@ -239,8 +273,11 @@ class OtherSubjects:
         persons = data.get("persons") or {}
         names = None
         if frequency is not None and persons.get("surnames"):
+            latin = {key: [str(v) for v in persons.get(f"{key}_latin") or []]
+                     for key in ("surnames", "honorifics", "titles", "relations")}
+            latin["english_words"] = [str(v) for v in persons.get("english_words") or []]
             names = PersonNames(str(persons["surnames"]), [str(t) for t in persons.get("titles") or []],
-                                [str(r) for r in persons.get("relations") or []], frequency)
+                                [str(r) for r in persons.get("relations") or []], frequency, latin=latin)
         return cls(lists("subjects"), lists("countries"), names)
 
     def find(self, normalised_question: str, entry_text: str, rules_entry: bool = True,
@@ -248,8 +285,10 @@ class OtherSubjects:
         """``words``: the question's jieba words, where named persons are looked for."""
         found = [name for name, pattern in self._patterns.items()
                  if pattern.search(normalised_question) and not pattern.search(entry_text)]
-        if self.persons is not None and words:
-            found += [f"person:{name}" for name in self.persons.find(words) if name not in entry_text]
+        if self.persons is not None:
+            found += [f"person:{name}" for name in (self.persons.find(words) if words else ()) if name not in entry_text]
+            found += [f"person:{name}" for name in self.persons.find_latin(normalised_question)  # "li" is in "line"
+                      if not re.search(rf"(?<![a-z]){re.escape(name)}(?![a-z])", entry_text)]
         if rules_entry:  # the short question first: searching the entry's whole text for every country was
             # 0.12 ms of a message's ~1.7 ms of understanding (cProfile, 2026-12-02)
             found += [name for name, pattern in self._countries.items()

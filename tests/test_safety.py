@@ -188,6 +188,42 @@ def test_the_shipped_names_count_against_an_entry_only_with_the_tokenizer():
     assert OtherSubjects.from_dir(knowledge).find(normalise("王芳的健康码是啥颜色"), "", words=["王芳"]) == ()
 
 
+def test_pinyin_names_in_english_questions_by_each_shape_and_what_is_not_a_name():
+    """Round 5b: "What colour is Chen Ming's health code right now?" was answered with the colours entry (the
+    names were looked for among Chinese words only)."""
+    from bot.scope import PersonNames
+
+    latin = {"surnames": ["chen", "wang", "li", "zhang", "zhou", "he", "long"], "english_words": ["he", "long"],
+             "honorifics": ["mr", "mrs"], "titles": ["uncle", "auntie"], "relations": ["colleague", "son"]}
+    names = PersonNames("陈", [], [], {}.get, latin=latin)
+
+    def find(text: str) -> tuple[str, ...]:
+        return names.find_latin(normalise(text))
+
+    assert find("What colour is Chen Ming's health code right now?") == ("chen ming",)  # surname + given + 's
+    assert find("Has Zhang Xiaoming’s PCR result come out?") == ("zhang xiaoming",)     # two syllables, ’
+    assert find("Is my neighbour Mr. Wang in quarantine?") == ("wang",)                 # honorific
+    assert find("Why was Mr He taken away?") == ("he",)                                 # any surname after one
+    assert find("Is Auntie Li a close contact?") == ("li",)                             # title
+    assert find("my colleague, Zhang Wei tested positive") == ("zhang wei",)           # relation + full name
+    assert find("I'm Zhang Wei's mother, is his result out?") == ("zhang wei",)        # not the citizen's own
+    for text in ("how long does he have to isolate", "my uncle he said the test is free",  # English words
+                 "my son long ago had covid", "Dr Zhang said I must isolate",            # a doctor's report
+                 "my name is Mr Wang, how much is a PCR test", "what's the hotline's number",
+                 "can I get Li's test", "Chen's", "Mr Smith is my neighbour"):
+        assert find(text) == (), text
+    assert PersonNames("陈", [], [], {}.get).find_latin("what colour is chen ming's code") == ()  # no lists: none
+
+
+def test_a_pinyin_name_counts_against_an_entry_only_as_a_whole_word():
+    from bot.scope import OtherSubjects
+
+    subjects = OtherSubjects.from_dir(PROJECT_ROOT / "knowledge", frequency={}.get)
+    question = normalise("Is Auntie Li still in quarantine?")
+    assert subjects.find(question, "how long is quarantine; call the hotline") == ("person:li",)  # "li" in "line"
+    assert subjects.find(question, "auntie li's quarantine") == ()
+
+
 # -- the scope model's evidence (bot.scope.scope_evidence, knowledge/thresholds/use.yml) ----------------------
 
 def test_a_wide_margin_counts_only_as_far_as_the_question_is_in_the_kbs_domain():
