@@ -183,7 +183,10 @@ class _Watchdog:
 
 
 class Database:
-    """Owns the engine and hands out transactions."""
+    """Owns the engine and hands out transactions.
+
+    Both engines hide statement parameters in their errors: a failed INSERT's message (logged, and shown by
+    ``serve`` on a fault) quoted the citizen's own words and phone number."""
 
     def __init__(self, url: str, *, connect_timeout: float = 2.0, statement_timeout: float = 2.0,
                  pool_size: int = 10):
@@ -196,7 +199,8 @@ class Database:
             self.path = None if path in ("", ":memory:") else Path(path)
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            kwargs: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+            kwargs: dict[str, Any] = {"connect_args": {"timeout": 30, "check_same_thread": False},
+                                      "hide_parameters": True}
             if self.path is None:  # one shared in-memory database for every thread of this process
                 from sqlalchemy.pool import StaticPool
 
@@ -211,7 +215,8 @@ class Database:
         else:
             self.path = None
             self.engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size * 2, pool_timeout=connect_timeout,
+                url, hide_parameters=True, pool_size=pool_size, max_overflow=pool_size * 2,
+                pool_timeout=connect_timeout,
                 pool_pre_ping=False,  # a ping on a frozen link would hang outside the watchdog
                 connect_args={"connect_timeout": max(1, int(round(connect_timeout))),
                               "options": f"-c statement_timeout={int(statement_timeout * 1000)}"

@@ -159,3 +159,31 @@ def test_a_retention_of_zero_or_less_days_is_refused(services, capsys):
             main(["purge", "--days", days])
         assert refused.value.code == 2 and "--days" in capsys.readouterr().err
     assert _count(services, Conversation) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_error_does_not_quote_what_the_citizen_wrote(backend, tmp_path, request):
+    """A failed statement's message is logged (and printed on a fault): with SQLAlchemy's default it quoted the
+    statement's parameters, a citizen's words and phone number among them. (PostgreSQL's own DETAIL still
+    names a conflicting key's value: here the id, as for our tables' keys.)"""
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from bot.db import Database
+
+    url = f"sqlite:///{tmp_path / 'p.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    db = Database(url)
+    try:
+        with db.transaction() as session:
+            session.execute(text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)"))
+        secret = "我叫张三，电话13812345678"
+        with db.transaction() as session:
+            session.execute(text("INSERT INTO notes (id, body) VALUES (1, :body)"), {"body": secret})
+        with pytest.raises(IntegrityError) as failure:
+            with db.transaction() as session:
+                session.execute(text("INSERT INTO notes (id, body) VALUES (1, :body)"), {"body": secret})
+        message = str(failure.value)
+        assert "INSERT INTO notes" in message and "hidden" in message  # the statement, not its values
+        assert "13812345678" not in message and "张三" not in message
+    finally:
+        db.engine.dispose()
