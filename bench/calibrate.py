@@ -65,7 +65,8 @@ def retriever_for(bot, weight: float, saturation: float, classifier_weight: floa
                   lexical=None, dense=None, doc_ids=None, lexical_ids=None) -> HybridRetriever:
     return HybridRetriever(doc_ids or bot.index.doc_entry_ids, lexical or bot.index.lexical, dense or bot.index.dense,
                            weight, saturation, lexical_entry_ids=lexical_ids or bot.index.lexical_entry_ids,
-                           classifier=classifier or bot.index.entries, classifier_weight=classifier_weight)
+                           classifier=classifier or bot.index.entries, classifier_weight=classifier_weight,
+                           covers=bot.kb.covers, tie=bot.settings.thresholds.margin)
 
 
 def retrieval_grid(bot, questions, queries):

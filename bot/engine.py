@@ -114,7 +114,7 @@ class Bot:
         self.conversations = conversations
         self.clock = clock
         thresholds = settings.thresholds
-        self.retriever = _retriever(index, thresholds)
+        self.retriever = _retriever(index, thresholds, covers=kb.covers)
         self.safety = EmergencyDetector.from_file(kb.safety_path)
         self.gazetteer = Gazetteer.from_file(kb.regions_path)
         self.scope_model = None
@@ -164,7 +164,7 @@ class Bot:
         bot = copy.copy(self)  # shares the query-vector cache: vectors do not depend on the KB
         thresholds = self.settings.thresholds
         bot.kb, bot.index = kb, index
-        bot.retriever = _retriever(index, thresholds, self.retriever.known)
+        bot.retriever = _retriever(index, thresholds, self.retriever.known, kb.covers)
         bot.policy = DecisionPolicy(kb, thresholds, self.settings.max_failures_before_handoff, self.gazetteer)
         return bot
 
@@ -502,13 +502,16 @@ class Bot:
         return region.title(language) if region else name
 
 
-def _retriever(index: SearchIndex, thresholds: Thresholds, known: KnownQuestions | None = None) -> HybridRetriever:
-    """``known``: the serving version's paraphrase lookup, reused when ``index`` kept its documents."""
+def _retriever(index: SearchIndex, thresholds: Thresholds, known: KnownQuestions | None = None,
+               covers: dict[str, frozenset[str]] | None = None) -> HybridRetriever:
+    """``known``: the serving version's paraphrase lookup, reused when ``index`` kept its documents.
+    ``covers``: the KB's general entries; a near-tie (``margin``) with an entry one covers goes to that entry."""
     if known is None or known.doc_texts is not index.doc_texts or known.doc_entry_ids is not index.doc_entry_ids:
         known = KnownQuestions(index.doc_entry_ids, index.doc_texts)
     return HybridRetriever(index.doc_entry_ids, index.lexical, index.dense, thresholds.dense_weight,
                            thresholds.lexical_saturation, lexical_entry_ids=index.lexical_entry_ids,
-                           classifier=index.entries, classifier_weight=thresholds.classifier_weight, known=known)
+                           classifier=index.entries, classifier_weight=thresholds.classifier_weight, known=known,
+                           covers=covers, tie=thresholds.margin)
 
 
 def entry_texts(kb: KnowledgeBase) -> dict[str, str]:

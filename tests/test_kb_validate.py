@@ -63,6 +63,19 @@ def test_duplicate_ids_and_broken_follow_ups(kb_copy):
     assert any(p.entry == "testing.dangling" and p.field == "follow_ups.0" for p in problems)
 
 
+def test_covers_names_existing_other_entries_and_goes_one_way(kb_copy):
+    _append(kb_copy, ENTRY.format(name="general", q="通用")
+            + "    covers: [testing.pcr_fee, testing.nowhere, testing.general, testing.specific]\n")
+    _append(kb_copy, ENTRY.format(name="specific", q="具体") + "    covers: [testing.general]\n")
+    _append(kb_copy, ENTRY.format(name="general2", q="通用二") + "    covers: [testing.specific]\n")
+    problems = {(p.entry, p.field): p.message for p in validate_knowledge_base(kb_copy, TODAY)}
+    assert "unknown entry id" in problems[("testing.general", "covers.1")]
+    assert "cannot cover itself" in problems[("testing.general", "covers.2")]
+    assert "testing.specific covers testing.general too" in problems[("testing.general", "covers.3")]  # both ways
+    assert "testing.general covers testing.specific too" in problems[("testing.specific", "covers.0")]
+    assert ("testing.general", "covers.0") not in problems and ("testing.general2", "covers.0") not in problems
+
+
 def test_duplicate_question_across_entries(kb_copy):
     kb = load_knowledge_base(PROJECT_ROOT / "knowledge")
     existing = kb.entries["testing.pcr_fee"].questions.zh[0]

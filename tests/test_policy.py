@@ -234,3 +234,24 @@ def test_a_question_that_is_one_of_the_kbs_own_paraphrases_is_answered(scoped):
     variants = [Candidate("travel.arrival_testing", 0.3, 1.0, 1.0, known=True)]
     assert scoped.run(emergency=None, intent=faq(), candidates=variants, failures=0, today=DAY,
                       scope=0.05).action == "ask_region"
+
+
+def test_a_general_entry_near_an_entry_it_covers_gives_way_to_it():
+    """``covers`` (the KB says health_code.back_to_green answers the yellow and the red remedy in general terms):
+    within the tie the specific entry stands for both, so the runner-up the scope model sees is the next
+    unrelated entry; a general entry far ahead, an unrelated near-tie and the citizen's own words stay."""
+    from bot.retrieval.hybrid import prefer_specific
+
+    covers = {"health_code.back_to_green": frozenset({"health_code.yellow_to_green", "health_code.red_to_green"})}
+    tie = cands(("health_code.back_to_green", 0.512), ("health_code.yellow_to_green", 0.504),
+                ("health_code.why_yellow", 0.26))
+    assert [c.entry_id for c in prefer_specific(tie, covers, 0.04)] == ["health_code.yellow_to_green",
+                                                                        "health_code.why_yellow"]
+    behind = cands(("health_code.yellow_to_green", 0.70), ("health_code.back_to_green", 0.68))
+    assert [c.entry_id for c in prefer_specific(behind, covers, 0.04)] == ["health_code.yellow_to_green"]
+    ahead = cands(("health_code.back_to_green", 0.62), ("health_code.how_to_apply", 0.60),
+                  ("health_code.yellow_to_green", 0.30))
+    assert prefer_specific(ahead, covers, 0.04) == ahead
+    own_words = [dataclasses.replace(tie[0], known=True), *tie[1:]]
+    assert prefer_specific(own_words, covers, 0.04) == own_words
+    assert prefer_specific(tie, {}, 0.04) == tie

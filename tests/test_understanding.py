@@ -106,6 +106,17 @@ def test_remedy_and_cause_questions_pick_different_entries(fresh_bot):
     assert cause.entry_id == "health_code.why_yellow"
 
 
+@pytest.mark.parametrize("text", ["健康码怎么转绿", "健康碼怎麼變綠", "how can I make my health code green again"])
+def test_turning_green_without_a_colour_gets_the_remedy_for_every_colour(fresh_bot, text):
+    """"健康码怎么转绿" names no colour: it was answered with health_code.how_to_apply (how to apply for a
+    code) at P 0.57. The KB's remedy for any colour answers it, with the yellow and red remedies as buttons."""
+    reply = ask(fresh_bot, text)
+    assert reply.entry_id == "health_code.back_to_green", (reply.entry_id, reply.intent)
+    payloads = [b.payload for b in reply.replies[0].buttons]
+    assert any("health_code.yellow_to_green" in p for p in payloads) and any("health_code.red_to_green" in p
+                                                                              for p in payloads)
+
+
 def test_learned_detector_catches_indirect_suicidal_intent(fresh_bot):
     text = "我把攒了很久的安眠药都放在床头了，今晚睡下就不用再醒了"
     assert fresh_bot.safety.run(normalise(text)) is None  # no regex in knowledge/safety.yml matches

@@ -8,7 +8,7 @@ exported in this canonical form.
 
 The form: ``category: X`` and ``entries:``, entries separated by one blank line,
 keys in the order the file had them (schema order for new entries), plain scalars where YAML reads them back unchanged
-(double-quoted otherwise), answers as ``|-`` blocks, ``follow_ups`` as a flow list.
+(double-quoted otherwise), answers as ``|-`` blocks, ``follow_ups`` and ``covers`` as flow lists.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bot.kb.schema import Contact, Entry
 
 ENTRY_KEYS = ("id", "aspect", "category", "questions", "answer", "source", "updated", "valid_until", "region",
-              "variants", "follow_ups")
+              "variants", "follow_ups", "covers")
 VARIANT_KEYS = ("region", "answer", "source", "updated")
 SOURCE_KEYS = ("name", "name_en", "url")
 DATE_KEYS = ("updated", "valid_until")
@@ -91,7 +91,7 @@ def entry_lines(entry: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for key in entry:
         value = entry.get(key)
-        if value is None or (key in ("variants", "follow_ups") and not value):
+        if value is None or (key in ("variants", "follow_ups", "covers") and not value):
             continue
         head = "  - " if not lines else "    "
         if key == "questions":
@@ -105,8 +105,8 @@ def entry_lines(entry: dict[str, Any]) -> list[str]:
         elif key == "source":
             lines.append(head + "source:")
             lines.extend(_source(value, "      "))
-        elif key == "follow_ups":
-            lines.append(head + "follow_ups: [" + ", ".join(scalar(v) for v in value) + "]")
+        elif key in ("follow_ups", "covers"):
+            lines.append(head + f"{key}: [" + ", ".join(scalar(v) for v in value) + "]")
         elif key == "variants":
             lines.append(head + "variants:")
             for variant in value:

@@ -59,6 +59,11 @@ class KnowledgeBase:
     contacts: dict[str, Contact] = field(default_factory=dict)  # the contact directory (contacts.yml)
 
     @property
+    def covers(self) -> dict[str, frozenset[str]]:
+        """General entry → the entries its answer covers (``covers`` in the FAQ files)."""
+        return {e.id: frozenset(e.covers) for e in self.entries.values() if e.covers}
+
+    @property
     def synonyms_path(self) -> Path:
         return self.root / SYNONYMS_FILE
 
@@ -250,6 +255,13 @@ def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problem
         for index, target in enumerate(entry.follow_ups):
             if target not in entries:
                 problems.append(Problem(rel, entry_id, f"follow_ups.{index}", f"unknown entry id {target!r}"))
+        for index, target in enumerate(entry.covers):
+            if target not in entries or target == entry_id:
+                problems.append(Problem(rel, entry_id, f"covers.{index}",
+                                        f"unknown entry id {target!r}" if target != entry_id else "an entry cannot cover itself"))
+            elif entry_id in entries[target].covers:
+                problems.append(Problem(rel, entry_id, f"covers.{index}",
+                                        f"{target} covers {entry_id} too: only the general entry covers the specific one"))
         if entry.is_expired(today):
             problems.append(Problem(rel, entry_id, "valid_until",
                                     f"expired on {entry.valid_until}: update or remove the entry",

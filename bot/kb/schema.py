@@ -69,6 +69,10 @@ class Entry(_Strict):
     # Regional variants; the entry's own answer is the nationwide default.
     variants: list[Variant] = Field(default_factory=list)
     follow_ups: list[str] = Field(default_factory=list)
+    # Entries whose question this one's answer also answers, in general terms (health_code.back_to_green covers
+    # the yellow and the red remedy): a near-tie with one of them is not a choice to offer (see
+    # bot.retrieval.hybrid.prefer_specific).
+    covers: list[str] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod

@@ -9,7 +9,7 @@ held-out dev half (``bench/calibrate.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -58,14 +58,34 @@ class KnownQuestions:
         return self._entries.get(question_key(normalised))
 
 
+def prefer_specific(candidates: list[Candidate], covers: Mapping[str, frozenset[str]], tie: float) -> list[Candidate]:
+    """A general entry within ``tie`` of an entry it covers (the KB's ``covers``) leaves the list: the question
+    matches the specific answer as well as the general one, and the specific one is exact.
+
+    Why: "码黄了以后要怎么弄才能变回绿的" scored 0.512 for health_code.back_to_green (the remedy for any colour) and
+    0.504 for health_code.yellow_to_green; the scope model reads such a near-tie as doubt and the citizen got "not
+    covered" (P 0.17), though both answers were right. A general question ("健康码怎么转绿") puts the general entry
+    far ahead and keeps it. A ``known`` candidate (the citizen's words are the entry's own paraphrase) stays."""
+    if not covers:
+        return candidates
+    score = {c.entry_id: c.score for c in candidates}
+    general = {c.entry_id for c in candidates if not c.known
+               and any(abs(c.score - score[s]) < tie for s in covers.get(c.entry_id, ()) if s in score)}
+    return [c for c in candidates if c.entry_id not in general] if general else candidates
+
+
 class HybridRetriever:
     def __init__(self, doc_entry_ids: list[str], lexical: LexicalRetriever, dense: DenseRetriever,
                  dense_weight: float, lexical_saturation: float, lexical_entry_ids: list[str] | None = None,
                  classifier: EntryClassifier | None = None, classifier_weight: float = 0.0,
-                 known: KnownQuestions | None = None):
+                 known: KnownQuestions | None = None, covers: Mapping[str, frozenset[str]] | None = None,
+                 tie: float = 0.0):
         """``doc_entry_ids`` maps each dense document to its entry; the lexical
         index may hold more documents (answer texts too): ``lexical_entry_ids``. ``known``: the documents'
-        texts, to mark a question that is one of them word for word (``Candidate.known``)."""
+        texts, to mark a question that is one of them word for word (``Candidate.known``). ``covers`` (general
+        entry → the entries it covers) and ``tie``: see ``prefer_specific``."""
+        if tie < 0:
+            raise ValueError("tie must be >= 0")
         if not 0.0 <= dense_weight <= 1.0:
             raise ValueError("dense_weight must be within [0, 1]")
         if not 0.0 <= classifier_weight <= 1.0:
@@ -96,6 +116,8 @@ class HybridRetriever:
         if known is not None and len(known.doc_entry_ids) != len(doc_entry_ids):
             raise ValueError("known questions and document list disagree in size")
         self.known = known
+        self.covers = dict(covers or {})
+        self.tie = tie
 
     def run(self, tokens: list[str], query_vector: np.ndarray, top_k: int = 10,
             exclude: frozenset[str] = frozenset(), text: str | None = None) -> list[Candidate]:
@@ -131,7 +153,7 @@ class HybridRetriever:
                 i = self._entry_ids.index(known)
                 out[-1] = Candidate(known, float(fused[i]), float(dense_per_entry[i]), float(lexical_per_entry[i]),
                                     float(probs[i]), known=True)
-        return out
+        return prefer_specific(out, self.covers, self.tie)
 
     def _max_per_entry(self, doc_scores: np.ndarray, doc_entry: "_Grouping") -> np.ndarray:
         best: np.ndarray = np.maximum(doc_entry.max(doc_scores.astype(np.float32)), 0.0)
