@@ -120,13 +120,13 @@ def kb_cross_validation(bot, weight, saturation, classifier_weight, negatives: l
             text = texts[i]
             candidates = retriever.run(bot.tokenizer.tokens(text), vectors[i], top_k=10, text=text)
             evidence = scope_evidence(candidates, bot.tokenizer.words(text), vocabulary, detect_language(text),
-                                      topic.probability(text, vectors[i]))
+                                      topic.probability(text, vectors[i]), bot.gazetteer.get)
             rows.append((evidence.features, int(candidates[0].entry_id == entry_ids[i])))
         for i in neg_test:
             q = negatives[i]
             candidates = full.run(q.tokens, q.vector, top_k=10, text=q.text)
             negative_rows.append(scope_evidence(candidates, q.words, index.vocabulary, q.language,
-                                                topic.probability(q.text, q.vector)).features)
+                                                topic.probability(q.text, q.vector), bot.gazetteer.get).features)
         print(f"  KB cross-validation fold {fold + 1}/{folds} done", file=sys.stderr)
     return rows, negative_rows
 
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     dev_rows, dev_right, dev_answerable = [], [], []
     for q, query, r in zip(dev, dev_queries, results):
         dev_rows.append(scope_evidence(r, query.words, bot.index.vocabulary, query.language,
-                                       bot.index.topic.probability(query.text, query.vector)).features)
+                                       bot.index.topic.probability(query.text, query.vector), bot.gazetteer.get).features)
         dev_right.append(bool(q.expected) and r[0].entry_id == q.expected)
         dev_answerable.append(bool(q.expected))
     dev_rows, dev_right, dev_answerable = np.array(dev_rows), np.array(dev_right), np.array(dev_answerable)

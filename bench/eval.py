@@ -96,7 +96,7 @@ class ForeignFAQ:
             if self.bot.scope_model is not None:
                 in_kb = self.topic.probability(q, v) if self.topic is not None else 1.0
                 p = self.bot.scope_model.probability(
-                    scope_evidence(candidates, words, self.vocabulary, detect_language(q), in_kb))
+                    scope_evidence(candidates, words, self.vocabulary, detect_language(q), in_kb, self.bot.gazetteer.get))
             other = self.bot.other_subjects.find(q, self.entry_texts.get(candidates[0].entry_id, ""),
                                                  words=words) if candidates else ()
             out.append((candidates, p, other))

@@ -194,7 +194,7 @@ class Bot:
         evidence = scope = None
         if self.scope_model is not None:
             in_kb = self.index.topic.probability(normalised, vector) if self.index.topic is not None else 1.0
-            evidence = scope_evidence(candidates, words, self.index.vocabulary, language, in_kb)
+            evidence = scope_evidence(candidates, words, self.index.vocabulary, language, in_kb, self.gazetteer.get)
             scope = self.scope_model.probability(evidence)
         t = self.settings.thresholds
         emergency = self.safety.run(normalised)

@@ -226,6 +226,26 @@ def test_a_pinyin_name_counts_against_an_entry_only_as_a_whole_word():
 
 # -- the scope model's evidence (bot.scope.scope_evidence, knowledge/thresholds/use.yml) ----------------------
 
+def test_a_place_name_is_no_word_the_top_entry_lacks():
+    """Round 5d: "从广州回深圳要做核酸吗" was "not covered" (P 0.24): 广州 and 深圳, words no entry uses, weighed
+    against the top entry as if the question were about something else. With the gazetteer's lookup they do not
+    count; other words the entry lacks still do."""
+    from bot.regions import Gazetteer
+    from bot.retrieval import Candidate
+    from bot.scope import Vocabulary, scope_evidence
+
+    gazetteer = Gazetteer.from_file(PROJECT_ROOT / "knowledge" / "regions.yml")
+    vocabulary = Vocabulary({"testing.travel_test": ["出行", "要", "核酸检测"], "testing.pcr_sites": ["核酸检测", "哪里"]})
+    candidates = [Candidate("testing.travel_test", 0.36, 0.75, 0.9, 0.17), Candidate("testing.pcr_sites", 0.27, 0.7, 0.9)]
+
+    def uncovered(words: list[str], places=None) -> float:
+        return scope_evidence(candidates, words, vocabulary, "zh", 0.8, places).as_dict()["uncovered_top"]
+
+    trip = ["从", "广州", "回", "深圳", "要", "核酸检测", "吗"]
+    assert uncovered(trip) > 0.5 and uncovered(trip, gazetteer.get) == 0.0
+    tower = ["广州塔", "门票", "多少钱"]  # a sight, not a city: still words the entry lacks
+    assert uncovered(tower, gazetteer.get) == uncovered(tower) == 1.0
+
 def test_a_wide_margin_counts_only_as_far_as_the_question_is_in_the_kbs_domain():
     """Round 4: out-of-KB questions that share one word with an entry often put it far ahead of the rest. With
     margin × topic in the evidence, the shipped model raises P(answerable) for a wide margin much more for an

@@ -106,6 +106,14 @@ def test_remedy_and_cause_questions_pick_different_entries(fresh_bot):
     assert cause.entry_id == "health_code.why_yellow"
 
 
+@pytest.mark.parametrize("text", ["从杭州回宁波要做核酸吗", "從廣州回深圳要做核酸嗎"])
+def test_a_trip_between_two_cities_is_answered_not_declined(fresh_bot, text):
+    """Place names are no change of subject (round 5d): both were "not covered" at P 0.21 and 0.24."""
+    reply = ask(fresh_bot, text)
+    assert reply.entry_id is not None and fresh_bot.kb.entries[reply.entry_id].category in ("testing", "travel"), \
+        (reply.intent, reply.entry_id)
+
+
 @pytest.mark.parametrize("text", ["健康码怎么转绿", "健康碼怎麼變綠", "how can I make my health code green again"])
 def test_turning_green_without_a_colour_gets_the_remedy_for_every_colour(fresh_bot, text):
     """"健康码怎么转绿" names no colour: it was answered with health_code.how_to_apply (how to apply for a
