@@ -174,6 +174,7 @@ _SELF_BEFORE = re.compile(r"(我叫|我是|本人)$")
 _SYLLABLE = (r"(?:[bpmfdtnlgkhjqxrzcsyw]|zh|ch|sh)?(?:a|ai|an|ang|ao|e|ei|en|eng|er|i|ia|ian|iang|iao|ie|in|ing|"
              r"iong|iu|o|ong|ou|u|ua|uai|uan|uang|ue|ui|un|uo|v|ve)")
 _GIVEN = rf"(?:{_SYLLABLE}){{1,2}}(?:[ -]{_SYLLABLE})?"
+_LATIN_LETTER = re.compile(r"[a-z]")
 _LATIN_SELF_BEFORE = re.compile(r"(my name is|i am|i'm|this is|called)\s*$")
 
 
@@ -240,6 +241,8 @@ class PersonNames:
     def find_latin(self, normalised_question: str) -> tuple[str, ...]:
         """The pinyin names in an English question (lower case, as ``normalise`` leaves it). Not the
         citizen's own ("my name is Mr Wang"), but "I'm Zhang Wei's mother" asks about Zhang Wei."""
+        if not self._latin or not _LATIN_LETTER.search(normalised_question):  # most questions are Chinese
+            return ()
         found = [m.group("name") for pattern in self._latin for m in pattern.finditer(normalised_question)
                  if m.group(0).endswith(("'s", "’s"))
                  or not _LATIN_SELF_BEFORE.search(normalised_question[:m.start()])]
