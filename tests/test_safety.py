@@ -111,6 +111,10 @@ def test_common_words_are_not_other_subjects():
     ("Does my dog need a PCR test before we fly?", "do children need a pcr test before travelling", ("animals",)),
     # ...but the KB's own pet entries still answer pet questions
     ("带狗坐高铁要什么证明", "带宠物出行 带猫坐火车可以吗 狗狗能跟我坐高铁吗", ()),
+    # a dentist's or a specialist's appointment is not a PCR test's
+    ("拔智齿要不要提前预约", "做核酸要预约吗", ("other_care",)),
+    ("Do I need to book ahead to see a dentist?", "do I need an appointment for a pcr test", ("other_care",)),
+    ("医院做核酸在哪挂号", "做核酸要预约吗 医院做核酸在哪挂号", ()),  # 挂号 alone is no other care
 ])
 def test_other_medical_tests_and_tickets_are_other_subjects(text, entry, found):
     from bot.scope import OtherSubjects
