@@ -138,7 +138,7 @@ def decide(bot, text: str):
     u = bot.understand(text)
     decision = bot.policy.run(emergency=u.emergency, intent=u.intent, candidates=u.candidates, failures=0,
                               today=EVAL_DAY, scope=u.scope, aspect=u.aspect, region=u.region,
-                              crisis_kind=u.crisis_kind, other_subjects=u.other_subjects)
+                              crisis_kind=u.crisis_kind, other_subjects=u.other_subjects, topic=u.topic)
     return u, decision
 
 

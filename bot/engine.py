@@ -35,6 +35,7 @@ from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever, KnownQuestions
 from bot.safety import EmergencyDetector, crisis_kind, learned_alarm
 from bot.scope import RULE_CATEGORIES, OtherSubjects, ScopeEvidence, ScopeModel, scope_evidence
+from bot.topics import TopicOpeners
 from bot.text import (
     DomainTokenizer,
     Language,
@@ -73,6 +74,7 @@ class Understanding:
     crisis_kind: str | None = None  # medical | mental_health, when an emergency
     aspect: str | None = None  # cause, remedy, cost, where...
     other_subjects: tuple[str, ...] = ()  # other vaccines/diseases named in the text that the top entry never mentions
+    topic: str | None = None  # the KB category the text names and nothing else ("疫苗", "我想问一下核酸的事")
 
 
 class _VectorCache:
@@ -125,6 +127,7 @@ class Bot:
                 log.warning("scope model disabled: %s; run python -m bench.calibrate", exc)
         self.policy = DecisionPolicy(kb, thresholds, settings.max_failures_before_handoff, self.gazetteer)
         self.other_subjects = OtherSubjects.from_dir(kb.root, self.tokenizer.frequency)
+        self.topics = TopicOpeners.from_dir(kb.root)
         self.entry_texts = entry_texts(kb)
         self.responses = Responses.from_file(kb.root / "responses.yml")
         self._vectors = _VectorCache()
@@ -226,6 +229,7 @@ class Bot:
             crisis_kind=self._crisis_kind(normalised, vector) if emergency else None,
             aspect=aspect,
             other_subjects=other,
+            topic=self.topics.find(normalised),
         )
 
     def _crisis_kind(self, normalised: str, vector: np.ndarray) -> str:
@@ -349,7 +353,8 @@ class Bot:
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
                                candidates=understanding.candidates, failures=conv.failures, today=today,
                                scope=understanding.scope, aspect=understanding.aspect, region=conv.region,
-                               crisis_kind=understanding.crisis_kind, other_subjects=understanding.other_subjects)
+                               crisis_kind=understanding.crisis_kind, other_subjects=understanding.other_subjects,
+                               topic=understanding.topic)
 
     def _act(self, scope: MessageScope, decision: Decision, language: str) -> Reply:
         conv = scope.conversation

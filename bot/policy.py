@@ -67,14 +67,15 @@ class DecisionPolicy:
     def run(self, *, emergency: str | None, intent: IntentPrediction, candidates: Sequence[Candidate],
             failures: int, today: dt.date, scope: float | None = None,
             aspect: str | None = None, region: str | None = None, crisis_kind: str | None = None,
-            other_subjects: Sequence[str] = ()) -> Decision:
+            other_subjects: Sequence[str] = (), topic: str | None = None) -> Decision:
         """``today``: the day entries' ``valid_until`` is checked against, from the caller's clock: the policy
         never reads the calendar (a default of today's date let tests depend on it, and fail once the KB's
         entries expire). ``scope``: P(top entry answers the question) from the scope model, or None to decide
         on the plain score thresholds. ``aspect``: what the question asks (cause, remedy, cost, where...), used
         to break near-ties between entries that answer different aspects. ``region``: the citizen's
         region (gazetteer name, or ``全国`` for "nationwide / elsewhere"), if known. ``other_subjects``: other
-        vaccines / diseases the question names and the top entry never mentions: never answered directly."""
+        vaccines / diseases the question names and the top entry never mentions: never answered directly.
+        ``topic``: the category the message names and nothing else ("疫苗"): its questions, not one answer."""
         t = self.thresholds
         candidates = self.order_by_aspect(list(candidates), aspect)
         top = candidates[0] if candidates else None
@@ -102,6 +103,8 @@ class DecisionPolicy:
             # covered by definition, whatever a model trained before the editor added it makes of it.
             return self._decide_with_scope([known, *(c for c in candidates if c is not known)], 1.0, failures,
                                            today, region)
+        if topic is not None and topic in self.categories:
+            return self.topic(topic)
         if intent.intent == "complaint" and confident_intent and not overrides_intent:
             return Decision("handoff", "complaint", intent.confidence, reason="complaint", region=region)
         if intent.intent == VAGUE_INTENT and confident_intent:  # no topic in it: retrieval scores mean nothing

@@ -106,6 +106,16 @@ def test_remedy_and_cause_questions_pick_different_entries(fresh_bot):
     assert cause.entry_id == "health_code.why_yellow"
 
 
+def test_a_topic_alone_gets_the_topics_questions_not_one_answer(fresh_bot):
+    """"疫苗" alone was answered with testing.after_vaccination; "我想問一下疫苗的事" was "not covered"."""
+    for text in ("疫苗", "我想問一下疫苗的事", "I have a question about vaccines"):
+        reply = ask(fresh_bot, text, user=text)
+        payloads = [b.payload for b in reply.replies[0].buttons if b.payload.startswith("/faq")]
+        assert reply.entry_id is None and payloads, (text, reply.intent, reply.entry_id)
+        assert all('"vaccination.' in p for p in payloads), (text, payloads)
+    assert ask(fresh_bot, "疫苗在哪打", user="q").entry_id == "vaccination.how_to_book"  # a question is answered
+
+
 @pytest.mark.parametrize("text", ["从杭州回宁波要做核酸吗", "從廣州回深圳要做核酸嗎"])
 def test_a_trip_between_two_cities_is_answered_not_declined(fresh_bot, text):
     """Place names are no change of subject (round 5d): both were "not covered" at P 0.21 and 0.24."""
