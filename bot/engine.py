@@ -487,7 +487,7 @@ class Bot:
         if decision.action == "menu":
             buttons = [commands.topic_button(self.responses.get(f"topic_{c}", language, c), c) for c in decision.options]
             return [ReplyMessage(self.responses("menu", language), buttons=buttons)]
-        if decision.action == "did_you_mean":
+        if decision.action in ("did_you_mean", "topic"):  # a topic: its questions, as options
             buttons = [commands.faq_button(self.kb.entries[e].title(language), e) for e in decision.options]
             buttons.append(commands.simple_button(self.responses("none_of_these", language), commands.NONE_OF_THESE))
             return [ReplyMessage(self.responses("did_you_mean", language), buttons=buttons)]

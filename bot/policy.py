@@ -19,13 +19,13 @@ from bot.regions import NATIONWIDE, Gazetteer
 from bot.retrieval import Candidate
 
 Action = Literal["answer", "did_you_mean", "rephrase", "not_covered", "handoff", "smalltalk", "policy_changed",
-                 "menu", "ask_region", "contact"]
+                 "menu", "topic", "ask_region", "contact"]
 
 SMALLTALK_INTENTS = frozenset({"greet", "goodbye", "thanks", "out_of_scope"})
 # Replies that neither helped nor failed: options offered, a menu, a question back, small talk. They keep the
 # conversation's failure count; only an answer (or a handoff) starts it again. When a did-you-mean reset it,
 # "rephrase → did-you-mean the citizen ignored → not covered → did-you-mean → …" never reached a person.
-KEEPS_FAILURES = frozenset({"did_you_mean", "menu", "ask_region", "smalltalk"})
+KEEPS_FAILURES = frozenset({"did_you_mean", "menu", "topic", "ask_region", "smalltalk"})
 VAGUE_INTENT = "vague"
 # The KB entry that explains how to reach a person: when the intent model's best guess is "ask_human" and
 # retrieval's best entry is this one, both say the citizen wants a person, whatever the intent's confidence.
@@ -188,11 +188,13 @@ class DecisionPolicy:
         return Decision("menu", VAGUE_INTENT, confidence, options=list(self.categories))
 
     def topic(self, category: str, limit: int = 6) -> Decision:
-        """The first entries of one category, offered as buttons (the citizen chose it in the menu)."""
+        """The first entries of one category, offered as buttons (the citizen chose it in the menu, or typed only
+        the topic). Its own action: a list of a topic's questions is neither a question answered nor a failure
+        (not a did-you-mean in the KB inbox or the dashboard's rates)."""
         ids = [e.id for e in self.kb.entries.values() if e.category == category][:limit]
         if not ids:
             return self.menu()
-        return Decision("did_you_mean", "topic", 1.0, options=ids)
+        return Decision("topic", "topic", 1.0, options=ids)
 
     def failure(self, confidence: float, failures: int, action: Action = "rephrase",
                 region: str | None = None) -> Decision:

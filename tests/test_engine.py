@@ -89,7 +89,7 @@ def test_options_in_between_do_not_forgive_a_failure(fresh_bot):
     first = ask(fresh_bot, "xq zzv blorf")
     assert first.handoff is None and first.action == "not_covered"
     menu = ask(fresh_bot, '/topic{"category": "testing"}', conversation_id=first.conversation_id)
-    assert menu.action == "did_you_mean" and menu.handoff is None
+    assert menu.action == "topic" and menu.handoff is None
     second = ask(fresh_bot, "qwv plok zz", conversation_id=first.conversation_id)
     assert second.handoff is not None and second.handoff.reason == "low_confidence"
 

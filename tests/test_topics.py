@@ -48,7 +48,7 @@ def test_the_policy_offers_the_topics_questions(policy_kb):
     decision = policy.run(emergency=None, intent=IntentPrediction("faq", 0.9), failures=0, today=dt.date(2026, 12, 1),
                           candidates=[Candidate("testing.after_vaccination", 0.9, 0.9, 0.9)], scope=0.95,
                           topic="vaccination")
-    assert decision.action == "did_you_mean" and decision.intent == "topic"
+    assert decision.action == "topic" and decision.intent == "topic"
     assert decision.options and all(policy_kb.entries[e].category == "vaccination" for e in decision.options)
     emergency = policy.run(emergency="胸痛", intent=IntentPrediction("faq", 0.9), failures=0, today=dt.date(2026, 12, 1),
                            candidates=[], topic="vaccination")
