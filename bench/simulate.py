@@ -63,15 +63,16 @@ class Event:
 class Day:
     """The simulated clock (same formula as the server's) and the event queue."""
 
-    def __init__(self, start: dt.datetime, anchor: float, speed: float):
-        self.start, self.anchor, self.speed = start, anchor, speed
+    def __init__(self, start: dt.datetime, anchor: float, speed: float, clock: Callable[[], float] = time.time):
+        """``clock``: real seconds (a test freezes it: at 8,640x one real millisecond is 8.6 simulated seconds)."""
+        self.start, self.anchor, self.speed, self.clock = start, anchor, speed, clock
         self.events: list[Event] = []
         self.lock = threading.Lock()
         self.counter = itertools.count()
         self.late: list[float] = []
 
     def now(self) -> dt.datetime:
-        return self.start + dt.timedelta(seconds=(time.time() - self.anchor) * self.speed)
+        return self.start + dt.timedelta(seconds=(self.clock() - self.anchor) * self.speed)
 
     def at(self, when: dt.datetime, action: Callable[[], object]) -> None:
         with self.lock:
