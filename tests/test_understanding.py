@@ -145,6 +145,15 @@ def test_learned_detector_catches_indirect_suicidal_intent(fresh_bot):
     assert [b.payload for b in first.buttons] == ["tel:120", "tel:12356"]
 
 
+def test_a_mild_vaccine_reaction_told_as_a_statement_is_no_emergency_but_an_allergic_one_is(fresh_bot):
+    """Round 5g: "打完加强针胳膊肿了一大块" alarmed the learned detector at 0.80 (its hard examples were all
+    questions: 正常吗, 要紧吗); statement-form examples now teach it otherwise. Swollen lips and a rash still alarm."""
+    mild = ask(fresh_bot, "打完加强针胳膊肿了一大块")
+    assert mild.intent != "emergency" and mild.handoff is None, mild.intent
+    allergic = ask(fresh_bot, "打完疫苗全身起红疹，嘴唇也肿了", user="u2")
+    assert allergic.intent == "emergency" and allergic.handoff is not None
+
+
 def test_medical_emergency_has_a_tap_to_call_button_without_12356(fresh_bot):
     reply = ask(fresh_bot, "孩子把奶奶的降压药吃了一大把")
     first = reply.replies[0]
