@@ -136,10 +136,7 @@ def coverage_curve(scores: list[float], correct: list[bool], thresholds=(0.0, 0.
 def decide(bot, text: str):
     """What the bot would do with this text as the first message of a conversation (no region known)."""
     u = bot.understand(text)
-    decision = bot.policy.run(emergency=u.emergency, intent=u.intent, candidates=u.candidates, failures=0,
-                              today=EVAL_DAY, scope=u.scope, aspect=u.aspect, region=u.region,
-                              crisis_kind=u.crisis_kind, other_subjects=u.other_subjects, topic=u.topic)
-    return u, decision
+    return u, bot.decision_for(u, EVAL_DAY, region=u.region)
 
 
 # Entries' valid_until dates are checked against a fixed day, so numbers never depend on today's date.

@@ -350,9 +350,16 @@ class Bot:
         contact = self._directory_contact(understanding, conv.region)
         if contact is not None:
             return Decision("contact", "contact", 1.0, options=[contact.id], region=contact.region)
+        return self.decision_for(understanding, today, conv.failures, conv.region)
+
+    def decision_for(self, understanding: Understanding, today: dt.date, failures: int = 0,
+                     region: str | None = None) -> Decision:
+        """The policy's decision on what was understood: one call for a conversation, ``hotline-bot eval`` and the
+        KB editor's test box (the test box passed neither the other subjects nor the topic, and previewed "疫苗"
+        as answered with testing.after_vaccination while citizens got the vaccination questions)."""
         return self.policy.run(emergency=understanding.emergency, intent=understanding.intent,
-                               candidates=understanding.candidates, failures=conv.failures, today=today,
-                               scope=understanding.scope, aspect=understanding.aspect, region=conv.region,
+                               candidates=understanding.candidates, failures=failures, today=today,
+                               scope=understanding.scope, aspect=understanding.aspect, region=region,
                                crisis_kind=understanding.crisis_kind, other_subjects=understanding.other_subjects,
                                topic=understanding.topic)
 

@@ -132,7 +132,9 @@ def scope_evidence(candidates: Sequence[Candidate], words: Sequence[str], vocabu
     top = candidates[0]
     second = candidates[1].score if len(candidates) > 1 else 0.0
     agree = float(top.dense >= max(c.dense for c in candidates) and top.lexical >= max(c.lexical for c in candidates))
-    content = [w for w in vocabulary.content_words(words) if places is None or not places(w)]
+    content = vocabulary.content_words(words)
+    # ...but a message of place names alone ("广州", "来宾": a city, and "guest") keeps them: nothing else to go by
+    content = [w for w in content if places is None or not places(w)] or content
     weights = {w: vocabulary.idf.get(w, vocabulary.unknown_idf) for w in content}
     total = sum(weights.values()) or 1.0
     top_words = vocabulary.entry_words.get(top.entry_id, frozenset())
@@ -175,7 +177,7 @@ _SYLLABLE = (r"(?:[bpmfdtnlgkhjqxrzcsyw]|zh|ch|sh)?(?:a|ai|an|ang|ao|e|ei|en|eng
              r"iong|iu|o|ong|ou|u|ua|uai|uan|uang|ue|ui|un|uo|v|ve)")
 _GIVEN = rf"(?:{_SYLLABLE}){{1,2}}(?:[ -]{_SYLLABLE})?"
 _LATIN_LETTER = re.compile(r"[a-z]")
-_LATIN_SELF_BEFORE = re.compile(r"(my name is|i am|i'm|this is|called)\s*$")
+_LATIN_SELF_BEFORE = re.compile(r"\b(my name is|i am|i'm|this is|called)\s*$")
 
 
 def _words(items: Iterable[str]) -> str:
@@ -208,8 +210,8 @@ class PersonNames:
                 if latin.get(titles):
                     self._latin.append(re.compile(rf"(?<![a-z])(?:{_words(latin[titles])})\.?\s+"
                                                   rf"(?P<name>(?:{surnames}){end})"))
-            # Chen Ming's, Zhang Xiaoming's
-            self._latin.append(re.compile(rf"(?<![a-z])(?P<name>(?:{every}) {_GIVEN})['’]s(?![a-z])"))
+            # Chen Ming's, Zhang Xiaoming's (not "a long time's wait")
+            self._latin.append(re.compile(rf"(?<![a-z])(?P<name>(?:{not_words}) {_GIVEN})['’]s(?![a-z])"))
             if latin.get("relations"):  # my colleague Zhang Wei
                 self._latin.append(re.compile(rf"(?<![a-z])(?:{_words(latin['relations'])})s?,?\s+"
                                               rf"(?P<name>(?:{not_words}) {_GIVEN}){end}"))
@@ -244,7 +246,7 @@ class PersonNames:
         if not self._latin or not _LATIN_LETTER.search(normalised_question):  # most questions are Chinese
             return ()
         found = [m.group("name") for pattern in self._latin for m in pattern.finditer(normalised_question)
-                 if m.group(0).endswith(("'s", "’s"))
+                 if normalised_question[m.end("name"):m.end("name") + 2] in ("'s", "’s")
                  or not _LATIN_SELF_BEFORE.search(normalised_question[:m.start()])]
         return tuple(dict.fromkeys(found))
 

@@ -53,6 +53,7 @@ class TopicOpeners:
         """The topic ``normalised`` (``bot.text.normalise``) names and nothing else, or None."""
         if not self._keywords or len(normalised) > 80:
             return None
+        normalised = normalised.replace("’", "'")  # I’d, I’m
         text = self._zh.sub(" ", normalised) if self._zh is not None else normalised
         words = [w for w in _LATIN_WORD.findall(text) if w not in self._en]
         rest = _NOT_TEXT.sub("", _LATIN_WORD.sub(" ", text))

@@ -91,6 +91,20 @@ def test_publish_swaps_the_served_kb_in_process(editing):
     assert NEW_ANSWER not in _ask(citizen, "citizen-3")[1]
 
 
+def test_the_test_box_decides_as_citizens_are_answered(editing):
+    """The editor's test box ran the policy without the topic and the other subjects: it previewed "疫苗" as
+    answered with testing.after_vaccination, and an HPV vaccine question as answered, unlike what citizens got."""
+    from bot.messages import Message
+    from connectors.app import create_app
+
+    editor = _login(create_app(editing))
+    for text in ("疫苗", "HPV疫苗在哪里打"):
+        box = editor.post("/agents/api/kb/test", json={"text": text}).json["live"]
+        served = editing.bot.handle(Message(user_id=f"box-{text}", text=text, channel="api"))
+        assert box["action"] == served.action and box["entry_id"] == served.entry_id, (text, box, served.action)
+        assert box["action"] != "answer", (text, box)
+
+
 def _cli(env: dict, *args: str) -> None:
     subprocess.run([sys.executable, "-m", "connectors.cli", *args], env=env, cwd=PROJECT_ROOT, check=True,
                    capture_output=True, timeout=120)

@@ -73,6 +73,14 @@ def test_covers_names_existing_other_entries_and_goes_one_way(kb_copy):
     assert "cannot cover itself" in problems[("testing.general", "covers.2")]
     assert "testing.specific covers testing.general too" in problems[("testing.general", "covers.3")]  # both ways
     assert "testing.general covers testing.specific too" in problems[("testing.specific", "covers.0")]
+
+
+def test_covers_goes_round_no_circle(kb_copy):
+    """Three entries covering each other in a circle, all near-tied, all left the candidate list (review)."""
+    for name, target in (("ring_a", "ring_b"), ("ring_b", "ring_c"), ("ring_c", "ring_a")):
+        _append(kb_copy, ENTRY.format(name=name, q=name) + f"    covers: [testing.{target}]\n")
+    problems = {(p.entry, p.field) for p in validate_knowledge_base(kb_copy, TODAY)}
+    assert {("testing.ring_a", "covers.0"), ("testing.ring_b", "covers.0"), ("testing.ring_c", "covers.0")} <= problems
     assert ("testing.general", "covers.0") not in problems and ("testing.general2", "covers.0") not in problems
 
 

@@ -259,13 +259,26 @@ def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problem
             if target not in entries or target == entry_id:
                 problems.append(Problem(rel, entry_id, f"covers.{index}",
                                         f"unknown entry id {target!r}" if target != entry_id else "an entry cannot cover itself"))
-            elif entry_id in entries[target].covers:
+            elif entry_id in _covered_from(entries, target):  # A covers B and B (through others) A: a cycle
                 problems.append(Problem(rel, entry_id, f"covers.{index}",
-                                        f"{target} covers {entry_id} too: only the general entry covers the specific one"))
+                                        f"{target} covers {entry_id} too (through covers): only the general entry "
+                                        "covers the specific one"))
         if entry.is_expired(today):
             problems.append(Problem(rel, entry_id, "valid_until",
                                     f"expired on {entry.valid_until}: update or remove the entry",
                                     severity="expired"))
+
+
+def _covered_from(entries: dict[str, Entry], start: str) -> set[str]:
+    """Every entry ``start`` covers, directly or through entries it covers."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in entries[todo.pop()].covers:
+            if target in entries and target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
 
 
 def _load_intents(root: Path, problems: list[Problem]) -> dict[str, list[str]]:

@@ -200,10 +200,7 @@ def publications():
 
 def _would_answer(bot, text: str, language: str) -> dict:
     understanding = bot.understand(text, top_k=10)
-    decision = bot.policy.run(emergency=understanding.emergency, intent=understanding.intent,
-                              candidates=understanding.candidates, failures=0, today=bot.clock().date(),
-                              scope=understanding.scope, aspect=understanding.aspect, region=understanding.region,
-                              crisis_kind=understanding.crisis_kind)
+    decision = bot.decision_for(understanding, bot.clock().date(), region=understanding.region)
     entry = bot.kb.get(decision.entry_id) if decision.entry_id else None
     answer = None
     if entry is not None and decision.action == "answer":
