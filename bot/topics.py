@@ -43,11 +43,11 @@ class TopicOpeners:
                    [str(f) for f in fillers.get("zh") or []], [str(f) for f in fillers.get("en") or []])
 
     @staticmethod
-    def _key(text: str) -> str:
-        """Latin words joined by one space, everything else without spaces: "health  code", "健康 码"."""
-        words = _LATIN_WORD.findall(text)
-        rest = _LATIN_WORD.sub(" ", text)
-        return " ".join(words) + "|" + _NOT_TEXT.sub("", rest)
+    def _key(text: str, drop: frozenset[str] = frozenset()) -> str:
+        """Latin words (but ``drop``) joined by one space, everything else without spaces: "health  code",
+        "健康 码". Keywords and messages are compared by this key."""
+        words = [w for w in _LATIN_WORD.findall(text) if w not in drop]
+        return " ".join(words) + "|" + _NOT_TEXT.sub("", _LATIN_WORD.sub(" ", text))
 
     def find(self, normalised: str) -> str | None:
         """The topic ``normalised`` (``bot.text.normalise``) names and nothing else, or None."""
@@ -55,8 +55,4 @@ class TopicOpeners:
             return None
         normalised = normalised.replace("’", "'")  # I’d, I’m
         text = self._zh.sub(" ", normalised) if self._zh is not None else normalised
-        words = [w for w in _LATIN_WORD.findall(text) if w not in self._en]
-        rest = _NOT_TEXT.sub("", _LATIN_WORD.sub(" ", text))
-        if not words and not rest:
-            return None
-        return self._keywords.get(" ".join(words) + "|" + rest)
+        return self._keywords.get(self._key(text, self._en))  # nothing left ("|") is no keyword's key
