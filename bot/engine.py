@@ -148,7 +148,7 @@ class Bot:
         """The understanding half only (models and index), no database: eval, calibration, tests."""
         settings = settings or Settings()
         kb = load_knowledge_base(settings.knowledge_dir)
-        tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
+        tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path), settings.models_dir)
         encoder = build_encoder(settings.encoder, settings.encoder_threads, settings.models_dir)
         index = load_or_build_index(kb, tokenizer, encoder, settings.index_dir, settings.encoder_key)
         return cls(settings, kb, tokenizer, encoder, index)

@@ -91,7 +91,7 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
 
     started = time.perf_counter()
     kb = load_knowledge_base(settings.knowledge_dir)
-    tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path))
+    tokenizer = DomainTokenizer(kb.userdict_path, SynonymMap.from_file(kb.synonyms_path), settings.models_dir)
     with tqdm(unit="text", desc="encoding", disable=None) as bar:  # disable=None: no bar when not a terminal
         def progress(done: int, total: int) -> None:
             bar.total = total

@@ -32,6 +32,36 @@ def test_user_dictionary_keeps_domain_words_whole(tmp_path):
     assert "次密接" in DomainTokenizer(userdict).words("我是次密接怎么办")
 
 
+def test_the_finished_dictionary_is_cached_and_follows_the_user_dictionary(tmp_path, monkeypatch):
+    """A second tokenizer reads the pickled dictionary instead of jieba's marshal file (0.15 vs 0.55 s a load)
+    and segments the same; an edited user dictionary or another synonym is another cache entry."""
+    import jieba
+
+    userdict = tmp_path / "dict.txt"
+    userdict.write_text("次密接 3000 n\n", encoding="utf-8")
+    synonyms = SynonymMap([["核酸检测", "做核酸"]])
+    first = DomainTokenizer(userdict, synonyms, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("jieba-*.pickle"))) == 1
+
+    def no_jieba_load(self, dictionary=None):
+        raise AssertionError("jieba's own dictionary was loaded although the cache holds it")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(jieba.Tokenizer, "initialize", no_jieba_load)
+        second = DomainTokenizer(userdict, synonyms, tmp_path / "cache")
+        text = "我是次密接怎么办，要去做核酸吗"
+        assert second.words(text) == first.words(text)
+        assert "次密接" in second.words(text) and "核酸检测" in second.words(text)
+        assert second.frequency("次密接") == 3000
+    userdict.write_text("次密接 3000 n\n时空伴随者 3000 n\n", encoding="utf-8")
+    edited = DomainTokenizer(userdict, synonyms, tmp_path / "cache")
+    assert "时空伴随者" in edited.words("我是时空伴随者吗")
+    DomainTokenizer(userdict, SynonymMap([["核酸检测", "捅喉咙"]]), tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("jieba-*.pickle"))) == 3
+    (tmp_path / "a-file").write_text("")  # a cache that cannot be written (root ignores modes) is only slower
+    assert "次密接" in DomainTokenizer(userdict, synonyms, tmp_path / "a-file" / "cache").words("次密接")
+
+
 def test_deeply_nested_payloads_are_not_commands():
     """Regression: JSON nested ~990 deep in a button payload raised RecursionError (a 500)."""
     from bot.commands import parse_command
