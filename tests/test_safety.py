@@ -115,6 +115,11 @@ def test_common_words_are_not_other_subjects():
     ("拔智齿要不要提前预约", "做核酸要预约吗", ("other_care",)),
     ("Do I need to book ahead to see a dentist?", "do I need an appointment for a pcr test", ("other_care",)),
     ("医院做核酸在哪挂号", "做核酸要预约吗 医院做核酸在哪挂号", ()),  # 挂号 alone is no other care
+    # a named medicine's safety or dose is not the entry's unless the entry names it
+    ("吃了头孢能喝酒吗", "做核酸前能吃东西喝水吗", ("medicines",)),
+    ("Is cough syrup safe for a 5 year old?", "can children get the covid vaccine", ("medicines",)),
+    ("阳了能吃布洛芬吗", "阳了能吃布洛芬吗 居家 退烧药", ()),
+    ("封控期间降压药吃完了怎么办", "居家隔离期间慢性病的药怎么续方", ()),  # routine medicine is the KB's own
 ])
 def test_other_medical_tests_and_tickets_are_other_subjects(text, entry, found):
     from bot.scope import OtherSubjects

@@ -187,6 +187,19 @@ def test_a_question_about_another_vaccine_is_not_answered_with_the_covid_entry(f
     assert covid.entry_id == "vaccination.how_to_book"
 
 
+@pytest.mark.parametrize("text", ["吃了头孢能喝酒吗", "can pregnant women take paxlovid"])
+def test_a_question_about_a_named_medicine_is_not_answered_with_an_entry_that_never_names_it(fresh_bot, text):
+    """Before the medicines subject (round 5h) these were answered with testing.eating_before_test (P 0.56) and
+    vaccination.pregnancy_breastfeeding (P 0.59): a medicine's safety is a doctor's or pharmacist's question."""
+    reply = ask(fresh_bot, text)
+    assert reply.entry_id is None and reply.intent == "faq", reply.entry_id
+
+
+def test_an_entry_that_names_the_medicine_still_answers_about_it(fresh_bot):
+    reply = ask(fresh_bot, "买布洛芬要实名登记吗")
+    assert reply.entry_id == "policy.fever_medicine_registration"
+
+
 def test_a_question_about_one_named_persons_case_is_not_answered_with_the_general_entry(fresh_bot):
     # Without the names (bot.scope.PersonNames) this was answered with health_code.colors_meaning: every word
     # but the name matches it, and only a record can tell what colour 张伟's code is.
