@@ -138,6 +138,9 @@ def test_other_medical_tests_and_tickets_are_other_subjects(text, entry, found):
     ("下个月从美国回国，落地后要隔离吗", ()),                   # where the citizen comes FROM: an arrival question
     ("arriving from Japan next week, do I need a test", ()),
     ("我们公司有个德国同事，他的健康码怎么弄", ()),              # a nationality
+    ("台北捷運現在還要戴口罩嗎", ("taiwan",)),                  # Hong Kong, Macao and Taiwan make their own rules
+    ("Do I need a PCR test to enter Hong Kong?", ("hong_kong",)),
+    ("从香港回深圳要隔离吗", ()),                              # coming from there: an arrival question
     ("I'm on a work visa with a US passport, how do I get a health code", ()),
 ])
 def test_other_countries_count_only_as_the_place_whose_rules_are_asked(text, found):

@@ -195,6 +195,13 @@ def test_a_question_about_a_named_medicine_is_not_answered_with_an_entry_that_ne
     assert reply.entry_id is None and reply.intent == "faq", reply.entry_id
 
 
+def test_hong_kong_macao_and_taiwan_rules_are_not_answered_with_the_mainlands(fresh_bot):
+    """Was answered with policy.mask_rules (P 0.65): the place names no longer count against the entry (round
+    5d), and Taipei's metro is not the mainland's. Their residents' health codes are still answered."""
+    assert ask(fresh_bot, "台北捷運現在還要戴口罩嗎").entry_id is None
+    assert ask(fresh_bot, "港澳台居民怎么申领健康码", user="u2").entry_id == "health_code.hk_macao_taiwan"
+
+
 def test_an_entry_that_names_the_medicine_still_answers_about_it(fresh_bot):
     reply = ask(fresh_bot, "买布洛芬要实名登记吗")
     assert reply.entry_id == "policy.fever_medicine_registration"
