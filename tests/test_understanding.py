@@ -154,6 +154,18 @@ def test_a_mild_vaccine_reaction_told_as_a_statement_is_no_emergency_but_an_alle
     assert allergic.intent == "emergency" and allergic.handoff is not None
 
 
+def test_asking_whether_a_medicine_is_safe_is_no_emergency_but_swallowing_too_much_is(fresh_bot):
+    """Round 5i: "is ibuprofen safe when pregnant" alarmed at 0.45 and "is tylenol ok for a 2 year old" at 0.42
+    (an overdose's and a pregnancy's or a child's words in one calm question)."""
+    for i, text in enumerate(("is ibuprofen safe when pregnant", "is tylenol ok for a 2 year old")):
+        calm = ask(fresh_bot, text, user=f"c{i}")
+        assert calm.intent != "emergency" and calm.handoff is None, text
+    for i, text in enumerate(("I swallowed a whole bottle of paracetamol an hour ago",
+                              "my 2 year old got into the medicine cabinet and ate a handful of ibuprofen")):
+        overdose = ask(fresh_bot, text, user=f"o{i}")
+        assert overdose.intent == "emergency" and overdose.handoff is not None, text
+
+
 def test_medical_emergency_has_a_tap_to_call_button_without_12356(fresh_bot):
     reply = ask(fresh_bot, "孩子把奶奶的降压药吃了一大把")
     first = reply.replies[0]
