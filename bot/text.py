@@ -201,7 +201,7 @@ class DomainTokenizer:
         try:
             with open(path, "rb") as f:
                 self._jieba.FREQ, self._jieba.total = pickle.load(f)
-        except (OSError, pickle.UnpicklingError, EOFError, ValueError):
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError):  # unreadable: rebuilt
             return False
         self._jieba.initialized = True  # what jieba's own initialize() sets once FREQ and total are there
         return True
