@@ -35,6 +35,8 @@ def test_user_dictionary_keeps_domain_words_whole(tmp_path):
 def test_the_finished_dictionary_is_cached_and_follows_the_user_dictionary(tmp_path, monkeypatch):
     """A second tokenizer reads the pickled dictionary instead of jieba's marshal file (0.15 vs 0.55 s a load)
     and segments the same; an edited user dictionary or another synonym is another cache entry."""
+    import pickle
+
     import jieba
 
     userdict = tmp_path / "dict.txt"
@@ -58,6 +60,17 @@ def test_the_finished_dictionary_is_cached_and_follows_the_user_dictionary(tmp_p
     assert "时空伴随者" in edited.words("我是时空伴随者吗")
     DomainTokenizer(userdict, SynonymMap([["核酸检测", "捅喉咙"]]), tmp_path / "cache")
     assert len(list((tmp_path / "cache").glob("jieba-*.pickle"))) == 3
+    for garbage in (b"not a pickle", pickle.dumps(["one item"]), pickle.dumps(5)):  # an unreadable cache is rebuilt, not fatal
+        for cached in (tmp_path / "cache").glob("jieba-*.pickle"):
+            cached.write_bytes(garbage)
+        assert "时空伴随者" in DomainTokenizer(userdict, synonyms, tmp_path / "cache").words("我是时空伴随者吗")
+        readable = []
+        for cached in (tmp_path / "cache").glob("jieba-*.pickle"):
+            try:
+                readable.append(pickle.loads(cached.read_bytes()))
+            except pickle.UnpicklingError:
+                pass
+        assert [r[0]["时空伴随者"] for r in readable if isinstance(r, tuple)] == [3000]  # the one rewritten
     (tmp_path / "a-file").write_text("")  # a cache that cannot be written (root ignores modes) is only slower
     assert "次密接" in DomainTokenizer(userdict, synonyms, tmp_path / "a-file" / "cache").words("次密接")
 
