@@ -45,6 +45,28 @@ _EN_STOP_WORDS = frozenset(
     if line.strip() and not line.startswith("#")) - {"how", "where", "when", "what", "why", "who", "which", "not", "no"}
 
 
+# English contractions: jieba cuts "isn't" into isn / ' / t and "she's" into she / ' / s, and chat drops the
+# apostrophe (dont, shes, im). The stray pieces (t, s, isn, don, shes) were content words to BM25 and, as
+# words no entry uses, counted against the top entry in the scope model: "my daughter tested positive and shes
+# only 4, can i go into isolation with her" scored P 0.29 and was "not covered" over "shes". The negation is
+# kept as "not" (a word, not a stop word, here); the rest of a clitic ('s, 'm, 're, 've, 'll, 'd) goes.
+_CLITIC = re.compile(r"\b([a-z]+?)(n['’]t|['’](?:s|m|re|ve|ll|d))\b")
+_NEGATED_BASE = {"ca": "can", "wo": "will", "ai": "is", "sha": "shall"}
+_NO_APOSTROPHE = {word: word[:-2] for word in (
+    "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "havent", "hasnt", "hadnt", "couldnt",
+    "shouldnt", "wouldnt", "mustnt", "neednt")}
+_NO_APOSTROPHE.update({"cant": "can", "wont": "will", "aint": "is"})
+_NO_CLITIC = frozenset({"im", "ive", "youre", "youve", "theyre", "theyve", "shes", "thats", "whats", "wheres",
+                        "hows", "whos", "theres", "weve", "itll", "youll", "theyll"})
+
+
+def _expand_contraction(match: re.Match[str]) -> str:
+    base, clitic = match.group(1), match.group(2)
+    if clitic[0] == "n":
+        return f"{_NEGATED_BASE.get(base, base)} not"
+    return base
+
+
 def _file_stamp(path: Path) -> tuple[str, int, int]:
     """jieba's dictionary file is resolved against its package directory."""
     resolved = path if path.is_absolute() else Path(jieba.__file__).parent / path
@@ -208,6 +230,8 @@ class DomainTokenizer:
 
     def words(self, normalised_text: str) -> list[str]:
         with self._lock:  # jieba's structures and the stemmer are not built for concurrent use
+            if "'" in normalised_text or "’" in normalised_text:
+                normalised_text = _CLITIC.sub(_expand_contraction, normalised_text)
             pieces = self._jieba.lcut(normalised_text)
             out = []
             for piece in pieces:
@@ -216,7 +240,12 @@ class DomainTokenizer:
                     continue
                 canonical = self.synonyms(piece)
                 if canonical == piece and _ASCII_WORD.fullmatch(piece):
-                    if piece in _EN_STOP_WORDS:
+                    if piece in _NO_APOSTROPHE:
+                        if _NO_APOSTROPHE[piece] not in _EN_STOP_WORDS:
+                            out.append(self._stemmer.stemWord(_NO_APOSTROPHE[piece]))
+                        out.append("not")
+                        continue
+                    if piece in _EN_STOP_WORDS or piece in _NO_CLITIC:
                         continue
                     canonical = self._stemmer.stemWord(piece)
                 out.append(canonical)

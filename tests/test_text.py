@@ -26,6 +26,21 @@ def test_tokenizer_folds_synonyms_and_adds_bigrams():
     assert "核酸检测" in tokenizer.tokens(normalise("PCR price"))
 
 
+def test_english_contractions_leave_no_stray_pieces_and_keep_the_negation():
+    """jieba cut "isn't" into isn / ' / t and chat drops the apostrophe ("shes", "dont"): the stray pieces were
+    content words no entry uses, and "my daughter ... shes only 4" was "not covered" over "shes" (round 6)."""
+    tokenizer = DomainTokenizer(None)
+    words = tokenizer.words(normalise("She's only 4 and shes sick, I'm worried, we're stuck, I dont know"))
+    assert not {"s", "shes", "m", "im", "re", "t", "don", "dont"} & set(words), words
+    assert words.count("not") == 1 and "sick" in words and "worri" in words
+    # an apostrophe of either kind, with or without it, the same words
+    for text in ("the code isn't green", "the code isn’t green", "the code isnt green"):
+        assert tokenizer.words(normalise(text)) == ["code", "not", "green"], text
+    assert tokenizer.words(normalise("I can't get a test")) == tokenizer.words(normalise("I cant get a test")) \
+        == ["not", "test"]  # "can", "i", "get" and "a" are stop words
+    assert "id" in tokenizer.words(normalise("my ID card"))  # not a contraction of "I would"
+
+
 def test_user_dictionary_keeps_domain_words_whole(tmp_path):
     userdict = tmp_path / "dict.txt"
     userdict.write_text("次密接 3000 n\n", encoding="utf-8")
