@@ -236,6 +236,9 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
     emergency_texts = [normalise(t) for t in emergency_texts]
     calm_texts = [normalise(t) for t in calm_texts]
     vectors = encode(bot.encoder, emergency_texts + calm_texts)
+    # The out-of-KB training questions are negatives of every fold's detector, as in the index build.
+    off_topic = [normalise(t) for t in load_out_of_kb(bot.kb.root)]
+    off_topic_vectors = encode(bot.encoder, off_topic)
     index = bot.index
     doc_vectors = encode(bot.encoder, index.doc_texts)
     intent_texts, intent_labels = [], []
@@ -250,16 +253,21 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
     for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(texts, labels):
         model = train_emergency_detector(index.doc_texts, doc_vectors, intent_texts, intent_labels, intent_vectors,
                                          [texts[i] for i in train if labels[i]],
-                                         [texts[i] for i in train if not labels[i]],
-                                         vectors[[i for i in train if labels[i]] + [i for i in train if not labels[i]]])
+                                         [texts[i] for i in train if not labels[i]] + off_topic,
+                                         np.vstack([vectors[[i for i in train if labels[i]]
+                                                            + [i for i in train if not labels[i]]], off_topic_vectors]))
         for i in test:
             oof[i] = model.probability(texts[i], vectors[i])
     dev_p = np.array([index.emergency.probability(q.text, q.vector) for q in dev_queries])
     # Safety first: the highest threshold that keeps the cross-validated recall; false alarms on the dev
-    # questions are reported (and the eval reports them on the test half), never traded for recall.
+    # questions are reported (and the eval reports them on the test half), never traded for recall. The recall is
+    # the system's, as it runs: a red flag the regex floor catches is caught whatever the detector says (round 6:
+    # the detector's alone put the threshold at 0.06, where "is ibuprofen safe when pregnant", P 0.07, alarmed).
+    floor = np.array([bot.safety.run(t) is not None for t in texts])
+    dev_floor = np.array([bot.safety.run(q.text) is not None for q in dev_queries])
     best = None
-    for t in np.arange(0.05, 0.96, 0.01):
-        recall = float(np.mean(oof[labels == 1] >= t))
+    for t in np.arange(0.02, 0.96, 0.01):
+        recall = float(np.mean((oof >= t)[labels == 1] | floor[labels == 1]))
         if recall >= EMERGENCY_RECALL:
             best = (round(float(t), 2), recall)
     threshold, recall = best
@@ -274,20 +282,37 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
                            for q in dev_queries], dtype=float)
     positives = labels == 1
 
-    def alarms(p, s, sure):
-        return np.array([learned_alarm(pi, None if si != si else si, threshold, sure, scope_answer)
-                         for pi, si in zip(p, s)])
+    def alarms(p, s, sure, slope=0.0, floored=None):
+        learned = np.array([learned_alarm(pi, None if si != si else si, threshold, sure, scope_answer, slope)
+                            for pi, si in zip(p, s)], dtype=bool)
+        return learned if floored is None else learned | floored
 
-    base = int(alarms(oof[positives], scopes[positives], 0.0).sum())
-    sure, fewest = 0.0, int(alarms(dev_p, dev_scopes, 0.0).sum())
+    def caught(sure, slope=0.0):  # cross-validated red flags that alarm
+        return int(alarms(oof[positives], scopes[positives], sure, slope, floor[positives]).sum())
+
+    def dev_alarmed(sure, slope=0.0):
+        return int(alarms(dev_p, dev_scopes, sure, slope, dev_floor).sum())
+
+    base = caught(0.0)
+    sure, fewest = 0.0, dev_alarmed(0.0)
     for candidate in np.arange(threshold + 0.01, 0.96, 0.01):
-        if int(alarms(oof[positives], scopes[positives], candidate).sum()) < base:
+        if caught(candidate) < base:
             break
-        dev_alarms = int(alarms(dev_p, dev_scopes, candidate).sum())
+        dev_alarms = dev_alarmed(candidate)
         if dev_alarms < fewest:
             sure, fewest = round(float(candidate), 2), dev_alarms
-    return (threshold, sure, recall, float(np.mean(alarms(dev_p, dev_scopes, sure))),
-            float(np.mean(alarms(oof[~positives], scopes[~positives], sure))))
+    # Then the band's slope over the scope (learned_alarm): the GENTLEST that brings the dev questions' alarms to
+    # their minimum, again losing none of the cross-validated red flags. Capped at 0.5: a red flag about a KB topic
+    # must never need more than sure + 0.5.
+    slope = 0.0
+    for candidate in np.arange(0.05, 0.51, 0.05):
+        if caught(sure, candidate) < base:
+            break
+        dev_alarms = dev_alarmed(sure, candidate)
+        if dev_alarms < fewest:
+            slope, fewest = round(float(candidate), 2), dev_alarms
+    return (threshold, sure, slope, recall, float(np.mean(alarms(dev_p, dev_scopes, sure, slope, dev_floor))),
+            float(np.mean(alarms(oof[~positives], scopes[~positives], sure, slope, floor[~positives]))))
 
 
 def intent_threshold(bot) -> tuple[float, float]:
@@ -394,13 +419,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # The emergency veto needs the scope model just fitted (the loaded one may be older or absent).
     bot.scope_model = ScopeModel(coef, intercept)
-    emergency, emergency_sure, e_recall, e_false, e_hard = emergency_threshold(bot, dev_queries, scope_answer)
+    emergency, emergency_sure, sure_slope, e_recall, e_false, e_hard = emergency_threshold(bot, dev_queries, scope_answer)
     intent, intent_precision = intent_threshold(bot)
     values = {"answer": settings.thresholds.answer, "suggest": settings.thresholds.suggest, "margin": 0.04,
               "dense_weight": weight, "lexical_saturation": saturation, "intent": intent,
               "classifier_weight": classifier_weight, "scope_coef": coef, "scope_intercept": intercept,
               "scope_answer": scope_answer, "scope_suggest": scope_suggest, "emergency": emergency,
-              "emergency_sure": emergency_sure}
+              "emergency_sure": emergency_sure, "emergency_sure_slope": sure_slope}
     header = (
         f"# Written by bench/calibrate.py on {dt.date.today()} (encoder {settings.encoder}, KB {bot.kb.version}).\n"
         f"# Dev half of the held-out set: {answerable} answerable, {len(dev_unanswerable)} unanswerable questions.\n"
@@ -418,9 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         f"# scope_suggest: {TARGET_SUGGEST_RECALL:.0%} of answerable dev questions score above it.\n"
         f"# answer/suggest/margin: score thresholds used only without a scope model; margin also marks the\n"
         f"#   near-tied neighbours offered as follow-ups and the aspect tie-break.\n"
-        + emergency_comment(e_recall, e_hard, e_false, emergency_sure) + "\n"
+        + emergency_comment(e_recall, e_hard, e_false, emergency_sure, sure_slope) + "\n"
         f"# intent: 5-fold CV on intents.yml + KB questions, precision {intent_precision:.3f} at this threshold.\n"
-        f"# Override one value with HOTLINE_THRESHOLD_<NAME>.\n"
+        f"# Override one value with HOTLINE_THRESHOLDS__<NAME> (e.g. HOTLINE_THRESHOLDS__EMERGENCY=0.2).\n"
     )
     text = header + yaml.safe_dump(values, sort_keys=False, default_flow_style=None)
     print(text)
@@ -435,25 +460,25 @@ def main(argv: list[str] | None = None) -> int:
 _EMERGENCY_COMMENT = "# emergency: learned detector"
 
 
-def emergency_comment(recall: float, hard: float, dev_false: float, sure: float) -> str:
+def emergency_comment(recall: float, hard: float, dev_false: float, sure: float, slope: float = 0.0) -> str:
     return (f"{_EMERGENCY_COMMENT}, cross-validated recall {recall:.3f} on the training examples; with the "
-            f"scope veto below emergency_sure {sure} (loses none of them) hard non-emergency examples flagged "
-            f"{hard:.1%}, dev-half questions flagged {dev_false:.1%}.")
+            f"scope veto below emergency_sure {sure} (+ {slope} x the scope above scope_answer; loses none of them) "
+            f"hard non-emergency examples flagged {hard:.1%}, dev-half questions flagged {dev_false:.1%}.")
 
 
 def _recalibrate_emergency(bot, settings: Settings, dev_queries, dry_run: bool) -> int:
     """Only the emergency threshold: rewrite its value and its comment line, keep everything else."""
-    threshold, sure, recall, dev_false, hard = emergency_threshold(bot, dev_queries)
-    comment = emergency_comment(recall, hard, dev_false, sure)
-    print(f"emergency: {threshold}\nemergency_sure: {sure}\n{comment}")
+    threshold, sure, slope, recall, dev_false, hard = emergency_threshold(bot, dev_queries)
+    comment = emergency_comment(recall, hard, dev_false, sure, slope)
+    print(f"emergency: {threshold}\nemergency_sure: {sure}\nemergency_sure_slope: {slope}\n{comment}")
     path = settings.knowledge_dir / "thresholds" / f"{settings.encoder_key}.yml"
     if dry_run or not path.exists():
         return 0
     lines = path.read_text(encoding="utf-8").splitlines()
     lines = [comment if line.startswith(_EMERGENCY_COMMENT) else
              f"emergency: {threshold}" if line.startswith("emergency:") else line for line in lines
-             if not line.startswith("emergency_sure:")]
-    lines.append(f"emergency_sure: {sure}")
+             if not line.startswith(("emergency_sure:", "emergency_sure_slope:"))]
+    lines += [f"emergency_sure: {sure}", f"emergency_sure_slope: {slope}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {path}")
     return 0

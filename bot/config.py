@@ -63,6 +63,9 @@ class Thresholds(BaseModel):
     # directly from the KB (scope >= scope_answer): a question the KB answers ("刚吃完饭做核酸会不会吐") is
     # not a person in danger. 0 = no such veto. The regex floor is never vetoed.
     emergency_sure: float = 0.0
+    # ...and the surer the scope model, the surer the detector must be: the band's top rises by this much from
+    # scope_answer to scope 1 (0: a flat band). See bot.safety.learned_alarm.
+    emergency_sure_slope: float = 0.0
 
     @classmethod
     def load(cls, path: Path, overrides: dict[str, float] | None = None) -> "Thresholds":

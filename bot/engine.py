@@ -20,11 +20,13 @@ import numpy as np
 from bot import commands
 from bot.config import Settings, Thresholds
 from bot.conversations.service import ConversationError, ConversationRecord, MessageScope, StoredTurn
+from bot.conversations.privacy import mask, mask_names
 from bot.conversations.status import ENDED, WITH_PERSON
 from bot.encoders import Encoder, build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
 from bot.intents import FAQ_INTENT, IntentPrediction
 from bot.kb import Entry, KnowledgeBase, load_knowledge_base
+from bot.kb.inbox import paraphrase_text
 from bot.kb.schema import Contact
 from bot.kb.schema import expand_contacts
 from bot.messages import Button, HandoffInfo, Message, Reply, ReplyMessage
@@ -202,7 +204,8 @@ class Bot:
         t = self.settings.thresholds
         emergency = self.safety.run(normalised)
         probability = self.index.emergency.probability(normalised, vector)
-        if emergency is None and learned_alarm(probability, scope, t.emergency, t.emergency_sure, t.scope_answer):
+        if emergency is None and learned_alarm(probability, scope, t.emergency, t.emergency_sure, t.scope_answer,
+                                                   t.emergency_sure_slope):
             emergency = f"learned:{probability:.2f}"
         aspect = None
         if self.index.aspects is not None:
@@ -519,11 +522,18 @@ def _retriever(index: SearchIndex, thresholds: Thresholds, known: KnownQuestions
     """``known``: the serving version's paraphrase lookup, reused when ``index`` kept its documents.
     ``covers``: the KB's general entries; a near-tie (``margin``) with an entry one covers goes to that entry."""
     if known is None or known.doc_texts is not index.doc_texts or known.doc_entry_ids is not index.doc_entry_ids:
-        known = KnownQuestions(index.doc_entry_ids, index.doc_texts)
+        known = KnownQuestions(index.doc_entry_ids, index.doc_texts, strip=without_personal_data)
     return HybridRetriever(index.doc_entry_ids, index.lexical, index.dense, thresholds.dense_weight,
                            thresholds.lexical_saturation, lexical_entry_ids=index.lexical_entry_ids,
                            classifier=index.entries, classifier_weight=thresholds.classifier_weight, known=known,
                            covers=covers, tie=thresholds.margin)
+
+
+def without_personal_data(normalised: str) -> str:
+    """The question as the KB inbox would add it as a paraphrase: names and numbers masked, then the clauses
+    holding them dropped (``bot.kb.inbox.paraphrase_text``); the question itself when it holds none."""
+    masked = mask_names(mask(normalised))
+    return normalised if masked == normalised else normalise(paraphrase_text(masked))
 
 
 def entry_texts(kb: KnowledgeBase) -> dict[str, str]:

@@ -41,7 +41,7 @@ def crisis_kind(normalised_text: str, learned: str | None = None) -> str:
 
 
 def learned_alarm(probability: float, scope: float | None, threshold: float, sure: float,
-                  scope_answer: float) -> bool:
+                  scope_answer: float, slope: float = 0.0) -> bool:
     """Does the learned detector's P(emergency) raise a red flag?
 
     At or above ``threshold`` it does, except in the unsure band below ``sure`` when the scope model
@@ -49,10 +49,17 @@ def learned_alarm(probability: float, scope: float | None, threshold: float, sur
     symptom, a medicine or a bedridden relative share words with red flags ("会不会吐", "降压药只剩三天"),
     and those are exactly the questions the KB answers. Calibrated (``bench/calibrate.py``) so that the
     veto loses none of the cross-validated red flags; a sure detector, or no scope model, always alarms.
+
+    ``slope``: the band's top rises linearly from ``sure`` at ``scope_answer`` to ``sure + slope`` at scope 1.
+    A question the KB answers with certainty needs a surer detector than one it barely answers. Round 6 (2026-12-03)
+    taught the detector indirect red flags (a relative isolating at home who no longer answers), and a flat band
+    low enough to keep them let "我爸在家隔离，降压药只剩三天的量了" (scope 0.99, P 0.72) alarm.
     """
     if probability < threshold:
         return False
-    return probability >= sure or scope is None or scope < scope_answer
+    if scope is None or scope < scope_answer:
+        return True
+    return probability >= sure + slope * (scope - scope_answer) / max(1.0 - scope_answer, 1e-9)
 
 
 class EmergencyDetector:

@@ -25,6 +25,23 @@ def test_mask_names_and_numbers():
     assert paraphrase_text("我叫***") == "我叫***"
 
 
+def test_a_question_with_the_personal_data_the_paraphrase_left_out_is_known():
+    """Round 6: the editor adds "宠物狗需要做核酸吗？" from "我叫***，宠物狗需要做核酸吗？电话***"; the citizen asking again
+    with name and number was looked up word for word, not found, and scored by a publish's provisional index (its
+    entry classifier not retrained yet): P 0.30, "did you mean" (the browser test of the inbox failed on it)."""
+    from bot.engine import without_personal_data
+    from bot.retrieval import KnownQuestions
+    from bot.text import normalise
+
+    known = KnownQuestions([TARGET, "testing.pcr_fee"], [normalise(DOG + "？"), normalise("做核酸要钱吗")],
+                           strip=without_personal_data)
+    assert known.entry(normalise("我叫王小明，宠物狗需要做核酸吗？电话13912345678")) == TARGET
+    assert known.entry(normalise(DOG)) == TARGET
+    assert known.entry(normalise("我叫王小明，宠物猫需要做核酸吗？")) is None  # another question stays unknown
+    assert KnownQuestions([TARGET], [normalise(DOG)]).entry(normalise("我叫王小明，宠物狗需要做核酸吗")) is None
+    assert without_personal_data(normalise("做核酸要钱吗")) == normalise("做核酸要钱吗")
+
+
 def test_inbox_groups_failures_and_paraphrase_fixes_them(editing):
     from connectors.app import create_app
 

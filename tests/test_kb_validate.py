@@ -93,6 +93,17 @@ def test_duplicate_question_across_entries(kb_copy):
                for p in problems), [str(p) for p in problems]
 
 
+def test_a_question_repeated_in_its_own_entry_is_a_warning_that_names_it(kb_copy):
+    """Round 6 pasted 19 paraphrases that an entry already had (some differing only in case or a question mark):
+    nothing said so, and an editor would edit one copy and leave the other."""
+    _append(kb_copy, ENTRY.format(name="twice", q="重复").replace("重复三", "重复一？").replace("重复 two", "重复 ONE"))
+    problems = [p for p in validate_knowledge_base(kb_copy, TODAY) if p.entry == "testing.twice"]
+    assert sorted((p.field, p.severity) for p in problems) == [("questions.en.1", "warning"),
+                                                               ("questions.zh.2", "warning")], problems
+    assert all("repeated in this entry" in p.message for p in problems)
+    assert load_knowledge_base(kb_copy, TODAY).entries["testing.twice"]  # a warning: still loadable
+
+
 def test_expired_entry_is_reported_but_still_loadable(kb_copy):
     _append(kb_copy, ENTRY.format(name="old_rule", q="旧规定") + "    valid_until: 2020-01-31\n")
     problems = validate_knowledge_base(kb_copy, TODAY)

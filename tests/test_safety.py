@@ -32,6 +32,18 @@ def test_a_sure_detector_alarms_whatever_the_kb_says():
     assert learned_alarm(0.54, 0.99, threshold=0.41, sure=0.54, scope_answer=0.51)  # boundary: sure
 
 
+def test_the_surer_the_kb_answers_the_surer_the_detector_must_be():
+    """Round 6: the band's top rises with the scope (``slope``). "我爸在家隔离，降压药只剩三天的量了" scored P 0.72
+    at scope 0.99 under a flat band of 0.25 and alarmed; a barely-answered question keeps the flat band."""
+    args = dict(threshold=0.06, sure=0.25, scope_answer=0.44, slope=0.2)
+    assert learned_alarm(0.72, 0.99, **{**args, "slope": 0.0})  # the flat band: an alarm
+    assert not learned_alarm(0.40, 0.99, **args)      # top 0.25 + 0.2 x (0.99 - 0.44) / 0.56 = 0.446
+    assert learned_alarm(0.45, 0.99, **args)
+    assert learned_alarm(0.26, 0.45, **args)          # just answerable: top 0.254
+    assert learned_alarm(0.07, 0.43, **args)          # not answerable: the threshold alone
+    assert learned_alarm(0.46, 1.0, **args)           # at scope 1: sure + slope = 0.45
+
+
 def test_no_scope_model_or_no_veto_means_the_threshold_alone_decides():
     assert learned_alarm(0.45, None, threshold=0.41, sure=0.54, scope_answer=0.51)
     assert learned_alarm(0.45, 0.99, threshold=0.41, sure=0.0, scope_answer=0.51)
@@ -47,6 +59,14 @@ def floor():
     "封控在家一个月，心里憋得慌",
     "家里有血氧仪，血氧低到多少要去医院",      # a question about the threshold
     "血氧低于几要去医院",
+    "戴口罩没法呼吸，能不能不戴",               # a mask complaint
+    "上个月晕倒过一次，现在能打疫苗吗",          # a history (晕倒过), not a collapse now
+    "小时候昏迷过，能打新冠疫苗吗",
+    "嗓子发紧是新冠的症状吗",                   # throat tightness alone, asked about
+    "过敏性休克的人能打疫苗吗",                  # a history of a severe allergy
+    "is anaphylaxis after the covid vaccine common",
+    "my throat feels tight, is that covid",
+    "我小时候惊厥过，现在能打新冠疫苗吗",           # a history (惊厥过)
 ])
 def test_floor_ignores_questions_and_idioms(floor, text):
     assert floor.run(normalise(text)) is None
@@ -57,6 +77,16 @@ def test_floor_ignores_questions_and_idioms(floor, text):
     "我爸憋得慌，一直大口喘气",
     "我妈血氧88了",
     "血氧低到90，嘴唇有点紫",
+    # round 6: "can't breathe" in other words, a collapse now, an allergic reaction (throat and rash or swelling)
+    "媽媽快沒辦法呼吸了，救護車要多久才會到",
+    "老人吸不到气了",
+    "我爸刚才晕倒了",
+    "打完疫苗半小时，嗓子发紧，脸也肿了",
+    "全身起疹子，喉咙发紧",
+    "got the jab, now hives all over and my throat feels tight",
+    "排队的时候前面一个老人倒在地上，没反应了",         # someone down and not responding
+    "喊我爸半天都没反应",
+    "孩子突然抽搐，口吐白沫",
 ])
 def test_floor_still_catches_people_in_danger(floor, text):
     assert floor.run(normalise(text)) is not None
@@ -117,6 +147,16 @@ def test_common_words_are_not_other_subjects():
     ("医院做核酸在哪挂号", "做核酸要预约吗 医院做核酸在哪挂号", ()),  # 挂号 alone is no other care
     # a named medicine's safety or dose is not the entry's unless the entry names it
     ("吃了头孢能喝酒吗", "做核酸前能吃东西喝水吗", ("medicines",)),
+    # round 6: the trade in kits, jobs and pay at testing sites, other offices' documents, a hay fever
+    ("想批发抗原试剂盒，有没有厂家的联系方式", "在哪里能买到抗原试剂", ("commerce",)),
+    ("I have antigen test kits to sell wholesale", "where can I buy antigen test kits", ("commerce",)),
+    ("核酸采样员一个月工资多少", "做一次核酸多少钱", ("jobs",)),
+    ("方舱医院招不招护士", "方舱医院是什么", ("jobs",)),
+    ("被隔离了公司扣工资合法吗", "隔离期间工资怎么发 被隔离了公司扣工资", ()),  # the KB's own pay entry
+    ("How do I get a police clearance certificate?", "how do I get my vaccination certificate", ("civil_documents",)),
+    ("I'm a foreigner on a work visa, the health code app won't verify my passport",
+     "foreigners apply for a health code with a passport", ()),  # a visa named as context is no subject
+    ("花粉过敏一直打喷嚏是不是阳了", "新冠的症状有哪些", ("allergy",)),
     ("Is cough syrup safe for a 5 year old?", "can children get the covid vaccine", ("medicines",)),
     ("阳了能吃布洛芬吗", "阳了能吃布洛芬吗 居家 退烧药", ()),
     ("封控期间降压药吃完了怎么办", "居家隔离期间慢性病的药怎么续方", ()),  # routine medicine is the KB's own

@@ -251,6 +251,9 @@ def _check_cross_entry(entries: dict[str, Entry], files: dict[str, str], problem
                 if owner is not None and owner != entry_id:
                     problems.append(Problem(rel, entry_id, f"questions.{lang}.{index}",
                                             f"question {question!r} is also a question of entry {owner}"))
+                elif owner == entry_id:  # a paste twice: harmless to answers, but one copy is clutter to edit
+                    problems.append(Problem(rel, entry_id, f"questions.{lang}.{index}",
+                                            f"question {question!r} is repeated in this entry", severity="warning"))
                 seen_questions.setdefault(key, entry_id)
         for index, target in enumerate(entry.follow_ups):
             if target not in entries:

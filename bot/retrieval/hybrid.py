@@ -9,7 +9,7 @@ held-out dev half (``bench/calibrate.py``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -45,17 +45,28 @@ class KnownQuestions:
     Built once per document list: at 10,000 entries (193k paraphrases) it takes 0.43 s, and a publish that
     keeps the paraphrases (an answer edit) keeps the index's document list, so the new version reuses it."""
 
-    def __init__(self, doc_entry_ids: Sequence[str], doc_texts: Sequence[str]):
+    def __init__(self, doc_entry_ids: Sequence[str], doc_texts: Sequence[str],
+                 strip: Callable[[str], str] | None = None):
+        """``strip``: the question as the KB inbox turns it into a paraphrase (clauses of personal data dropped):
+        a question found only so is known too. The editor adds "宠物狗需要做核酸吗?" from "我叫***,宠物狗需要做核酸吗?
+        电话***"; the citizen who asks again with the name and number must get the answer at once, and the
+        provisional index of a publish (the entry classifier not yet retrained) scored it P 0.30 (round 6)."""
         if len(doc_texts) != len(doc_entry_ids):
             raise ValueError("document texts and document list disagree in size")
         self.doc_entry_ids, self.doc_texts = doc_entry_ids, doc_texts
+        self._strip = strip
         self._entries: dict[str, str | None] = {}  # question key -> its entry (None: the KB has it under two)
         for text, entry_id in zip(doc_texts, doc_entry_ids):
             key = question_key(text)
             self._entries[key] = entry_id if self._entries.get(key, entry_id) == entry_id else None
 
     def entry(self, normalised: str) -> str | None:
-        return self._entries.get(question_key(normalised))
+        found = self._entries.get(question_key(normalised))
+        if found is None and self._strip is not None:
+            stripped = self._strip(normalised)
+            if stripped != normalised:
+                found = self._entries.get(question_key(stripped))
+        return found
 
 
 def prefer_specific(candidates: list[Candidate], covers: Mapping[str, frozenset[str]], tie: float) -> list[Candidate]:
