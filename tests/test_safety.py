@@ -33,10 +33,11 @@ def test_a_sure_detector_alarms_whatever_the_kb_says():
 
 
 def test_the_surer_the_kb_answers_the_surer_the_detector_must_be():
-    """Round 6: the band's top rises with the scope (``slope``). "我爸在家隔离，降压药只剩三天的量了" scored P 0.72
-    at scope 0.99 under a flat band of 0.25 and alarmed; a barely-answered question keeps the flat band."""
+    """Round 6: the band's top rises with the scope (``slope``). "刚吃完早饭就去捅嗓子会不会吐" scored P 0.30 at scope
+    0.90 under a flat band of 0.26 and alarmed; a barely-answered question keeps the flat band."""
     args = dict(threshold=0.06, sure=0.25, scope_answer=0.44, slope=0.2)
-    assert learned_alarm(0.72, 0.99, **{**args, "slope": 0.0})  # the flat band: an alarm
+    assert learned_alarm(0.30, 0.90, **{**args, "slope": 0.0})  # the flat band: an alarm
+    assert not learned_alarm(0.30, 0.90, **args)      # top 0.25 + 0.2 x (0.90 - 0.44) / 0.56 = 0.414
     assert not learned_alarm(0.40, 0.99, **args)      # top 0.25 + 0.2 x (0.99 - 0.44) / 0.56 = 0.446
     assert learned_alarm(0.45, 0.99, **args)
     assert learned_alarm(0.26, 0.45, **args)          # just answerable: top 0.254
