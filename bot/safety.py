@@ -54,8 +54,8 @@ def learned_alarm(probability: float, scope: float | None, threshold: float, sur
     A question the KB answers with certainty needs a surer detector than one it barely answers. Round 6 (2026-12-03)
     taught the detector indirect red flags (a relative isolating at home who no longer answers), and the flat band
     low enough to keep them (0.26) let "刚吃完早饭就去捅嗓子会不会吐" (scope 0.90, P 0.30) and "being shut in so long is
-    getting me down, is there anyone I can talk to" (0.89, 0.40) alarm; with the calibrated slope 0.2 they do not.
-    "我爸在家隔离，降压药只剩三天的量了" (0.99, P 0.73) still does: its top is 0.46.
+    getting me down, is there anyone I can talk to" (0.89, 0.40) alarm; with the calibrated slope 0.2 they did not,
+    and "我爸在家隔离，降压药只剩三天的量了" (0.99, P 0.73) still did (its top 0.46). Round 6b's calibration: 0.19 + 0.5.
     """
     if probability < threshold:
         return False
