@@ -34,7 +34,7 @@ from bot.index import build_retrievers, train_emergency_detector, train_topic_cl
 from bot.intents import FAQ_INTENT, IntentClassifier
 from bot.retrieval import HybridRetriever
 from bot.retrieval.entry_classifier import EntryClassifier
-from bot.safety import learned_alarm, load_emergency_examples
+from bot.safety import SHORT_MESSAGE, SHORT_SURE, learned_alarm, load_emergency_examples, message_size
 from bot.scope import FEATURES, ScopeModel, Vocabulary, load_out_of_kb, scope_evidence
 from bot.text import detect_language, normalise
 
@@ -265,9 +265,12 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
     # the detector's alone put the threshold at 0.06, where "is ibuprofen safe when pregnant", P 0.07, alarmed).
     floor = np.array([bot.safety.run(t) is not None for t in texts])
     dev_floor = np.array([bot.safety.run(q.text) is not None for q in dev_queries])
+    short = np.array([message_size(t) < SHORT_MESSAGE for t in texts])
+    dev_short = np.array([message_size(q.text) < SHORT_MESSAGE for q in dev_queries])
     best = None
     for t in np.arange(0.02, 0.96, 0.01):
-        recall = float(np.mean((oof >= t)[labels == 1] | floor[labels == 1]))
+        learned = (oof >= t) & (~short | (oof >= SHORT_SURE))
+        recall = float(np.mean(learned[labels == 1] | floor[labels == 1]))
         if recall >= EMERGENCY_RECALL:
             best = (round(float(t), 2), recall)
     threshold, recall = best
@@ -282,16 +285,17 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
                            for q in dev_queries], dtype=float)
     positives = labels == 1
 
-    def alarms(p, s, sure, slope=0.0, floored=None):
-        learned = np.array([learned_alarm(pi, None if si != si else si, threshold, sure, scope_answer, slope)
-                            for pi, si in zip(p, s)], dtype=bool)
+    def alarms(p, s, sure, slope=0.0, floored=None, shorts=None):
+        shorts = np.zeros(len(p), bool) if shorts is None else shorts
+        learned = np.array([learned_alarm(pi, None if si != si else si, threshold, sure, scope_answer, slope, bool(sh))
+                            for pi, si, sh in zip(p, s, shorts)], dtype=bool)
         return learned if floored is None else learned | floored
 
     def caught(sure, slope=0.0):  # cross-validated red flags that alarm
-        return int(alarms(oof[positives], scopes[positives], sure, slope, floor[positives]).sum())
+        return int(alarms(oof[positives], scopes[positives], sure, slope, floor[positives], short[positives]).sum())
 
     def dev_alarmed(sure, slope=0.0):
-        return int(alarms(dev_p, dev_scopes, sure, slope, dev_floor).sum())
+        return int(alarms(dev_p, dev_scopes, sure, slope, dev_floor, dev_short).sum())
 
     base = caught(0.0)
     sure, fewest = 0.0, dev_alarmed(0.0)
@@ -303,7 +307,7 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
             sure, fewest = round(float(candidate), 2), dev_alarms
     # Then the band's slope over the scope (learned_alarm): the GENTLEST that brings the dev questions' alarms to
     # their minimum, again losing none of the cross-validated red flags. Capped at 0.5: a red flag about a KB topic
-    # must never need more than sure + 0.5.
+    # must never need more than sure + 0.5 (round 6b's calibration stopped at the cap).
     slope = 0.0
     for candidate in np.arange(0.05, 0.51, 0.05):
         if caught(sure, candidate) < base:
@@ -311,8 +315,9 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
         dev_alarms = dev_alarmed(sure, candidate)
         if dev_alarms < fewest:
             slope, fewest = round(float(candidate), 2), dev_alarms
-    return (threshold, sure, slope, recall, float(np.mean(alarms(dev_p, dev_scopes, sure, slope, dev_floor))),
-            float(np.mean(alarms(oof[~positives], scopes[~positives], sure, slope, floor[~positives]))))
+    return (threshold, sure, slope, float(caught(sure, slope)) / max(int(positives.sum()), 1),
+            float(np.mean(alarms(dev_p, dev_scopes, sure, slope, dev_floor, dev_short))),
+            float(np.mean(alarms(oof[~positives], scopes[~positives], sure, slope, floor[~positives], short[~positives]))))
 
 
 def intent_threshold(bot) -> tuple[float, float]:
@@ -462,7 +467,8 @@ _EMERGENCY_COMMENT = "# emergency: learned detector"
 
 def emergency_comment(recall: float, hard: float, dev_false: float, sure: float, slope: float = 0.0) -> str:
     return (f"{_EMERGENCY_COMMENT}, cross-validated recall {recall:.3f} on the training examples; with the "
-            f"scope veto below emergency_sure {sure} (+ {slope} x the scope above scope_answer; loses none of them) "
+            f"scope veto below emergency_sure {sure} (rising by {slope} from scope_answer to scope 1; loses none of "
+            f"them) "
             f"hard non-emergency examples flagged {hard:.1%}, dev-half questions flagged {dev_false:.1%}.")
 
 

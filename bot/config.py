@@ -61,7 +61,7 @@ class Thresholds(BaseModel):
     emergency: float = 0.5
     # ...unless the detector is unsure (P < emergency_sure) and the scope model would answer the question
     # directly from the KB (scope >= scope_answer): a question the KB answers ("刚吃完饭做核酸会不会吐") is
-    # not a person in danger. 0 = no such veto. The regex floor is never vetoed.
+    # not a person in danger. 0 (with emergency_sure_slope 0) = no such veto. The regex floor is never vetoed.
     emergency_sure: float = 0.0
     # ...and the surer the scope model, the surer the detector must be: the band's top rises by this much from
     # scope_answer to scope 1 (0: a flat band). See bot.safety.learned_alarm.

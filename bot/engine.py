@@ -35,7 +35,7 @@ from bot.policy import KEEPS_FAILURES, MENTAL_HEALTH, Decision, DecisionPolicy
 from bot.regions import NATIONWIDE, Gazetteer
 from bot.responses import Responses
 from bot.retrieval import Candidate, HybridRetriever, KnownQuestions
-from bot.safety import EmergencyDetector, crisis_kind, learned_alarm
+from bot.safety import SHORT_MESSAGE, EmergencyDetector, crisis_kind, learned_alarm, message_size
 from bot.scope import RULE_CATEGORIES, OtherSubjects, ScopeEvidence, ScopeModel, scope_evidence
 from bot.topics import TopicOpeners
 from bot.text import (
@@ -205,7 +205,7 @@ class Bot:
         emergency = self.safety.run(normalised)
         probability = self.index.emergency.probability(normalised, vector)
         if emergency is None and learned_alarm(probability, scope, t.emergency, t.emergency_sure, t.scope_answer,
-                                                   t.emergency_sure_slope):
+                                                   t.emergency_sure_slope, message_size(normalised) < SHORT_MESSAGE):
             emergency = f"learned:{probability:.2f}"
         aspect = None
         if self.index.aspects is not None:
@@ -529,11 +529,19 @@ def _retriever(index: SearchIndex, thresholds: Thresholds, known: KnownQuestions
                            covers=covers, tie=thresholds.margin)
 
 
+_NOT_A_WORD_CHAR = re.compile(r"[\W_]")
+
+
 def without_personal_data(normalised: str) -> str:
     """The question as the KB inbox would add it as a paraphrase: names and numbers masked, then the clauses
-    holding them dropped (``bot.kb.inbox.paraphrase_text``); the question itself when it holds none."""
+    holding them dropped (``bot.kb.inbox.paraphrase_text``); the question itself when it holds none, or when
+    what is left is too short to be a question of its own ("我的手机号139…收不到验证码，怎么办" leaves "怎么办":
+    had an editor accepted that from the inbox, every "<a clause with a number>，怎么办" would be known)."""
     masked = mask_names(mask(normalised))
-    return normalised if masked == normalised else normalise(paraphrase_text(masked))
+    if masked == normalised:
+        return normalised
+    stripped = normalise(paraphrase_text(masked))
+    return stripped if len(_NOT_A_WORD_CHAR.sub("", stripped)) >= 6 else normalised
 
 
 def entry_texts(kb: KnowledgeBase) -> dict[str, str]:

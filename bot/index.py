@@ -418,9 +418,9 @@ def train_emergency_detector(doc_texts: list[str], doc_vectors: np.ndarray, inte
     labels = ([1] * len(emergency_texts) + [0] * len(calm_texts) + [0] * len(doc_texts)
               + [int(label == "emergency") for label in intent_labels])
     vectors = np.vstack([example_vectors, doc_vectors, intent_vectors])
-    # C=16 (weaker regularisation than the other binary models' 4): on 5-fold CV of the examples it
-    # flagged 2.6% of the hard non-emergency ones at the 98%-recall threshold vs 4.6% with C=4, and
-    # left 2 instead of 4 dev-half questions within 70% of the threshold (measured 2026-11-30).
+    # EMERGENCY_C (weaker regularisation than the other binary models' 4): measured on 5-fold CV of the examples,
+    # 2026-11-30 (C=16 against 4: 2.6 % of the hard non-emergency ones flagged at the 98%-recall threshold against
+    # 4.6 %) and for round 6 (C=64, at its definition).
     return LearnedEmergencyDetector.train(texts, labels, vectors, C=EMERGENCY_C, previous=previous)
 
 

@@ -40,8 +40,23 @@ def crisis_kind(normalised_text: str, learned: str | None = None) -> str:
     return "medical"
 
 
+# A message this short (CJK characters + Latin words) gives the learned detector too little to go on: after round 6
+# taught it farewells, "我再想想" scored 0.15-0.30, "王阿姨" 0.64 and "never mind i found it" 0.63, over a threshold
+# of 0.05. Short red flags are explicit ("I've been stabbed", "My husband drank pesticide": 1.00) or the regex
+# floor's ("救命", "喘不上气"), so a short message alarms the detector alone only when it is sure.
+SHORT_MESSAGE = 6
+SHORT_SURE = 0.9
+_CJK_CHAR = re.compile(r"[\u3400-\u9fff]")
+_LATIN_WORD = re.compile(r"[a-z]+", re.IGNORECASE)
+
+
+def message_size(normalised_text: str) -> int:
+    """CJK characters plus Latin words: how much a message says, across scripts."""
+    return len(_CJK_CHAR.findall(normalised_text)) + len(_LATIN_WORD.findall(normalised_text))
+
+
 def learned_alarm(probability: float, scope: float | None, threshold: float, sure: float,
-                  scope_answer: float, slope: float = 0.0) -> bool:
+                  scope_answer: float, slope: float = 0.0, short: bool = False) -> bool:
     """Does the learned detector's P(emergency) raise a red flag?
 
     At or above ``threshold`` it does, except in the unsure band below ``sure`` when the scope model
@@ -50,6 +65,8 @@ def learned_alarm(probability: float, scope: float | None, threshold: float, sur
     and those are exactly the questions the KB answers. Calibrated (``bench/calibrate.py``) so that the
     veto loses none of the cross-validated red flags; a sure detector, or no scope model, always alarms.
 
+    ``short``: the message is shorter than ``SHORT_MESSAGE`` (``message_size``): only a sure detector alarms.
+
     ``slope``: the band's top rises linearly from ``sure`` at ``scope_answer`` to ``sure + slope`` at scope 1.
     A question the KB answers with certainty needs a surer detector than one it barely answers. Round 6 (2026-12-03)
     taught the detector indirect red flags (a relative isolating at home who no longer answers), and the flat band
@@ -57,7 +74,7 @@ def learned_alarm(probability: float, scope: float | None, threshold: float, sur
     getting me down, is there anyone I can talk to" (0.89, 0.40) alarm; with the calibrated slope 0.2 they did not,
     and "我爸在家隔离，降压药只剩三天的量了" (0.99, P 0.73) still did (its top 0.46). Round 6b's calibration: 0.19 + 0.5.
     """
-    if probability < threshold:
+    if probability < threshold or (short and probability < SHORT_SURE):
         return False
     if scope is None or scope < scope_answer:
         return True

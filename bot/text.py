@@ -50,14 +50,17 @@ _EN_STOP_WORDS = frozenset(
 # words no entry uses, counted against the top entry in the scope model: "my daughter tested positive and shes
 # only 4, can i go into isolation with her" scored P 0.29 and was "not covered" over "shes". The negation is
 # kept as "not" (a word, not a stop word, here); the rest of a clitic ('s, 'm, 're, 've, 'll, 'd) goes.
-_CLITIC = re.compile(r"\b([a-z]+?)(n['’]t|['’](?:s|m|re|ve|ll|d))\b")
+_CLITIC = re.compile(r"(?<![a-z])([a-z]+?)(n['’]t|['’](?:s|m|re|ve|ll|d))\b")  # not \b: "我don't" has none
 _NEGATED_BASE = {"ca": "can", "wo": "will", "ai": "is", "sha": "shall"}
 _NO_APOSTROPHE = {word: word[:-2] for word in (
     "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "havent", "hasnt", "hadnt", "couldnt",
     "shouldnt", "wouldnt", "mustnt", "neednt")}
 _NO_APOSTROPHE.update({"cant": "can", "wont": "will", "aint": "is"})
-_NO_CLITIC = frozenset({"im", "ive", "youre", "youve", "theyre", "theyve", "shes", "thats", "whats", "wheres",
-                        "hows", "whos", "theres", "weve", "itll", "youll", "theyll"})
+# ...and what is left of one without its apostrophe: a pronoun (a stop word, dropped) or a question word (kept: it
+# carries the question's intent, "whats" as "what's").
+_NO_CLITIC = {"im": "", "ive": "", "youre": "", "youve": "", "theyre": "", "theyve": "", "shes": "", "thats": "",
+              "theres": "", "weve": "", "itll": "", "youll": "", "theyll": "",
+              "whats": "what", "wheres": "where", "hows": "how", "whos": "who"}
 
 
 def _expand_contraction(match: re.Match[str]) -> str:
@@ -245,7 +248,11 @@ class DomainTokenizer:
                             out.append(self._stemmer.stemWord(_NO_APOSTROPHE[piece]))
                         out.append("not")
                         continue
-                    if piece in _EN_STOP_WORDS or piece in _NO_CLITIC:
+                    if piece in _NO_CLITIC:
+                        if _NO_CLITIC[piece]:
+                            out.append(_NO_CLITIC[piece])
+                        continue
+                    if piece in _EN_STOP_WORDS:
                         continue
                     canonical = self._stemmer.stemWord(piece)
                 out.append(canonical)

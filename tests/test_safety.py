@@ -45,6 +45,18 @@ def test_the_surer_the_kb_answers_the_surer_the_detector_must_be():
     assert learned_alarm(0.46, 1.0, **args)           # at scope 1: sure + slope = 0.45
 
 
+def test_a_short_message_alarms_the_detector_alone_only_when_it_is_sure():
+    """Round 6's detector learned farewells, and short chat scored over its threshold of 0.05-0.06 ("我再想想" 0.15-0.30,
+    "王阿姨" 0.64, "never mind i found it" 0.63). Short red flags are explicit (P 1.00) or the regex floor's."""
+    from bot.safety import SHORT_SURE, message_size
+
+    assert message_size(normalise("我再想想")) == 4 and message_size(normalise("never mind i found it")) == 5
+    assert message_size(normalise("我爸 can't breathe")) == 5  # 2 characters + 3 Latin words (can, t, breathe)
+    args = dict(threshold=0.06, sure=0.26, scope_answer=0.44)
+    assert learned_alarm(0.64, 0.10, **args) and not learned_alarm(0.64, 0.10, short=True, **args)
+    assert learned_alarm(SHORT_SURE, 0.10, short=True, **args)  # "I've been stabbed": P 1.00
+
+
 def test_no_scope_model_or_no_veto_means_the_threshold_alone_decides():
     assert learned_alarm(0.45, None, threshold=0.41, sure=0.54, scope_answer=0.51)
     assert learned_alarm(0.45, 0.99, threshold=0.41, sure=0.0, scope_answer=0.51)
@@ -67,7 +79,14 @@ def floor():
     "过敏性休克的人能打疫苗吗",                  # a history of a severe allergy
     "is anaphylaxis after the covid vaccine common",
     "my throat feels tight, is that covid",
-    "我小时候惊厥过，现在能打新冠疫苗吗",           # a history (惊厥过)
+    "鼻塞了晚上没法呼吸，睡不着，怎么办",            # a blocked nose (round 6's review)
+    "戴着口罩感觉没法呼吸，可以摘吗",
+    "新冠会导致不能呼吸吗",                          # asked about
+    "健康码拍照上传没反应怎么办",                     # an app, not a person
+    "核酸点叫号半天没反应",
+    "孩子得了疱疹性咽峡炎，喉咙肿，能做核酸吗",       # 疱疹 is no rash of an allergy
+    "my throat feels tight when i take a deep breath, is that covid",
+    "swollen glands and my throat is swollen, is it covid",
 ])
 def test_floor_ignores_questions_and_idioms(floor, text):
     assert floor.run(normalise(text)) is None
@@ -88,6 +107,9 @@ def test_floor_ignores_questions_and_idioms(floor, text):
     "排队的时候前面一个老人倒在地上，没反应了",         # someone down and not responding
     "喊我爸半天都没反应",
     "孩子突然抽搐，口吐白沫",
+    "我爸突然昏迷过去了",                            # 过去: passing out now (round 6's review)
+    "他刚刚晕倒过去，现在没意识",
+    "孩子刚才抽搐过一次，现在叫不太醒",
 ])
 def test_floor_still_catches_people_in_danger(floor, text):
     assert floor.run(normalise(text)) is not None

@@ -39,6 +39,12 @@ def test_english_contractions_leave_no_stray_pieces_and_keep_the_negation():
     assert tokenizer.words(normalise("I can't get a test")) == tokenizer.words(normalise("I cant get a test")) \
         == ["not", "test"]  # "can", "i", "get" and "a" are stop words
     assert "id" in tokenizer.words(normalise("my ID card"))  # not a contraction of "I would"
+    # a question word keeps its place with or without the apostrophe (round 6's review: "whats" was dropped)
+    for text in ("what's the fee", "whats the fee"):
+        assert tokenizer.words(normalise(text)) == ["what", "fee"], text
+    assert tokenizer.words(normalise("wheres the site")) == tokenizer.words(normalise("where's the site"))
+    # English right after Chinese has no word boundary before it
+    assert tokenizer.words(normalise("我don't know")) == tokenizer.words(normalise("我 don't know"))
 
 
 def test_user_dictionary_keeps_domain_words_whole(tmp_path):
