@@ -42,7 +42,7 @@ def crisis_kind(normalised_text: str, learned: str | None = None) -> str:
 
 # A message this short (CJK characters + Latin words) gives the learned detector too little to go on: after round 6
 # taught it farewells, "我再想想" scored 0.15-0.30, "王阿姨" 0.64 and "never mind i found it" 0.63, over a threshold
-# of 0.05. Short red flags are explicit ("I've been stabbed", "My husband drank pesticide": 1.00) or the regex
+# of 0.05-0.06. Short red flags are explicit ("I've been stabbed", "My husband drank pesticide": 1.00) or the regex
 # floor's ("救命", "喘不上气"), so a short message alarms the detector alone only when it is sure.
 SHORT_MESSAGE = 6
 SHORT_SURE = 0.9
@@ -72,7 +72,7 @@ def learned_alarm(probability: float, scope: float | None, threshold: float, sur
     taught the detector indirect red flags (a relative isolating at home who no longer answers), and the flat band
     low enough to keep them (0.26) let "刚吃完早饭就去捅嗓子会不会吐" (scope 0.90, P 0.30) and "being shut in so long is
     getting me down, is there anyone I can talk to" (0.89, 0.40) alarm; with the calibrated slope 0.2 they did not,
-    and "我爸在家隔离，降压药只剩三天的量了" (0.99, P 0.73) still did (its top 0.46). Round 6b's calibration: 0.19 + 0.5.
+    and "我爸在家隔离，降压药只剩三天的量了" (0.99, P 0.73) still does (its top 0.46).
     """
     if probability < threshold or (short and probability < SHORT_SURE):
         return False
