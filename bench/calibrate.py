@@ -34,7 +34,7 @@ from bot.index import build_retrievers, train_emergency_detector, train_topic_cl
 from bot.intents import FAQ_INTENT, IntentClassifier
 from bot.retrieval import HybridRetriever
 from bot.retrieval.entry_classifier import EntryClassifier
-from bot.safety import SHORT_MESSAGE, SHORT_SURE, learned_alarm, load_emergency_examples, message_size
+from bot.safety import SHORT_MESSAGE, learned_alarm, load_emergency_examples, message_size
 from bot.scope import FEATURES, ScopeModel, Vocabulary, load_out_of_kb, scope_evidence
 from bot.text import detect_language, normalise
 
@@ -268,9 +268,9 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
     short = np.array([message_size(t) < SHORT_MESSAGE for t in texts])
     dev_short = np.array([message_size(q.text) < SHORT_MESSAGE for q in dev_queries])
     best = None
-    for t in np.arange(0.02, 0.96, 0.01):
-        learned = (oof >= t) & (~short | (oof >= SHORT_SURE))
-        recall = float(np.mean(learned[labels == 1] | floor[labels == 1]))
+    for t in np.arange(0.02, 0.96, 0.01):  # the veto aside (scope None): learned_alarm's threshold and short rule
+        recall = float(np.mean([f or learned_alarm(p, None, t, 0.0, 0.0, short=s)
+                                for p, f, s in zip(oof[labels == 1], floor[labels == 1], short[labels == 1])]))
         if recall >= EMERGENCY_RECALL:
             best = (round(float(t), 2), recall)
     threshold, recall = best
@@ -285,11 +285,10 @@ def emergency_threshold(bot, dev_queries, scope_answer: float | None = None):
                            for q in dev_queries], dtype=float)
     positives = labels == 1
 
-    def alarms(p, s, sure, slope=0.0, floored=None, shorts=None):
-        shorts = np.zeros(len(p), bool) if shorts is None else shorts
+    def alarms(p, s, sure, slope, floored, shorts):
         learned = np.array([learned_alarm(pi, None if si != si else si, threshold, sure, scope_answer, slope, bool(sh))
                             for pi, si, sh in zip(p, s, shorts)], dtype=bool)
-        return learned if floored is None else learned | floored
+        return learned | floored
 
     def caught(sure, slope=0.0):  # cross-validated red flags that alarm
         return int(alarms(oof[positives], scopes[positives], sure, slope, floor[positives], short[positives]).sum())

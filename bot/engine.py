@@ -20,7 +20,7 @@ import numpy as np
 from bot import commands
 from bot.config import Settings, Thresholds
 from bot.conversations.service import ConversationError, ConversationRecord, MessageScope, StoredTurn
-from bot.conversations.privacy import mask, mask_names
+from bot.conversations.privacy import mask_names
 from bot.conversations.status import ENDED, WITH_PERSON
 from bot.encoders import Encoder, build_encoder, encode
 from bot.index import SearchIndex, load_or_build_index
@@ -537,7 +537,7 @@ def without_personal_data(normalised: str) -> str:
     holding them dropped (``bot.kb.inbox.paraphrase_text``); the question itself when it holds none, or when
     what is left is too short to be a question of its own ("我的手机号139…收不到验证码，怎么办" leaves "怎么办":
     had an editor accepted that from the inbox, every "<a clause with a number>，怎么办" would be known)."""
-    masked = mask_names(mask(normalised))
+    masked = mask_names(normalised)  # numbers too: mask_names applies mask
     if masked == normalised:
         return normalised
     stripped = normalise(paraphrase_text(masked))
