@@ -199,6 +199,38 @@ def test_a_late_save_or_validation_leaves_the_entry_opened_since_as_it_is(editor
     assert page.input_value('[data-field="answer.en"]') == "EDITS TYPED INTO B"
 
 
+def test_a_save_over_a_draft_saved_in_another_tab_is_refused_and_keeps_what_was_typed(editor_page, browser, server):
+    """Two editors (or one in two tabs) open the same entry and both save: the second save is refused with what
+    happened, and what was typed stays in the form. Before, the last save silently replaced the first."""
+    page, entry = editor_page, "testing.pcr_hours"
+    title, answer = page.locator("#kb-title"), '[data-field="answer.en"]'
+    page.wait_for_selector(f"#kb-item-{entry.replace('.', '-')}")
+    page.click(f"#kb-item-{entry.replace('.', '-')}")
+    expect(title).to_have_text(entry)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    try:
+        other = context.new_page()
+        log_in_as_editor(other, server)
+        other.wait_for_selector(f"#kb-item-{entry.replace('.', '-')}")
+        other.click(f"#kb-item-{entry.replace('.', '-')}")
+        expect(other.locator("#kb-title")).to_have_text(entry)
+        other.fill(answer, "SAVED IN THE OTHER TAB")
+        other.click("#kb-save")
+        expect(other.locator("#kb-state")).to_contain_text("草稿")
+    finally:
+        context.close()
+    page.fill(answer, "TYPED HERE, SAVED SECOND")
+    page.click("#kb-save")
+    expect(page.locator("#kb-err-general")).to_contain_text("changed since you opened it")
+    assert page.input_value(answer) == "TYPED HERE, SAVED SECOND"
+    page.screenshot(path=str(ARTIFACTS / "kb_editor_conflict.png"))
+    page.click(f"#kb-item-{entry.replace('.', '-')}")  # reloaded: the other tab's draft
+    expect(page.locator(answer)).to_have_value("SAVED IN THE OTHER TAB")
+    page.click("#kb-discard")  # the module's later tests publish every draft
+    expect(page.locator("#kb-state")).to_contain_text("已发布")
+    assert page.errors == []
+
+
 def test_the_test_box_shows_the_newest_questions_result(editor_page):
     """A slow result for the question tried before is not drawn over the one tried after it (it was)."""
     page = editor_page

@@ -434,3 +434,38 @@ def test_a_publish_refused_at_its_commit_leaves_this_process_serving_what_is_liv
     with pytest.raises(KbEditError):
         live.publish("edna", [MINI_ENTRY])
     assert mini_editing.bot.kb.version == serving
+
+
+def test_an_edit_from_an_older_view_is_a_412_and_a_rollback_keeps_the_pending_draft(mini_editing):
+    """Over HTTP as the console does it: the entry's GET carries an ETag, changes send it back in ``If-Match``.
+    Before, two editors on one entry overwrote each other (the last save won) and a rollback replaced a
+    colleague's pending draft."""
+    from connectors.app import create_app
+
+    app = create_app(mini_editing)
+    mini_editing.staff.create("yi", "correct horse 1", role="editor")
+    jia, yi = _login(app), _login(app, "yi")
+    path = f"/agents/api/kb/entries/{MINI_ENTRY}"
+    opened = jia.get(path)
+    assert opened.headers["ETag"] == f'"{opened.json["etag"]}"'
+    edited = dict(opened.json["published"]) | {"answer": {**opened.json["published"]["answer"], "zh": "甲的改动。"}}
+    saved = jia.post(path, json={"entry": edited}, headers={"If-Match": opened.headers["ETag"]})
+    assert saved.status_code == 200 and saved.headers["ETag"] != opened.headers["ETag"]
+    theirs = dict(edited) | {"answer": {**edited["answer"], "zh": "乙的改动。"}}
+    stale = yi.post(path, json={"entry": theirs}, headers={"If-Match": opened.headers["ETag"]})
+    assert stale.status_code == 412 and stale.json["error"]["field"] == "entry"
+    assert "edna saved a draft" in stale.json["error"]["message"]
+    assert yi.post(f"{path}/discard", json={}, headers={"If-Match": opened.headers["ETag"]}).status_code == 412
+    assert jia.get(path).json["draft"]["answer"]["zh"] == "甲的改动。"
+    two = yi.post(path, json={"entry": theirs}, headers={"If-Match": '"a", "b"'})
+    assert two.status_code == 400 and two.json["error"]["field"] == "If-Match"
+    # published, then 乙 starts a new draft and 甲 rolls the published change back: 乙's draft stays
+    assert jia.post("/agents/api/kb/publish", json={}).status_code == 200
+    current = yi.get(path)
+    assert yi.post(path, json={"entry": theirs}, headers={"If-Match": current.headers["ETag"]}).status_code == 200
+    revision = current.json["history"][1]["revision"]
+    back = jia.post(f"{path}/rollback", json={"revision": revision})
+    assert back.status_code == 200, back.json
+    assert back.json["entry"]["published"] == opened.json["published"]
+    assert back.json["entry"]["draft"]["answer"]["zh"] == "乙的改动。" and back.json["entry"]["draft_by"] == "yi"
+    assert mini_editing.bot.kb.version == back.json["publication"]["version"]

@@ -76,14 +76,66 @@ def test_draft_publish_history_rollback_audit(store, tmp_path):
     changed = [p.name for p in (out / "faq").glob("*.yml") if p.read_bytes() != (SHIPPED / "faq" / p.name).read_bytes()]
     assert changed == ["testing.yml"]
     assert load_knowledge_base(out).version == publication.version
-    # one-click rollback: a draft of the old revision, published
-    store.rollback("testing.pcr_fee", history[1]["revision"], actor="ed")
-    back, kb = store.publish("ed", entry_ids=["testing.pcr_fee"])
+    # one-click rollback: the old revision, published
+    content = store.revision_content("testing.pcr_fee", history[1]["revision"])
+    back, kb = store.publish("ed", entry_ids=["testing.pcr_fee"], restore={"testing.pcr_fee": content})
     assert kb.entries["testing.pcr_fee"].answer.zh == original["answer"]["zh"]
     assert back.version == first.version  # the same content has the same hash
+    assert store.entry("testing.pcr_fee")["status"] == "live" and store.pending() == []
     with store.db.read() as session:
         actions = [a.action for a in session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars()]
-    assert actions == ["kb.import", "kb.draft", "kb.publish", "kb.draft", "kb.publish"]
+    assert actions == ["kb.import", "kb.draft", "kb.publish", "kb.publish"]
+
+
+def test_a_save_from_an_older_view_does_not_overwrite_another_editors_draft(store):
+    """Two editors open the same entry; the second to save used to replace the first's draft without a word."""
+    store.import_dir(SHIPPED)
+    opened = store.entry("testing.pcr_fee")["etag"]  # both editors see this
+    store.save_draft("testing.pcr_fee", _edited(store, text="甲的改动。"), "jia", expected=opened)
+    with pytest.raises(KbEditError) as refused:
+        store.save_draft("testing.pcr_fee", _edited(store, text="乙的改动。"), "yi", expected=opened)
+    assert refused.value.status == 412 and refused.value.field == "entry" and "jia saved a draft" in refused.value.message
+    view = store.entry("testing.pcr_fee")
+    assert view["draft"]["answer"]["zh"] == "甲的改动。" and view["draft_by"] == "jia"
+    for stale in (store.retire, store.discard):  # nor retire or discard what they never saw
+        with pytest.raises(KbEditError) as refused:
+            stale("testing.pcr_fee", "yi", expected=opened)
+        assert refused.value.status == 412
+    assert store.entry("testing.pcr_fee")["draft"]["answer"]["zh"] == "甲的改动。"
+    # from the current view it goes through, and the view's etag moves on
+    store.save_draft("testing.pcr_fee", _edited(store, text="乙的改动。"), "yi", expected=view["etag"])
+    assert store.entry("testing.pcr_fee")["etag"] != view["etag"]
+    # publishing changes the etag too: a discard from before the publish is refused
+    before = store.entry("testing.pcr_fee")["etag"]
+    store.publish("jia")
+    with pytest.raises(KbEditError) as refused:
+        store.discard("testing.pcr_fee", "yi", expected=before)
+    assert refused.value.status == 412 and "published" in refused.value.message
+
+
+def test_a_rollback_keeps_another_editors_pending_draft(store):
+    """A rollback used to save the old revision as the entry's draft and publish it: a colleague's pending draft
+    on that entry was replaced and lost."""
+    first = store.import_dir(SHIPPED)
+    original = store.entry("testing.pcr_fee")["published"]
+    store.save_draft("testing.pcr_fee", _edited(store, text="错误的收费标准。"), "jia")
+    store.publish("jia")
+    store.save_draft("testing.pcr_fee", _edited(store, text="乙正在改的答案。"), "yi")
+    revision = store.history("testing.pcr_fee")[1]["revision"]
+    back, kb = store.publish("jia", ["testing.pcr_fee"], restore={
+        "testing.pcr_fee": store.revision_content("testing.pcr_fee", revision)})
+    assert back.version == first.version and kb.entries["testing.pcr_fee"].answer.zh == original["answer"]["zh"]
+    view = store.entry("testing.pcr_fee")
+    assert view["published"] == original
+    assert view["draft"]["answer"]["zh"] == "乙正在改的答案。" and view["draft_by"] == "yi" and view["status"] == "draft"
+    with pytest.raises(KbEditError) as missing:
+        store.revision_content("testing.pcr_fee", 10 ** 6)
+    assert missing.value.status == 404
+    # restoring a retirement is checked like any publish: other entries still point at this one
+    with pytest.raises(KbEditError) as refused:
+        store.publish("jia", ["testing.pcr_fee"], restore={"testing.pcr_fee": None})
+    assert refused.value.status == 422 and any(p.field.startswith("follow_ups") for p in refused.value.problems)
+    assert store.entry("testing.pcr_fee")["draft_by"] == "yi" and store.entry("testing.pcr_fee")["published"]
 
 
 def test_invalid_draft_is_refused_by_field(store):

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.index import (SearchIndex, VectorMemo, artifact_dir, is_complete, load_index, retrain_index, save_index,
                        update_index)
@@ -225,15 +225,17 @@ class LiveKnowledge:
     # -- publishing ---------------------------------------------------------------------
 
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
-                review: bool = True, effective_from: dt.datetime | None = None) -> Publication:
+                review: bool = True, effective_from: dt.datetime | None = None,
+                restore: dict[str, dict[str, Any] | None] | None = None) -> Publication:
         """Publish the drafts; this process swaps before the version row commits, others follow.
-        ``review=False``: a rollback (the restored content was published, hence approved, before)."""
+        ``review=False``: a rollback (the restored content was published, hence approved, before); ``restore``:
+        its content (see ``KnowledgeStore.publish``)."""
         with self._lock:
             serving = self.services.bot
             try:
                 publication, _ = self.store.publish(actor, entry_ids, note, before_commit=self.swap,
                                                     four_eyes=self.settings.kb.four_eyes and review,
-                                                    effective_from=effective_from)
+                                                    effective_from=effective_from, restore=restore)
             except BaseException:
                 self.services.bot = serving  # swapped before a commit that did not happen: serve what is live
                 raise

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import hashlib
+import json
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -71,6 +73,28 @@ class Publication:
 def _publication(row: KbPublication) -> Publication:
     return Publication(row.id, row.version, row.published_by, row.published_at, list(row.entries or []), row.note,
                        row.effective_from)
+
+
+def entry_etag(row: KbEntry) -> str:
+    """What an editor saw of an entry (live content, draft, retirement), as an HTTP entity tag. A save, retire or
+    discard made from an older view is refused (412) instead of silently replacing what another editor saved in
+    between: before, the last save won and the first editor's change was gone without a word."""
+    seen = json.dumps([row.published, row.draft, bool(row.draft_retire)], sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"))
+    return hashlib.sha256(seen.encode("utf-8")).hexdigest()[:24]
+
+
+def _unchanged(row: KbEntry, expected: str | None) -> None:
+    """Refuses an edit made from a view of ``row`` other than its current one (``expected``: the view's etag)."""
+    if expected is None or entry_etag(row) == expected:
+        return
+    if row.draft is not None or row.draft_retire:
+        since = f"{row.draft_by or 'another editor'} saved a draft" + (
+            f" at {row.draft_at:%Y-%m-%d %H:%M} UTC" if row.draft_at else "")
+    else:
+        since = "it was published or its draft discarded"
+    raise KbEditError(412, f"{row.entry_id} changed since you opened it ({since}): reload it and make your "
+                      "change again", field="entry")
 
 
 def _audit(session: Session, actor: str, action: str, target: str = "", detail: dict[str, Any] | None = None,
@@ -143,7 +167,8 @@ class KnowledgeStore:
 
     @staticmethod
     def _view(row: KbEntry) -> dict[str, Any]:
-        return {"id": row.entry_id, "category": row.category, "published": row.published, "draft": row.draft,
+        return {"id": row.entry_id, "category": row.category, "etag": entry_etag(row),
+                "published": row.published, "draft": row.draft,
                 "draft_retire": row.draft_retire, "draft_by": row.draft_by,
                 "draft_at": row.draft_at.isoformat() + "Z" if row.draft_at else None,
                 "status": ("retire" if row.draft_retire else "draft" if row.draft is not None
@@ -409,9 +434,11 @@ class KnowledgeStore:
                 raise KbEditError(404, f"no {kind} {edited_id!r}")
             return list((row.draft or row.published or {}) if row else {}) or list(content)
 
-    def save_draft(self, entry_id: str | None, content: Any, actor: str) -> dict[str, Any] | None:
+    def save_draft(self, entry_id: str | None, content: Any, actor: str,
+                   expected: str | None = None) -> dict[str, Any] | None:
         """Store a draft (new entry when ``entry_id`` is None). Refused with every problem of the
-        entry, by field, when it would not pass ``kb validate``; problems elsewhere do not block."""
+        entry, by field, when it would not pass ``kb validate``; problems elsewhere do not block.
+        ``expected``: the etag of the view the editor changed (412 when the entry changed since)."""
         entry, problems = check_entry(content)
         if entry is None:
             raise KbEditError(422, "the entry is not valid", problems)
@@ -425,7 +452,9 @@ class KnowledgeStore:
             raise KbEditError(422, "the entry is not valid", problems)
         now = self.clock()
         with self.db.transaction() as session:
-            row = session.get(KbEntry, entry.id)
+            row = session.get(KbEntry, entry.id, with_for_update=True)
+            if row is not None and entry_id is not None:
+                _unchanged(row, expected)
             if row is None:
                 position = session.execute(select(func.count()).select_from(KbEntry)
                                            .where(KbEntry.category == entry.category)).scalar() or 0
@@ -439,23 +468,25 @@ class KnowledgeStore:
             _audit(session, actor, "kb.draft", entry.id, {"new": row.published is None}, now)
         return self.entry(entry.id)
 
-    def retire(self, entry_id: str, actor: str) -> dict[str, Any] | None:
+    def retire(self, entry_id: str, actor: str, expected: str | None = None) -> dict[str, Any] | None:
         """Draft that removes the entry from the live KB at the next publish."""
         now = self.clock()
         with self.db.transaction() as session:
-            row = session.get(KbEntry, entry_id)
+            row = session.get(KbEntry, entry_id, with_for_update=True)
             if row is None:
                 raise KbEditError(404, f"no entry {entry_id!r}")
+            _unchanged(row, expected)
             row.draft, row.draft_retire, row.draft_by, row.draft_at = None, True, actor, now
             _audit(session, actor, "kb.retire", entry_id, {}, now)
         return self.entry(entry_id)
 
-    def discard(self, entry_id: str, actor: str) -> dict[str, Any] | None:
+    def discard(self, entry_id: str, actor: str, expected: str | None = None) -> dict[str, Any] | None:
         now = self.clock()
         with self.db.transaction() as session:
-            row = session.get(KbEntry, entry_id)
+            row = session.get(KbEntry, entry_id, with_for_update=True)
             if row is None:
                 raise KbEditError(404, f"no entry {entry_id!r}")
+            _unchanged(row, expected)
             if row.published is None and not session.execute(
                     select(KbRevision.id).where(KbRevision.entry_id == entry_id).limit(1)).first():
                 session.delete(row)  # a new entry never published: nothing left
@@ -464,16 +495,14 @@ class KnowledgeStore:
             _audit(session, actor, "kb.discard", entry_id, {}, now)
         return self.entry(entry_id)
 
-    def rollback(self, entry_id: str, revision_id: int, actor: str) -> dict[str, Any] | None:
-        """A draft restoring an earlier published revision (publish it to make it live)."""
+    def revision_content(self, entry_id: str, revision_id: int) -> dict[str, Any] | None:
+        """An earlier published revision's content (None: that revision retired the entry), to roll back to with
+        ``publish(..., restore={entry_id: content})``."""
         with self.db.read() as session:
             revision = session.get(KbRevision, revision_id)
             if revision is None or revision.entry_id != entry_id:
                 raise KbEditError(404, f"entry {entry_id!r} has no revision {revision_id}")
-            content = revision.content
-        if content is None:
-            return self.retire(entry_id, actor)
-        return self.save_draft(entry_id, content, actor)
+            return revision.content
 
     def pending(self) -> list[str]:
         """Ids with a draft; contacts as ``contact:<id>``."""
@@ -533,9 +562,14 @@ class KnowledgeStore:
 
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
                 before_commit: Callable[[KnowledgeBase], None] | None = None,
-                four_eyes: bool = False, effective_from: dt.datetime | None = None
-                ) -> tuple[Publication, KnowledgeBase]:
+                four_eyes: bool = False, effective_from: dt.datetime | None = None,
+                restore: dict[str, dict[str, Any] | None] | None = None) -> tuple[Publication, KnowledgeBase]:
         """Make the drafts (all, or only ``entry_ids``) live as a new KB version.
+
+        ``restore``: a rollback, {entry id: earlier content, None to retire}, published instead of the entries'
+        drafts; a draft pending on such an entry stays pending (another editor's work in progress). Before, a
+        rollback was "save the old content as the draft, publish it": it replaced the pending draft, and the
+        editor who wrote it lost it without a word.
 
         The resulting KB must pass ``kb validate`` (else 422 with every problem).
         ``before_commit(kb)`` runs with the new KB loaded but before the version row is
@@ -545,6 +579,14 @@ class KnowledgeStore:
             rows = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
             base = session.execute(select(func.max(KbPublication.id))).scalar()
+        kept: dict[str, tuple[Any, bool, dt.datetime | None]] = {}  # restored entries' pending drafts, as they were
+        for row in rows:
+            if restore and row.entry_id in restore:
+                kept[row.entry_id] = (row.draft, row.draft_retire, row.draft_at)
+                content = restore[row.entry_id]
+                row.draft, row.draft_retire = content, content is None
+        if restore and set(restore) - set(kept):
+            raise KbEditError(404, f"no entry {', '.join(sorted(set(restore) - set(kept)))}")
         pending = [r for r in rows if r.draft is not None or r.draft_retire]
         pending_contacts = [c for c in contacts if c.draft is not None]
         if entry_ids is not None:
@@ -607,12 +649,15 @@ class KnowledgeStore:
             for row in session.execute(select(KbEntry).where(KbEntry.entry_id.in_(snapshot))
                                        .with_for_update()).scalars():
                 seen = snapshot[row.entry_id]
-                if (row.draft, row.draft_retire, row.draft_at) != (seen.draft, seen.draft_retire, seen.draft_at):
+                if (row.draft, row.draft_retire, row.draft_at) != kept.get(row.entry_id, (seen.draft, seen.draft_retire,
+                                                                                          seen.draft_at)):
                     stale.append(row.entry_id)
                     continue
                 content = None if seen.draft_retire else seen.draft
                 changes.append((row.entry_id, content))
-                row.published, row.draft, row.draft_retire, row.draft_by, row.draft_at = content, None, False, None, None
+                row.published = content
+                if row.entry_id not in kept or (row.draft == content if content is not None else row.draft_retire):
+                    row.draft, row.draft_retire, row.draft_by, row.draft_at = None, False, None, None
                 row.updated_at = now
             for contact in pending_contacts:
                 stored = session.get(KbContact, contact.contact_id, with_for_update=True)

@@ -53,6 +53,24 @@ def _edit(call):
                        extra={"problems": [problem_dict(p) for p in exc.problems]} if exc.problems else None) from None
 
 
+def _expected() -> str | None:
+    """The etag of the view the editor changed, from ``If-Match`` (the console sends the one its GET returned);
+    None when the client sends none (then the change applies to whatever is there, as before)."""
+    if not request.if_match or request.if_match.star_tag:
+        return None
+    tags = request.if_match.as_set()
+    if len(tags) != 1:
+        raise ApiError(400, "If-Match: send the one etag of the entry you opened", "If-Match")
+    return next(iter(tags))
+
+
+def _with_etag(view: dict | None):
+    response = jsonify(view)
+    if view is not None:
+        response.set_etag(view["etag"])
+    return response
+
+
 def _summary(view: dict, kb) -> dict:
     content = view["draft"] or view["published"] or {}
     questions = content.get("questions", {})
@@ -121,14 +139,15 @@ def entry(entry_id: str):
     view = live.store.entry(entry_id)
     if view is None:
         raise ApiError(404, f"no entry {entry_id!r}")
-    return jsonify({**view, "history": live.store.history(entry_id)})
+    return _with_etag({**view, "history": live.store.history(entry_id)})
 
 
 @kb_editor.post("/entries/<entry_id>")
 @staff_required("kb")
 def save(entry_id: str):
     body = parse_json_body(EntryIn)
-    return jsonify(_edit(lambda: _live().store.save_draft(entry_id, body.entry, g.member.username)))
+    expected = _expected()
+    return _with_etag(_edit(lambda: _live().store.save_draft(entry_id, body.entry, g.member.username, expected)))
 
 
 @kb_editor.post("/entries")
@@ -157,24 +176,26 @@ def validate():
 @kb_editor.post("/entries/<entry_id>/retire")
 @staff_required("kb")
 def retire(entry_id: str):
-    return jsonify(_edit(lambda: _live().store.retire(entry_id, g.member.username)))
+    expected = _expected()
+    return _with_etag(_edit(lambda: _live().store.retire(entry_id, g.member.username, expected)))
 
 
 @kb_editor.post("/entries/<entry_id>/discard")
 @staff_required("kb")
 def discard(entry_id: str):
-    return jsonify(_edit(lambda: _live().store.discard(entry_id, g.member.username)) or {"id": entry_id})
+    expected = _expected()
+    return jsonify(_edit(lambda: _live().store.discard(entry_id, g.member.username, expected)) or {"id": entry_id})
 
 
 @kb_editor.post("/entries/<entry_id>/rollback")
 @staff_required("kb")
 def rollback(entry_id: str):
-    """One click: the old revision as a draft, published at once (this entry only)."""
+    """One click: the old revision published at once (this entry only); a draft pending on the entry stays."""
     body = parse_json_body(RollbackIn)
     live = _live()
-    _edit(lambda: live.store.rollback(entry_id, body.revision, g.member.username))
+    content = _edit(lambda: live.store.revision_content(entry_id, body.revision))
     publication = _edit(lambda: live.publish(g.member.username, [entry_id], f"rollback to revision {body.revision}",
-                                             review=False))
+                                             review=False, restore={entry_id: content}))
     return jsonify({"publication": publication.to_dict(), "entry": live.store.entry(entry_id)})
 
 

@@ -69,8 +69,8 @@
     (children || []).forEach(function (c) { if (c !== null && c !== undefined) node.appendChild(typeof c === "string" ? document.createTextNode(c) : c); });
     return node;
   }
-  function api(method, path, body, signal) {
-    var headers = {};
+  function api(method, path, body, signal, extraHeaders) {
+    var headers = Object.assign({}, extraHeaders || {});
     if (method === "POST") { headers["Content-Type"] = "application/json"; headers["X-CSRF-Token"] = S.csrf || ""; }
     return fetch("/agents/api" + path, { method: method, headers: headers, credentials: "same-origin",
       body: method === "POST" ? JSON.stringify(body || {}) : undefined, signal: signal })

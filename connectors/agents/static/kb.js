@@ -9,7 +9,10 @@
   var FIELDS = ["questions.zh", "questions.en", "answer.zh", "answer.en", "source.name", "source.name_en",
                 "source.url", "updated", "valid_until", "region", "aspect", "follow_ups"];
 
-  function kbApi(method, path, body) { return ctx.api(method, "/kb" + path, body); }
+  function kbApi(method, path, body, headers) { return ctx.api(method, "/kb" + path, body, undefined, headers); }
+  // Changes to an entry carry the etag of the view they were made on: one saved by another editor meanwhile is
+  // answered 412 instead of being overwritten (the last save used to win, silently).
+  function ifMatch() { return S.etag ? { "If-Match": '"' + S.etag + '"' } : {}; }
   function q(sel) { return root.querySelector(sel); }
   function field(name, label, multiline) {
     var input = ctx.el(multiline ? "textarea" : "input", { id: "kb-f-" + name.replace(/\./g, "-"), "data-field": name,
@@ -162,7 +165,7 @@
     // entry answering after the one clicked next is not drawn (it was, and 下线 then retired the other one).
     var drawn = ctx.latest("kb-entry");
     return kbApi("GET", "/entries/" + encodeURIComponent(id)).then(drawn(function (view) {
-      S.current = id;
+      S.current = id; S.etag = view.etag;
       S.content = view.draft || view.published || {};
       editorForm(false); fill(S.content);
       q("#kb-state").textContent = view.status === "draft" ? "草稿 (" + (view.draft_by || "") + ") · Draft, not live yet"
@@ -175,7 +178,7 @@
   function newEntry() {
     S.asked += 1; clearTimeout(S.timer);
     ctx.latest("kb-entry");  // an entry still loading is not drawn over the new one
-    S.current = null;
+    S.current = null; S.etag = null;
     S.content = { updated: new Date().toISOString().slice(0, 10) };
     editorForm(true); fill(S.content); q("#kb-history").textContent = "";
   }
@@ -193,8 +196,11 @@
   }
 
   function save() {
+    // the save validates too: an inline check still pending or on its way would clear what the save answers
+    // (a 412 for an entry saved meanwhile was wiped by the check of the last keystroke, answering after it)
+    clearTimeout(S.timer); ctx.latest("kb-validate");
     var c = collect(), path = S.current ? "/entries/" + encodeURIComponent(S.current) : "/entries", asked = S.asked;
-    kbApi("POST", path, { entry: c }).then(function (view) {
+    kbApi("POST", path, { entry: c }, S.current ? ifMatch() : {}).then(function (view) {
       ctx.flash("草稿已保存 · Draft saved: " + view.id); loadList(); loadStatus();
       if (!still(asked)) return;
       showProblems([]); S.current = view.id; openEntry(view.id);
@@ -207,14 +213,15 @@
   }
   function action(kind) {
     var id = S.current, asked = S.asked;
-    kbApi("POST", "/entries/" + encodeURIComponent(id) + "/" + kind).then(function () {
+    kbApi("POST", "/entries/" + encodeURIComponent(id) + "/" + kind, {}, ifMatch()).then(function () {
       loadList(); loadStatus(); if (still(asked) && id) openEntry(id);
     }).catch(function (e) { ctx.flash(e.message); });
   }
   function rollback(revision) {
     var id = S.current, asked = S.asked;
     kbApi("POST", "/entries/" + encodeURIComponent(id) + "/rollback", { revision: revision }).then(function (r) {
-      ctx.flash("已回滚并发布 · Rolled back, live version " + r.publication.version);
+      ctx.flash("已回滚并发布 · Rolled back, live version " + r.publication.version
+        + (r.entry.draft || r.entry.draft_retire ? " · 草稿保留 · the pending draft is kept" : ""));
       loadList(); loadStatus(); if (still(asked)) openEntry(id);
     }).catch(function (e) { ctx.flash(e.message); });
   }
