@@ -22,8 +22,9 @@ Definitions (also in the README, section "Dashboard and metrics"):
 - *served conversation*: deflected, and at least one bot response was an answer,
   and the last answer was not rated 👎, and the same citizen (channel + user) was not
   answered the same entry again within 24 h after any answer in it.
-- *wait*: handoff created → first claim. *Handle time*: claim → close (resolved or
-  returned). *Abandoned*: closed as ``abandoned`` without ever being claimed.
+- *wait*: handoff created → first claim. *Handle time*: claim → close (resolved, returned, or
+  abandoned by a citizen who started a new conversation). *Abandoned*: closed as ``abandoned`` without ever
+  being claimed.
 - *service level*: handoffs claimed within ``service_level_seconds`` ÷ (claimed +
   abandoned) handoffs created in the range.
 """
@@ -399,8 +400,10 @@ class Analytics:
             requested = s.execute(select(func.count()).select_from(CB).where(
                 CB.c.created_at >= start, CB.c.created_at < end)).scalar() or 0
         waits = [(r.claimed_at - r.created_at).total_seconds() for r in rows if r.claimed_at is not None]
+        # an agent's time with a citizen who then left (abandoned after the claim) is handling time too
         handle = [(r.closed_at - r.claimed_at).total_seconds() for r in rows
-                  if r.claimed_at is not None and r.closed_at is not None and r.outcome in ("resolved", "returned")]
+                  if r.claimed_at is not None and r.closed_at is not None
+                  and r.outcome in ("resolved", "returned", "abandoned")]
         abandoned = sum(1 for r in rows if r.outcome == "abandoned" and r.claimed_at is None)
         within = sum(1 for w in waits if w <= self.target_seconds)
         histogram, edges = [], [0, *WAIT_BUCKETS]

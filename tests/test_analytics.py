@@ -191,6 +191,18 @@ def test_handoff_reasons_waits_handle_abandonment_callbacks(analytics):
     assert out["callbacks"] == {"requested": 1, "open": 1, "overdue": 1}
 
 
+def test_an_agents_time_with_a_citizen_who_left_is_handling_time_not_an_abandonment(db):
+    """A citizen who starts a new conversation while an agent has the ticket closes it as abandoned (after the
+    claim): the agent's 15 minutes are handling time, and the citizen was served by a person, not left waiting."""
+    build_day(db)
+    Builder(db).handoff("c8", "user_request", T0 + dt.timedelta(hours=3), claimed=60, agent="alice", closed=960,
+                        outcome="abandoned")
+    analytics = Analytics(db, entries=lambda: ENTRIES, clock=lambda: NOW)
+    out = analytics.handoffs(*day_range(analytics), Filters())
+    assert out["abandoned"] == 1 and out["claimed"] == 3  # still only c6, never claimed
+    assert out["handle_seconds"]["count"] == 3 and out["handle_seconds"]["mean"] == 600.0  # (600 + 300 + 900) / 3
+
+
 def test_volume_by_hour_channel_language_and_returning_citizens(analytics):
     out = analytics.volume(*day_range(analytics), Filters())
     assert out["conversations"] == 8 and out["messages"] == 11

@@ -158,6 +158,13 @@ def test_new_chat_does_not_take_back_what_was_on_its_way_for_the_previous_person
     while not polls:
         assert time.monotonic() < deadline, "no long poll"
         page.wait_for_timeout(100)
+    # leaving the queue is asked first (it closes the ticket on the server); "cancel" stays in the queue
+    asked: list = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click(".hl-new")
+    assert asked and "离开队列" in asked[0]
+    assert page.evaluate(CONVERSATION_JS) is not None and page.locator(".hl-status .hl-queue").count() == 1
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click(".hl-new")
     parked = polls[0]
     answer = page.request.get(parked.request.url.replace("wait=20", "wait=0"))  # what the parked poll would say

@@ -26,7 +26,8 @@ def say(services, user, text, **extra):
 @pytest.mark.parametrize("status, action, after", [
     ("bot", "handoff", "waiting"), ("waiting", "claim", "claimed"), ("claimed", "resolve", "resolved"),
     ("claimed", "hand_back", "returned"), ("claimed", "release", "waiting"), ("claimed", "transfer", "claimed"),
-    ("waiting", "abandon", "abandoned"), ("resolved", "resume", "bot"), ("returned", "resume", "bot"),
+    ("waiting", "abandon", "abandoned"), ("claimed", "abandon", "abandoned"), ("resolved", "resume", "bot"),
+    ("returned", "resume", "bot"),
 ])
 def test_transitions(status, action, after):
     assert transition(status, action) == ConversationStatus(after)
@@ -34,7 +35,7 @@ def test_transitions(status, action, after):
 
 @pytest.mark.parametrize("status, action", [
     ("bot", "claim"), ("waiting", "resolve"), ("waiting", "hand_back"), ("claimed", "claim"),
-    ("resolved", "claim"), ("bot", "resume"), ("claimed", "abandon"), ("nonsense", "claim"),
+    ("resolved", "claim"), ("bot", "resume"), ("resolved", "abandon"), ("nonsense", "claim"),
 ])
 def test_illegal_transitions_are_refused(status, action):
     with pytest.raises(InvalidTransition):

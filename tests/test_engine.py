@@ -94,6 +94,16 @@ def test_options_in_between_do_not_forgive_a_failure(fresh_bot):
     assert second.handoff is not None and second.handoff.reason == "low_confidence"
 
 
+def test_a_topics_questions_are_headed_by_the_topic_not_a_guess(fresh_bot):
+    """The citizen chose (or typed) a topic: its questions came under "您想问的是以下哪个问题？ · Did you mean one
+    of these?", as if the bot had guessed."""
+    zh = ask(fresh_bot, '/topic{"category": "testing"}')
+    assert zh.action == "topic" and zh.replies[0].text.startswith("核酸与抗原检测的常见问题")
+    assert "您想问的是" not in zh.replies[0].text and len(zh.replies[0].buttons) >= 2
+    typed = ask(fresh_bot, "疫苗")
+    assert typed.action == "topic" and typed.replies[0].text.startswith("疫苗接种的常见问题")
+
+
 def test_an_answer_forgives_a_failure(fresh_bot):
     first = ask(fresh_bot, "xq zzv blorf")
     answered = ask(fresh_bot, '/faq{"entry": "testing.pcr_fee"}', conversation_id=first.conversation_id)
@@ -233,15 +243,46 @@ def test_abandon_on_new_conversation_and_by_silence(services, clock):
 
 
 def test_one_open_ticket_per_citizen(services):
-    """400 anonymous tickets once put a real citizen at queue position 456: one open ticket each."""
+    """400 anonymous tickets once put a real citizen at queue position 456: one open ticket each. A citizen who
+    asks from a second conversation while the first still waits is told so, not queued twice."""
     first = ask(services.bot, "转人工", user="greedy")
-    agent = services.staff.create("agent1", "password123")
-    services.desk.claim(first.handoff.id, agent)
-    other = ask(services.bot, "转人工", user="greedy", new_conversation=True)
+    fresh = ask(services.bot, "你好", user="greedy", new_conversation=True)  # leaves the first: abandoned
+    again = ask(services.bot, "转人工", user="greedy", conversation_id=first.conversation_id)
+    assert again.handoff is not None and again.handoff.id != first.handoff.id  # back in the first: queued anew
+    other = ask(services.bot, "转人工", user="greedy", conversation_id=fresh.conversation_id)
     assert other.handoff is None and other.status == "bot"
     assert "另一个对话" in other.replies[-1].text
-    assert [h["id"] for h in services.desk.list_handoffs(status="claimed")] == [first.handoff.id]
-    assert services.desk.list_handoffs(status="waiting") == []
+    assert [h["id"] for h in services.desk.list_handoffs(status="waiting")] == [again.handoff.id]
+
+
+def test_a_new_conversation_ends_the_agents_ticket_on_the_one_left(services):
+    """The widget's 新对话 (a shared family phone's next person) while an agent had the ticket: it stayed claimed,
+    the agent kept writing into a conversation no screen showed any more, and the new conversation's 转人工 was
+    told to go back to "the other conversation", which the widget had just cleared."""
+    first = ask(services.bot, "转人工", user="family-phone")
+    agent = services.staff.create("agent1", "password123")
+    services.desk.claim(first.handoff.id, agent)
+    other = ask(services.bot, "转人工", user="family-phone", new_conversation=True)
+    assert other.handoff is not None and other.status == "waiting" and other.handoff.id != first.handoff.id
+    left = services.desk.handoff(first.handoff.id, agent)
+    assert left["status"] == "abandoned" and left["conversation_status"] == "abandoned"
+    assert services.desk.list_handoffs(status="claimed") == []
+    assert [h["id"] for h in services.desk.list_handoffs(status="waiting")] == [other.handoff.id]
+    with pytest.raises(ConversationError):  # the agent's reply to the one left is refused, not lost unread
+        services.desk.reply(first.handoff.id, agent, "还在吗？")
+    # whoever takes the new ticket sees the conversation left behind
+    ticket = services.desk.handoff(other.handoff.id, agent)
+    assert first.conversation_id in [c["conversation_id"] for c in ticket["previous_conversations"]]
+
+
+def test_a_quiet_citizen_with_an_agent_is_not_swept_as_gone(services, clock):
+    """A claimed ticket may now close as abandoned (a new conversation), but silence with an agent is not leaving:
+    the sweep of silent waiting citizens leaves it alone."""
+    first = ask(services.bot, "转人工", user="quiet")
+    services.desk.claim(first.handoff.id, services.staff.create("agent1", "password123"))
+    clock.advance(minutes=45)
+    assert services.conversations.abandon_stale(dt.timedelta(minutes=30)) == 0
+    assert services.desk.handoff(first.handoff.id)["status"] == "claimed"
 
 
 def test_a_server_closes_tickets_of_citizens_who_left_the_queue(settings, engine, clock, tmp_path):

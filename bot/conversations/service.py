@@ -336,7 +336,7 @@ class ConversationService:
             previous = session.execute(select(Identity.conversation_id).where(
                 Identity.channel == channel, Identity.external_id == user)).scalar()
             if previous is not None:
-                self._abandon_if_waiting(session, previous, now)
+                self._abandon_if_waiting(session, previous, now, with_agent=True)
             session.execute(upsert.on_conflict_do_update(
                 index_elements=["channel", "external_id"],
                 set_={"conversation_id": conversation_id, "updated_at": now}))
@@ -486,11 +486,16 @@ class ConversationService:
         return scope
 
     def _abandon_if_waiting(self, session: Session, conversation_id: str, now: dt.datetime,
-                            silent_since: dt.datetime | None = None) -> bool:
+                            silent_since: dt.datetime | None = None, with_agent: bool = False) -> bool:
         """``silent_since``: only if the citizen has not written since (re-checked under the lock: a sweep's
-        candidate list is read before the lock, and a citizen writing in between was abandoned all the same)."""
+        candidate list is read before the lock, and a citizen writing in between was abandoned all the same).
+        ``with_agent``: a claimed ticket too — the citizen started a new conversation (the widget's 新对话, a shared
+        family phone's next person), so nobody reads this one any more. Before, the ticket stayed claimed: the
+        agent kept writing into a conversation no screen showed, and the new conversation's "转人工" was told to go
+        back to "the other conversation", which the widget had cleared."""
         conv = self._lock(session, conversation_id)
-        if conv is None or conv.status != S.WAITING or conv.handoff_id is None:
+        if conv is None or conv.handoff_id is None or conv.status not in ((S.WAITING, S.CLAIMED) if with_agent
+                                                                          else (S.WAITING,)):
             return False
         if silent_since is not None and conv.updated_at >= silent_since:
             return False

@@ -3,7 +3,7 @@
     bot ──handoff──▶ waiting ──claim──▶ claimed ──resolve──▶ resolved
      ▲                 │  ▲               │  └──hand_back──▶ returned
      │                 │  └───release─────┘  (transfer: claimed → claimed, another agent)
-     │                 └──abandon──▶ abandoned
+     │                 └──abandon──▶ abandoned ◀──abandon── claimed (the citizen started a new conversation)
      └──────────── resume (the citizen writes again) ◀── resolved | returned | abandoned
 
 Modelled on Chatwoot's single conversation status: tickets (``handoffs``) record
@@ -34,7 +34,7 @@ TRANSITIONS: dict[str, dict[ConversationStatus, ConversationStatus]] = {
     "release": {S.CLAIMED: S.WAITING},
     "resolve": {S.CLAIMED: S.RESOLVED},
     "hand_back": {S.CLAIMED: S.RETURNED},
-    "abandon": {S.WAITING: S.ABANDONED},
+    "abandon": {S.WAITING: S.ABANDONED, S.CLAIMED: S.ABANDONED},
     "resume": {S.RESOLVED: S.BOT, S.RETURNED: S.BOT, S.ABANDONED: S.BOT},
 }
 

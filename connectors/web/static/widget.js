@@ -53,6 +53,8 @@
       callbackSet: "我们会回电至 {p}，请留意来电。", closed: "现在不是人工服务时间，人工客服 {t} 上班。您可以留下电话，届时回电。",
       rate: "请为人工客服 {a} 的服务打分", star: "{n} 星", comment: "还有什么想说的（选填）", rateSubmit: "提交评价", rated: "感谢您的评价！",
       newChat: "新对话", newChatAria: "开始新的对话（清除本机上的对话记录）",
+      leaveAgent: "人工客服正在为您服务。开始新对话会结束本次人工服务，确定吗？",
+      leaveQueue: "您正在排队等待人工客服。开始新对话会离开队列，确定吗？",
       blocked: "本网站（{o}）未获准接入热线在线咨询，消息无法发送。请告知网站管理员，或直接拨打热线电话。",
       notSent: "未送达 · 点按重试", retryAria: "重新发送这条消息", reconnecting: "网络连接中断，正在重新连接…消息会在恢复后自动发送。",
       refused: "消息未被接收：", over: "超出 {n} 字，请删减或分段发送", count: "{n}/{max}"
@@ -77,6 +79,8 @@
       callbackSet: "We will call you back on {p}; please keep your phone nearby.", closed: "Agents are off duty now and back at {t}. Leave your number and we will call you then.",
       rate: "How did {a} (human agent) do?", star: "{n} stars", comment: "Anything else? (optional)", rateSubmit: "Send rating", rated: "Thank you for rating!",
       newChat: "New chat", newChatAria: "Start a new conversation (clears the conversation on this device)",
+      leaveAgent: "An agent is helping you in this conversation. A new conversation ends that. Start a new one?",
+      leaveQueue: "You are in the queue for an agent. A new conversation leaves the queue. Start a new one?",
       blocked: "This site ({o}) is not allowed to use the hotline chat, so messages cannot be sent. Please tell the site's administrator, or call the hotline.",
       notSent: "Not delivered · tap to retry", retryAria: "Send this message again", reconnecting: "Connection lost, reconnecting… Your messages will be sent automatically.",
       refused: "Message not accepted: ", over: "{n} characters too long: shorten it or send it in parts", count: "{n}/{max}"
@@ -638,7 +642,9 @@
   window.addEventListener("offline", function () { connected(false); });
 
   // A shared family phone: the next person starts clean; the old conversation stays on the server.
+  // With a person, a new conversation ends the ticket on the server (the agent sees the citizen left): asked first.
   function newConversation() {
+    if (withPerson() && !window.confirm(t(state.status === "claimed" ? "leaveAgent" : "leaveQueue"))) return;
     if (speech) speech.cancel();
     leaveConversation();
     resetTranscript();
