@@ -500,6 +500,11 @@ class Bot:
         if decision.action in ("did_you_mean", "topic"):  # a topic: its questions, as options
             buttons = [commands.faq_button(self.kb.entries[e].title(language), e) for e in decision.options]
             buttons.append(commands.simple_button(self.responses("none_of_these", language), commands.NONE_OF_THESE))
+            if decision.action == "topic" and decision.options:  # the citizen chose the topic: nothing to guess
+                category = self.kb.entries[decision.options[0]].category
+                text = self.responses("topic_questions", language,
+                                      topic=self.responses.get(f"topic_{category}", language, category))
+                return [ReplyMessage(text, buttons=buttons)]
             return [ReplyMessage(self.responses("did_you_mean", language), buttons=buttons)]
         if decision.action == "policy_changed":
             entry = self._entry_of(decision)
