@@ -169,6 +169,31 @@ def test_scheduled_publish_takes_effect_at_its_time(editing):
     assert NEW_ANSWER in _ask(citizen, "t3")[1]
 
 
+def test_an_immediate_publish_does_not_serve_a_scheduled_change_early(editing):
+    """A change scheduled for later, then another entry published at once: citizens got the scheduled answer
+    from that moment (the immediate publish was built from the stored content, which held it). Now it comes at
+    its time, and today's change stays served after it."""
+    from connectors.app import create_app
+
+    app = create_app(editing)
+    editor, citizen = _login(app), app.test_client()
+    before = _ask(citizen, "s0")[1]
+    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json
+    assert editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": _edited(entry)}).status_code == 200
+    at = editing.clock() + dt.timedelta(hours=1)
+    assert editor.post("/agents/api/kb/publish", json={"effective_from": at.isoformat() + "Z"}).status_code == 200
+    hours = editor.get("/agents/api/kb/entries/testing.pcr_hours").json
+    fixed = dict(hours["published"]) | {"answer": {**hours["published"]["answer"], "zh": "【今天】采样点8点开门。"}}
+    assert editor.post("/agents/api/kb/entries/testing.pcr_hours", json={"entry": fixed}).status_code == 200
+    now = editor.post("/agents/api/kb/publish", json={})
+    assert now.status_code == 200, now.json
+    assert _ask(citizen, "s1")[1] == before  # the scheduled answer: not yet
+    assert "【今天】" in _ask(citizen, "s2", "核酸采样点几点开门")[1]
+    editing.clock.advance(minutes=61)
+    assert NEW_ANSWER in _ask(citizen, "s3")[1]
+    assert "【今天】" in _ask(citizen, "s4", "核酸采样点几点开门")[1]
+
+
 def test_a_process_that_missed_a_publication_rebuilds_it_from_history(editing, tmp_path):
     """Another host has no materialised copy of the version: it is rebuilt from the revision history,
     exactly (same version hash)."""

@@ -4,6 +4,7 @@ Why: editors change answers in the console while git-based teams keep the YAML f
 describe the same KB, and the version hash must stay the one the files have."""
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from pathlib import Path
@@ -136,6 +137,52 @@ def test_a_rollback_keeps_another_editors_pending_draft(store):
         store.publish("jia", ["testing.pcr_fee"], restore={"testing.pcr_fee": None})
     assert refused.value.status == 422 and any(p.field.startswith("follow_ups") for p in refused.value.problems)
     assert store.entry("testing.pcr_fee")["draft_by"] == "yi" and store.entry("testing.pcr_fee")["published"]
+
+
+def test_a_scheduled_change_stays_out_of_an_immediate_publish_until_its_time(store, clock):
+    """The fee rule changes on the 5th and is scheduled on the 3rd; the same day another editor publishes an
+    opening-hours fix. That publish served the new fee at once: the stored live content already held every
+    scheduled change, and the immediate publish was built from it."""
+    first = store.import_dir(SHIPPED)
+    old_fee = store.entry("testing.pcr_fee")["published"]["answer"]["zh"]
+    store.save_draft("testing.pcr_fee", _edited(store, text="12月5日起的新收费。"), "jia")
+    scheduled, _ = store.publish("jia", effective_from=clock() + dt.timedelta(days=2))
+    assert store.latest().id == first.id
+    store.save_draft("testing.pcr_hours", _edited(store, "testing.pcr_hours", "今天就改的开放时间。"), "yi")
+    today, kb = store.publish("yi")
+    assert kb.entries["testing.pcr_fee"].answer.zh == old_fee  # not before its day
+    assert kb.entries["testing.pcr_hours"].answer.zh == "今天就改的开放时间。"
+    assert store.latest().id == today.id
+    assert load_knowledge_base(store.materialise_publication(today.id)).version == today.version
+    # the scheduled publication now includes today's fix, under a new version, rebuilt exactly from history
+    rebuilt = next(p for p in store.publications() if p.id == scheduled.id)
+    assert rebuilt.version != scheduled.version
+    on_the_day = load_knowledge_base(store.materialise_publication(scheduled.id))
+    assert on_the_day.version == rebuilt.version
+    assert on_the_day.entries["testing.pcr_fee"].answer.zh == "12月5日起的新收费。"
+    assert on_the_day.entries["testing.pcr_hours"].answer.zh == "今天就改的开放时间。"
+    # a draft of the entry the scheduled publication changes was written on its future content: not published
+    # before it (else the new fee would go live today through that entry)
+    store.save_draft("testing.pcr_fee", _edited(store, text="12月5日起的新收费（改一个字）。"), "yi")
+    with pytest.raises(KbEditError) as refused:
+        store.publish("yi")
+    assert refused.value.status == 409 and "testing.pcr_fee" in refused.value.message
+    assert store.latest().id == today.id
+    clock.advance(days=2, minutes=1)
+    assert store.latest().id == scheduled.id  # its day: in effect, with today's fix
+    store.publish("yi")  # and now the draft may go live
+    assert store.load().entries["testing.pcr_fee"].answer.zh == "12月5日起的新收费（改一个字）。"
+
+
+def test_a_publish_from_a_host_whose_clock_runs_behind_still_goes_live(store, clock):
+    """Publications apply in the order they take effect; an immediate one takes effect when published. A second
+    host whose clock is a minute behind the first's must not publish "into the past", below the one before."""
+    first = store.import_dir(SHIPPED)
+    clock.advance(minutes=-1)
+    store.save_draft("testing.pcr_fee", _edited(store, text="慢一分钟的主机发布的。"), "yi")
+    behind, _ = store.publish("yi")
+    assert store.latest().id == behind.id != first.id
+    assert store.load().entries["testing.pcr_fee"].answer.zh == "慢一分钟的主机发布的。"
 
 
 def test_invalid_draft_is_refused_by_field(store):

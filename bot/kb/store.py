@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.db import Database
@@ -35,7 +35,9 @@ from bot.kb.schema import Contact, Entry
 from bot.yaml_files import load_yaml
 from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision, utcnow
 
-CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
+CONTACT_PREFIX = "contact:"
+# When a publication takes effect: its scheduled time, or when it was published.
+_EFFECTIVE = func.coalesce(KbPublication.effective_from, KbPublication.published_at)  # contacts' revisions share the history table: entry_id "contact:<id>"
 # An import or a publish writes a row per entry in one transaction, and materialising the KB (export, a
 # reload's load) reads them all: a citizen's message gets the database deadline (1.5 s on a frozen link), a
 # bulk KB read or write this long; each statement keeps its timeout.
@@ -133,12 +135,17 @@ class KnowledgeStore:
     # -- reading ------------------------------------------------------------------------
 
     def latest(self, effective: bool = True) -> Publication | None:
-        """The newest publication in effect now (scheduled ones once their time came): what every
-        process compares its served version with (one indexed read). ``effective=False``: the newest,
-        scheduled or not."""
-        query = select(KbPublication).order_by(KbPublication.id.desc()).limit(1)
+        """The publication whose KB is in effect now: of those in effect (scheduled ones once their time came),
+        the one taking effect last (then the newest). What every process compares its served version with (one
+        read). ``effective=False``: the newest, scheduled or not."""
         if effective:
-            query = query.where((KbPublication.effective_from.is_(None)) | (KbPublication.effective_from <= self.clock()))
+            # an immediate publication is in effect whatever this host's clock says (a clock a second behind the
+            # publisher's must not hold it back); only scheduled ones wait for their time
+            query = (select(KbPublication).where(KbPublication.effective_from.is_(None)
+                                                 | (KbPublication.effective_from <= self.clock()))
+                     .order_by(_EFFECTIVE.desc(), KbPublication.id.desc()).limit(1))
+        else:
+            query = select(KbPublication).order_by(KbPublication.id.desc()).limit(1)
         with self.db.read() as session:
             row = session.execute(query).scalar_one_or_none()
             return _publication(row) if row else None
@@ -263,17 +270,30 @@ class KnowledgeStore:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    @staticmethod
+    def _state(session: Session, at: dt.datetime, up_to: int | None = None) -> dict[str, dict[str, Any] | None]:
+        """Every entry's (and contact's) content in effect at ``at``, from the revision history: of the publications
+        taking effect by then, the one taking effect last wins (then the newer). ``up_to``: of the publications
+        taking effect exactly at ``at``, only those up to this id (the state a publication itself made)."""
+        until = _EFFECTIVE <= at if up_to is None else or_(_EFFECTIVE < at,
+                                                             and_(_EFFECTIVE == at, KbPublication.id <= up_to))
+        state: dict[str, dict[str, Any] | None] = {}
+        for revision in session.execute(
+                select(KbRevision).join(KbPublication, KbPublication.id == KbRevision.publication_id)
+                .where(until).order_by(_EFFECTIVE, KbPublication.id, KbRevision.id)).scalars():
+            state[revision.entry_id] = revision.content
+        return state
+
     def materialise_publication(self, publication_id: int) -> Path:
-        """The KB exactly as publication ``publication_id`` made it (from the revision history): what a
+        """The KB exactly as in effect from publication ``publication_id`` on (from the revision history): what a
         process serves while a later, scheduled publication is not in effect yet."""
         with self.db.read(timeout=BULK_SECONDS) as session:
             entries = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
-            latest: dict[str, dict[str, Any] | None] = {}
-            for revision in session.execute(
-                    select(KbRevision).where(KbRevision.publication_id <= publication_id)
-                    .order_by(KbRevision.id)).scalars():
-                latest[revision.entry_id] = revision.content
+            at = session.execute(select(_EFFECTIVE).where(KbPublication.id == publication_id)).scalar()
+            if at is None:
+                raise KbEditError(404, f"no publication {publication_id}")
+            latest = self._state(session, at, publication_id)
         for row in entries:
             row.published, row.draft, row.draft_retire = latest.get(row.entry_id), None, False
         for contact in contacts:
@@ -575,10 +595,27 @@ class KnowledgeStore:
         ``before_commit(kb)`` runs with the new KB loaded but before the version row is
         committed: the publishing process builds and swaps its index there, so by the
         time other processes see the row, the KB it names exists and is valid."""
+        scheduled = effective_from is not None and effective_from > self.clock()
+        at = effective_from if scheduled and effective_from is not None else self.clock()
         with self.db.read(timeout=BULK_SECONDS) as session:
             rows = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
             base = session.execute(select(func.max(KbPublication.id))).scalar()
+            # Publications scheduled to take effect after this one. The stored live content already holds their
+            # changes (written when they were scheduled), so this one is built on what is in effect at its own
+            # time instead: before, an immediate publish of any entry served every scheduled change at once
+            # (a rule due on the 5th went live on the 3rd), and each such publication is rebuilt on this one.
+            if not scheduled:  # after every publication so far, whatever this host's clock says (_publish_rows)
+                newest = session.execute(select(func.max(KbPublication.published_at))).scalar()
+                at = max(at, newest) if newest is not None else at
+            later = session.execute(select(KbPublication.id, KbPublication.entries).where(
+                KbPublication.effective_from.is_not(None), KbPublication.effective_from > at)).all()
+            if later:
+                state = self._state(session, at)
+                for row in rows:
+                    row.published = state.get(row.entry_id)
+                for contact in contacts:
+                    contact.published = state.get(CONTACT_PREFIX + contact.contact_id)
         kept: dict[str, tuple[Any, bool, dt.datetime | None]] = {}  # restored entries' pending drafts, as they were
         for row in rows:
             if restore and row.entry_id in restore:
@@ -607,6 +644,13 @@ class KnowledgeStore:
                     row.draft, row.draft_retire = None, False
         if not pending and not pending_contacts:
             raise KbEditError(409, "nothing to publish: no drafts")
+        if later:  # a draft of an entry a later publication changes was written on that future content
+            due = {e for _, entries in later for e in entries or []}
+            clash = sorted(({r.entry_id for r in pending} | {CONTACT_PREFIX + c.contact_id for c in pending_contacts})
+                           & due)
+            if clash:
+                raise KbEditError(409, f"entries: {', '.join(clash)} changed by a publication scheduled after this "
+                                  "one: schedule this change at or after it", field="entries")
         if four_eyes:
             own = sorted([r.entry_id for r in pending if r.draft_by == actor]
                          + [CONTACT_PREFIX + c.contact_id for c in pending_contacts if c.draft_by == actor])
@@ -629,7 +673,6 @@ class KnowledgeStore:
         except KnowledgeBaseError as exc:
             raise KbEditError(422, "the KB would not be valid", exc.problems) from None
         version = kb.version
-        scheduled = effective_from is not None and effective_from > self.clock()
         if before_commit is not None and not scheduled:
             before_commit(kb)
         now = self.clock()
@@ -675,10 +718,19 @@ class KnowledgeStore:
                                              effective_from if scheduled else None)
             _audit(session, actor, "kb.publish", version, {"publication": publication.id,
                                                            "entries": sorted(e for e, _ in changes)}, now)
+        for publication_id, _ in later:  # their KB now includes this publication's changes: a new version
+            rebuilt = load_knowledge_base(self.materialise_publication(publication_id)).version
+            with self.db.transaction() as session:
+                session.execute(update(KbPublication).where(KbPublication.id == publication_id).values(version=rebuilt))
         return publication, kb
 
     def _publish_rows(self, session: Session, changes: list[tuple[str, dict[str, Any] | None]], actor: str, note: str,
                       now: dt.datetime, version: str | None, effective_from: dt.datetime | None = None) -> Publication:
+        # Publications apply in the order they take effect, an immediate one at its published_at: never before
+        # an earlier publication's, or a host whose clock runs behind another's would publish "into the past"
+        # and its change would rank below the one before it (callers hold the publications' write lock).
+        newest = session.execute(select(func.max(KbPublication.published_at))).scalar()
+        now = max(now, newest) if newest is not None else now
         row = KbPublication(version=version or "pending", published_by=actor, published_at=now, note=note[:200],
                             entries=sorted(e for e, _ in changes), effective_from=effective_from)
         session.add(row)
