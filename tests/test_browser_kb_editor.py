@@ -297,3 +297,25 @@ def test_contact_directory_edit_reaches_citizens(server, browser):
     finally:
         context.close()
     assert "010-12345" in citizen_answer(browser, server, "北京防疫热线是多少", shot="kb_contact_citizen.png")
+
+
+def test_a_scheduled_change_is_shown_as_scheduled_and_citizens_keep_the_current_answer(server, browser, editor_page):
+    """Last in the module (it leaves a publication pending for tomorrow). The editor schedules a new answer for
+    tomorrow: the entry says when its published content takes effect (it said "已发布 · Live" though citizens
+    still got the old answer), and the citizen gets the current answer."""
+    page, entry = editor_page, "testing.pcr_sites"
+    question = "哪里可以做核酸检测"
+    before = citizen_answer(browser, server, question)
+    page.wait_for_selector(f"#kb-item-{entry.replace('.', '-')}")
+    page.click(f"#kb-item-{entry.replace('.', '-')}")
+    expect(page.locator("#kb-title")).to_have_text(entry)
+    page.fill('[data-field="answer.zh"]', "【明天起】核酸采样点调整为社区卫生服务中心。")
+    page.click("#kb-save")
+    expect(page.locator("#kb-state")).to_contain_text("草稿")
+    page.fill("#kb-publish-at", "2099-01-05T08:00")
+    page.click("#kb-publish")
+    expect(page.locator("#kb-state")).to_contain_text("已定时", timeout=60_000)
+    assert "2099-01-05" in page.inner_text("#kb-state")
+    page.screenshot(path=str(ARTIFACTS / "kb_editor_scheduled.png"))
+    assert citizen_answer(browser, server, question) == before
+    assert page.errors == []

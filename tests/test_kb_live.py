@@ -189,7 +189,11 @@ def test_an_immediate_publish_does_not_serve_a_scheduled_change_early(editing):
     assert now.status_code == 200, now.json
     assert _ask(citizen, "s1")[1] == before  # the scheduled answer: not yet
     assert "【今天】" in _ask(citizen, "s2", "核酸采样点几点开门")[1]
+    # the editor sees that the entry's published content is not in effect yet
+    assert editor.get(f"/agents/api/kb/entries/{ENTRY}").json["scheduled_for"] == at.isoformat() + "Z"
+    assert editor.get("/agents/api/kb/entries/testing.pcr_hours").json["scheduled_for"] is None
     editing.clock.advance(minutes=61)
+    assert editor.get(f"/agents/api/kb/entries/{ENTRY}").json["scheduled_for"] is None
     assert NEW_ANSWER in _ask(citizen, "s3")[1]
     assert "【今天】" in _ask(citizen, "s4", "核酸采样点几点开门")[1]
 

@@ -165,16 +165,30 @@ class KnowledgeStore:
     def entries(self) -> list[dict[str, Any]]:
         """Every entry with its live content and pending draft (the editor's list)."""
         with self.db.read(timeout=BULK_SECONDS) as session:
-            return [self._view(r) for r in self._rows(session)]
+            scheduled = self._scheduled(session)
+            return [self._view(r, scheduled.get(r.entry_id)) for r in self._rows(session)]
 
     def entry(self, entry_id: str) -> dict[str, Any] | None:
         with self.db.read() as session:
             row = session.get(KbEntry, entry_id)
-            return self._view(row) if row else None
+            return self._view(row, self._scheduled(session).get(entry_id)) if row else None
+
+    def _scheduled(self, session: Session) -> dict[str, dt.datetime]:
+        """Entries a publication not in effect yet changes, with when: their stored live content is that future
+        content (the console says so; citizens get the content before it until then)."""
+        due: dict[str, dt.datetime] = {}
+        for at, entries in session.execute(select(KbPublication.effective_from, KbPublication.entries).where(
+                KbPublication.effective_from.is_not(None), KbPublication.effective_from > self.clock())
+                .order_by(KbPublication.effective_from)):
+            for entry_id in entries or []:
+                if at is not None:  # always, by the query
+                    due.setdefault(entry_id, at)
+        return due
 
     @staticmethod
-    def _view(row: KbEntry) -> dict[str, Any]:
+    def _view(row: KbEntry, scheduled_for: dt.datetime | None = None) -> dict[str, Any]:
         return {"id": row.entry_id, "category": row.category, "etag": entry_etag(row),
+                "scheduled_for": scheduled_for.isoformat() + "Z" if scheduled_for else None,
                 "published": row.published, "draft": row.draft,
                 "draft_retire": row.draft_retire, "draft_by": row.draft_by,
                 "draft_at": row.draft_at.isoformat() + "Z" if row.draft_at else None,

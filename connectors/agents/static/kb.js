@@ -168,9 +168,11 @@
       S.current = id; S.etag = view.etag;
       S.content = view.draft || view.published || {};
       editorForm(false); fill(S.content);
-      q("#kb-state").textContent = view.status === "draft" ? "草稿 (" + (view.draft_by || "") + ") · Draft, not live yet"
-        : view.status === "retire" ? "将下线 · Retired at the next publish" : "已发布 · Live";
-      renderHistory(view.history || []);
+      var due = view.scheduled_for ? view.scheduled_for.replace("T", " ").slice(0, 16) + " UTC" : "";
+      q("#kb-state").textContent = (view.status === "draft" ? "草稿 (" + (view.draft_by || "") + ") · Draft, not live yet"
+        : view.status === "retire" ? "将下线 · Retired at the next publish" : due ? "已定时 · Scheduled" : "已发布 · Live")
+        + (due ? " · 已发布内容 " + due + " 起生效 · the published content takes effect " + due : "");
+      renderHistory(view.history || [], !!view.scheduled_for);
       root.querySelectorAll(".kb-list button").forEach(function (b) {
         b.setAttribute("aria-current", b.id === "kb-item-" + id.replace(/\./g, "-") ? "true" : "false"); });
     })).catch(drawn(function (e) { ctx.flash(e.message); }));
@@ -183,14 +185,14 @@
     editorForm(true); fill(S.content); q("#kb-history").textContent = "";
   }
 
-  function renderHistory(items) {
+  function renderHistory(items, scheduled) {  // scheduled: the newest revision is not in effect yet
     var list = q("#kb-history"); list.textContent = "";
     items.forEach(function (h, i) {
       list.appendChild(ctx.el("li", {}, [
         ctx.el("div", {}, ["#" + h.revision + " · " + h.at.replace("T", " ").slice(0, 16) + " · " + h.author + " · v" + h.version
           + (h.retired ? " · retired" : ""),
           i > 0 ? ctx.el("button", { type: "button", class: "kb-rollback", "data-revision": h.revision, text: "回滚到此版 · Roll back to this",
-            onclick: function () { rollback(h.revision); } }) : ctx.el("span", { class: "badge", text: "current" })]),
+            onclick: function () { rollback(h.revision); } }) : ctx.el("span", { class: "badge", text: scheduled ? "定时 · scheduled" : "current" })]),
         ctx.el("pre", { class: "kb-diff", text: (h.diff || []).join("\n") })]));
     });
   }
