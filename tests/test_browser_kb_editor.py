@@ -60,6 +60,18 @@ def log_in_as_editor(page, server) -> None:
     page.click("#login-form button[type=submit]")
 
 
+def publish_drafts(page, keep: tuple[str, ...] = ()) -> list[str]:
+    """Publish as an editor does: the button shows the pending drafts, each ticked; untick ``keep``, confirm.
+    Returns the ids that were listed."""
+    page.click("#kb-publish")
+    page.wait_for_selector("#kb-publish-confirm")
+    listed = [n.get_attribute("data-entry") for n in page.locator("#kb-publish-box input[type=checkbox]").all()]
+    for entry in keep:
+        page.locator(f'#kb-publish-box input[data-entry="{entry}"]').uncheck()
+    page.click("#kb-publish-confirm")
+    return listed
+
+
 @pytest.fixture()
 def editor_page(server, browser):
     """The editor logged in on a desktop-sized page (``page.errors``: the page's uncaught errors)."""
@@ -106,7 +118,7 @@ def test_editor_edits_tests_publishes_and_rolls_back(server, browser):
         assert "testing.pcr_fee" in page.inner_text("#kb-test-live")
         page.screenshot(path=str(ARTIFACTS / "kb_editor_test_box.png"), full_page=True)
         assert NEW_ANSWER not in citizen_answer(browser, server)  # a draft is never served
-        page.click("#kb-publish")
+        publish_drafts(page)
         expect(page.locator("#kb-state")).to_contain_text("已发布", timeout=60_000)
         after = citizen_answer(browser, server, shot="kb_citizen_new_answer.png")
         assert NEW_ANSWER in after
@@ -267,7 +279,7 @@ def test_inbox_in_the_console_turns_a_failure_into_an_answer(server, browser):
         group.locator("input").fill("quarantine.pets_during_isolation")
         group.locator(".kb-inbox-add").click()
         expect(page.locator("#kb-state")).to_contain_text("草稿")
-        page.click("#kb-publish")
+        publish_drafts(page)
         expect(page.locator("#kb-state")).to_contain_text("已发布", timeout=180_000)
     finally:
         context.close()
@@ -292,11 +304,40 @@ def test_contact_directory_edit_reaches_citizens(server, browser):
         page.click("#kb-contact-save")
         expect(page.locator(".kb-contacts tr", has_text="beijing_12345")).to_contain_text("draft")
         page.screenshot(path=str(ARTIFACTS / "kb_contacts.png"), full_page=True)
-        page.click("#kb-publish")
+        publish_drafts(page)
         expect(page.locator(".kb-contacts tr", has_text="beijing_12345")).not_to_contain_text("draft", timeout=60_000)
     finally:
         context.close()
     assert "010-12345" in citizen_answer(browser, server, "北京防疫热线是多少", shot="kb_contact_citizen.png")
+
+
+def test_publish_lists_the_drafts_and_publishes_only_the_ticked_ones(editor_page, browser, server):
+    """Publish published every pending draft at once (a colleague's half-done one too). Now it lists them, who
+    saved each, and publishes the ticked ones only; the unticked draft stays a draft, not served."""
+    page = editor_page
+    drafts = {"testing.pcr_results_time": "【核对过】结果一般24小时内出。", "testing.pcr_results_check": "【还没核对】"}
+    for entry, text in drafts.items():
+        page.wait_for_selector(f"#kb-item-{entry.replace('.', '-')}")
+        page.click(f"#kb-item-{entry.replace('.', '-')}")
+        expect(page.locator("#kb-title")).to_have_text(entry)
+        page.fill('[data-field="answer.zh"]', text)
+        page.click("#kb-save")
+        expect(page.locator("#kb-state")).to_contain_text("草稿")
+    page.click("#kb-publish")
+    page.wait_for_selector("#kb-publish-confirm")
+    listed = page.inner_text("#kb-publish-box")
+    assert all(entry in listed for entry in drafts) and "edna" in listed  # each draft, and whose
+    page.locator('#kb-publish-box input[data-entry="testing.pcr_results_check"]').uncheck()
+    expect(page.locator("#kb-publish-confirm")).to_contain_text("(1)")
+    page.screenshot(path=str(ARTIFACTS / "kb_editor_publish_review.png"))
+    page.click("#kb-publish-confirm")
+    expect(page.locator("#kb-publish-box")).to_be_hidden(timeout=60_000)
+    assert "【核对过】" in citizen_answer(browser, server, "核酸结果多久能出来")
+    page.click("#kb-item-testing-pcr_results_check")
+    expect(page.locator("#kb-state")).to_contain_text("草稿")  # still a draft
+    page.click("#kb-discard")  # the module's last test publishes
+    expect(page.locator("#kb-state")).to_contain_text("已发布")
+    assert page.errors == []
 
 
 def test_a_scheduled_change_is_shown_as_scheduled_and_citizens_keep_the_current_answer(server, browser, editor_page):
@@ -313,7 +354,7 @@ def test_a_scheduled_change_is_shown_as_scheduled_and_citizens_keep_the_current_
     page.click("#kb-save")
     expect(page.locator("#kb-state")).to_contain_text("草稿")
     page.fill("#kb-publish-at", "2099-01-05T08:00")
-    page.click("#kb-publish")
+    publish_drafts(page)
     expect(page.locator("#kb-state")).to_contain_text("已定时", timeout=60_000)
     assert "2099-01-05" in page.inner_text("#kb-state")
     page.screenshot(path=str(ARTIFACTS / "kb_editor_scheduled.png"))

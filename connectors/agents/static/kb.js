@@ -45,7 +45,8 @@
         el("span", { class: "spacer" }),
         el("label", { for: "kb-publish-at", class: "muted", text: "定时 · At (optional)" }),
         el("input", { id: "kb-publish-at", type: "datetime-local", "aria-label": "Publish at (local time)" }),
-        el("button", { type: "button", class: "primary", id: "kb-publish", text: "发布 · Publish", onclick: publish })]),
+        el("button", { type: "button", class: "primary", id: "kb-publish", text: "发布 · Publish", onclick: reviewPublish })]),
+      el("div", { class: "kb-card", id: "kb-publish-box", hidden: "hidden" }),
       el("div", { class: "kb-card", id: "kb-inbox", hidden: "hidden" }),
       el("div", { class: "kb-card", id: "kb-contacts", hidden: "hidden" }),
       el("div", { class: "kb-card", id: "kb-editor" }, [el("p", { class: "muted", text: "选择左侧的条目 · Pick an entry." })]),
@@ -227,12 +228,44 @@
       loadList(); loadStatus(); if (still(asked)) openEntry(id);
     }).catch(function (e) { ctx.flash(e.message); });
   }
+  // Publish shows what would go live first: every pending draft (whose, and when saved), each ticked; the
+  // editor publishes the ticked ones, by id. It published every draft at once, a colleague's half-done one
+  // included, and a draft saved while the editor looked went live unseen.
+  function reviewPublish() {
+    var el = ctx.el, box = q("#kb-publish-box"), drawn = ctx.latest("kb-publish-review");
+    box.hidden = false; box.textContent = "…";
+    Promise.all([kbApi("GET", "/status"), kbApi("GET", "/entries")]).then(drawn(function (both) {
+      var pending = both[0].pending, byId = {};
+      both[1].entries.forEach(function (e) { byId[e.id] = e; });
+      box.textContent = "";
+      box.appendChild(el("h3", { text: "发布以下草稿 · Publish these drafts" }));
+      if (!pending.length) box.appendChild(el("p", { class: "muted", text: "没有草稿 · No drafts." }));
+      var list = el("ul", { class: "kb-publish-list" }, pending.map(function (id, i) {
+        var e = byId[id], box_ = el("input", { type: "checkbox", id: "kb-publish-pick-" + i, "data-entry": id, checked: "checked" });
+        var what = e ? (e.status === "retire" ? "下线 · retire" : (e.title.zh || e.title.en)) + " · " + (e.draft_by || "") : "联系人 · contact";
+        return el("li", {}, [box_, el("label", { for: box_.id }, [el("code", { text: id }), " " + what])]);
+      }));
+      box.appendChild(list);
+      var at = q("#kb-publish-at").value;
+      box.appendChild(el("div", { class: "kb-bar" }, [
+        el("button", { type: "button", class: "primary", id: "kb-publish-confirm", disabled: pending.length ? null : "disabled",
+          text: (at ? "定时发布 · Schedule" : "确认发布 · Publish") + " (" + pending.length + ")", onclick: publish }),
+        el("button", { type: "button", id: "kb-publish-cancel", text: "取消 · Cancel", onclick: function () { box.hidden = true; } })]));
+      list.addEventListener("change", function () {
+        var n = list.querySelectorAll("input:checked").length, b = q("#kb-publish-confirm");
+        b.disabled = !n; b.textContent = b.textContent.replace(/\(\d+\)$/, "(" + n + ")");
+      });
+    })).catch(drawn(function (e) { box.textContent = e.message; }));
+  }
   function publish() {
-    q("#kb-publish").disabled = true;
-    var at = q("#kb-publish-at").value, body = {}, asked = S.asked;
+    var picked = Array.prototype.map.call(root.querySelectorAll("#kb-publish-box input:checked"),
+      function (n) { return n.getAttribute("data-entry"); });
+    if (!picked.length) return;
+    q("#kb-publish-confirm").disabled = true;
+    var at = q("#kb-publish-at").value, body = { entries: picked }, asked = S.asked;
     if (at) body.effective_from = new Date(at).toISOString();
     kbApi("POST", "/publish", body).then(function (r) {
-      q("#kb-publish-at").value = "";
+      q("#kb-publish-at").value = ""; q("#kb-publish-box").hidden = true;
       ctx.flash(r.publication.effective_from ? "已定时发布 · Scheduled version " + r.publication.version + " for " + r.publication.effective_from
         : "已发布 · Published version " + r.publication.version);
       loadList(); loadStatus(); if (S.current && still(asked)) openEntry(S.current);
@@ -240,7 +273,7 @@
     }).catch(function (e) {
       var problems = e.data && e.data.error && e.data.error.problems;
       ctx.flash(e.message + (problems ? ": " + problems.map(function (p) { return p.entry + " " + p.field + " " + p.message; }).join("; ") : ""));
-      loadStatus();
+      loadStatus(); reviewPublish();
     });
   }
 
