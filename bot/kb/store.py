@@ -35,9 +35,9 @@ from bot.kb.schema import Contact, Entry
 from bot.yaml_files import load_yaml
 from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision, utcnow
 
-CONTACT_PREFIX = "contact:"
+CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
 # When a publication takes effect: its scheduled time, or when it was published.
-_EFFECTIVE = func.coalesce(KbPublication.effective_from, KbPublication.published_at)  # contacts' revisions share the history table: entry_id "contact:<id>"
+_EFFECTIVE = func.coalesce(KbPublication.effective_from, KbPublication.published_at)
 # An import or a publish writes a row per entry in one transaction, and materialising the KB (export, a
 # reload's load) reads them all: a citizen's message gets the database deadline (1.5 s on a frozen link), a
 # bulk KB read or write this long; each statement keeps its timeout.
