@@ -9,6 +9,7 @@ per-call machinery (~1.5–2.3 ms per call there, ~0.1 ms here; equality is test
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from functools import lru_cache
@@ -19,6 +20,35 @@ import numpy as np
 __all__ = ["FastLinear", "TfidfRows", "fit_logistic"]
 
 _WHITE_SPACES = re.compile(r"\s\s+")  # sklearn's _VectorizerMixin._white_spaces
+
+
+class _Grams:
+    """One id per n-gram or token of every fitted vocabulary in the process. A question's grams are looked up
+    here once, and each model maps those ids to its own columns with one numpy gather: the six models (intents,
+    entries, emergency, crisis kind, aspect, topic) each looked every gram up in their own dict, ~730 lookups a
+    message. Ids are never reused; a retrained model's new grams get new ids."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def register(self, words: Sequence[str]) -> np.ndarray:
+        """The ids of ``words`` (new ones added)."""
+        with self.lock:
+            ids = self.ids
+            return np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.int64, count=len(words))
+
+    def lookup(self, counted: Counter[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, counts) of the grams any model knows; the others are no column of any model."""
+        ids = self.ids
+        hits = [(j, n) for gram, n in counted.items() if (j := ids.get(gram)) is not None]
+        if not hits:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        found, numbers = zip(*hits)
+        return np.array(found, dtype=np.int64), np.array(numbers, dtype=np.int64)
+
+
+_GRAMS = _Grams()
 Analyzer = Literal["char_wb", "tokens"]
 
 
@@ -56,16 +86,37 @@ class TfidfRows:
     def __len__(self) -> int:
         return len(self.vocabulary)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_columns", None)  # process-local gram ids: rebuilt on first use
+        return state
+
+    def _column_of(self) -> np.ndarray:
+        """Column of each global gram id (-1: not in this vocabulary), built on first use."""
+        columns: np.ndarray | None = self.__dict__.get("_columns")
+        if columns is None:
+            words = list(self.vocabulary)
+            ids = _GRAMS.register(words)
+            columns = np.full(int(ids.max()) + 1 if len(ids) else 0, -1, dtype=np.int32)
+            columns[ids] = np.fromiter((self.vocabulary[w] for w in words), dtype=np.int32, count=len(words))
+            self._columns = columns
+        return columns
+
     def row(self, doc: str | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        counted = Counter(doc) if self.analyzer == "tokens" else _char_wb_counts(str(doc), *self.ngram_range,
-                                                                                   self.lowercase)
-        vocabulary = self.vocabulary
-        hits = [(j, n) for gram, n in counted.items() if (j := vocabulary.get(gram)) is not None]
-        if not hits:
+        columns = self._column_of()
+        if self.analyzer == "tokens":
+            ids, counts = _GRAMS.lookup(Counter(doc))
+        else:
+            ids, counts = _char_wb_ids(str(doc), *self.ngram_range, self.lowercase, len(_GRAMS.ids))
+        if len(ids) and ids.max() >= len(columns):  # grams of models registered after this one
+            inside = ids < len(columns)
+            ids, counts = ids[inside], counts[inside]
+        found = columns[ids]
+        mine = found >= 0
+        indices = found[mine]
+        if not len(indices):
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        columns, numbers = zip(*hits)
-        indices = np.array(columns, dtype=np.int64)
-        tf = np.array(numbers, dtype=np.float64)
+        tf = counts[mine].astype(np.float64)
         if self.sublinear_tf:
             tf = 1.0 + np.log(tf)
         values = tf * self.idf[indices] if self.idf is not None else tf
@@ -92,6 +143,13 @@ def _char_wb_ngrams(text: str, low: int, high: int, lowercase: bool) -> list[str
             if offset == 0:  # a short word (len < n) counts once
                 break
     return grams
+
+
+@lru_cache(maxsize=256)
+def _char_wb_ids(text: str, low: int, high: int, lowercase: bool, known: int) -> tuple[np.ndarray, np.ndarray]:
+    """A text's n-grams as (global ids, counts), once for every model reading the same text; ``known``: how many
+    grams the registry held (a model registered since brings grams an older entry would miss)."""
+    return _GRAMS.lookup(_char_wb_counts(text, low, high, lowercase))
 
 
 @lru_cache(maxsize=256)

@@ -279,3 +279,24 @@ def test_a_lexical_index_updated_by_a_publish_scores_like_a_fresh_build(tmp_path
         for query in (["核", "w3"], ["新词"], ["w199", "w199", "钱"], ["t5"], ["unknown"], ["<empty>"]):
             np.testing.assert_array_equal(updated.scores(query), fresh.scores(query))
             np.testing.assert_array_equal(fresh.scores(query), reference.get_scores(query))
+
+
+def test_a_model_loaded_after_a_text_was_read_sees_that_texts_new_grams():
+    """Grams get process-wide ids, and a text's ids are cached for the models reading it one after another: a
+    model whose grams were registered after the text was first read (a retrained one, swapped in) must still find
+    them — and a model never sees another's columns."""
+    text = "qzx 喵呜喵"
+    first = TfidfRows("char_wb", {"q": 0, "x": 1}, None, sublinear_tf=False, norm=None, ngram_range=(1, 1))
+    assert sorted(first.row(text)[0].tolist()) == [0, 1]
+    later = TfidfRows("char_wb", {"喵": 0, "呜": 1, "q": 2}, None, sublinear_tf=False, norm=None, ngram_range=(1, 1))
+    indices, values = later.row(text)
+    assert dict(zip(indices.tolist(), values.tolist())) == {0: 2.0, 1: 1.0, 2: 1.0}
+    assert sorted(first.row(text)[0].tolist()) == [0, 1]  # still only its own columns
+    tokens = TfidfRows("tokens", {"喵": 5, "呜": 0}, None, sublinear_tf=False, norm=None)
+    indices, values = tokens.row(["喵", "喵", "汪"])
+    assert indices.tolist() == [5] and values.tolist() == [2.0]
+    import pickle
+
+    again = pickle.loads(pickle.dumps(later))  # the process-local ids are not saved with the model
+    assert "_columns" not in pickle.loads(pickle.dumps(later)).__dict__
+    assert dict(zip(*(a.tolist() for a in again.row(text)))) == {0: 2.0, 1: 1.0, 2: 1.0}
