@@ -311,6 +311,22 @@ def test_contact_directory_edit_reaches_citizens(server, browser):
     assert "010-12345" in citizen_answer(browser, server, "北京防疫热线是多少", shot="kb_contact_citizen.png")
 
 
+def test_an_entrys_covers_are_shown_and_checked_like_any_field(editor_page):
+    """``covers`` (the specific entries a general answer also answers) had no field: editors could neither see
+    nor change it without editing the YAML."""
+    page, entry = editor_page, "health_code.back_to_green"
+    page.fill("#kb-search", "back_to_green")
+    page.wait_for_selector(f"#kb-item-{entry.replace('.', '-')}")
+    page.click(f"#kb-item-{entry.replace('.', '-')}")
+    covers = page.locator('[data-field="covers"]')
+    expect(covers).to_have_value("health_code.yellow_to_green, health_code.red_to_green")
+    covers.fill("health_code.yellow_to_green, health_code.no_such_entry")
+    expect(page.locator("#kb-err-covers")).to_contain_text("no_such_entry")
+    page.screenshot(path=str(ARTIFACTS / "kb_editor_covers.png"))
+    page.fill("#kb-search", "")
+    assert page.errors == []
+
+
 def test_publish_lists_the_drafts_and_publishes_only_the_ticked_ones(editor_page, browser, server):
     """Publish published every pending draft at once (a colleague's half-done one too). Now it lists them, who
     saved each, and publishes the ticked ones only; the unticked draft stays a draft, not served."""

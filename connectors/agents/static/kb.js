@@ -7,7 +7,7 @@
   "use strict";
   var ctx = null, root = null, S = { entries: [], current: null, content: null, timer: null, asked: 0 };
   var FIELDS = ["questions.zh", "questions.en", "answer.zh", "answer.en", "source.name", "source.name_en",
-                "source.url", "updated", "valid_until", "region", "aspect", "follow_ups"];
+                "source.url", "updated", "valid_until", "region", "aspect", "follow_ups", "covers"];
 
   function kbApi(method, path, body, headers) { return ctx.api(method, "/kb" + path, body, undefined, headers); }
   // Changes to an entry carry the etag of the view they were made on: one saved by another editor meanwhile is
@@ -101,6 +101,9 @@
       field("source.url", "来源网址 · Source URL"), field("updated", "核实日期 · Updated (YYYY-MM-DD)")]));
     box.appendChild(el("div", { class: "kb-row" }, [field("valid_until", "有效期至 · Valid until"), field("region", "地区 · Region"),
       field("aspect", "Aspect"), field("follow_ups", "后续问题 · Follow-ups (ids, comma-separated)")]));
+    // covers: the specific entries this general answer also answers (the specific one wins a near-tie); editors
+    // could not see or change it without editing the YAML
+    box.appendChild(el("div", { class: "kb-row kb-row-half" }, [field("covers", "也涵盖 · Also answers (ids of more specific entries, comma-separated)")]));
     box.appendChild(el("div", { class: "error", id: "kb-err-general", role: "alert" }));
     box.appendChild(el("div", { class: "kb-bar" }, [
       el("button", { type: "button", class: "primary", id: "kb-save", text: "保存草稿 · Save draft", onclick: save }),
@@ -118,6 +121,7 @@
     setValue("source.name", s.name); setValue("source.name_en", s.name_en); setValue("source.url", s.url);
     setValue("updated", c.updated); setValue("valid_until", c.valid_until); setValue("region", c.region);
     setValue("aspect", c.aspect); setValue("follow_ups", (c.follow_ups || []).join(", "));
+    setValue("covers", (c.covers || []).join(", "));
     setValue("id", c.id); setValue("category", c.category);
   }
   function lines(text) { return text.split("\n").map(function (l) { return l.trim(); }).filter(Boolean); }
@@ -129,8 +133,10 @@
     c.source = { name: getValue("source.name"), name_en: getValue("source.name_en"), url: getValue("source.url") };
     c.updated = getValue("updated").trim();
     ["valid_until", "region", "aspect"].forEach(function (k) { var v = getValue(k).trim(); if (v) c[k] = v; else delete c[k]; });
-    var f = getValue("follow_ups").split(",").map(function (s) { return s.trim(); }).filter(Boolean);
-    if (f.length) c.follow_ups = f; else delete c.follow_ups;
+    ["follow_ups", "covers"].forEach(function (k) {
+      var ids = getValue(k).split(",").map(function (s) { return s.trim(); }).filter(Boolean);
+      if (ids.length) c[k] = ids; else delete c[k];
+    });
     return c;
   }
 
