@@ -151,6 +151,7 @@ def test_a_scheduled_change_stays_out_of_an_immediate_publish_until_its_time(sto
     store.save_draft("testing.pcr_hours", _edited(store, "testing.pcr_hours", "今天就改的开放时间。"), "yi")
     today, kb = store.publish("yi")
     assert kb.entries["testing.pcr_fee"].answer.zh == old_fee  # not before its day
+    assert store.load().version == today.version  # the live KB (`kb export`) is what is in effect
     assert kb.entries["testing.pcr_hours"].answer.zh == "今天就改的开放时间。"
     assert store.latest().id == today.id
     assert load_knowledge_base(store.materialise_publication(today.id)).version == today.version

@@ -250,7 +250,19 @@ class KnowledgeStore:
         files is copied from ``knowledge_dir``."""
         target = Path(target)
         with self.db.read(timeout=BULK_SECONDS) as session:
-            files = self._files(self._rows(session), draft, self._contact_rows(session))
+            rows, contacts = self._rows(session), self._contact_rows(session)
+            now = self.clock()
+            if not draft and session.execute(select(KbPublication.id).where(
+                    KbPublication.effective_from.is_not(None), KbPublication.effective_from > now).limit(1)).first():
+                # a scheduled publication's changes are stored already but not in effect: the live KB is what is
+                newest = session.execute(select(func.max(KbPublication.published_at))).scalar()
+                state = self._state(session, max(now, newest) if newest is not None else now)
+                rows = [self._detached(r) for r in rows]
+                for row in rows:
+                    row.published = state.get(row.entry_id)
+                for contact in contacts:
+                    contact.published = state.get(CONTACT_PREFIX + contact.contact_id)
+            files = self._files(rows, draft, contacts)
         if not faq_only:
             shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True, ignore=self._ignore)
         faq = target / FAQ_DIR
