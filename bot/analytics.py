@@ -400,10 +400,11 @@ class Analytics:
             requested = s.execute(select(func.count()).select_from(CB).where(
                 CB.c.created_at >= start, CB.c.created_at < end)).scalar() or 0
         waits = [(r.claimed_at - r.created_at).total_seconds() for r in rows if r.claimed_at is not None]
-        # an agent's time with a citizen who then left (abandoned after the claim) is handling time too
+        # an agent's time with a citizen who then left (abandoned while claimed) is handling time too; a ticket
+        # released back to the queue keeps its first claim's time but has no holder: its wait is no handling
         handle = [(r.closed_at - r.claimed_at).total_seconds() for r in rows
                   if r.claimed_at is not None and r.closed_at is not None
-                  and r.outcome in ("resolved", "returned", "abandoned")]
+                  and (r.outcome in ("resolved", "returned") or r.outcome == "abandoned" and r.claimed_by is not None)]
         abandoned = sum(1 for r in rows if r.outcome == "abandoned" and r.claimed_at is None)
         within = sum(1 for w in waits if w <= self.target_seconds)
         histogram, edges = [], [0, *WAIT_BUCKETS]

@@ -197,9 +197,12 @@ def test_an_agents_time_with_a_citizen_who_left_is_handling_time_not_an_abandonm
     build_day(db)
     Builder(db).handoff("c8", "user_request", T0 + dt.timedelta(hours=3), claimed=60, agent="alice", closed=960,
                         outcome="abandoned")
+    # claimed, released back to the queue (no holder), then the citizen left: its wait is no handling time
+    Builder(db).handoff("c7", "user_request", T0 + dt.timedelta(hours=3), claimed=30, agent=None, closed=3000,
+                        outcome="abandoned")
     analytics = Analytics(db, entries=lambda: ENTRIES, clock=lambda: NOW)
     out = analytics.handoffs(*day_range(analytics), Filters())
-    assert out["abandoned"] == 1 and out["claimed"] == 3  # still only c6, never claimed
+    assert out["abandoned"] == 1 and out["claimed"] == 4  # still only c6, never claimed
     assert out["handle_seconds"]["count"] == 3 and out["handle_seconds"]["mean"] == 600.0  # (600 + 300 + 900) / 3
 
 

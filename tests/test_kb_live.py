@@ -198,6 +198,31 @@ def test_an_immediate_publish_does_not_serve_a_scheduled_change_early(editing):
     assert "【今天】" in _ask(citizen, "s4", "核酸采样点几点开门")[1]
 
 
+def test_a_server_already_on_a_scheduled_version_follows_its_rebuild(editing, tmp_path):
+    """Hosts' clocks differ: this server's scheduled version is in effect already when a host whose clock is behind
+    publishes a change before it. That publish rebuilds the scheduled version (same publication, new version), and
+    a server that compared publication ids only never loaded it: the change was never served there."""
+    from connectors.app import create_app
+    from bot.kb.store import KnowledgeStore
+
+    app = create_app(editing)
+    editor, citizen = _login(app), app.test_client()
+    store = editing.kb_live.store
+    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json
+    assert editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": _edited(entry)}).status_code == 200
+    at = editing.clock() + dt.timedelta(hours=1)
+    assert editor.post("/agents/api/kb/publish", json={"effective_from": at.isoformat() + "Z"}).status_code == 200
+    editing.clock.advance(minutes=90)
+    assert NEW_ANSWER in _ask(citizen, "h1")[1]  # this server is on the scheduled version
+    behind = editing.clock() - dt.timedelta(hours=2)  # the other host's clock
+    other = KnowledgeStore(store.db, store.knowledge_dir, tmp_path / "slow-host", lambda: behind)
+    hours = other.entry("testing.pcr_hours")["published"]
+    other.save_draft("testing.pcr_hours", hours | {"answer": {**hours["answer"], "zh": "【慢主机】8点开门。"}}, "yi")
+    other.publish("yi")
+    assert "【慢主机】" in _ask(citizen, "h2", "核酸采样点几点开门")[1]
+    assert NEW_ANSWER in _ask(citizen, "h3")[1]
+
+
 def test_a_process_that_missed_a_publication_rebuilds_it_from_history(editing, tmp_path):
     """Another host has no materialised copy of the version: it is rebuilt from the revision history,
     exactly (same version hash)."""

@@ -175,6 +175,67 @@ def test_a_scheduled_change_stays_out_of_an_immediate_publish_until_its_time(sto
     assert store.load().entries["testing.pcr_fee"].answer.zh == "12月5日起的新收费（改一个字）。"
 
 
+def test_a_change_that_would_break_a_scheduled_publication_is_refused_before_anything_commits(store, clock):
+    """Scheduled: retire an entry. Now: another entry gets it as a follow-up, valid today, not on that day. The
+    scheduled publication was rebuilt only after the commit: the editor got a 500 for a publish that had gone
+    through, and on the day the old (pre-rebuild) version was served, undoing the change."""
+    first = store.import_dir(SHIPPED)
+    follow = "testing.pcr_results_time"  # 乙's draft, saved first: a follow-up to the opening hours
+    content = dict(store.entry(follow)["published"])
+    content["follow_ups"] = [*content.get("follow_ups", []), "testing.pcr_hours"]
+    store.save_draft(follow, content, "yi")
+    store.retire("testing.pcr_hours", "jia")  # 甲 schedules the opening hours' retirement, with its referrers
+    referring = [e["id"] for e in store.entries() if e["id"] != follow
+                 and "testing.pcr_hours" in (e["published"] or {}).get("follow_ups", [])]
+    for entry_id in referring:
+        edited = dict(store.entry(entry_id)["published"])
+        edited["follow_ups"] = [f for f in edited["follow_ups"] if f != "testing.pcr_hours"]
+        store.save_draft(entry_id, edited, "jia")
+    scheduled, _ = store.publish("jia", ["testing.pcr_hours", *referring],
+                                 effective_from=clock() + dt.timedelta(days=1))
+    with pytest.raises(KbEditError) as refused:
+        store.publish("yi")
+    assert refused.value.status == 422 and any("testing.pcr_hours" in p.message for p in refused.value.problems)
+    assert store.latest().id == first.id and store.pending() == [follow]
+    assert next(p for p in store.publications() if p.id == scheduled.id).version == scheduled.version
+
+
+def test_a_scheduled_time_passing_during_a_publish_still_brings_the_scheduled_change(store, clock):
+    """An immediate publish is built on what is in effect when it starts; it took effect when it committed, so a
+    scheduled time passing in between ranked it after the scheduled publication, whose change it lacks."""
+    store.import_dir(SHIPPED)
+    store.save_draft("testing.pcr_fee", _edited(store, text="一小时后的新收费。"), "jia")
+    scheduled, _ = store.publish("jia", effective_from=clock() + dt.timedelta(hours=1))
+    store.save_draft("testing.pcr_hours", _edited(store, "testing.pcr_hours", "现在改的开放时间。"), "yi")
+    store.publish("yi", before_commit=lambda kb: clock.advance(hours=2))  # a long build, past the scheduled time
+    assert store.latest().id == scheduled.id
+    served = store.load()
+    assert served.version == store.latest().version
+    assert served.entries["testing.pcr_fee"].answer.zh == "一小时后的新收费。"
+    assert served.entries["testing.pcr_hours"].answer.zh == "现在改的开放时间。"
+
+
+def test_two_editors_creating_the_same_id_at_once_do_not_overwrite(store, monkeypatch):
+    store.import_dir(SHIPPED)
+    content = dict(store.entry("testing.pcr_fee")["published"]) | {"id": "testing.brand_new"}
+    content["questions"] = {"zh": ["全新的问题一", "全新的问题二", "全新的问题三"], "en": ["brand new one", "brand new two"]}
+    store.save_draft(None, content, "jia")
+    monkeypatch.setattr(store, "_key_order", lambda *a: list(content))  # both looked before either saved
+    with pytest.raises(KbEditError) as refused:
+        store.save_draft(None, content | {"answer": {**content["answer"], "zh": "乙的"}}, "yi")
+    assert refused.value.status == 409 and refused.value.field == "id"
+    assert store.entry("testing.brand_new")["draft_by"] == "jia"
+
+
+def test_an_import_waits_for_a_scheduled_publication(store, clock):
+    store.import_dir(SHIPPED)
+    store.save_draft("testing.pcr_fee", _edited(store, text="明天的。"), "jia")
+    store.publish("jia", effective_from=clock() + dt.timedelta(days=1))
+    with pytest.raises(KbEditError) as refused:
+        store.import_dir(SHIPPED)
+    assert refused.value.status == 409 and "scheduled" in refused.value.message
+
+
 def test_a_publish_from_a_host_whose_clock_runs_behind_still_goes_live(store, clock):
     """Publications apply in the order they take effect; an immediate one takes effect when published. A second
     host whose clock is a minute behind the first's must not publish "into the past", below the one before."""

@@ -49,6 +49,7 @@ class LiveKnowledge:
         self.store = store
         self.settings = services.settings
         self.publication_id = 0  # the publication this process serves
+        self.publication_version = ""  # ...and its version (a scheduled one is rebuilt when one before it commits)
         self.memo = VectorMemo()
         self.tokens: dict[str, list[str]] = {}  # normalised text -> tokens, reused by publishes
         self._lock = threading.Lock()
@@ -79,14 +80,14 @@ class LiveKnowledge:
             return True
         self._checked_at = now
         latest = self.store.latest()
-        if latest is None or latest.id == self.publication_id:
+        if latest is None or (latest.id, latest.version) == (self.publication_id, self.publication_version):
             self._complete_provisional()
             return True
         if not self._lock.acquire(timeout=self.settings.kb.reload_wait):
             return False  # someone else is swapping; serve the old version meanwhile
         try:
             latest = self.store.latest() or latest
-            if latest.id != self.publication_id:
+            if (latest.id, latest.version) != (self.publication_id, self.publication_version):
                 self._switch(latest)
             return True
         finally:
@@ -100,7 +101,7 @@ class LiveKnowledge:
             if kb.version != publication.version:  # a newer publication landed meanwhile; take what is there
                 log.info("KB %s published while loading %s", kb.version, publication.version)
             self.swap(kb)
-        self.publication_id = publication.id
+        self.publication_id, self.publication_version = publication.id, publication.version
 
     def swap(self, kb: KnowledgeBase) -> None:
         """Serve ``kb`` in this process from now on (index loaded from disk or rebuilt incrementally)."""
@@ -240,7 +241,7 @@ class LiveKnowledge:
                 self.services.bot = serving  # swapped before a commit that did not happen: serve what is live
                 raise
             if publication.effective_from is None:
-                self.publication_id = publication.id
+                self.publication_id, self.publication_version = publication.id, publication.version
         self.bump(publication.id)
         self.retrain()
         return publication
@@ -249,7 +250,7 @@ class LiveKnowledge:
         with self._lock:
             publication = self.store.import_dir(source, actor)
             self.swap(load_knowledge_base(self.store.materialise()))
-            self.publication_id = publication.id
+            self.publication_id, self.publication_version = publication.id, publication.version
         self.bump(publication.id)
         self.retrain()
         return publication

@@ -310,16 +310,18 @@ class KnowledgeStore:
             state[revision.entry_id] = revision.content
         return state
 
-    def materialise_publication(self, publication_id: int) -> Path:
+    def materialise_publication(self, publication_id: int,
+                                overlay: dict[str, dict[str, Any] | None] | None = None) -> Path:
         """The KB exactly as in effect from publication ``publication_id`` on (from the revision history): what a
-        process serves while a later, scheduled publication is not in effect yet."""
+        process serves while a later, scheduled publication is not in effect yet. ``overlay``: the changes of a
+        publication about to commit that takes effect before it (none of them touches what it changes)."""
         with self.db.read(timeout=BULK_SECONDS) as session:
             entries = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
             at = session.execute(select(_EFFECTIVE).where(KbPublication.id == publication_id)).scalar()
             if at is None:
                 raise KbEditError(404, f"no publication {publication_id}")
-            latest = self._state(session, at, publication_id)
+            latest = self._state(session, at, publication_id) | (overlay or {})
         for row in entries:
             row.published, row.draft, row.draft_retire = latest.get(row.entry_id), None, False
         for contact in contacts:
@@ -352,6 +354,13 @@ class KnowledgeStore:
         The directory must pass ``kb validate`` (expired entries are allowed, as when serving).
         Key order of each entry is kept, so export reproduces canonical files byte for byte."""
         source = Path(source)
+        with self.db.read() as session:
+            due = session.execute(select(KbPublication.effective_from).where(
+                KbPublication.effective_from.is_not(None), KbPublication.effective_from > self.clock())
+                .order_by(KbPublication.effective_from).limit(1)).scalar()
+        if due is not None:  # its changes are stored already: an import would be compared with, and undone by, them
+            raise KbEditError(409, f"a publication is scheduled for {due:%Y-%m-%d %H:%M} UTC: import after it takes "
+                              "effect")
         kb = load_knowledge_base(source)  # raises KnowledgeBaseError naming file/entry/field
         imported: list[tuple[str, str, int, dict[str, Any]]] = []
         for path in sorted((source / FAQ_DIR).glob("*.yml")):
@@ -499,7 +508,9 @@ class KnowledgeStore:
         now = self.clock()
         with self.db.transaction() as session:
             row = session.get(KbEntry, entry.id, with_for_update=True)
-            if row is not None and entry_id is not None:
+            if row is not None and entry_id is None:  # created by another editor since _key_order looked
+                raise KbEditError(409, f"id: entry {entry.id!r} already exists", field="id")
+            if row is not None:
                 _unchanged(row, expected)
             if row is None:
                 position = session.execute(select(func.count()).select_from(KbEntry)
@@ -699,6 +710,22 @@ class KnowledgeStore:
         except KnowledgeBaseError as exc:
             raise KbEditError(422, "the KB would not be valid", exc.problems) from None
         version = kb.version
+        # Each publication scheduled after this one is rebuilt on it, and must stay valid (scheduled: "retire B";
+        # now: "A follows up with B" is valid today and not on B's day); checked before anything commits, its new
+        # version written in the same transaction. Before, the rebuild ran after the commit: an invalid one was a
+        # 500 for a publish that had gone through, and a failed one left the old version to be served on its day,
+        # undoing this change.
+        rebuilt: dict[int, str] = {}
+        if later:
+            overlay = {r.entry_id: None if r.draft_retire else r.draft for r in pending} | \
+                {CONTACT_PREFIX + c.contact_id: c.draft for c in pending_contacts}
+            for publication_id, _ in later:
+                try:
+                    rebuilt[publication_id] = load_knowledge_base(
+                        self.materialise_publication(publication_id, overlay)).version
+                except KnowledgeBaseError as exc:
+                    raise KbEditError(422, f"the publication scheduled after this one ({publication_id}) would not be "
+                                      "valid with this change", exc.problems) from None
         if before_commit is not None and not scheduled:
             before_commit(kb)
         now = self.clock()
@@ -740,14 +767,15 @@ class KnowledgeStore:
             if stale:
                 raise KbEditError(409, f"entries: {', '.join(sorted(stale))} changed while publishing (saved or "
                                   "discarded meanwhile): review and publish again", field="entries")
-            publication = self._publish_rows(session, changes, actor, note, now, version,
+            for publication_id, rebuilt_version in rebuilt.items():
+                session.execute(update(KbPublication).where(KbPublication.id == publication_id)
+                                .values(version=rebuilt_version))
+            # an immediate one takes effect when it was built: published at ``at`` (its KB leaves out what takes
+            # effect after ``at``; committed later, a scheduled time passing meanwhile would rank it after that)
+            publication = self._publish_rows(session, changes, actor, note, now if scheduled else at, version,
                                              effective_from if scheduled else None)
             _audit(session, actor, "kb.publish", version, {"publication": publication.id,
                                                            "entries": sorted(e for e, _ in changes)}, now)
-        for publication_id, _ in later:  # their KB now includes this publication's changes: a new version
-            rebuilt = load_knowledge_base(self.materialise_publication(publication_id)).version
-            with self.db.transaction() as session:
-                session.execute(update(KbPublication).where(KbPublication.id == publication_id).values(version=rebuilt))
         return publication, kb
 
     def _publish_rows(self, session: Session, changes: list[tuple[str, dict[str, Any] | None]], actor: str, note: str,

@@ -5,7 +5,7 @@
  * API: /agents/api/kb/... (connectors/agents/kb_views.py). */
 (function () {
   "use strict";
-  var ctx = null, root = null, S = { entries: [], current: null, content: null, timer: null, asked: 0 };
+  var ctx = null, root = null, S = { entries: [], current: null, content: null, timer: null, asked: 0, unticked: {} };
   var FIELDS = ["questions.zh", "questions.en", "answer.zh", "answer.en", "source.name", "source.name_en",
                 "source.url", "updated", "valid_until", "region", "aspect", "follow_ups", "covers"];
 
@@ -212,7 +212,7 @@
     kbApi("POST", path, { entry: c }, S.current ? ifMatch() : {}).then(function (view) {
       ctx.flash("草稿已保存 · Draft saved: " + view.id); loadList(); loadStatus();
       if (!still(asked)) return;
-      showProblems([]); S.current = view.id; openEntry(view.id);
+      showProblems([]); S.current = view.id; S.etag = view.etag; openEntry(view.id);  // a quick second save: no 412
     }).catch(function (e) {
       if (!still(asked)) { ctx.flash(e.message); return; }
       var problems = e.data && e.data.error && e.data.error.problems;
@@ -247,17 +247,19 @@
       box.appendChild(el("h3", { text: "发布以下草稿 · Publish these drafts" }));
       if (!pending.length) box.appendChild(el("p", { class: "muted", text: "没有草稿 · No drafts." }));
       var list = el("ul", { class: "kb-publish-list" }, pending.map(function (id, i) {
-        var e = byId[id], box_ = el("input", { type: "checkbox", id: "kb-publish-pick-" + i, "data-entry": id, checked: "checked" });
+        var e = byId[id], box_ = el("input", { type: "checkbox", id: "kb-publish-pick-" + i, "data-entry": id,
+          checked: S.unticked[id] ? null : "checked" });  // what the editor unticked stays so when redrawn
         var what = e ? (e.status === "retire" ? "下线 · retire" : (e.title.zh || e.title.en)) + " · " + (e.draft_by || "") : "联系人 · contact";
         return el("li", {}, [box_, el("label", { for: box_.id }, [el("code", { text: id }), " " + what])]);
       }));
       box.appendChild(list);
-      var at = q("#kb-publish-at").value;
+      var at = q("#kb-publish-at").value, ticked = pending.filter(function (id) { return !S.unticked[id]; }).length;
       box.appendChild(el("div", { class: "kb-bar" }, [
-        el("button", { type: "button", class: "primary", id: "kb-publish-confirm", disabled: pending.length ? null : "disabled",
-          text: (at ? "定时发布 · Schedule" : "确认发布 · Publish") + " (" + pending.length + ")", onclick: publish }),
+        el("button", { type: "button", class: "primary", id: "kb-publish-confirm", disabled: ticked ? null : "disabled",
+          text: (at ? "定时发布 · Schedule" : "确认发布 · Publish") + " (" + ticked + ")", onclick: publish }),
         el("button", { type: "button", id: "kb-publish-cancel", text: "取消 · Cancel", onclick: function () { box.hidden = true; } })]));
-      list.addEventListener("change", function () {
+      list.addEventListener("change", function (ev) {
+        S.unticked[ev.target.getAttribute("data-entry")] = !ev.target.checked;
         var n = list.querySelectorAll("input:checked").length, b = q("#kb-publish-confirm");
         b.disabled = !n; b.textContent = b.textContent.replace(/\(\d+\)$/, "(" + n + ")");
       });
@@ -271,7 +273,7 @@
     var at = q("#kb-publish-at").value, body = { entries: picked }, asked = S.asked;
     if (at) body.effective_from = new Date(at).toISOString();
     kbApi("POST", "/publish", body).then(function (r) {
-      q("#kb-publish-at").value = ""; q("#kb-publish-box").hidden = true;
+      q("#kb-publish-at").value = ""; q("#kb-publish-box").hidden = true; S.unticked = {};
       ctx.flash(r.publication.effective_from ? "已定时发布 · Scheduled version " + r.publication.version + " for " + r.publication.effective_from
         : "已发布 · Published version " + r.publication.version);
       loadList(); loadStatus(); if (S.current && still(asked)) openEntry(S.current);
