@@ -338,7 +338,11 @@ def test_publish_lists_the_drafts_and_publishes_only_the_ticked_ones(editor_page
         expect(page.locator("#kb-title")).to_have_text(entry)
         page.fill('[data-field="answer.zh"]', text)
         page.click("#kb-save")
-        expect(page.locator("#kb-state")).to_contain_text("草稿")
+        # a save validates the whole KB: under the suite's load it outlasted the default 5 s once; and a refusal
+        # (its message under the form) fails here with that message, not as a timeout
+        page.wait_for_function("() => /草稿/.test(document.querySelector('#kb-state').textContent)"
+                               " || document.querySelector('#kb-err-general').textContent", timeout=60_000)
+        assert page.inner_text("#kb-err-general") == "" and "草稿" in page.inner_text("#kb-state")
     page.click("#kb-publish")
     page.wait_for_selector("#kb-publish-confirm")
     listed = page.inner_text("#kb-publish-box")
