@@ -495,15 +495,14 @@ class Bot:
             return [ReplyMessage(self.responses("ask_region", language, title=entry.title(language)),
                                  buttons=buttons, entry_id=entry.id)]
         if decision.action == "menu":
-            buttons = [commands.topic_button(self.responses.get(f"topic_{c}", language, c), c) for c in decision.options]
+            buttons = [commands.topic_button(self._topic_title(c, language), c) for c in decision.options]
             return [ReplyMessage(self.responses("menu", language), buttons=buttons)]
         if decision.action in ("did_you_mean", "topic"):  # a topic: its questions, as options
             buttons = [commands.faq_button(self.kb.entries[e].title(language), e) for e in decision.options]
             buttons.append(commands.simple_button(self.responses("none_of_these", language), commands.NONE_OF_THESE))
             if decision.action == "topic" and decision.options:  # the citizen chose the topic: nothing to guess
                 category = self.kb.entries[decision.options[0]].category
-                text = self.responses("topic_questions", language,
-                                      topic=self.responses.get(f"topic_{category}", language, category))
+                text = self.responses("topic_questions", language, topic=self._topic_title(category, language))
                 return [ReplyMessage(text, buttons=buttons)]
             return [ReplyMessage(self.responses("did_you_mean", language), buttons=buttons)]
         if decision.action == "policy_changed":
@@ -516,6 +515,9 @@ class Bot:
         if decision.action == "not_covered":
             return [ReplyMessage(self.responses("not_covered", language), buttons=[talk])]
         return [ReplyMessage(self.responses("rephrase", language), buttons=[talk])]
+
+    def _topic_title(self, category: str, language: str) -> str:
+        return self.responses.get(f"topic_{category}", language, category)
 
     def _region_title(self, name: str, language: str) -> str:
         region = self.gazetteer.get(name)

@@ -148,6 +148,16 @@ def test_real_server_serves_the_published_answer_without_restart(session_dir, en
         stop_server(server)
 
 
+def _schedule_new_answer(editor, editing):
+    """ENTRY's NEW_ANSWER saved and published for an hour from now: (that moment, the publish response)."""
+    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json
+    assert editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": _edited(entry)}).status_code == 200
+    at = editing.clock() + dt.timedelta(hours=1)
+    published = editor.post("/agents/api/kb/publish", json={"effective_from": at.isoformat() + "Z"})
+    assert published.status_code == 200, published.json
+    return at, published
+
+
 def test_scheduled_publish_takes_effect_at_its_time(editing):
     """A publish with ``effective_from`` in the future changes nothing until then; the first request
     after that moment is answered by the new version (the injected clock moves, nothing restarts)."""
@@ -156,11 +166,7 @@ def test_scheduled_publish_takes_effect_at_its_time(editing):
     app = create_app(editing)
     editor, citizen = _login(app), app.test_client()
     before = _ask(citizen, "t0")[1]
-    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json
-    assert editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": _edited(entry)}).status_code == 200
-    at = editing.clock() + dt.timedelta(hours=1)
-    published = editor.post("/agents/api/kb/publish", json={"effective_from": at.isoformat() + "Z"})
-    assert published.status_code == 200, published.json
+    at, published = _schedule_new_answer(editor, editing)
     assert published.json["publication"]["effective_from"] == at.isoformat() + "Z"
     assert _ask(citizen, "t1")[1] == before  # scheduled: not yet
     editing.clock.advance(minutes=59)
@@ -178,10 +184,7 @@ def test_an_immediate_publish_does_not_serve_a_scheduled_change_early(editing):
     app = create_app(editing)
     editor, citizen = _login(app), app.test_client()
     before = _ask(citizen, "s0")[1]
-    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json
-    assert editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": _edited(entry)}).status_code == 200
-    at = editing.clock() + dt.timedelta(hours=1)
-    assert editor.post("/agents/api/kb/publish", json={"effective_from": at.isoformat() + "Z"}).status_code == 200
+    at, _ = _schedule_new_answer(editor, editing)
     hours = editor.get("/agents/api/kb/entries/testing.pcr_hours").json
     fixed = dict(hours["published"]) | {"answer": {**hours["published"]["answer"], "zh": "【今天】采样点8点开门。"}}
     assert editor.post("/agents/api/kb/entries/testing.pcr_hours", json={"entry": fixed}).status_code == 200
@@ -208,10 +211,7 @@ def test_a_server_already_on_a_scheduled_version_follows_its_rebuild(editing, tm
     app = create_app(editing)
     editor, citizen = _login(app), app.test_client()
     store = editing.kb_live.store
-    entry = editor.get(f"/agents/api/kb/entries/{ENTRY}").json
-    assert editor.post(f"/agents/api/kb/entries/{ENTRY}", json={"entry": _edited(entry)}).status_code == 200
-    at = editing.clock() + dt.timedelta(hours=1)
-    assert editor.post("/agents/api/kb/publish", json={"effective_from": at.isoformat() + "Z"}).status_code == 200
+    _schedule_new_answer(editor, editing)
     editing.clock.advance(minutes=90)
     assert NEW_ANSWER in _ask(citizen, "h1")[1]  # this server is on the scheduled version
     behind = editing.clock() - dt.timedelta(hours=2)  # the other host's clock

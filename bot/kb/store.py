@@ -38,6 +38,11 @@ from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision
 CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
 # When a publication takes effect: its scheduled time, or when it was published.
 _EFFECTIVE = func.coalesce(KbPublication.effective_from, KbPublication.published_at)
+
+
+def _scheduled_after(moment: dt.datetime) -> Any:
+    """Publications scheduled to take effect after ``moment``: their changes are stored, not in effect yet."""
+    return and_(KbPublication.effective_from.is_not(None), KbPublication.effective_from > moment)
 # An import or a publish writes a row per entry in one transaction, and materialising the KB (export, a
 # reload's load) reads them all: a citizen's message gets the database deadline (1.5 s on a frozen link), a
 # bulk KB read or write this long; each statement keeps its timeout.
@@ -178,7 +183,7 @@ class KnowledgeStore:
         content (the console says so; citizens get the content before it until then)."""
         due: dict[str, dt.datetime] = {}
         for at, entries in session.execute(select(KbPublication.effective_from, KbPublication.entries).where(
-                KbPublication.effective_from.is_not(None), KbPublication.effective_from > self.clock())
+                _scheduled_after(self.clock()))
                 .order_by(KbPublication.effective_from)):
             for entry_id in entries or []:
                 if at is not None:  # always, by the query
@@ -252,16 +257,10 @@ class KnowledgeStore:
         with self.db.read(timeout=BULK_SECONDS) as session:
             rows, contacts = self._rows(session), self._contact_rows(session)
             now = self.clock()
-            if not draft and session.execute(select(KbPublication.id).where(
-                    KbPublication.effective_from.is_not(None), KbPublication.effective_from > now).limit(1)).first():
+            if not draft and session.execute(select(KbPublication.id).where(_scheduled_after(now)).limit(1)).first():
                 # a scheduled publication's changes are stored already but not in effect: the live KB is what is
-                newest = session.execute(select(func.max(KbPublication.published_at))).scalar()
-                state = self._state(session, max(now, newest) if newest is not None else now)
                 rows = [self._detached(r) for r in rows]
-                for row in rows:
-                    row.published = state.get(row.entry_id)
-                for contact in contacts:
-                    contact.published = state.get(CONTACT_PREFIX + contact.contact_id)
+                self._put_state(rows, contacts, self._state(session, self._not_before_last(session, now)))
             files = self._files(rows, draft, contacts)
         if not faq_only:
             shutil.copytree(self.knowledge_dir, target, dirs_exist_ok=True, ignore=self._ignore)
@@ -310,6 +309,20 @@ class KnowledgeStore:
             state[revision.entry_id] = revision.content
         return state
 
+    @staticmethod
+    def _not_before_last(session: Session, moment: dt.datetime) -> dt.datetime:
+        """``moment``, or the last publication's ``published_at`` when that is later (another host's clock)."""
+        newest = session.execute(select(func.max(KbPublication.published_at))).scalar()
+        return max(moment, newest) if newest is not None else moment
+
+    @staticmethod
+    def _put_state(rows: list[KbEntry], contacts: list[KbContact], state: dict[str, dict[str, Any] | None]) -> None:
+        """Detached rows' live content set to ``state`` (``_state``)."""
+        for row in rows:
+            row.published = state.get(row.entry_id)
+        for contact in contacts:
+            contact.published = state.get(CONTACT_PREFIX + contact.contact_id)
+
     def materialise_publication(self, publication_id: int,
                                 overlay: dict[str, dict[str, Any] | None] | None = None) -> Path:
         """The KB exactly as in effect from publication ``publication_id`` on (from the revision history): what a
@@ -355,9 +368,8 @@ class KnowledgeStore:
         Key order of each entry is kept, so export reproduces canonical files byte for byte."""
         source = Path(source)
         with self.db.read() as session:
-            due = session.execute(select(KbPublication.effective_from).where(
-                KbPublication.effective_from.is_not(None), KbPublication.effective_from > self.clock())
-                .order_by(KbPublication.effective_from).limit(1)).scalar()
+            due = session.execute(select(KbPublication.effective_from).where(_scheduled_after(self.clock()))
+                                  .order_by(KbPublication.effective_from).limit(1)).scalar()
         if due is not None:  # its changes are stored already: an import would be compared with, and undone by, them
             raise KbEditError(409, f"a publication is scheduled for {due:%Y-%m-%d %H:%M} UTC: import after it takes "
                               "effect")
@@ -643,16 +655,10 @@ class KnowledgeStore:
             # time instead: before, an immediate publish of any entry served every scheduled change at once
             # (a rule due on the 5th went live on the 3rd), and each such publication is rebuilt on this one.
             if not scheduled:  # after every publication so far, whatever this host's clock says (_publish_rows)
-                newest = session.execute(select(func.max(KbPublication.published_at))).scalar()
-                at = max(at, newest) if newest is not None else at
-            later = session.execute(select(KbPublication.id, KbPublication.entries).where(
-                KbPublication.effective_from.is_not(None), KbPublication.effective_from > at)).all()
+                at = self._not_before_last(session, at)
+            later = session.execute(select(KbPublication.id, KbPublication.entries).where(_scheduled_after(at))).all()
             if later:
-                state = self._state(session, at)
-                for row in rows:
-                    row.published = state.get(row.entry_id)
-                for contact in contacts:
-                    contact.published = state.get(CONTACT_PREFIX + contact.contact_id)
+                self._put_state(rows, contacts, self._state(session, at))
         kept: dict[str, tuple[Any, bool, dt.datetime | None]] = {}  # restored entries' pending drafts, as they were
         for row in rows:
             if restore and row.entry_id in restore:
@@ -783,8 +789,7 @@ class KnowledgeStore:
         # Publications apply in the order they take effect, an immediate one at its published_at: never before
         # an earlier publication's, or a host whose clock runs behind another's would publish "into the past"
         # and its change would rank below the one before it (callers hold the publications' write lock).
-        newest = session.execute(select(func.max(KbPublication.published_at))).scalar()
-        now = max(now, newest) if newest is not None else now
+        now = self._not_before_last(session, now)
         row = KbPublication(version=version or "pending", published_by=actor, published_at=now, note=note[:200],
                             entries=sorted(e for e, _ in changes), effective_from=effective_from)
         session.add(row)
