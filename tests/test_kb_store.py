@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from bot.config import default_knowledge_dir
 from bot.db import Database
@@ -245,6 +245,52 @@ def test_a_publish_from_a_host_whose_clock_runs_behind_still_goes_live(store, cl
     behind, _ = store.publish("yi")
     assert store.latest().id == behind.id != first.id
     assert store.load().entries["testing.pcr_fee"].answer.zh == "慢一分钟的主机发布的。"
+
+
+def _plan_of_latest(store) -> list[str]:
+    """The query plan of the statement ``latest()`` sends, as the database would run it."""
+    seen: list[tuple[str, object]] = []
+
+    def grab(conn, cursor, statement, parameters, context, executemany):
+        if "kb_publications" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(store.db.engine, "before_cursor_execute", grab)
+    try:
+        store.latest()
+    finally:
+        event.remove(store.db.engine, "before_cursor_execute", grab)
+    (statement, parameters), = seen
+    raw = store.db.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if store.db.engine.dialect.name == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            return [row[3] for row in cursor.fetchall()]
+        cursor.execute("SET enable_seqscan = off")  # a tiny table is scanned anyway; can an index serve it?
+        cursor.execute("EXPLAIN " + statement, parameters)
+        return [row[0] for row in cursor.fetchall()]
+    finally:
+        raw.rollback()
+        raw.close()
+
+
+def test_the_publication_in_effect_is_read_through_indexes(store, clock):
+    """Every request asks which publication is in effect. Ordering the whole table by when each took effect
+    grew with the table (0.32 ms at 10 publications, 1.2-2.2 ms at 3,000 on SQLite); two index probes do not."""
+    store.import_dir(SHIPPED)
+    store.save_draft("testing.pcr_fee", _edited(store, text="明天的。"), "jia")
+    store.publish("jia", effective_from=clock() + dt.timedelta(days=1))
+    plan = _plan_of_latest(store)
+    if store.db.engine.dialect.name == "sqlite":
+        assert not [line for line in plan if line.startswith("SCAN kb_publications") and "INDEX" not in line], plan
+        assert any("ix_kb_publications_immediate" in line for line in plan), plan
+        assert any("ix_kb_publications_scheduled" in line for line in plan), plan
+    else:
+        assert not [line for line in plan if "Seq Scan" in line], plan
+        assert sum("ix_kb_publications_" in line for line in plan) == 2, plan
+    clock.advance(days=2)
+    assert store.latest().entries == ["testing.pcr_fee"]  # the scheduled one, in effect now
 
 
 def test_invalid_draft_is_refused_by_field(store):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.db import Database
@@ -38,6 +38,23 @@ from bot.models import AuditEntry, KbContact, KbEntry, KbPublication, KbRevision
 CONTACT_PREFIX = "contact:"  # contacts' revisions share the history table: entry_id "contact:<id>"
 # When a publication takes effect: its scheduled time, or when it was published.
 _EFFECTIVE = func.coalesce(KbPublication.effective_from, KbPublication.published_at)
+
+
+def _in_effect() -> Any:
+    """The publication in effect at ``:now``: the newest immediate one and the newest scheduled one due by then,
+    each one probe of its index (``KbPublication.__table_args__``), the later of the two. Built once: building
+    the statement on every call cost 0.12 ms of the 0.45 ms read."""
+    immediate = (select(KbPublication.id).where(KbPublication.effective_from.is_(None))
+                 .order_by(KbPublication.published_at.desc(), KbPublication.id.desc()).limit(1))
+    scheduled = (select(KbPublication.id).where(KbPublication.effective_from <= bindparam("now"))
+                 .order_by(KbPublication.effective_from.desc(), KbPublication.id.desc()).limit(1))
+    return (select(KbPublication).where(KbPublication.id.in_([immediate.scalar_subquery(),
+                                                               scheduled.scalar_subquery()]))
+            .order_by(_EFFECTIVE.desc(), KbPublication.id.desc()).limit(1))
+
+
+_IN_EFFECT = _in_effect()
+_NEWEST = select(KbPublication).order_by(KbPublication.id.desc()).limit(1)
 
 
 def _scheduled_after(moment: dt.datetime) -> Any:
@@ -146,13 +163,11 @@ class KnowledgeStore:
         if effective:
             # an immediate publication is in effect whatever this host's clock says (a clock a second behind the
             # publisher's must not hold it back); only scheduled ones wait for their time
-            query = (select(KbPublication).where(KbPublication.effective_from.is_(None)
-                                                 | (KbPublication.effective_from <= self.clock()))
-                     .order_by(_EFFECTIVE.desc(), KbPublication.id.desc()).limit(1))
+            query, params = _IN_EFFECT, {"now": self.clock()}
         else:
-            query = select(KbPublication).order_by(KbPublication.id.desc()).limit(1)
+            query, params = _NEWEST, {}
         with self.db.read() as session:
-            row = session.execute(query).scalar_one_or_none()
+            row = session.execute(query, params).scalar_one_or_none()
             return _publication(row) if row else None
 
     def latest_id(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.models.base import Base, utcnow
@@ -30,6 +30,18 @@ class KbPublication(Base):
     # Scheduled publish: served from this moment on (None: at once). Until then the previous
     # publication stays live; every process switches on its first request after it.
     effective_from: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+    # ``KnowledgeStore.latest()`` runs before every request: the newest immediate publication and the newest
+    # scheduled one in effect, each one index probe (ordering the whole table by when each took effect cost
+    # 0.32 ms at 10 publications and 1.22 ms at 3,000 on SQLite, 1.04 / 2.39 ms on PostgreSQL)
+    # (partial, one kind each: PostgreSQL does not read ``IS NULL`` as an equality that fixes an index's order,
+    # and SQLite without statistics chose an index on ``effective_from`` for the immediate ones, then sorted them)
+    __table_args__ = (Index("ix_kb_publications_immediate", "published_at", "id",
+                            sqlite_where=text("effective_from IS NULL"),
+                            postgresql_where=text("effective_from IS NULL")),
+                      Index("ix_kb_publications_scheduled", "effective_from", "id",
+                            sqlite_where=text("effective_from IS NOT NULL"),
+                            postgresql_where=text("effective_from IS NOT NULL")))
 
 
 class KbEntry(Base):
