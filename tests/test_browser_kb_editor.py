@@ -361,9 +361,10 @@ def test_publish_lists_the_drafts_and_publishes_only_the_ticked_ones(editor_page
 
 
 def test_a_scheduled_change_is_shown_as_scheduled_and_citizens_keep_the_current_answer(server, browser, editor_page):
-    """Last in the module (it leaves a publication pending for tomorrow). The editor schedules a new answer for
-    tomorrow: the entry says when its published content takes effect (it said "已发布 · Live" though citizens
-    still got the old answer), and the citizen gets the current answer."""
+    """Last in the module (it leaves a draft pending). The editor schedules a new answer for a later day: the entry
+    says when its published content takes effect (it said "已发布 · Live" though citizens still got the old answer),
+    and the citizen gets the current answer. Then the editor cancels the schedule (there was no way to: an urgent
+    fix of the entry had to wait for that day): the change is a draft again, nothing typed is lost."""
     page, entry = editor_page, "testing.pcr_sites"
     question = "哪里可以做核酸检测"
     before = citizen_answer(browser, server, question)
@@ -378,5 +379,15 @@ def test_a_scheduled_change_is_shown_as_scheduled_and_citizens_keep_the_current_
     expect(page.locator("#kb-state")).to_contain_text("已定时", timeout=60_000)
     assert "2099-01-05" in page.inner_text("#kb-state")
     page.screenshot(path=str(ARTIFACTS / "kb_editor_scheduled.png"))
+    assert citizen_answer(browser, server, question) == before
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.click("#kb-unschedule")
+    expect(page.locator("#kb-state")).to_contain_text("草稿", timeout=60_000)
+    assert "已定时" not in page.inner_text("#kb-state") and page.locator("#kb-unschedule").count() == 0
+    assert "草稿" in asked[0] and "drafts again" in asked[0]
+    expect(page.locator('[data-field="answer.zh"]')).to_have_value("【明天起】核酸采样点调整为社区卫生服务中心。")
+    expect(page.locator("#alert")).to_contain_text("Scheduled publish cancelled")
+    page.screenshot(path=str(ARTIFACTS / "kb_editor_unscheduled.png"))
     assert citizen_answer(browser, server, question) == before
     assert page.errors == []

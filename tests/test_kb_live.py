@@ -175,6 +175,35 @@ def test_scheduled_publish_takes_effect_at_its_time(editing):
     assert NEW_ANSWER in _ask(citizen, "t3")[1]
 
 
+def test_an_editor_cancels_a_scheduled_publish_over_http(editing):
+    """DELETE /agents/api/kb/publications/<id>: the scheduled change never reaches citizens and is a draft again."""
+    from connectors.app import create_app
+
+    app = create_app(editing)
+    editor, citizen = _login(app), app.test_client()
+    before = _ask(citizen, "c0")[1]
+    _, published = _schedule_new_answer(editor, editing)
+    scheduled = published.json["publication"]["id"]
+    assert editor.get(f"/agents/api/kb/entries/{ENTRY}").json["scheduled_publication"] == scheduled
+    token = editor.environ_base.pop("HTTP_X_CSRF_TOKEN")
+    assert editor.delete(f"/agents/api/kb/publications/{scheduled}", json={}).status_code == 403  # no CSRF token
+    editor.environ_base["HTTP_X_CSRF_TOKEN"] = token
+    assert editor.delete(f"/agents/api/kb/publications/{scheduled}", data="{}").status_code == 415  # not JSON
+    assert editor.delete(f"/agents/api/kb/publications/{2**40}", json={}).status_code == 404
+    cancelled = editor.delete(f"/agents/api/kb/publications/{scheduled}", json={})
+    assert cancelled.status_code == 200, cancelled.json
+    assert cancelled.json["cancelled"]["entries"] == [ENTRY] and cancelled.json["pending"] == [ENTRY]
+    again = editor.delete(f"/agents/api/kb/publications/{scheduled}", json={})
+    assert again.status_code == 404 and again.json["error"]["field"] == "publication"
+    view = editor.get(f"/agents/api/kb/entries/{ENTRY}").json
+    assert view["status"] == "draft" and view["draft"]["answer"]["zh"] == NEW_ANSWER and view["scheduled_for"] is None
+    editing.clock.advance(hours=2)
+    assert _ask(citizen, "c1")[1] == before  # its hour came and went: nothing changed for citizens
+    in_effect = editor.get("/agents/api/kb/status").json["latest"]["id"]
+    refused = editor.delete(f"/agents/api/kb/publications/{in_effect}", json={})
+    assert refused.status_code == 409 and "roll" in refused.json["error"]["message"]
+
+
 def test_an_immediate_publish_does_not_serve_a_scheduled_change_early(editing):
     """A change scheduled for later, then another entry published at once: citizens got the scheduled answer
     from that moment (the immediate publish was built from the stored content, which held it). Now it comes at

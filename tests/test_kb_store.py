@@ -215,6 +215,72 @@ def test_a_scheduled_time_passing_during_a_publish_still_brings_the_scheduled_ch
     assert served.entries["testing.pcr_hours"].answer.zh == "现在改的开放时间。"
 
 
+def test_a_scheduled_publication_can_be_cancelled_and_its_changes_become_drafts_again(store, clock):
+    """A fee change scheduled for the 5th turns out wrong, and the entry needs an urgent fix today. Before, the
+    only way was to wait: the fix was refused (409, "schedule it at or after it") and the wrong change went live."""
+    first = store.import_dir(SHIPPED)
+    old_fee = store.entry("testing.pcr_fee")["published"]
+    store.save_draft("testing.pcr_fee", _edited(store, text="写错了的新收费。"), "jia")
+    scheduled, _ = store.publish("jia", effective_from=clock() + dt.timedelta(days=2))
+    assert store.entry("testing.pcr_fee")["scheduled_publication"] == scheduled.id
+    clock.advance(hours=1)
+    cancelled = store.cancel_scheduled(scheduled.id, "yi")
+    assert cancelled.id == scheduled.id and cancelled.entries == ["testing.pcr_fee"]
+    view = store.entry("testing.pcr_fee")
+    assert view["published"] == old_fee and view["scheduled_for"] is None and view["scheduled_publication"] is None
+    assert view["status"] == "draft" and view["draft_by"] == "jia"  # nothing 甲 typed is lost
+    assert view["draft"]["answer"]["zh"] == "写错了的新收费。"
+    assert [p.id for p in store.publications()] == [first.id] and store.latest().id == first.id
+    assert store.history("testing.pcr_fee")[0]["publication"] == first.id
+    # the urgent fix goes live at once; on the 5th nothing else arrives
+    store.save_draft("testing.pcr_fee", _edited(store, text="今天的紧急更正。"), "yi",
+                     expected=store.entry("testing.pcr_fee")["etag"])
+    fixed, kb = store.publish("yi")
+    assert kb.entries["testing.pcr_fee"].answer.zh == "今天的紧急更正。"
+    clock.advance(days=3)
+    assert store.latest().id == fixed.id and store.load().entries["testing.pcr_fee"].answer.zh == "今天的紧急更正。"
+    with store.db.read() as session:
+        audit = session.execute(select(AuditEntry).where(AuditEntry.action == "kb.unschedule")).scalar_one()
+    assert audit.actor == "yi" and audit.detail["publication"] == scheduled.id
+
+
+def test_cancelling_is_refused_for_a_publication_in_effect_or_one_a_later_schedule_needs(store, clock):
+    first = store.import_dir(SHIPPED)
+    with pytest.raises(KbEditError) as refused:
+        store.cancel_scheduled(first.id, "jia")  # in effect: a rollback, not a cancel
+    assert refused.value.status == 409 and refused.value.field == "publication"
+    with pytest.raises(KbEditError) as refused:
+        store.cancel_scheduled(first.id + 1000, "jia")
+    assert refused.value.status == 404
+    # the 5th: a new entry; the 6th: an existing entry offers it as a follow-up (needs it)
+    content = dict(store.entry("testing.pcr_fee")["published"]) | {"id": "testing.new_rule"}
+    content["questions"] = {"zh": ["新规定是什么", "新规定从哪天开始", "新规定适用于谁"], "en": ["what is the new rule", "who does it apply to"]}
+    store.save_draft(None, content, "jia")
+    adds, _ = store.publish("jia", effective_from=clock() + dt.timedelta(days=2))
+    follow = dict(store.entry("testing.pcr_hours")["published"])
+    follow["follow_ups"] = [*follow.get("follow_ups", []), "testing.new_rule"]
+    store.save_draft("testing.pcr_hours", follow, "jia")
+    needs, _ = store.publish("jia", effective_from=clock() + dt.timedelta(days=3))
+    with pytest.raises(KbEditError) as refused:
+        store.cancel_scheduled(adds.id, "yi")
+    assert refused.value.status == 422 and any("testing.new_rule" in p.message for p in refused.value.problems)
+    assert {p.id for p in store.publications()} == {first.id, adds.id, needs.id}  # nothing changed
+    assert store.entry("testing.new_rule")["status"] == "live" and store.pending() == []
+    # the later one first, then the other: each returns to a draft; a later schedule is rebuilt without it
+    store.cancel_scheduled(needs.id, "yi")
+    assert store.entry("testing.pcr_hours")["status"] == "draft"
+    store.discard("testing.pcr_hours", "yi")
+    store.save_draft("testing.pcr_fee", _edited(store, text="第7天的收费。"), "yi")
+    fee, _ = store.publish("yi", ["testing.pcr_fee"], effective_from=clock() + dt.timedelta(days=4))
+    store.cancel_scheduled(adds.id, "yi")
+    new_rule = store.entry("testing.new_rule")
+    assert new_rule["published"] is None and new_rule["status"] == "draft"  # a new entry's draft again
+    rebuilt = next(p for p in store.publications() if p.id == fee.id)
+    on_the_day = load_knowledge_base(store.materialise_publication(fee.id))
+    assert rebuilt.version == on_the_day.version != fee.version and "testing.new_rule" not in on_the_day.entries
+    assert on_the_day.entries["testing.pcr_fee"].answer.zh == "第7天的收费。"
+
+
 def test_two_editors_creating_the_same_id_at_once_do_not_overwrite(store, monkeypatch):
     store.import_dir(SHIPPED)
     content = dict(store.entry("testing.pcr_fee")["published"]) | {"id": "testing.brand_new"}

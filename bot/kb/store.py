@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.db import Database
@@ -193,22 +193,24 @@ class KnowledgeStore:
             row = session.get(KbEntry, entry_id)
             return self._view(row, self._scheduled(session).get(entry_id)) if row else None
 
-    def _scheduled(self, session: Session) -> dict[str, dt.datetime]:
-        """Entries a publication not in effect yet changes, with when: their stored live content is that future
-        content (the console says so; citizens get the content before it until then)."""
-        due: dict[str, dt.datetime] = {}
-        for at, entries in session.execute(select(KbPublication.effective_from, KbPublication.entries).where(
-                _scheduled_after(self.clock()))
-                .order_by(KbPublication.effective_from)):
+    def _scheduled(self, session: Session) -> dict[str, tuple[dt.datetime, int]]:
+        """Entries a publication not in effect yet changes, with when and which (the first such): their stored live
+        content is that future content (the console says so, and can cancel it; citizens get the content before
+        it until then)."""
+        due: dict[str, tuple[dt.datetime, int]] = {}
+        for at, publication_id, entries in session.execute(
+                select(KbPublication.effective_from, KbPublication.id, KbPublication.entries)
+                .where(_scheduled_after(self.clock())).order_by(KbPublication.effective_from, KbPublication.id)):
             for entry_id in entries or []:
                 if at is not None:  # always, by the query
-                    due.setdefault(entry_id, at)
+                    due.setdefault(entry_id, (at, publication_id))
         return due
 
     @staticmethod
-    def _view(row: KbEntry, scheduled_for: dt.datetime | None = None) -> dict[str, Any]:
+    def _view(row: KbEntry, scheduled: tuple[dt.datetime, int] | None = None) -> dict[str, Any]:
         return {"id": row.entry_id, "category": row.category, "etag": entry_etag(row),
-                "scheduled_for": scheduled_for.isoformat() + "Z" if scheduled_for else None,
+                "scheduled_for": scheduled[0].isoformat() + "Z" if scheduled else None,
+                "scheduled_publication": scheduled[1] if scheduled else None,
                 "published": row.published, "draft": row.draft,
                 "draft_retire": row.draft_retire, "draft_by": row.draft_by,
                 "draft_at": row.draft_at.isoformat() + "Z" if row.draft_at else None,
@@ -311,12 +313,16 @@ class KnowledgeStore:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     @staticmethod
-    def _state(session: Session, at: dt.datetime, up_to: int | None = None) -> dict[str, dict[str, Any] | None]:
+    def _state(session: Session, at: dt.datetime, up_to: int | None = None,
+               exclude: int | None = None) -> dict[str, dict[str, Any] | None]:
         """Every entry's (and contact's) content in effect at ``at``, from the revision history: of the publications
         taking effect by then, the one taking effect last wins (then the newer). ``up_to``: of the publications
-        taking effect exactly at ``at``, only those up to this id (the state a publication itself made)."""
+        taking effect exactly at ``at``, only those up to this id (the state a publication itself made).
+        ``exclude``: a publication left out (one being cancelled)."""
         until = _EFFECTIVE <= at if up_to is None else or_(_EFFECTIVE < at,
                                                              and_(_EFFECTIVE == at, KbPublication.id <= up_to))
+        if exclude is not None:
+            until = and_(until, KbPublication.id != exclude)
         state: dict[str, dict[str, Any] | None] = {}
         for revision in session.execute(
                 select(KbRevision).join(KbPublication, KbPublication.id == KbRevision.publication_id)
@@ -339,17 +345,19 @@ class KnowledgeStore:
             contact.published = state.get(CONTACT_PREFIX + contact.contact_id)
 
     def materialise_publication(self, publication_id: int,
-                                overlay: dict[str, dict[str, Any] | None] | None = None) -> Path:
+                                overlay: dict[str, dict[str, Any] | None] | None = None,
+                                exclude: int | None = None) -> Path:
         """The KB exactly as in effect from publication ``publication_id`` on (from the revision history): what a
         process serves while a later, scheduled publication is not in effect yet. ``overlay``: the changes of a
-        publication about to commit that takes effect before it (none of them touches what it changes)."""
+        publication about to commit that takes effect before it (none of them touches what it changes);
+        ``exclude``: a publication before it about to be cancelled."""
         with self.db.read(timeout=BULK_SECONDS) as session:
             entries = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
             at = session.execute(select(_EFFECTIVE).where(KbPublication.id == publication_id)).scalar()
             if at is None:
                 raise KbEditError(404, f"no publication {publication_id}")
-            latest = self._state(session, at, publication_id) | (overlay or {})
+            latest = self._state(session, at, publication_id, exclude) | (overlay or {})
         for row in entries:
             row.published, row.draft, row.draft_retire = latest.get(row.entry_id), None, False
         for contact in contacts:
@@ -798,6 +806,72 @@ class KnowledgeStore:
             _audit(session, actor, "kb.publish", version, {"publication": publication.id,
                                                            "entries": sorted(e for e, _ in changes)}, now)
         return publication, kb
+
+    def cancel_scheduled(self, publication_id: int, actor: str) -> Publication:
+        """Take back a publication that is not in effect yet. Before, a scheduled change could only be waited for:
+        an urgent fix of an entry it changes was refused (409, "schedule it at or after it") until its day, and a
+        scheduled change found wrong went live anyway.
+
+        Its changes go back to being drafts (the author's, so nothing typed is lost; an entry with a newer draft
+        pending keeps that one), the entries' stored live content becomes what the remaining publications make, and
+        every publication scheduled after it is rebuilt without it and must stay valid (422 before anything
+        commits: a later one may follow up an entry this one adds). A publication in effect is rolled back, not
+        cancelled (409)."""
+        now = self.clock()
+        with self.db.read(timeout=BULK_SECONDS) as session:
+            row = session.get(KbPublication, publication_id)
+            if row is None:
+                raise KbEditError(404, f"no publication {publication_id}", field="publication")
+            if row.effective_from is None or row.effective_from <= now:
+                raise KbEditError(409, f"publication {publication_id} is in effect: roll its entries back instead",
+                                  field="publication")
+            cancelled = _publication(row)
+            base = session.execute(select(func.max(KbPublication.id))).scalar()
+            later = [pid for pid, in session.execute(select(KbPublication.id).where(or_(
+                KbPublication.effective_from > row.effective_from,
+                and_(KbPublication.effective_from == row.effective_from, KbPublication.id > row.id))))]
+        rebuilt: dict[int, str] = {}
+        for later_id in later:
+            try:
+                rebuilt[later_id] = load_knowledge_base(self.materialise_publication(later_id, exclude=row.id)).version
+            except KnowledgeBaseError as exc:
+                raise KbEditError(422, f"the publication scheduled after it ({later_id}) would not be valid without "
+                                  "it: cancel that one first", exc.problems, field="publication") from None
+        with self.db.transaction(timeout=BULK_SECONDS) as session:
+            # the publications' write lock, as a publish takes it; one committed meanwhile is a 409
+            session.execute(select(KbPublication.id).order_by(KbPublication.id.desc()).limit(1).with_for_update())
+            if session.execute(select(func.max(KbPublication.id))).scalar() != base:
+                raise KbEditError(409, "another publish went live meanwhile: cancel again", field="publication")
+            if session.get(KbPublication, publication_id) is None:
+                raise KbEditError(404, f"no publication {publication_id}", field="publication")
+            revisions = list(session.execute(select(KbRevision).where(KbRevision.publication_id == publication_id)
+                                             .order_by(KbRevision.id)).scalars())
+            remaining = self._state(session, dt.datetime.max, exclude=publication_id)
+            for revision in revisions:
+                key, content = revision.entry_id, revision.content
+                stored: KbEntry | KbContact | None
+                if key.startswith(CONTACT_PREFIX):
+                    stored = session.get(KbContact, key[len(CONTACT_PREFIX):], with_for_update=True)
+                else:
+                    stored = session.get(KbEntry, key, with_for_update=True)
+                if stored is None:
+                    continue
+                stored.published = remaining.get(key)
+                stored.updated_at = now
+                pending = stored.draft is not None or bool(getattr(stored, "draft_retire", False))
+                if not pending and content != stored.published:
+                    stored.draft, stored.draft_by, stored.draft_at = content, revision.author, now
+                    if isinstance(stored, KbEntry):
+                        stored.draft_retire = content is None
+                session.delete(revision)
+            session.execute(delete(KbPublication).where(KbPublication.id == publication_id))
+            for later_id, version in rebuilt.items():
+                session.execute(update(KbPublication).where(KbPublication.id == later_id).values(version=version))
+            _audit(session, actor, "kb.unschedule", cancelled.version,
+                   {"publication": publication_id, "entries": cancelled.entries,
+                    "effective_from": cancelled.effective_from.isoformat() + "Z" if cancelled.effective_from else None},
+                   now)
+        return cancelled
 
     def _publish_rows(self, session: Session, changes: list[tuple[str, dict[str, Any] | None]], actor: str, note: str,
                       now: dt.datetime, version: str | None, effective_from: dt.datetime | None = None) -> Publication:

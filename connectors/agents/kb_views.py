@@ -219,6 +219,17 @@ def publications():
     return jsonify({"publications": [p.to_dict() for p in _live().store.publications()]})
 
 
+@kb_editor.delete("/publications/<int:publication_id>")
+@staff_required("kb")
+def cancel_publication(publication_id: int):
+    """Cancel a scheduled publication before its time: its changes are drafts again (``KnowledgeStore.cancel_scheduled``)."""
+    if publication_id > MAX_ID:
+        raise ApiError(404, f"no publication {publication_id}", "publication")
+    store = _live().store
+    cancelled = _edit(lambda: store.cancel_scheduled(publication_id, g.member.username))
+    return jsonify({"cancelled": cancelled.to_dict(), "pending": store.pending()})
+
+
 def _would_answer(bot, text: str, language: str) -> dict:
     understanding = bot.understand(text, top_k=10)
     decision = bot.decision_for(understanding, bot.clock().date(), region=understanding.region)

@@ -71,9 +71,10 @@
   }
   function api(method, path, body, signal, extraHeaders) {
     var headers = Object.assign({}, extraHeaders || {});
-    if (method === "POST") { headers["Content-Type"] = "application/json"; headers["X-CSRF-Token"] = S.csrf || ""; }
+    var changes = method !== "GET";  // POST, DELETE: JSON with the session's CSRF token
+    if (changes) { headers["Content-Type"] = "application/json"; headers["X-CSRF-Token"] = S.csrf || ""; }
     return fetch("/agents/api" + path, { method: method, headers: headers, credentials: "same-origin",
-      body: method === "POST" ? JSON.stringify(body || {}) : undefined, signal: signal })
+      body: changes ? JSON.stringify(body || {}) : undefined, signal: signal })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (data) {
           if (!r.ok) { var e = new Error((data.error && data.error.message) || "HTTP " + r.status); e.status = r.status; e.data = data; throw e; }

@@ -179,6 +179,10 @@
       q("#kb-state").textContent = (view.status === "draft" ? "草稿 (" + (view.draft_by || "") + ") · Draft, not live yet"
         : view.status === "retire" ? "将下线 · Retired at the next publish" : due ? "已定时 · Scheduled" : "已发布 · Live")
         + (due ? " · 已发布内容 " + due + " 起生效 · the published content takes effect " + due : "");
+      if (view.scheduled_publication) {
+        q("#kb-state").appendChild(ctx.el("button", { type: "button", id: "kb-unschedule", class: "kb-unschedule",
+          text: "取消定时 · Cancel the schedule", onclick: function () { unschedule(view.scheduled_publication); } }));
+      }
       renderHistory(view.history || [], !!view.scheduled_for);
       root.querySelectorAll(".kb-list button").forEach(function (b) {
         b.setAttribute("aria-current", b.id === "kb-item-" + id.replace(/\./g, "-") ? "true" : "false"); });
@@ -226,6 +230,18 @@
       loadList(); loadStatus(); if (still(asked) && id) openEntry(id);
     }).catch(function (e) { ctx.flash(e.message); });
   }
+  // A scheduled publication taken back before its time: its changes are drafts again (an urgent fix of an entry
+  // it changes could only wait for its day before).
+  function unschedule(publication) {
+    var id = S.current, asked = S.asked;
+    if (!window.confirm("取消这次定时发布？其中的改动会回到草稿。\nCancel this scheduled publish? Its changes become drafts again.")) return;
+    kbApi("DELETE", "/publications/" + publication).then(function (r) {
+      ctx.flash("定时发布已取消，改动回到草稿 · Scheduled publish cancelled; its changes are drafts again ("
+        + r.cancelled.entries.join(", ") + ")");
+      loadList(); loadStatus(); if (still(asked)) openEntry(id);
+    }).catch(function (e) { ctx.flash(e.message); });
+  }
+
   function rollback(revision) {
     var id = S.current, asked = S.asked;
     kbApi("POST", "/entries/" + encodeURIComponent(id) + "/rollback", { revision: revision }).then(function (r) {
