@@ -329,7 +329,8 @@ def test_an_entrys_covers_are_shown_and_checked_like_any_field(editor_page):
 
 def test_publish_lists_the_drafts_and_publishes_only_the_ticked_ones(editor_page, browser, server):
     """Publish published every pending draft at once (a colleague's half-done one too). Now it lists them, who
-    saved each, and publishes the ticked ones only; the unticked draft stays a draft, not served."""
+    saved each, and publishes the ticked ones only; the unticked draft stays a draft, not served. A draft saved
+    again while the list was open is not published in its newer form unseen (it was): 409, the list redrawn."""
     page = editor_page
     drafts = {"testing.pcr_results_time": "【核对过】结果一般24小时内出。", "testing.pcr_results_check": "【还没核对】"}
     for entry, text in drafts.items():
@@ -350,9 +351,30 @@ def test_publish_lists_the_drafts_and_publishes_only_the_ticked_ones(editor_page
     page.locator('#kb-publish-box input[data-entry="testing.pcr_results_check"]').uncheck()
     expect(page.locator("#kb-publish-confirm")).to_contain_text("(1)")
     page.screenshot(path=str(ARTIFACTS / "kb_editor_publish_review.png"))
+    # while the list is open, a colleague in another tab saves the ticked draft again: its newer form went out
+    # unseen; now the publish is refused and the list drawn afresh
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="zh-CN")
+    try:
+        other = context.new_page()
+        log_in_as_editor(other, server)
+        other.wait_for_selector("#kb-item-testing-pcr_results_time")
+        other.click("#kb-item-testing-pcr_results_time")
+        expect(other.locator("#kb-title")).to_have_text("testing.pcr_results_time")
+        other.fill('[data-field="answer.zh"]', "【同事又改了】结果一般12小时内出。")
+        other.click("#kb-save")
+        other.wait_for_function("() => /草稿/.test(document.querySelector('#kb-state').textContent)"
+                                " && document.querySelector('#kb-state').textContent.includes('edna')", timeout=60_000)
+        other.wait_for_function("() => document.querySelector('#alert').textContent.includes('Draft saved')",
+                                timeout=60_000)
+    finally:
+        context.close()
     page.click("#kb-publish-confirm")
+    expect(page.locator("#alert")).to_contain_text("changed since you reviewed the list", timeout=60_000)
+    expect(page.locator("#kb-publish-confirm")).to_contain_text("(1)", timeout=60_000)  # drawn afresh, as unticked
+    assert "【同事又改了】" not in citizen_answer(browser, server, "核酸结果多久能出来")
+    page.click("#kb-publish-confirm")  # the editor has seen the list again
     expect(page.locator("#kb-publish-box")).to_be_hidden(timeout=60_000)
-    assert "【核对过】" in citizen_answer(browser, server, "核酸结果多久能出来")
+    assert "【同事又改了】" in citizen_answer(browser, server, "核酸结果多久能出来")
     page.click("#kb-item-testing-pcr_results_check")
     expect(page.locator("#kb-state")).to_contain_text("草稿")  # still a draft
     page.click("#kb-discard")  # the module's last test publishes

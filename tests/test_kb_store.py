@@ -281,6 +281,20 @@ def test_cancelling_is_refused_for_a_publication_in_effect_or_one_a_later_schedu
     assert on_the_day.entries["testing.pcr_fee"].answer.zh == "第7天的收费。"
 
 
+def test_a_draft_saved_again_after_the_editor_reviewed_the_publish_list_is_not_published_unseen(store):
+    store.import_dir(SHIPPED)
+    store.save_draft("testing.pcr_fee", _edited(store, text="甲核对过的。"), "jia")
+    reviewed = {"testing.pcr_fee": store.entry("testing.pcr_fee")["etag"]}  # the list 乙 looks at
+    store.save_draft("testing.pcr_fee", _edited(store, text="甲后来又改的，乙没看过。"), "jia")
+    with pytest.raises(KbEditError) as refused:
+        store.publish("yi", ["testing.pcr_fee"], reviewed=reviewed)
+    assert refused.value.status == 409 and refused.value.field == "entries"
+    assert "testing.pcr_fee (by jia)" in refused.value.message
+    assert store.pending() == ["testing.pcr_fee"] and len(store.publications()) == 1
+    _, kb = store.publish("yi", ["testing.pcr_fee"], reviewed={"testing.pcr_fee": store.entry("testing.pcr_fee")["etag"]})
+    assert kb.entries["testing.pcr_fee"].answer.zh == "甲后来又改的，乙没看过。"
+
+
 def test_two_editors_creating_the_same_id_at_once_do_not_overwrite(store, monkeypatch):
     store.import_dir(SHIPPED)
     content = dict(store.entry("testing.pcr_fee")["published"]) | {"id": "testing.brand_new"}

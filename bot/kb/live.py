@@ -227,7 +227,8 @@ class LiveKnowledge:
 
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
                 review: bool = True, effective_from: dt.datetime | None = None,
-                restore: dict[str, dict[str, Any] | None] | None = None) -> Publication:
+                restore: dict[str, dict[str, Any] | None] | None = None,
+                reviewed: dict[str, str] | None = None) -> Publication:
         """Publish the drafts; this process swaps before the version row commits, others follow.
         ``review=False``: a rollback (the restored content was published, hence approved, before); ``restore``:
         its content (see ``KnowledgeStore.publish``)."""
@@ -236,7 +237,7 @@ class LiveKnowledge:
             try:
                 publication, _ = self.store.publish(actor, entry_ids, note, before_commit=self.swap,
                                                     four_eyes=self.settings.kb.four_eyes and review,
-                                                    effective_from=effective_from, restore=restore)
+                                                    effective_from=effective_from, restore=restore, reviewed=reviewed)
             except BaseException:
                 self.services.bot = serving  # swapped before a commit that did not happen: serve what is live
                 raise

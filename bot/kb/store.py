@@ -655,8 +655,12 @@ class KnowledgeStore:
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
                 before_commit: Callable[[KnowledgeBase], None] | None = None,
                 four_eyes: bool = False, effective_from: dt.datetime | None = None,
-                restore: dict[str, dict[str, Any] | None] | None = None) -> tuple[Publication, KnowledgeBase]:
+                restore: dict[str, dict[str, Any] | None] | None = None,
+                reviewed: dict[str, str] | None = None) -> tuple[Publication, KnowledgeBase]:
         """Make the drafts (all, or only ``entry_ids``) live as a new KB version.
+
+        ``reviewed``: {entry id: etag} of the drafts as the editor reviewed them (the console's publish list); one saved
+        again since is a 409 naming it, so its newer form is not published unseen.
 
         ``restore``: a rollback, {entry id: earlier content, None to retire}, published instead of the entries'
         drafts; a draft pending on such an entry stays pending (another editor's work in progress). Before, a
@@ -673,6 +677,13 @@ class KnowledgeStore:
             rows = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
             base = session.execute(select(func.max(KbPublication.id))).scalar()
+            if reviewed:
+                by_id = {r.entry_id: r for r in rows}
+                changed = sorted(e for e, etag in reviewed.items() if e in by_id and entry_etag(by_id[e]) != etag)
+                if changed:
+                    who = ", ".join(f"{e} (by {by_id[e].draft_by or 'a publish'})" for e in changed)
+                    raise KbEditError(409, f"entries: {who} changed since you reviewed the list: review and publish "
+                                      "again", field="entries")
             # Publications scheduled to take effect after this one. The stored live content already holds their
             # changes (written when they were scheduled), so this one is built on what is in effect at its own
             # time instead: before, an immediate publish of any entry served every scheduled change at once

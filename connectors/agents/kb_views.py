@@ -31,6 +31,7 @@ class PublishIn(BaseModel):
     entries: list[StrictStr] | None = None  # None: every draft
     note: StrictStr = Field(default="", max_length=200)
     effective_from: dt.datetime | None = None  # scheduled publish (UTC); None: now
+    seen: dict[StrictStr, StrictStr] | None = None  # {entry id: etag} as reviewed; a draft saved since: 409
 
 
 class TestIn(BaseModel):
@@ -75,7 +76,7 @@ def _summary(view: dict, kb) -> dict:
     content = view["draft"] or view["published"] or {}
     questions = content.get("questions", {})
     entry = kb.get(view["id"])
-    return {"id": view["id"], "category": view["category"], "status": view["status"],
+    return {"id": view["id"], "category": view["category"], "status": view["status"], "etag": view["etag"],
             "title": {"zh": (questions.get("zh") or [""])[0], "en": (questions.get("en") or [""])[0]},
             "updated": content.get("updated"), "valid_until": content.get("valid_until"),
             "region": content.get("region"), "draft_by": view["draft_by"], "live": entry is not None}
@@ -207,7 +208,8 @@ def publish():
     when = body.effective_from
     if when is not None and when.tzinfo is not None:
         when = when.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    publication = _edit(lambda: live.publish(g.member.username, body.entries, body.note, effective_from=when))
+    publication = _edit(lambda: live.publish(g.member.username, body.entries, body.note, effective_from=when,
+                                             reviewed=body.seen))
     # retraining: served already with the new paraphrases; the retrained models follow within seconds
     return jsonify({"publication": publication.to_dict(), "serving": services().bot.kb.version,
                     "swap_seconds": live.last_swap_seconds, "retraining": services().bot.index.provisional})

@@ -264,7 +264,7 @@
       if (!pending.length) box.appendChild(el("p", { class: "muted", text: "没有草稿 · No drafts." }));
       var list = el("ul", { class: "kb-publish-list" }, pending.map(function (id, i) {
         var e = byId[id], box_ = el("input", { type: "checkbox", id: "kb-publish-pick-" + i, "data-entry": id,
-          checked: S.unticked[id] ? null : "checked" });  // what the editor unticked stays so when redrawn
+          "data-etag": e ? e.etag : null, checked: S.unticked[id] ? null : "checked" });  // what the editor unticked stays so when redrawn
         var what = e ? (e.status === "retire" ? "下线 · retire" : (e.title.zh || e.title.en)) + " · " + (e.draft_by || "") : "联系人 · contact";
         return el("li", {}, [box_, el("label", { for: box_.id }, [el("code", { text: id }), " " + what])]);
       }));
@@ -282,11 +282,14 @@
     })).catch(drawn(function (e) { box.textContent = e.message; }));
   }
   function publish() {
-    var picked = Array.prototype.map.call(root.querySelectorAll("#kb-publish-box input:checked"),
-      function (n) { return n.getAttribute("data-entry"); });
+    // each draft as listed (its etag): one saved again since is refused (409) and the list is drawn afresh
+    var nodes = root.querySelectorAll("#kb-publish-box input:checked"), seen = {};
+    var picked = Array.prototype.map.call(nodes, function (n) {
+      if (n.getAttribute("data-etag")) seen[n.getAttribute("data-entry")] = n.getAttribute("data-etag");
+      return n.getAttribute("data-entry"); });
     if (!picked.length) return;
     q("#kb-publish-confirm").disabled = true;
-    var at = q("#kb-publish-at").value, body = { entries: picked }, asked = S.asked;
+    var at = q("#kb-publish-at").value, body = { entries: picked, seen: seen }, asked = S.asked;
     if (at) body.effective_from = new Date(at).toISOString();
     kbApi("POST", "/publish", body).then(function (r) {
       q("#kb-publish-at").value = ""; q("#kb-publish-box").hidden = true; S.unticked = {};
