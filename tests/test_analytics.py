@@ -14,6 +14,7 @@ from sqlalchemy import insert
 
 from bot.analytics import (Analytics, Filters, agents_needed, average_speed_of_answer, erlang_c, percentile,
                            service_level)
+from bot.conversations.desk import Desk
 from bot.db import Database
 from bot.models import CallbackTicket, Conversation, DutyPeriod, Feedback, Handoff, Turn
 from tests.conftest import open_database
@@ -204,6 +205,9 @@ def test_an_agents_time_with_a_citizen_who_left_is_handling_time_not_an_abandonm
     out = analytics.handoffs(*day_range(analytics), Filters())
     assert out["abandoned"] == 1 and out["claimed"] == 4  # still only c6, never claimed
     assert out["handle_seconds"]["count"] == 3 and out["handle_seconds"]["mean"] == 600.0  # (600 + 300 + 900) / 3
+    # the wait promised to the next citizen uses the same handle time (it left c8's 15 minutes out: 450 s)
+    with db.read() as session:
+        assert Desk.handle_seconds(session) == 600.0
 
 
 def test_volume_by_hour_channel_language_and_returning_citizens(analytics):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot import commands
@@ -208,10 +208,14 @@ class Desk:
 
     # -- measured times --------------------------------------------------------------------
 
-    def handle_seconds(self, session: Session) -> float | None:
-        """Mean claim → close time of recent tickets; None until there is history."""
+    @staticmethod
+    def handle_seconds(session: Session) -> float | None:
+        """Mean claim → close time of recent tickets; None until there is history. As on the dashboard
+        (``Analytics.handoffs``), an agent's time with a citizen who then left (abandoned while claimed) is handling
+        time: the wait promised to citizens left it out, and came out shorter than the dashboard's handle time."""
+        handled = or_(H.outcome.in_(("resolved", "returned")), and_(H.outcome == "abandoned", H.claimed_by.is_not(None)))
         rows = session.execute(select(H.claimed_at, H.closed_at).where(
-            H.claimed_at.is_not(None), H.closed_at.is_not(None), H.outcome.in_(("resolved", "returned")))
+            H.claimed_at.is_not(None), H.closed_at.is_not(None), handled)
             .order_by(H.closed_at.desc()).limit(RECENT_FOR_AVERAGES)).all()
         spans = [(closed - claimed).total_seconds() for claimed, closed in rows
                  if isinstance(claimed, dt.datetime) and isinstance(closed, dt.datetime) and closed >= claimed]
