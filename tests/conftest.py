@@ -262,6 +262,7 @@ LONGEST_FIRST = {name: rank for rank, name in enumerate([
     "test_browser_dashboard.py",  # 24
     "test_browser_widget.py",  # 24
     "test_browser_late_answers.py",  # 29 (its own server and browser)
+    "test_browser_kb_four_eyes.py",  # 30 (its own server and browser)
     "test_kb_inbox.py",  # 25
     "test_agents_api.py",  # 25
     "test_kb_store.py",  # 23

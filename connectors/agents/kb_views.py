@@ -88,7 +88,8 @@ def status():
     live = _live()
     latest = live.store.latest()
     return jsonify({"editing": True, "serving": services().bot.kb.version,
-                    "latest": latest.to_dict() if latest else None, "pending": live.store.pending()})
+                    "latest": latest.to_dict() if latest else None, "pending": live.store.pending(),
+                    "four_eyes": live.settings.kb.four_eyes})
 
 
 @kb_editor.get("/entries")

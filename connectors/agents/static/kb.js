@@ -257,19 +257,24 @@
     var el = ctx.el, box = q("#kb-publish-box"), drawn = ctx.latest("kb-publish-review");
     box.hidden = false; box.textContent = "…";
     Promise.all([kbApi("GET", "/status"), kbApi("GET", "/entries")]).then(drawn(function (both) {
-      var pending = both[0].pending, byId = {};
+      var pending = both[0].pending, byId = {}, me = (ctx.me || {}).username;
       both[1].entries.forEach(function (e) { byId[e.id] = e; });
+      // four-eyes rule: another editor publishes one's own drafts. They were ticked, and the publish was refused.
+      var own = function (id) { return both[0].four_eyes && byId[id] && byId[id].draft_by === me; };
+      var picked = function (id) { return !S.unticked[id] && !own(id); };
       box.textContent = "";
       box.appendChild(el("h3", { text: "发布以下草稿 · Publish these drafts" }));
       if (!pending.length) box.appendChild(el("p", { class: "muted", text: "没有草稿 · No drafts." }));
       var list = el("ul", { class: "kb-publish-list" }, pending.map(function (id, i) {
         var e = byId[id], box_ = el("input", { type: "checkbox", id: "kb-publish-pick-" + i, "data-entry": id,
-          "data-etag": e ? e.etag : null, checked: S.unticked[id] ? null : "checked" });  // what the editor unticked stays so when redrawn
+          "data-etag": e ? e.etag : null, checked: picked(id) ? "checked" : null,  // what the editor unticked stays so
+          disabled: own(id) ? "disabled" : null });                                  // when redrawn
         var what = e ? (e.status === "retire" ? "下线 · retire" : (e.title.zh || e.title.en)) + " · " + (e.draft_by || "") : "联系人 · contact";
-        return el("li", {}, [box_, el("label", { for: box_.id }, [el("code", { text: id }), " " + what])]);
+        return el("li", {}, [box_, el("label", { for: box_.id }, [el("code", { text: id }), " " + what,
+          own(id) ? el("span", { class: "muted", text: " · 四眼原则：需另一位编辑发布 · four-eyes rule: another editor publishes your draft" }) : null])]);
       }));
       box.appendChild(list);
-      var at = q("#kb-publish-at").value, ticked = pending.filter(function (id) { return !S.unticked[id]; }).length;
+      var at = q("#kb-publish-at").value, ticked = pending.filter(picked).length;
       box.appendChild(el("div", { class: "kb-bar" }, [
         el("button", { type: "button", class: "primary", id: "kb-publish-confirm", disabled: ticked ? null : "disabled",
           text: (at ? "定时发布 · Schedule" : "确认发布 · Publish") + " (" + ticked + ")", onclick: publish }),
