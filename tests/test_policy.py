@@ -93,6 +93,28 @@ def test_an_unsure_request_for_a_person_hands_off_when_retrieval_agrees(policy):
     assert d.action == "answer"
 
 
+def test_an_unsure_request_for_a_person_hands_off_when_the_kb_has_nothing_to_offer(policy):
+    """"跟你说不清楚，能不能让真人客服来跟我聊" (ask_human 0.73, under the intent threshold; retrieval's best entry was
+    about data privacy, P 0.23) got "not covered": the citizen asked for a person and was told the bot had no answer."""
+    t = T.model_copy(update={"intent": 0.85, "scope_suggest": 0.25, "scope_answer": 0.44})
+    strict = DecisionPolicy(policy.kb, t, max_failures=2)
+    unsure = IntentPrediction("ask_human", 0.73)
+    elsewhere = cands(("meta.data_privacy", 0.5), ("testing.pcr_fee", 0.3))
+    d = strict.run(today=DAY, emergency=None, intent=unsure, candidates=elsewhere, failures=0, scope=0.23)
+    assert (d.action, d.reason) == ("handoff", "user_request")
+    # the KB has something to offer: offered as before (an unsure ask_human is no request then)
+    d = strict.run(today=DAY, emergency=None, intent=unsure, candidates=elsewhere, failures=0, scope=0.30)
+    assert d.action == "did_you_mean"
+    # no clear majority for ask_human: not covered, as before
+    d = strict.run(today=DAY, emergency=None, intent=IntentPrediction("ask_human", 0.4), candidates=elsewhere,
+                   failures=0, scope=0.23)
+    assert d.action == "not_covered"
+    # another subject named (a vet, another vaccine): declined, not handed over on a guess
+    d = strict.run(today=DAY, emergency=None, intent=unsure, candidates=elsewhere, failures=0, scope=0.23,
+                   other_subjects=("rabies",))
+    assert d.action != "handoff"
+
+
 def test_expired_entry_is_never_served(policy):
     entry = policy.kb.entries["testing.pcr_fee"]
     assert entry.valid_until is not None

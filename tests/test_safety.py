@@ -153,6 +153,10 @@ def test_common_words_are_not_other_subjects():
     ("明天要做胃镜，前一晚几点开始不能吃东西", "做核酸之前能吃东西吗", ("endoscopy",)),
     ("When will my MRI results be ready?", "how long do pcr results take", ("imaging",)),
     ("核酸的CT值是什么意思", "核酸检测结果多久能出来", ()),  # a PCR result's Ct value is not imaging
+    ("ct value 32, is that still positive", "what does the ct value on my report mean", ()),
+    # ...a CT scan is (it was left out with the Ct value: "做CT要提前预约吗" was answered with booking a PCR test)
+    ("下周要拍个肺部CT，需要先预约吗", "做核酸要预约吗", ("imaging",)),
+    ("How long do CT scan results take?", "how long do pcr results take", ("imaging",)),
     # another thing's ticket or membership is not a cancelled trip's refund...
     ("音乐会取消了，票钱能退吗", "行程取消了车票机票怎么退", ("concert",)),
     ("Can I get my money back for a gym membership I can't use?", "refund of a cancelled trip", ("gym",)),
