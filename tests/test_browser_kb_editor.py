@@ -24,14 +24,21 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, session_dir, engine):
+def start_editor_server(tmp_path_factory, session_dir, editors: dict[str, str], env: dict[str, str] | None = None):
+    """A real server with KB editing on, over its own database holding ``editors`` (username: display name)."""
     db_url = f"sqlite:///{tmp_path_factory.mktemp('kbedit') / 'kbedit.db'}"
     db = Database(db_url)
     db.upgrade()
-    StaffDirectory(db).create("edna", PASSWORD, "编辑小李", role="editor")
+    staff = StaffDirectory(db)
+    for username, name in editors.items():
+        staff.create(username, PASSWORD, name, role="editor")
     db.dispose()
-    live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_KB__EDITING": "1"})
+    return start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_KB__EDITING": "1", **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, session_dir, engine):
+    live = start_editor_server(tmp_path_factory, session_dir, {"edna": "编辑小李"})
     yield live
     stop_server(live)
 

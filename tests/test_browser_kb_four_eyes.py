@@ -10,13 +10,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from bot.conversations.staff import StaffDirectory
-from bot.db import Database
-from tests.conftest import CHROMIUM, start_server, stop_server
-from tests.test_browser_kb_editor import citizen_answer
+from tests.conftest import CHROMIUM, stop_server
+from tests.test_browser_kb_editor import PASSWORD, citizen_answer, start_editor_server
 from tests.test_browser_widget import ARTIFACTS
 
-PASSWORD = "editor-password-1"
 ENTRY = "testing.pcr_fee"
 DRAFT = "【四眼】单人单检每次10元。"
 
@@ -28,15 +25,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, session_dir, engine):
-    db_url = f"sqlite:///{tmp_path_factory.mktemp('foureyes') / 'foureyes.db'}"
-    db = Database(db_url)
-    db.upgrade()
-    staff = StaffDirectory(db)
-    staff.create("edna", PASSWORD, "编辑小李", role="editor")
-    staff.create("rev", PASSWORD, "审核老王", role="editor")
-    db.dispose()
-    live = start_server(session_dir / "var", {"DATABASE_URL": db_url, "HOTLINE_KB__EDITING": "1",
-                                              "HOTLINE_KB__FOUR_EYES": "1"})
+    live = start_editor_server(tmp_path_factory, session_dir, {"edna": "编辑小李", "rev": "审核老王"},
+                               {"HOTLINE_KB__FOUR_EYES": "1"})
     yield live
     stop_server(live)
 
