@@ -98,12 +98,13 @@ class DecisionPolicy:
         # And a request the intent model is less sure of ("跟你说不清楚，能不能让真人客服来跟我聊": ask_human 0.73, under
         # the calibrated 0.85) got "not covered": when the KB has nothing to offer either, the citizen's most likely
         # wish (a clear majority of the intent model's belief) is taken.
-        nothing_to_offer = scope is not None and scope < t.scope_suggest and not other_subjects
+        # (A question the KB holds word for word is never "nothing to offer".)
+        known = next((c for c in candidates if c.known), None)
+        nothing_to_offer = scope is not None and scope < t.scope_suggest and not other_subjects and known is None
         wants_person = (confident_intent or (top is not None and top.entry_id == PERSON_ENTRY)
                         or (nothing_to_offer and intent.confidence >= PERSON_MAJORITY))
         if intent.intent == "ask_human" and wants_person:
             return Decision("handoff", "ask_human", intent.confidence, reason="user_request", region=region)
-        known = next((c for c in candidates if c.known), None)
         if known is not None:
             # The citizen asked, word for word, a question the KB's editors wrote under this entry: it is
             # covered by definition, whatever a model trained before the editor added it makes of it.

@@ -314,4 +314,8 @@ def _alias_pattern(aliases: Sequence[str]) -> re.Pattern[str] | None:
 
 
 def _alias_part(alias: str) -> str:
-    return r"(?<![a-z0-9])" + re.escape(alias.lower()) + r"(?![a-z0-9])" if alias.isascii() else re.escape(alias)
+    if alias.isascii():
+        return r"(?<![a-z0-9])" + re.escape(alias.lower()) + r"(?![a-z0-9])"
+    # An alias ending in Latin letters ends a word there, and "X值" names a value, not X: "做ct" is a CT scan,
+    # "做ct值多少算阳性" asks about a PCR result's Ct value.
+    return re.escape(alias) + (r"(?![a-z0-9]|值)" if alias[-1].isascii() and alias[-1].isalnum() else "")

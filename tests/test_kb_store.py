@@ -224,8 +224,8 @@ def test_a_scheduled_publication_can_be_cancelled_and_its_changes_become_drafts_
     scheduled, _ = store.publish("jia", effective_from=clock() + dt.timedelta(days=2))
     assert store.entry("testing.pcr_fee")["scheduled_publication"] == scheduled.id
     clock.advance(hours=1)
-    cancelled = store.cancel_scheduled(scheduled.id, "yi")
-    assert cancelled.id == scheduled.id and cancelled.entries == ["testing.pcr_fee"]
+    cancelled, set_aside = store.cancel_scheduled(scheduled.id, "yi")
+    assert cancelled.id == scheduled.id and cancelled.entries == ["testing.pcr_fee"] and set_aside == []
     view = store.entry("testing.pcr_fee")
     assert view["published"] == old_fee and view["scheduled_for"] is None and view["scheduled_publication"] is None
     assert view["status"] == "draft" and view["draft_by"] == "jia"  # nothing 甲 typed is lost

@@ -109,6 +109,10 @@ def test_an_unsure_request_for_a_person_hands_off_when_the_kb_has_nothing_to_off
     d = strict.run(today=DAY, emergency=None, intent=IntentPrediction("ask_human", 0.4), candidates=elsewhere,
                    failures=0, scope=0.23)
     assert d.action == "not_covered"
+    # a question the KB holds word for word is answered, whatever the scope model makes of it (the review's catch)
+    known = [Candidate("testing.pcr_fee", 0.5, 0.5, 0.5, known=True), *elsewhere]
+    d = strict.run(today=DAY, emergency=None, intent=unsure, candidates=known, failures=0, scope=0.23)
+    assert (d.action, d.entry_id) == ("answer", "testing.pcr_fee")
     # another subject named (a vet, another vaccine): declined, not handed over on a guess
     d = strict.run(today=DAY, emergency=None, intent=unsure, candidates=elsewhere, failures=0, scope=0.23,
                    other_subjects=("rabies",))

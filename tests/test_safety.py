@@ -154,6 +154,7 @@ def test_common_words_are_not_other_subjects():
     ("When will my MRI results be ready?", "how long do pcr results take", ("imaging",)),
     ("核酸的CT值是什么意思", "核酸检测结果多久能出来", ()),  # a PCR result's Ct value is not imaging
     ("ct value 32, is that still positive", "what does the ct value on my report mean", ()),
+    ("做ct值多少算阳性", "核酸报告上的ct值是什么意思", ()),  # "做CT" followed by 值: the value, not a scan
     # ...a CT scan is (it was left out with the Ct value: "做CT要提前预约吗" was answered with booking a PCR test)
     ("下周要拍个肺部CT，需要先预约吗", "做核酸要预约吗", ("imaging",)),
     ("How long do CT scan results take?", "how long do pcr results take", ("imaging",)),

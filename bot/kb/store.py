@@ -108,6 +108,31 @@ def entry_etag(row: KbEntry) -> str:
     return hashlib.sha256(seen.encode("utf-8")).hexdigest()[:24]
 
 
+def contact_etag(row: KbContact) -> str:
+    """A contact's draft as an editor saw it (the publish list checks it like an entry's)."""
+    seen = json.dumps([row.published, row.draft], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(seen.encode("utf-8")).hexdigest()[:24]
+
+
+# A scheduled publication is not cancelled this close to its time: another host's clock may run ahead, and its
+# servers may serve it already.
+CANCEL_MARGIN = dt.timedelta(minutes=1)
+# Publications scheduled within this window before an operation started are part of what it compares (below).
+_SCHEDULE_WINDOW = dt.timedelta(days=1)
+
+
+def _schedule_fingerprint(session: Session, since: dt.datetime) -> tuple[Any, ...]:
+    """What a publish or a cancel built on: the newest publication and every scheduled one (id, version, time).
+    Read when it starts and again under the publications' lock before it commits: a difference is a 409. The
+    newest id alone missed a cancel (it removes a publication, often not the newest, and rewrites later ones'
+    versions): two cancels at once, or a cancel beside a publish, each committed versions built on what the
+    other had just removed."""
+    newest = session.execute(select(func.max(KbPublication.id))).scalar()
+    scheduled = session.execute(select(KbPublication.id, KbPublication.version, KbPublication.effective_from)
+                                .where(KbPublication.effective_from > since).order_by(KbPublication.id)).all()
+    return (newest, *[tuple(r) for r in scheduled])
+
+
 def _unchanged(row: KbEntry, expected: str | None) -> None:
     """Refuses an edit made from a view of ``row`` other than its current one (``expected``: the view's etag)."""
     if expected is None or entry_etag(row) == expected:
@@ -596,14 +621,20 @@ class KnowledgeStore:
                 raise KbEditError(404, f"entry {entry_id!r} has no revision {revision_id}")
             return revision.content
 
+    def pending_drafts(self) -> list[dict[str, Any]]:
+        """Every pending draft (entries, then contacts as ``contact:<id>``) with its etag and writer: the publish
+        list shows them, sends the etags back (``publish(reviewed=...)``) and, under the four-eyes rule, leaves
+        out the editor's own."""
+        with self.db.read() as session:
+            entries = [{"id": r.entry_id, "etag": entry_etag(r), "draft_by": r.draft_by} for r in session.execute(
+                select(KbEntry).where((KbEntry.draft.is_not(None)) | KbEntry.draft_retire)).scalars()]
+            contacts = [{"id": CONTACT_PREFIX + c.contact_id, "etag": contact_etag(c), "draft_by": c.draft_by}
+                        for c in session.execute(select(KbContact).where(KbContact.draft.is_not(None))).scalars()]
+        return entries + contacts
+
     def pending(self) -> list[str]:
         """Ids with a draft; contacts as ``contact:<id>``."""
-        with self.db.read() as session:
-            entries = [r.entry_id for r in session.execute(
-                select(KbEntry).where((KbEntry.draft.is_not(None)) | KbEntry.draft_retire)).scalars()]
-            contacts = [CONTACT_PREFIX + c for (c,) in session.execute(
-                select(KbContact.contact_id).where(KbContact.draft.is_not(None)))]
-        return entries + contacts
+        return [draft["id"] for draft in self.pending_drafts()]
 
     # -- contact directory --------------------------------------------------------------
 
@@ -652,6 +683,21 @@ class KnowledgeStore:
 
     # -- publish ------------------------------------------------------------------------
 
+    @staticmethod
+    def _check_reviewed(reviewed: dict[str, str], rows: list[KbEntry], contacts: list[KbContact]) -> None:
+        """409 when a draft listed for review (entry or contact, with the etag the editor saw) changed since; 422
+        for an id that names nothing."""
+        tags = {r.entry_id: (entry_etag(r), r.draft_by) for r in rows} | \
+            {CONTACT_PREFIX + c.contact_id: (contact_etag(c), c.draft_by) for c in contacts}
+        unknown = sorted(set(reviewed) - set(tags))
+        if unknown:
+            raise KbEditError(422, f"seen: no entry or contact {', '.join(unknown[:10])}", field="seen")
+        changed = sorted(e for e, etag in reviewed.items() if tags[e][0] != etag)
+        if changed:
+            who = ", ".join(f"{e} (by {tags[e][1] or 'a publish'})" for e in changed)
+            raise KbEditError(409, f"entries: {who} changed since you reviewed the list: review and publish again",
+                              field="entries")
+
     def publish(self, actor: str, entry_ids: list[str] | None = None, note: str = "",
                 before_commit: Callable[[KnowledgeBase], None] | None = None,
                 four_eyes: bool = False, effective_from: dt.datetime | None = None,
@@ -676,14 +722,10 @@ class KnowledgeStore:
         with self.db.read(timeout=BULK_SECONDS) as session:
             rows = [self._detached(r) for r in self._rows(session)]
             contacts = self._contact_rows(session)
-            base = session.execute(select(func.max(KbPublication.id))).scalar()
+            since = self.clock() - _SCHEDULE_WINDOW
+            base = _schedule_fingerprint(session, since)
             if reviewed:
-                by_id = {r.entry_id: r for r in rows}
-                changed = sorted(e for e, etag in reviewed.items() if e in by_id and entry_etag(by_id[e]) != etag)
-                if changed:
-                    who = ", ".join(f"{e} (by {by_id[e].draft_by or 'a publish'})" for e in changed)
-                    raise KbEditError(409, f"entries: {who} changed since you reviewed the list: review and publish "
-                                      "again", field="entries")
+                self._check_reviewed(reviewed, rows, contacts)
             # Publications scheduled to take effect after this one. The stored live content already holds their
             # changes (written when they were scheduled), so this one is built on what is in effect at its own
             # time instead: before, an immediate publish of any entry served every scheduled change at once
@@ -778,9 +820,11 @@ class KnowledgeStore:
             # served the snapshot. The latest publication row, locked, orders concurrent publishes (PostgreSQL;
             # SQLite's writer lock already does); the next statement sees one committed meanwhile.
             session.execute(select(KbPublication.id).order_by(KbPublication.id.desc()).limit(1).with_for_update())
-            if session.execute(select(func.max(KbPublication.id))).scalar() != base:
-                raise KbEditError(409, "another publish went live meanwhile: publish again", field="entries")
+            if _schedule_fingerprint(session, since) != base:
+                raise KbEditError(409, "another publish or cancel went through meanwhile: publish again",
+                                  field="entries")
             changes: list[tuple[str, dict[str, Any] | None]] = []
+            drafted: dict[str, str | None] = {}
             stale: list[str] = []
             for row in session.execute(select(KbEntry).where(KbEntry.entry_id.in_(snapshot))
                                        .with_for_update()).scalars():
@@ -791,6 +835,7 @@ class KnowledgeStore:
                     continue
                 content = None if seen.draft_retire else seen.draft
                 changes.append((row.entry_id, content))
+                drafted[row.entry_id] = actor if row.entry_id in kept else row.draft_by
                 row.published = content
                 if row.entry_id not in kept or (row.draft == content if content is not None else row.draft_retire):
                     row.draft, row.draft_retire, row.draft_by, row.draft_at = None, False, None, None
@@ -802,6 +847,7 @@ class KnowledgeStore:
                     stale.append(CONTACT_PREFIX + stored.contact_id)
                     continue
                 changes.append((CONTACT_PREFIX + stored.contact_id, contact.draft))
+                drafted[CONTACT_PREFIX + stored.contact_id] = stored.draft_by
                 stored.published, stored.draft, stored.draft_by, stored.draft_at = contact.draft, None, None, None
                 stored.updated_at = now
             if stale:
@@ -813,34 +859,38 @@ class KnowledgeStore:
             # an immediate one takes effect when it was built: published at ``at`` (its KB leaves out what takes
             # effect after ``at``; committed later, a scheduled time passing meanwhile would rank it after that)
             publication = self._publish_rows(session, changes, actor, note, now if scheduled else at, version,
-                                             effective_from if scheduled else None)
+                                             effective_from if scheduled else None, drafted)
             _audit(session, actor, "kb.publish", version, {"publication": publication.id,
                                                            "entries": sorted(e for e, _ in changes)}, now)
         return publication, kb
 
-    def cancel_scheduled(self, publication_id: int, actor: str) -> Publication:
+    def cancel_scheduled(self, publication_id: int, actor: str) -> tuple[Publication, list[str]]:
         """Take back a publication that is not in effect yet. Before, a scheduled change could only be waited for:
         an urgent fix of an entry it changes was refused (409, "schedule it at or after it") until its day, and a
         scheduled change found wrong went live anyway.
 
-        Its changes go back to being drafts (the author's, so nothing typed is lost; an entry with a newer draft
-        pending keeps that one), the entries' stored live content becomes what the remaining publications make, and
-        every publication scheduled after it is rebuilt without it and must stay valid (422 before anything
-        commits: a later one may follow up an entry this one adds). A publication in effect is rolled back, not
-        cancelled (409)."""
+        Its changes go back to being drafts under whoever wrote them (``KbRevision.drafted_by``), so nothing typed
+        is lost — except where that would overwrite newer work: an entry with a draft pending keeps it, and one a
+        later scheduled publication also changes gets no draft (that later content was written on this one;
+        publishing the old draft would undo it). Every cancelled content is kept in the audit entry
+        (``kb.unschedule``) either way. The entries' stored live content becomes what the remaining publications
+        make, and every publication scheduled after it is rebuilt without it and must stay valid (422 before
+        anything commits: a later one may follow up an entry this one adds). Refused (409): one in effect or due
+        within ``CANCEL_MARGIN`` (roll back instead), and one a publish or another cancel changed meanwhile.
+        Returns the publication and the entries whose cancelled content went to the audit entry only."""
         now = self.clock()
+        since = now - _SCHEDULE_WINDOW
         with self.db.read(timeout=BULK_SECONDS) as session:
             row = session.get(KbPublication, publication_id)
             if row is None:
                 raise KbEditError(404, f"no publication {publication_id}", field="publication")
-            if row.effective_from is None or row.effective_from <= now:
-                raise KbEditError(409, f"publication {publication_id} is in effect: roll its entries back instead",
-                                  field="publication")
+            self._cancellable(row, now)
             cancelled = _publication(row)
-            base = session.execute(select(func.max(KbPublication.id))).scalar()
-            later = [pid for pid, in session.execute(select(KbPublication.id).where(or_(
-                KbPublication.effective_from > row.effective_from,
-                and_(KbPublication.effective_from == row.effective_from, KbPublication.id > row.id))))]
+            base = _schedule_fingerprint(session, since)
+            later = {pid: entries or [] for pid, entries in session.execute(
+                select(KbPublication.id, KbPublication.entries).where(or_(
+                    KbPublication.effective_from > row.effective_from,
+                    and_(KbPublication.effective_from == row.effective_from, KbPublication.id > row.id))))}
         rebuilt: dict[int, str] = {}
         for later_id in later:
             try:
@@ -848,18 +898,26 @@ class KnowledgeStore:
             except KnowledgeBaseError as exc:
                 raise KbEditError(422, f"the publication scheduled after it ({later_id}) would not be valid without "
                                   "it: cancel that one first", exc.problems, field="publication") from None
+            except KbEditError as exc:  # cancelled meanwhile
+                raise KbEditError(409, "another publish or cancel went through meanwhile: cancel again",
+                                  field="publication") from exc
+        superseded = {entry_id for entries in later.values() for entry_id in entries}
         with self.db.transaction(timeout=BULK_SECONDS) as session:
-            # the publications' write lock, as a publish takes it; one committed meanwhile is a 409
+            # the publications' write lock, as a publish takes it; whatever changed since the read is a 409
             session.execute(select(KbPublication.id).order_by(KbPublication.id.desc()).limit(1).with_for_update())
-            if session.execute(select(func.max(KbPublication.id))).scalar() != base:
-                raise KbEditError(409, "another publish went live meanwhile: cancel again", field="publication")
-            if session.get(KbPublication, publication_id) is None:
-                raise KbEditError(404, f"no publication {publication_id}", field="publication")
+            if _schedule_fingerprint(session, since) != base:
+                raise KbEditError(409, "another publish or cancel went through meanwhile: cancel again",
+                                  field="publication")
+            now = self.clock()  # the rebuild took a while: its time may have come
+            self._cancellable(row, now)
             revisions = list(session.execute(select(KbRevision).where(KbRevision.publication_id == publication_id)
                                              .order_by(KbRevision.id)).scalars())
             remaining = self._state(session, dt.datetime.max, exclude=publication_id)
+            contents: dict[str, Any] = {}
+            set_aside: list[str] = []
             for revision in revisions:
                 key, content = revision.entry_id, revision.content
+                contents[key] = content
                 stored: KbEntry | KbContact | None
                 if key.startswith(CONTACT_PREFIX):
                     stored = session.get(KbContact, key[len(CONTACT_PREFIX):], with_for_update=True)
@@ -870,22 +928,32 @@ class KnowledgeStore:
                 stored.published = remaining.get(key)
                 stored.updated_at = now
                 pending = stored.draft is not None or bool(getattr(stored, "draft_retire", False))
-                if not pending and content != stored.published:
-                    stored.draft, stored.draft_by, stored.draft_at = content, revision.author, now
+                if not pending and key not in superseded and content != stored.published:
+                    stored.draft, stored.draft_at = content, now
+                    stored.draft_by = revision.drafted_by or revision.author
                     if isinstance(stored, KbEntry):
                         stored.draft_retire = content is None
+                elif content != stored.published:
+                    set_aside.append(key)
                 session.delete(revision)
             session.execute(delete(KbPublication).where(KbPublication.id == publication_id))
             for later_id, version in rebuilt.items():
                 session.execute(update(KbPublication).where(KbPublication.id == later_id).values(version=version))
             _audit(session, actor, "kb.unschedule", cancelled.version,
                    {"publication": publication_id, "entries": cancelled.entries,
-                    "effective_from": cancelled.effective_from.isoformat() + "Z" if cancelled.effective_from else None},
-                   now)
-        return cancelled
+                    "effective_from": row.effective_from.isoformat() + "Z" if row.effective_from else None,
+                    "contents": contents, "set_aside": set_aside}, now)
+        return cancelled, set_aside
+
+    @staticmethod
+    def _cancellable(row: KbPublication, now: dt.datetime) -> None:
+        if row.effective_from is None or row.effective_from <= now + CANCEL_MARGIN:
+            raise KbEditError(409, f"publication {row.id} is in effect (or due within a minute): roll its entries "
+                              "back instead", field="publication")
 
     def _publish_rows(self, session: Session, changes: list[tuple[str, dict[str, Any] | None]], actor: str, note: str,
-                      now: dt.datetime, version: str | None, effective_from: dt.datetime | None = None) -> Publication:
+                      now: dt.datetime, version: str | None, effective_from: dt.datetime | None = None,
+                      drafted: dict[str, str | None] | None = None) -> Publication:
         # Publications apply in the order they take effect, an immediate one at its published_at: never before
         # an earlier publication's, or a host whose clock runs behind another's would publish "into the past"
         # and its change would rank below the one before it (callers hold the publications' write lock).
@@ -896,7 +964,7 @@ class KnowledgeStore:
         session.flush()
         for entry_id, content in changes:
             session.add(KbRevision(entry_id=entry_id, publication_id=row.id, content=content, author=actor,
-                                   created_at=now))
+                                   drafted_by=(drafted or {}).get(entry_id), created_at=now))
         session.flush()
         if version is None:  # import: the version is the hash of what was just written
             with tempfile.TemporaryDirectory(prefix=".import-", dir=self._tmp_root()) as tmp:

@@ -69,7 +69,10 @@ class KbRevision(Base):
     entry_id: Mapped[str] = mapped_column(String(120), index=True)
     publication_id: Mapped[int] = mapped_column(ForeignKey("kb_publications.id", ondelete="CASCADE"), index=True)
     content: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
-    author: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(64))  # who published it
+    # who wrote the draft it was made from (None: before this was kept, an import or a rollback): a cancelled
+    # scheduled change goes back to its writer's drafts, not to the publisher's (the four-eyes rule reads it)
+    drafted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 

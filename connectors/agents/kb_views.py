@@ -76,7 +76,7 @@ def _summary(view: dict, kb) -> dict:
     content = view["draft"] or view["published"] or {}
     questions = content.get("questions", {})
     entry = kb.get(view["id"])
-    return {"id": view["id"], "category": view["category"], "status": view["status"], "etag": view["etag"],
+    return {"id": view["id"], "category": view["category"], "status": view["status"],
             "title": {"zh": (questions.get("zh") or [""])[0], "en": (questions.get("en") or [""])[0]},
             "updated": content.get("updated"), "valid_until": content.get("valid_until"),
             "region": content.get("region"), "draft_by": view["draft_by"], "live": entry is not None}
@@ -87,9 +87,10 @@ def _summary(view: dict, kb) -> dict:
 def status():
     live = _live()
     latest = live.store.latest()
+    drafts = live.store.pending_drafts()
     return jsonify({"editing": True, "serving": services().bot.kb.version,
-                    "latest": latest.to_dict() if latest else None, "pending": live.store.pending(),
-                    "four_eyes": live.settings.kb.four_eyes})
+                    "latest": latest.to_dict() if latest else None, "pending": [d["id"] for d in drafts],
+                    "drafts": drafts, "four_eyes": live.settings.kb.four_eyes})
 
 
 @kb_editor.get("/entries")
@@ -229,8 +230,8 @@ def cancel_publication(publication_id: int):
     if publication_id > MAX_ID:
         raise ApiError(404, f"no publication {publication_id}", "publication")
     store = _live().store
-    cancelled = _edit(lambda: store.cancel_scheduled(publication_id, g.member.username))
-    return jsonify({"cancelled": cancelled.to_dict(), "pending": store.pending()})
+    cancelled, set_aside = _edit(lambda: store.cancel_scheduled(publication_id, g.member.username))
+    return jsonify({"cancelled": cancelled.to_dict(), "pending": store.pending(), "set_aside": set_aside})
 
 
 def _would_answer(bot, text: str, language: str) -> dict:

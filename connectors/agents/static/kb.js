@@ -237,8 +237,11 @@
     if (!window.confirm("取消这次定时发布？其中的改动会回到草稿。\nCancel this scheduled publish? Its changes become drafts again.")) return;
     kbApi("DELETE", "/publications/" + publication).then(function (r) {
       ctx.flash("定时发布已取消，改动回到草稿 · Scheduled publish cancelled; its changes are drafts again ("
-        + r.cancelled.entries.join(", ") + ")");
+        + r.cancelled.entries.join(", ") + ")" + (r.set_aside.length ? " · 以下条目已有较新的草稿或定时改动，取消的内容只记在审计日志中 · "
+        + "kept only in the audit log (a newer draft or scheduled change is there): " + r.set_aside.join(", ") : ""));
       loadList(); loadStatus(); if (still(asked)) openEntry(id);
+      if (!q("#kb-publish-box").hidden) reviewPublish();  // its changes are drafts again: listed
+      if (!q("#kb-contacts").hidden) openContacts();
     }).catch(function (e) { ctx.flash(e.message); });
   }
 
@@ -257,17 +260,18 @@
     var el = ctx.el, box = q("#kb-publish-box"), drawn = ctx.latest("kb-publish-review");
     box.hidden = false; box.textContent = "…";
     Promise.all([kbApi("GET", "/status"), kbApi("GET", "/entries")]).then(drawn(function (both) {
-      var pending = both[0].pending, byId = {}, me = (ctx.me || {}).username;
+      var pending = both[0].pending, byId = {}, drafts = {}, me = (ctx.me || {}).username;
       both[1].entries.forEach(function (e) { byId[e.id] = e; });
+      (both[0].drafts || []).forEach(function (d) { drafts[d.id] = d; });  // entries and contacts: etag, writer
       // four-eyes rule: another editor publishes one's own drafts. They were ticked, and the publish was refused.
-      var own = function (id) { return both[0].four_eyes && byId[id] && byId[id].draft_by === me; };
+      var own = function (id) { return both[0].four_eyes && drafts[id] && drafts[id].draft_by === me; };
       var picked = function (id) { return !S.unticked[id] && !own(id); };
       box.textContent = "";
       box.appendChild(el("h3", { text: "发布以下草稿 · Publish these drafts" }));
       if (!pending.length) box.appendChild(el("p", { class: "muted", text: "没有草稿 · No drafts." }));
       var list = el("ul", { class: "kb-publish-list" }, pending.map(function (id, i) {
         var e = byId[id], box_ = el("input", { type: "checkbox", id: "kb-publish-pick-" + i, "data-entry": id,
-          "data-etag": e ? e.etag : null, checked: picked(id) ? "checked" : null,  // what the editor unticked stays so
+          "data-etag": drafts[id] ? drafts[id].etag : null, checked: picked(id) ? "checked" : null,  // what the editor unticked stays so
           disabled: own(id) ? "disabled" : null });                                  // when redrawn
         var what = e ? (e.status === "retire" ? "下线 · retire" : (e.title.zh || e.title.en)) + " · " + (e.draft_by || "") : "联系人 · contact";
         return el("li", {}, [box_, el("label", { for: box_.id }, [el("code", { text: id }), " " + what,

@@ -1,4 +1,4 @@
-"""Indexes for the in-effect publication read before every request
+"""Indexes for the in-effect publication read before every request; who drafted each revision
 
 Revision ID: 0003
 Revises: 0002
@@ -17,6 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('kb_revisions', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('drafted_by', sa.String(length=64), nullable=True))
     with op.batch_alter_table('kb_publications', schema=None) as batch_op:
         batch_op.create_index('ix_kb_publications_immediate', ['published_at', 'id'], unique=False,
                               sqlite_where=sa.text('effective_from IS NULL'),
@@ -30,3 +32,5 @@ def downgrade() -> None:
     with op.batch_alter_table('kb_publications', schema=None) as batch_op:
         batch_op.drop_index('ix_kb_publications_scheduled')
         batch_op.drop_index('ix_kb_publications_immediate')
+    with op.batch_alter_table('kb_revisions', schema=None) as batch_op:
+        batch_op.drop_column('drafted_by')
