@@ -31,6 +31,18 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def server_side_checks():
+    """For the KB editor's browser modules: what a page waits for there (an inline check, a save, a publish) is the
+    server validating the whole KB, several seconds under the suite's load; Playwright's 5 s default failed a
+    passing test in a full run (the covers field's inline check). Waits that succeed end as early as before."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+    yield
+    expect.set_options(timeout=5_000)
+
+
 def hold_first(page, pattern: str, held: list, when=lambda url: True) -> None:
     """Holds the first request matching ``pattern`` (and ``when(url)``) in ``held`` until ``release``; the rest
     pass. For the consoles' late-answer tests: a slow answer must not be drawn over the next one."""

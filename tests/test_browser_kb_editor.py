@@ -20,6 +20,7 @@ NEW_ANSWER = "【已更新】自12月1日起，单人单检每次10元，混检�
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.usefixtures("server_side_checks"),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium"),
 ]
 

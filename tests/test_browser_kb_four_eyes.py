@@ -19,6 +19,7 @@ DRAFT = "【四眼】单人单检每次10元。"
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.usefixtures("server_side_checks"),
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} missing: apt-get install -y chromium"),
 ]
 
