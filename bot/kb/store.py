@@ -60,6 +60,8 @@ _NEWEST = select(KbPublication).order_by(KbPublication.id.desc()).limit(1)
 def _scheduled_after(moment: dt.datetime) -> Any:
     """Publications scheduled to take effect after ``moment``: their changes are stored, not in effect yet."""
     return and_(KbPublication.effective_from.is_not(None), KbPublication.effective_from > moment)
+
+
 # An import or a publish writes a row per entry in one transaction, and materialising the KB (export, a
 # reload's load) reads them all: a citizen's message gets the database deadline (1.5 s on a frozen link), a
 # bulk KB read or write this long; each statement keeps its timeout.
@@ -103,15 +105,17 @@ def entry_etag(row: KbEntry) -> str:
     """What an editor saw of an entry (live content, draft, retirement), as an HTTP entity tag. A save, retire or
     discard made from an older view is refused (412) instead of silently replacing what another editor saved in
     between: before, the last save won and the first editor's change was gone without a word."""
-    seen = json.dumps([row.published, row.draft, bool(row.draft_retire)], sort_keys=True, ensure_ascii=False,
-                      separators=(",", ":"))
-    return hashlib.sha256(seen.encode("utf-8")).hexdigest()[:24]
+    return _etag([row.published, row.draft, bool(row.draft_retire)])
 
 
 def contact_etag(row: KbContact) -> str:
     """A contact's draft as an editor saw it (the publish list checks it like an entry's)."""
-    seen = json.dumps([row.published, row.draft], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(seen.encode("utf-8")).hexdigest()[:24]
+    return _etag([row.published, row.draft])
+
+
+def _etag(seen: list[Any]) -> str:
+    text = json.dumps(seen, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 # A scheduled publication is not cancelled this close to its time: another host's clock may run ahead, and its
@@ -131,6 +135,15 @@ def _schedule_fingerprint(session: Session, since: dt.datetime) -> tuple[Any, ..
     scheduled = session.execute(select(KbPublication.id, KbPublication.version, KbPublication.effective_from)
                                 .where(KbPublication.effective_from > since).order_by(KbPublication.id)).all()
     return (newest, *[tuple(r) for r in scheduled])
+
+
+def _lock_unchanged(session: Session, since: dt.datetime, base: tuple[Any, ...], again: str, field: str) -> None:
+    """Takes the publications' write lock (the newest row, locked, orders concurrent publishes and cancels on
+    PostgreSQL; SQLite's writer lock already does) and refuses (409, "... ``again``") when what the operation built
+    on (``_schedule_fingerprint`` read at its start) changed meanwhile; the next statement sees any such commit."""
+    session.execute(select(KbPublication.id).order_by(KbPublication.id.desc()).limit(1).with_for_update())
+    if _schedule_fingerprint(session, since) != base:
+        raise KbEditError(409, f"another publish or cancel went through meanwhile: {again}", field=field)
 
 
 def _unchanged(row: KbEntry, expected: str | None) -> None:
@@ -817,12 +830,8 @@ class KnowledgeStore:
             # the snapshot is a 409 (publish again). Before: two processes publishing at once each built a version
             # holding the other's entries as they were, and one change was never served; a draft saved or
             # discarded during the publish was published unreviewed (or retired the entry) while the servers
-            # served the snapshot. The latest publication row, locked, orders concurrent publishes (PostgreSQL;
-            # SQLite's writer lock already does); the next statement sees one committed meanwhile.
-            session.execute(select(KbPublication.id).order_by(KbPublication.id.desc()).limit(1).with_for_update())
-            if _schedule_fingerprint(session, since) != base:
-                raise KbEditError(409, "another publish or cancel went through meanwhile: publish again",
-                                  field="entries")
+            # served the snapshot.
+            _lock_unchanged(session, since, base, "publish again", "entries")
             changes: list[tuple[str, dict[str, Any] | None]] = []
             drafted: dict[str, str | None] = {}
             stale: list[str] = []
@@ -903,11 +912,7 @@ class KnowledgeStore:
                                   field="publication") from exc
         superseded = {entry_id for entries in later.values() for entry_id in entries}
         with self.db.transaction(timeout=BULK_SECONDS) as session:
-            # the publications' write lock, as a publish takes it; whatever changed since the read is a 409
-            session.execute(select(KbPublication.id).order_by(KbPublication.id.desc()).limit(1).with_for_update())
-            if _schedule_fingerprint(session, since) != base:
-                raise KbEditError(409, "another publish or cancel went through meanwhile: cancel again",
-                                  field="publication")
+            _lock_unchanged(session, since, base, "cancel again", "publication")
             now = self.clock()  # the rebuild took a while: its time may have come
             self._cancellable(row, now)
             revisions = list(session.execute(select(KbRevision).where(KbRevision.publication_id == publication_id)
