@@ -270,9 +270,10 @@
       box.appendChild(el("h3", { text: "发布以下草稿 · Publish these drafts" }));
       if (!pending.length) box.appendChild(el("p", { class: "muted", text: "没有草稿 · No drafts." }));
       var list = el("ul", { class: "kb-publish-list" }, pending.map(function (id, i) {
+        // what the editor unticked stays so when redrawn
         var e = byId[id], box_ = el("input", { type: "checkbox", id: "kb-publish-pick-" + i, "data-entry": id,
-          "data-etag": drafts[id] ? drafts[id].etag : null, checked: picked(id) ? "checked" : null,  // what the editor unticked stays so
-          disabled: own(id) ? "disabled" : null });                                  // when redrawn
+          "data-etag": drafts[id] ? drafts[id].etag : null, checked: picked(id) ? "checked" : null,
+          disabled: own(id) ? "disabled" : null });
         var what = e ? (e.status === "retire" ? "下线 · retire" : (e.title.zh || e.title.en)) + " · " + (e.draft_by || "") : "联系人 · contact";
         return el("li", {}, [box_, el("label", { for: box_.id }, [el("code", { text: id }), " " + what,
           own(id) ? el("span", { class: "muted", text: " · 四眼原则：需另一位编辑发布 · four-eyes rule: another editor publishes your draft" }) : null])]);
